@@ -1,0 +1,112 @@
+# Common helpers for the local stack scripts. Source it; do not run it.
+# shellcheck shell=bash
+set -euo pipefail
+
+FERRY_ROOT=${FERRY_ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
+DEPLOY=$FERRY_ROOT/deploy/local
+LOCAL=$FERRY_ROOT/.local
+BIN=$LOCAL/bin
+LOGS=$LOCAL/logs
+DATA=$LOCAL/data
+RUN=$LOCAL/run
+# shellcheck source=versions.sh
+. "$DEPLOY/versions.sh"
+
+msg() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() { msg "ERROR: $*"; exit 1; }
+
+# tail_log FILE: the last 30 lines of a service log, for failure reports.
+tail_log() {
+  echo "----- last 30 lines of $1 -----" >&2
+  tail -n 30 "$1" >&2 2>/dev/null || echo "(no log yet)" >&2
+  echo "-----" >&2
+}
+
+# Every service we start carries FERRY_SERVICE=<this checkout's .local>:<name> in its environment
+# (inherited through node.sh's exec into java), so we recognise our processes exactly: never by
+# program name, never another checkout's or another engineer's instance of the same binary.
+svc_tag() { echo "FERRY_SERVICE=$LOCAL:$1"; }
+
+# pid_of NAME: prints the pid from .local/run/NAME.pid if that process is alive and is ours;
+# else returns 1 (and drops a stale pid file).
+pid_of() {
+  local f=$RUN/$1.pid pid
+  [[ -s $f ]] || return 1
+  pid=$(<"$f")
+  if [[ $pid =~ ^[0-9]+$ ]] && grep -qzxF "$(svc_tag "$1")" "/proc/$pid/environ" 2>/dev/null; then
+    echo "$pid"; return 0
+  fi
+  rm -f "$f"; return 1
+}
+
+# spawn NAME LOGFILE CMD...: starts CMD detached from this session (survives make/CI shells and
+# terminal hangups), stdin from /dev/null, stdout+stderr appended to LOGFILE, pid in .local/run/NAME.pid.
+spawn() {
+  local name=$1 log=$2; shift 2
+  mkdir -p "$RUN" "$(dirname "$log")"
+  printf '\n===== %s starting %s =====\n' "$(date -Is)" "$name" >>"$log"
+  # The inner shell writes its own pid, then execs the service, so the pid file names the service.
+  FERRY_SERVICE=$LOCAL:$name setsid nohup bash -c 'echo $$ >"$0"; exec "$@"' "$RUN/$name.pid" "$@" \
+    </dev/null >>"$log" 2>&1 &
+  local i
+  for ((i = 0; i < 50; i++)); do [[ -s $RUN/$name.pid ]] && return 0; sleep 0.1; done
+  die "$name did not start (no pid file)"
+}
+
+# wait_until TIMEOUT_S NAME LOGFILE CHECK...: polls CHECK every 0.5 s until it succeeds; on timeout
+# (or if the service's process dies) prints the log tail and exits non-zero.
+wait_until() {
+  local timeout=$1 name=$2 log=$3; shift 3
+  local deadline=$((SECONDS + timeout))
+  while ! "$@" >/dev/null 2>&1; do
+    if ! pid_of "$name" >/dev/null; then
+      msg "$name exited while starting"; tail_log "$log"; exit 1
+    fi
+    if ((SECONDS >= deadline)); then
+      msg "$name not ready after ${timeout}s"; tail_log "$log"; exit 1
+    fi
+    sleep 0.5
+  done
+}
+
+# stop_proc NAME [TIMEOUT_S]: SIGTERM, wait, then SIGKILL. No-op when not running.
+stop_proc() {
+  local name=$1 timeout=${2:-15} pid i
+  pid=$(pid_of "$name") || { rm -f "$RUN/$name.pid"; return 0; }
+  msg "stopping $name (pid $pid)"
+  kill -TERM "$pid" 2>/dev/null || true
+  for ((i = 0; i < timeout * 10; i++)); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  if kill -0 "$pid" 2>/dev/null; then
+    msg "$name still running after ${timeout}s: SIGKILL"
+    kill -KILL "$pid" 2>/dev/null || true
+    for ((i = 0; i < 50; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  fi
+  rm -f "$RUN/$name.pid"
+}
+
+# our_pids: every live process started by these scripts for this checkout (pid file or not).
+our_pids() {
+  grep -lzF "FERRY_SERVICE=$LOCAL:" /proc/[0-9]*/environ 2>/dev/null | cut -d/ -f3 | grep -vx "$$" || true
+}
+
+# port_open HOST PORT: true when something accepts TCP connections there.
+port_open() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
+
+# http_ok URL [EXPECTED_SUBSTRING]: GET returns 2xx (and contains the substring).
+http_ok() {
+  python3 - "$@" <<'PY'
+import sys, urllib.request
+try:
+    body = urllib.request.urlopen(sys.argv[1], timeout=3).read().decode()
+except Exception:
+    sys.exit(1)
+sys.exit(0 if len(sys.argv) < 3 or sys.argv[2] in body else 1)
+PY
+}
+
+rss_of() { # rss_of PID -> "123 MiB"
+  awk '/^VmRSS/ {printf "%d MiB", $2/1024}' "/proc/$1/status" 2>/dev/null || echo "?"
+}

@@ -1,0 +1,197 @@
+package fetcher
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/urfave/cli/v2"
+
+	"github.com/ferry-migrate/ferry/shared/bus"
+	"github.com/ferry-migrate/ferry/shared/cass"
+	"github.com/ferry-migrate/ferry/shared/keyrules"
+	"github.com/ferry-migrate/ferry/shared/service"
+	"github.com/ferry-migrate/ferry/shared/stage"
+)
+
+// Config is the fetcher's flags.
+type Config struct {
+	Concurrency int
+	ReadRate    float64 // reads/s, 0 unlimited
+	ByteRate    float64 // bytes/s, 0 unlimited
+	InlineLimit int
+	MaxSize     int64
+	Settings    bus.Settings
+}
+
+// Flags are the fetcher's flags.
+func (c *Config) Flags() []cli.Flag {
+	return append([]cli.Flag{
+		&cli.IntFlag{Name: "concurrency", Aliases: []string{"c"}, Value: 64, EnvVars: []string{"FERRY_FETCHER_CONCURRENCY"}, Destination: &c.Concurrency, Usage: "concurrent Cassandra reads"},
+		&cli.Float64Flag{Name: "read-rate", EnvVars: []string{"FERRY_READ_RATE"}, Destination: &c.ReadRate, Usage: "cap on Cassandra reads/s of this process (0: none; `ferry throttle` changes it live for all fetchers)"},
+		&cli.Float64Flag{Name: "byte-rate", EnvVars: []string{"FERRY_BYTE_RATE"}, Destination: &c.ByteRate, Usage: "cap on blob bytes/s read by this process (0: none)"},
+		&cli.IntFlag{Name: "inline-limit", Value: 1 << 20, EnvVars: []string{"FERRY_INLINE_LIMIT"}, Destination: &c.InlineLimit, Usage: "blobs above this many bytes travel through the object store (clamped below the server's max_payload)"},
+		&cli.Int64Flag{Name: "max-size", Value: 256 << 20, EnvVars: []string{"FERRY_MAX_SIZE"}, Destination: &c.MaxSize, Usage: "blobs above this many bytes are dead-lettered as too_large"},
+	}, c.Settings.Flags()...)
+}
+
+// Validate checks the flags.
+func (c *Config) Validate() error {
+	var errs []error
+	if c.Concurrency < 1 || c.Concurrency > 4096 {
+		errs = append(errs, fmt.Errorf("--concurrency %d: must be 1..4096", c.Concurrency))
+	}
+	if c.ReadRate < 0 || c.ByteRate < 0 {
+		errs = append(errs, errors.New("--read-rate and --byte-rate must not be negative"))
+	}
+	if c.InlineLimit < 1024 {
+		errs = append(errs, fmt.Errorf("--inline-limit %d: must be at least 1024", c.InlineLimit))
+	}
+	if c.MaxSize < 1 {
+		errs = append(errs, fmt.Errorf("--max-size %d: must be positive", c.MaxSize))
+	}
+	return errors.Join(errs...)
+}
+
+// Command is `ferry fetcher`.
+func Command() *cli.Command {
+	var cfg Config
+	return &cli.Command{
+		Name:  "fetcher",
+		Usage: "read each key's blob from Cassandra (ordered read targets, with fallback) into BLOBS",
+		Flags: cfg.Flags(),
+		Action: func(c *cli.Context) error {
+			if err := cfg.Validate(); err != nil {
+				return err
+			}
+			env, err := service.Open(c.Context, c, service.Options{Name: bus.StageFetcher, Settings: cfg.Settings, NeedConfig: true})
+			if err != nil {
+				return err
+			}
+			defer env.Close()
+			env.StartAdvisor(c.Context)
+			return Run(c.Context, env, cfg)
+		},
+	}
+}
+
+// Run consumes KEYS until ctx ends.
+func Run(ctx context.Context, env *service.Env, cfg Config) error {
+	job := env.Job()
+	rules, err := keyrules.Compile(job.Keys)
+	if err != nil {
+		return err
+	}
+	var readers []Reader
+	for _, t := range job.Source.Targets {
+		r, err := cass.NewReader(ctx, t, cfg.Concurrency)
+		if err != nil {
+			return fmt.Errorf("fetcher: %w", err)
+		}
+		defer r.Close()
+		readers = append(readers, r)
+	}
+	objects, err := env.JS.ObjectStore(ctx, env.Names.Objects)
+	if err != nil {
+		return fmt.Errorf("fetcher: object store %s: %w", env.Names.Objects, err)
+	}
+	blobs, err := env.JS.Stream(ctx, env.Names.Blobs)
+	if err != nil {
+		return fmt.Errorf("fetcher: stream %s: %w", env.Names.Blobs, err)
+	}
+	// Headers and protocol need room below max_payload.
+	inline := min(cfg.InlineLimit, int(env.NC.MaxPayload())-64<<10)
+	f := &Fetcher{
+		Names: env.Names, JS: env.JS, Objects: objects, Readers: readers, Rules: rules,
+		InlineLimit: inline, MaxSize: cfg.MaxSize,
+		Limits: NewLimits(cfg.ReadRate, cfg.ByteRate),
+		Gate:   StartGate(ctx, blobs, 500*time.Millisecond, env.Log),
+	}
+	f.Register(env.Registry)
+	if err := WatchThrottle(ctx, env.JS, env.Names, f.Limits, env.Log); err != nil {
+		return err
+	}
+	cons, err := env.JS.Consumer(ctx, env.Names.Keys, env.Names.Fetcher)
+	if err != nil {
+		return fmt.Errorf("fetcher: consumer %s on %s: %w", env.Names.Fetcher, env.Names.Keys, err)
+	}
+	env.Log.Info("fetcher started", "targets", len(readers), "concurrency", cfg.Concurrency, "inline_limit", inline)
+	return stage.Run(ctx, cons, f.Handle, stage.Options{
+		Stage: bus.StageFetcher, Names: env.Names, JS: env.JS, Workers: cfg.Concurrency,
+		ExhaustedReason: bus.ReasonSourceError, Metrics: env.Metrics, Log: env.Log,
+		KeyOf: func(m jetstream.Msg) string { return string(m.Data()) },
+	})
+}
+
+// Throttle is the live read limit of every fetcher of a job, kept in the job's KV.
+type Throttle struct {
+	ReadsPerSec float64 `json:"reads_per_sec"`
+	BytesPerSec float64 `json:"bytes_per_sec"`
+}
+
+const throttleKey = "settings.throttle"
+
+// WatchThrottle applies the KV throttle (if set) now and whenever it changes, until ctx ends.
+func WatchThrottle(ctx context.Context, js jetstream.JetStream, n bus.Names, l *Limits, log *slog.Logger) error {
+	kv, err := js.KeyValue(ctx, n.KV)
+	if err != nil {
+		return fmt.Errorf("kv %s: %w", n.KV, err)
+	}
+	w, err := kv.Watch(ctx, throttleKey)
+	if err != nil {
+		return fmt.Errorf("watch %s in %s: %w", throttleKey, n.KV, err)
+	}
+	go func() {
+		defer w.Stop()
+		for e := range w.Updates() {
+			if e == nil || e.Operation() != jetstream.KeyValuePut {
+				continue
+			}
+			var t Throttle
+			if err := json.Unmarshal(e.Value(), &t); err != nil {
+				log.Error("bad throttle setting ignored", "err", err)
+				continue
+			}
+			l.Set(t.ReadsPerSec, t.BytesPerSec)
+			log.Info("throttle applied", "reads_per_sec", t.ReadsPerSec, "bytes_per_sec", t.BytesPerSec)
+		}
+	}()
+	return nil
+}
+
+// ThrottleCommand is `ferry throttle`: set the read caps of every running fetcher of the job.
+func ThrottleCommand() *cli.Command {
+	var t Throttle
+	return &cli.Command{
+		Name:  "throttle",
+		Usage: "change the Cassandra read caps of all running fetchers of the job (0: none)",
+		Flags: []cli.Flag{
+			&cli.Float64Flag{Name: "reads", Destination: &t.ReadsPerSec, Usage: "reads/s per fetcher process"},
+			&cli.Float64Flag{Name: "bytes", Destination: &t.BytesPerSec, Usage: "blob bytes/s per fetcher process"},
+		},
+		Action: func(c *cli.Context) error {
+			if t.ReadsPerSec < 0 || t.BytesPerSec < 0 {
+				return errors.New("--reads and --bytes must not be negative")
+			}
+			env, err := service.Open(c.Context, c, service.Options{Name: "throttle", Settings: bus.DefaultSettings()})
+			if err != nil {
+				return err
+			}
+			defer env.Close()
+			kv, err := env.JS.KeyValue(c.Context, env.Names.KV)
+			if err != nil {
+				return err
+			}
+			b, _ := json.Marshal(t)
+			if _, err := kv.Put(c.Context, throttleKey, b); err != nil {
+				return fmt.Errorf("set throttle: %w", err)
+			}
+			fmt.Printf("throttle for job %s: %.0f reads/s, %.0f bytes/s per fetcher (0 = none)\n", env.Names.Job, t.ReadsPerSec, t.BytesPerSec)
+			return nil
+		},
+	}
+}

@@ -1,0 +1,232 @@
+// Package fetcher consumes KEYS, reads each blob from the job's ordered Cassandra read targets
+// (falling back on not-found, timeout and unavailable), and publishes it with its checksums to
+// BLOBS; blobs above the inline limit travel through the job's object store.
+package fetcher
+
+import (
+	"bytes"
+	"context"
+	"crypto/md5"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/time/rate"
+
+	"github.com/ferry-migrate/ferry/shared/bus"
+	"github.com/ferry-migrate/ferry/shared/cass"
+	"github.com/ferry-migrate/ferry/shared/keyrules"
+	"github.com/ferry-migrate/ferry/shared/stage"
+)
+
+// Reader reads one blob from one read target; cass.Reader is the real one.
+type Reader interface {
+	Name() string
+	Read(ctx context.Context, key string) ([]byte, error)
+}
+
+// Fetcher is the KEYS handler.
+type Fetcher struct {
+	Names       bus.Names
+	JS          jetstream.JetStream
+	Objects     jetstream.ObjectStore
+	Readers     []Reader // in fallback order
+	Rules       *keyrules.Rules
+	InlineLimit int   // bytes; larger blobs go through the object store
+	MaxSize     int64 // bytes; larger blobs are dead-lettered too_large
+	Limits      *Limits
+	Gate        *Gate // BLOBS backpressure; nil: none
+	metrics     *metrics
+}
+
+type metrics struct {
+	reads  *prometheus.CounterVec
+	bytes  prometheus.Counter
+	served *prometheus.CounterVec
+}
+
+// Register registers the fetcher's metrics.
+func (f *Fetcher) Register(reg prometheus.Registerer) {
+	f.metrics = &metrics{
+		reads: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ferry_fetcher_reads_total",
+			Help: "Cassandra reads by target and result (found, not_found, error)."}, []string{"job", "target", "result"}),
+		bytes: prometheus.NewCounter(prometheus.CounterOpts{Name: "ferry_fetcher_bytes_total",
+			Help: "Blob bytes read from Cassandra.", ConstLabels: prometheus.Labels{"job": f.Names.Job}}),
+		served: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ferry_fetcher_served_total",
+			Help: "Blobs published, by the read target that served them."}, []string{"job", "target"}),
+	}
+	reg.MustRegister(f.metrics.reads, f.metrics.bytes, f.metrics.served)
+}
+
+// Reads is the number of Cassandra reads made (for benchmarks: reads per migrated file).
+var Reads atomic.Int64
+
+// Handle is the stage.Handler.
+func (f *Fetcher) Handle(ctx context.Context, msg jetstream.Msg) error {
+	key := string(msg.Data())
+	s3Key, err := f.Rules.Map(key)
+	if err != nil {
+		return stage.Permanent(bus.ReasonInvalidKey, err)
+	}
+	if err := f.Gate.Wait(ctx); err != nil {
+		return err
+	}
+	blob, source, err := f.read(ctx, key)
+	if err != nil {
+		return err
+	}
+	if int64(len(blob)) > f.MaxSize {
+		return stage.Permanent(bus.ReasonTooLarge, fmt.Errorf("key %q: blob of %d bytes is over the %d-byte limit", key, len(blob), f.MaxSize))
+	}
+	if err := f.Limits.WaitBytes(ctx, len(blob)); err != nil {
+		return err
+	}
+	sum := md5.Sum(blob)
+	out := nats.NewMsg(f.Names.BlobsSubject)
+	bus.Carry(out.Header, msg.Headers())
+	id := out.Header.Get(bus.HdrID)
+	if id == "" { // published by something other than ferry's producer
+		id = bus.KeyID(f.Names.Job, key)
+		out.Header.Set(bus.HdrID, id)
+	}
+	out.Header.Set(bus.HdrKey, key)
+	out.Header.Set(bus.HdrS3Key, s3Key)
+	out.Header.Set(bus.HdrSize, strconv.Itoa(len(blob)))
+	out.Header.Set(bus.HdrMD5, hex.EncodeToString(sum[:]))
+	out.Header.Set(bus.HdrCRC32C, strconv.FormatUint(uint64(crc32.Checksum(blob, castagnoli)), 10))
+	out.Header.Set(bus.HdrContentType, f.Rules.ContentType(s3Key))
+	out.Header.Set(bus.HdrSource, source)
+	if len(blob) > f.InlineLimit {
+		// The object name is the key's id: a redelivery overwrites the same object.
+		if _, err := f.Objects.Put(ctx, jetstream.ObjectMeta{Name: id}, bytes.NewReader(blob)); err != nil {
+			return fmt.Errorf("key %q: store %d-byte blob in object store: %w", key, len(blob), err)
+		}
+		out.Header.Set(bus.HdrObject, id)
+	} else {
+		out.Data = blob
+	}
+	if err := f.publish(ctx, out); err != nil {
+		return fmt.Errorf("key %q: %w", key, err)
+	}
+	if f.metrics != nil {
+		f.metrics.served.WithLabelValues(f.Names.Job, source).Inc()
+		f.metrics.bytes.Add(float64(len(blob)))
+	}
+	return nil
+}
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// read tries the targets in order. Not found everywhere is permanent; if any target failed with
+// an error instead, the key may exist there, so it is retried.
+func (f *Fetcher) read(ctx context.Context, key string) ([]byte, string, error) {
+	var failures []string
+	for _, r := range f.Readers {
+		if err := f.Limits.WaitRead(ctx); err != nil {
+			return nil, "", err
+		}
+		Reads.Add(1)
+		blob, err := r.Read(ctx, key)
+		result := "found"
+		switch {
+		case err == nil:
+		case errors.Is(err, cass.ErrNotFound):
+			result = "not_found"
+		default:
+			result = "error"
+			failures = append(failures, r.Name()+": "+err.Error())
+		}
+		if f.metrics != nil {
+			f.metrics.reads.WithLabelValues(f.Names.Job, r.Name(), result).Inc()
+		}
+		if err == nil {
+			return blob, r.Name(), nil
+		}
+		if ctx.Err() != nil {
+			return nil, "", ctx.Err()
+		}
+	}
+	if len(failures) > 0 {
+		return nil, "", stage.Transient(bus.ReasonSourceError,
+			fmt.Errorf("key %q: not read from any target: %s", key, strings.Join(failures, "; ")))
+	}
+	return nil, "", stage.Permanent(bus.ReasonNotFound, fmt.Errorf("key %q: %w on every read target", key, cass.ErrNotFound))
+}
+
+// publish stores out in BLOBS. When BLOBS is full (its byte cap) it waits and tries again rather
+// than failing: the blob is already read, and reading it again would only load Cassandra more.
+func (f *Fetcher) publish(ctx context.Context, out *nats.Msg) error {
+	id := bus.MsgID("blobs", out.Header.Get(bus.HdrID))
+	for wait := 100 * time.Millisecond; ; wait = min(wait*2, 2*time.Second) {
+		_, err := f.JS.PublishMsg(ctx, out, jetstream.WithMsgID(id), jetstream.WithExpectStream(f.Names.Blobs))
+		if err == nil {
+			return nil
+		}
+		if !strings.Contains(err.Error(), "maximum bytes exceeded") {
+			return fmt.Errorf("publish to %s: %w", f.Names.Blobs, err)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("publish to %s (full): %w", f.Names.Blobs, ctx.Err())
+		case <-time.After(wait):
+		}
+	}
+}
+
+// Limits cap the read rate against Cassandra: reads/s and bytes/s. Zero means unlimited. They can
+// be changed while running (see Watch).
+type Limits struct {
+	reads, bytes *rate.Limiter
+}
+
+// NewLimits returns limits of readsPerSec and bytesPerSec (0: unlimited).
+func NewLimits(readsPerSec, bytesPerSec float64) *Limits {
+	l := &Limits{reads: rate.NewLimiter(rate.Inf, 1), bytes: rate.NewLimiter(rate.Inf, 1)}
+	l.Set(readsPerSec, bytesPerSec)
+	return l
+}
+
+// Set changes the limits.
+func (l *Limits) Set(readsPerSec, bytesPerSec float64) {
+	set := func(lim *rate.Limiter, v float64, burst int) {
+		if v <= 0 {
+			lim.SetLimit(rate.Inf)
+			return
+		}
+		lim.SetLimit(rate.Limit(v))
+		lim.SetBurst(max(burst, 1))
+	}
+	set(l.reads, readsPerSec, int(readsPerSec/10))
+	set(l.bytes, bytesPerSec, int(bytesPerSec/10))
+}
+
+// WaitRead waits for one read's turn.
+func (l *Limits) WaitRead(ctx context.Context) error {
+	if l == nil {
+		return nil
+	}
+	return l.reads.Wait(ctx)
+}
+
+// WaitBytes charges n bytes already read, in slices no larger than the burst.
+func (l *Limits) WaitBytes(ctx context.Context, n int) error {
+	if l == nil || l.bytes.Limit() == rate.Inf {
+		return nil
+	}
+	for n > 0 {
+		c := min(n, l.bytes.Burst())
+		if err := l.bytes.WaitN(ctx, c); err != nil {
+			return err
+		}
+		n -= c
+	}
+	return nil
+}

@@ -1,0 +1,103 @@
+// Command ferry moves blobs out of Apache Cassandra into S3-compatible object storage through NATS
+// JetStream. Each stage is a subcommand and runs as its own process; `ferry run` runs them all.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/ferry-migrate/ferry/dlq"
+	"github.com/ferry-migrate/ferry/fetcher"
+	"github.com/ferry-migrate/ferry/producer"
+	"github.com/ferry-migrate/ferry/run"
+	"github.com/ferry-migrate/ferry/seed"
+	"github.com/ferry-migrate/ferry/shared/bus"
+	"github.com/ferry-migrate/ferry/shared/config"
+	"github.com/ferry-migrate/ferry/shared/service"
+	"github.com/ferry-migrate/ferry/uploader"
+	"github.com/ferry-migrate/ferry/verifier"
+)
+
+// version is set at build time with -ldflags "-X main.version=…".
+var version = "dev"
+
+func main() {
+	// First signal: drain and finish in-flight work. A second one kills the process (default Go
+	// behaviour once the context stops listening).
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	go func() { <-ctx.Done(); stop() }()
+	if err := app().RunContext(ctx, os.Args); err != nil {
+		fmt.Fprintln(os.Stderr, "ferry:", err)
+		os.Exit(1)
+	}
+}
+
+func app() *cli.App {
+	return &cli.App{
+		Name:    "ferry",
+		Usage:   "move blobs from Cassandra to S3 through NATS JetStream, verified, nothing lost",
+		Version: version,
+		Flags:   service.GlobalFlags(),
+		Commands: []*cli.Command{
+			setupCommand(),
+			producer.Command(),
+			fetcher.Command(),
+			uploader.Command(),
+			verifier.Command(),
+			run.Command(),
+			dlq.Command(),
+			fetcher.ThrottleCommand(),
+			seed.Command(),
+		},
+	}
+}
+
+// setupCommand is `ferry setup`: create or update the job's streams, consumers and buckets.
+func setupCommand() *cli.Command {
+	var s bus.Settings
+	var del, yes bool
+	return &cli.Command{
+		Name:  "setup",
+		Usage: "create or update the job's streams, consumers and buckets (services create missing ones at start)",
+		Flags: append(s.Flags(),
+			&cli.BoolFlag{Name: "delete", Destination: &del, Usage: "delete the job instead: its streams, progress, dead letters and DONE record"},
+			&cli.BoolFlag{Name: "yes", Destination: &yes, Usage: "confirm --delete"},
+		),
+		Action: func(c *cli.Context) error {
+			if del {
+				if !yes {
+					return errors.New("--delete removes the job's progress and dead letters for good; add --yes to confirm")
+				}
+				nc, js, err := bus.Connect(c.Context, c.String("nats"), "setup")
+				if err != nil {
+					return err
+				}
+				defer nc.Close()
+				if err := config.ValidateJobName(c.String("job")); err != nil {
+					return err
+				}
+				if err := bus.Delete(c.Context, js, bus.For(c.String("job"))); err != nil {
+					return err
+				}
+				fmt.Printf("job %s deleted\n", c.String("job"))
+				return nil
+			}
+			env, err := service.Open(c.Context, c, service.Options{Name: "setup", Settings: s, Update: true})
+			if err != nil {
+				return err
+			}
+			defer env.Close()
+			n := env.Names
+			fmt.Printf("job %s ready: streams %s %s %s %s %s %s, kv %s, object store %s\n",
+				n.Job, n.Keys, n.Blobs, n.Uploaded, n.Done, n.DLQ, n.Advisories, n.KV, n.Objects)
+			return nil
+		},
+	}
+}

@@ -1,0 +1,259 @@
+// Package run is `ferry run`: every stage in one process, on an embedded JetStream server unless
+// --nats is given. It publishes the key lists, waits until every key is verified or
+// dead-lettered, and prints a summary. Run it again to resume: the broker holds the progress.
+package run
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/urfave/cli/v2"
+
+	"github.com/ferry-migrate/ferry/dlq"
+	"github.com/ferry-migrate/ferry/fetcher"
+	"github.com/ferry-migrate/ferry/producer"
+	"github.com/ferry-migrate/ferry/shared/bus"
+	"github.com/ferry-migrate/ferry/shared/service"
+	"github.com/ferry-migrate/ferry/uploader"
+	"github.com/ferry-migrate/ferry/verifier"
+)
+
+// Config is `ferry run`'s flags.
+type Config struct {
+	Data     string
+	Producer producer.Config
+	Fetcher  fetcher.Config
+	Uploader uploader.Config
+	Verifier verifier.Config
+	Settings bus.Settings
+	Wait     bool // keep running when the work is done (a long-lived single-machine service)
+}
+
+// Flags are the flags of `ferry run`.
+func (c *Config) Flags() []cli.Flag {
+	f := []cli.Flag{
+		&cli.StringFlag{Name: "data", Value: "ferry-data", EnvVars: []string{"FERRY_DATA"}, Destination: &c.Data, Usage: "store folder of the embedded JetStream server (unused with --nats)"},
+		&cli.StringSliceFlag{Name: "keys", Aliases: []string{"k"}, EnvVars: []string{"FERRY_KEYS"}, Destination: &c.Producer.Keys, Usage: "key list file(s) to publish first; none: finish the backlog"},
+		&cli.BoolFlag{Name: "progress", Value: true, EnvVars: []string{"FERRY_PROGRESS"}, Destination: &c.Producer.Progress, Usage: "print progress on stderr"},
+		&cli.BoolFlag{Name: "wait", EnvVars: []string{"FERRY_WAIT"}, Destination: &c.Wait, Usage: "keep running after the backlog is done, until interrupted"},
+		&cli.IntFlag{Name: "fetchers", Value: 64, EnvVars: []string{"FERRY_FETCHER_CONCURRENCY"}, Destination: &c.Fetcher.Concurrency, Usage: "concurrent Cassandra reads"},
+		&cli.IntFlag{Name: "uploaders", Value: 64, EnvVars: []string{"FERRY_UPLOADER_CONCURRENCY"}, Destination: &c.Uploader.Concurrency, Usage: "concurrent S3 uploads"},
+		&cli.IntFlag{Name: "verifiers", Value: 64, EnvVars: []string{"FERRY_VERIFIER_CONCURRENCY"}, Destination: &c.Verifier.Concurrency, Usage: "concurrent HEAD checks"},
+		&cli.Float64Flag{Name: "read-rate", EnvVars: []string{"FERRY_READ_RATE"}, Destination: &c.Fetcher.ReadRate, Usage: "cap on Cassandra reads/s (0: none)"},
+		&cli.Float64Flag{Name: "byte-rate", EnvVars: []string{"FERRY_BYTE_RATE"}, Destination: &c.Fetcher.ByteRate, Usage: "cap on blob bytes/s read (0: none)"},
+		&cli.IntFlag{Name: "inline-limit", Value: 1 << 20, EnvVars: []string{"FERRY_INLINE_LIMIT"}, Destination: &c.Fetcher.InlineLimit, Usage: "blobs above this many bytes travel through the object store"},
+		&cli.Int64Flag{Name: "max-size", Value: 256 << 20, EnvVars: []string{"FERRY_MAX_SIZE"}, Destination: &c.Fetcher.MaxSize, Usage: "blobs above this many bytes are dead-lettered as too_large"},
+		&cli.Int64Flag{Name: "multipart-threshold", Value: 16 << 20, EnvVars: []string{"FERRY_MULTIPART_THRESHOLD"}, Destination: &c.Uploader.PartSize, Usage: "blobs above this many bytes are uploaded in parts of this size"},
+		&cli.BoolFlag{Name: "skip-existing", EnvVars: []string{"FERRY_SKIP_EXISTING"}, Destination: &c.Uploader.SkipExisting, Usage: "skip the PUT when S3 already holds the same object"},
+		&cli.Float64Flag{Name: "deep-sample", EnvVars: []string{"FERRY_DEEP_SAMPLE"}, Destination: &c.Verifier.Sample, Usage: "fraction of objects read back in full and hashed"},
+		&cli.BoolFlag{Name: "restart", EnvVars: []string{"FERRY_PRODUCER_RESTART"}, Destination: &c.Producer.Restart, Usage: "ignore key-list checkpoints"},
+	}
+	return append(f, c.Settings.Flags()...)
+}
+
+// Validate checks the flags.
+func (c *Config) Validate() error {
+	c.Producer.InFlight, c.Producer.HighWater = 1024, 1_000_000
+	for _, s := range []*bus.Settings{&c.Producer.Settings, &c.Fetcher.Settings, &c.Uploader.Settings, &c.Verifier.Settings} {
+		*s = c.Settings
+	}
+	errs := []error{c.Fetcher.Validate(), c.Uploader.Validate(), c.Verifier.Validate()}
+	if len(c.Producer.Keys.Value()) > 0 {
+		errs = append(errs, c.Producer.Validate())
+	}
+	return errors.Join(errs...)
+}
+
+// Command is `ferry run`.
+func Command() *cli.Command {
+	var cfg Config
+	return &cli.Command{
+		Name:  "run",
+		Usage: "run every stage in one process (embedded JetStream unless --nats is set) until all keys are verified or dead-lettered",
+		Flags: cfg.Flags(),
+		Action: func(c *cli.Context) error {
+			if err := cfg.Validate(); err != nil {
+				return err
+			}
+			url := ""
+			if !c.IsSet("nats") {
+				dir, err := filepath.Abs(filepath.Join(cfg.Data, "nats"))
+				if err != nil {
+					return err
+				}
+				srv, err := bus.StartEmbedded(dir)
+				if err != nil {
+					return err
+				}
+				defer srv.Shutdown()
+				url = srv.URL()
+			}
+			env, err := service.Open(c.Context, c, service.Options{Name: "run", NatsURL: url, Settings: cfg.Settings, NeedConfig: true})
+			if err != nil {
+				return err
+			}
+			defer env.Close()
+			s, err := Run(c.Context, env, cfg)
+			s.Print(os.Stdout)
+			return err
+		},
+	}
+}
+
+// Summary is what a run did.
+type Summary struct {
+	Job                string
+	Verified           uint64 // keys in DONE: verified in S3, over all runs of the job
+	VerifiedThisRun    uint64
+	DeadLetters        dlq.Counts
+	Backlog            uint64 // keys still in the work queues (interrupted runs)
+	Elapsed            time.Duration
+	Published, Invalid int64
+}
+
+// Print writes the summary.
+func (s Summary) Print(w io.Writer) {
+	fmt.Fprintf(w, "\nferry run, job %s: %d keys verified in S3 (%d in this run), %d dead-lettered, %d still in the pipeline\n",
+		s.Job, s.Verified, s.VerifiedThisRun, s.DeadLetters.Total(), s.Backlog)
+	rate := float64(s.VerifiedThisRun) / max(s.Elapsed.Seconds(), 0.001)
+	fmt.Fprintf(w, "elapsed %s, %.0f files/s verified; producer published %d keys, %d invalid lines\n",
+		s.Elapsed.Round(time.Millisecond), rate, s.Published, s.Invalid)
+	if s.DeadLetters.Total() > 0 {
+		fmt.Fprintln(w, "dead letters (ferry dlq ls | export | replay):")
+		s.DeadLetters.Print(w)
+	}
+}
+
+// Run runs every stage until the key lists are published and every work queue is empty, or ctx
+// ends, or a stage fails.
+func Run(ctx context.Context, env *service.Env, cfg Config) (Summary, error) {
+	start := time.Now()
+	sum := Summary{Job: env.Names.Job}
+	before, err := streamMsgs(ctx, env.JS, env.Names.Done)
+	if err != nil {
+		return sum, err
+	}
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	var wg sync.WaitGroup
+	stageErr := func(name string, err error) {
+		if err != nil && !errors.Is(err, context.Canceled) {
+			cancel(fmt.Errorf("%s: %w", name, err))
+		}
+	}
+	wg.Go(func() { stageErr("fetcher", fetcher.Run(ctx, env, cfg.Fetcher)) })
+	wg.Go(func() { stageErr("uploader", uploader.Run(ctx, env, cfg.Uploader)) })
+	wg.Go(func() { stageErr("verifier", verifier.Run(ctx, env, cfg.Verifier)) })
+	env.StartAdvisor(ctx)
+
+	produced := make(chan struct{})
+	go func() {
+		defer close(produced)
+		if len(cfg.Producer.Keys.Value()) == 0 {
+			return
+		}
+		st, err := producer.Run(ctx, env, cfg.Producer)
+		sum.Published, sum.Invalid = st.Published, st.Invalid
+		stageErr("producer", err)
+	}()
+
+	err = waitDone(ctx, env, produced, cfg.Wait, progress(env, before, start, cfg.Producer.Progress))
+	cancel(nil)
+	wg.Wait()
+	<-produced
+	if cause := context.Cause(ctx); err == nil && cause != nil && !errors.Is(cause, context.Canceled) {
+		err = cause
+	}
+	// Fresh context: the summary must print after an interrupt too.
+	qctx, qcancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer qcancel()
+	sum.Elapsed = time.Since(start)
+	if v, err := streamMsgs(qctx, env.JS, env.Names.Done); err == nil {
+		sum.Verified, sum.VerifiedThisRun = v, v-before
+	}
+	sum.DeadLetters, _ = dlq.Count(qctx, env.JS, env.Names)
+	sum.Backlog, _ = backlog(qctx, env)
+	return sum, err
+}
+
+// waitDone returns once the producer is done and the work queues have stayed empty for a moment.
+func waitDone(ctx context.Context, env *service.Env, produced <-chan struct{}, wait bool, progress func(context.Context)) error {
+	t := time.NewTicker(500 * time.Millisecond)
+	defer t.Stop()
+	empty := 0
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		progress(ctx)
+		select {
+		case <-produced:
+		default:
+			continue
+		}
+		n, err := backlog(ctx, env)
+		if err != nil {
+			continue // transient; the stages report real trouble
+		}
+		if n > 0 || wait {
+			empty = 0
+			continue
+		}
+		if empty++; empty >= 3 {
+			return nil
+		}
+	}
+}
+
+// backlog is the number of messages in the job's work queues.
+func backlog(ctx context.Context, env *service.Env) (uint64, error) {
+	var total uint64
+	for _, s := range []string{env.Names.Keys, env.Names.Blobs, env.Names.Uploaded, env.Names.Advisories} {
+		n, err := streamMsgs(ctx, env.JS, s)
+		if err != nil {
+			return 0, err
+		}
+		total += n
+	}
+	return total, nil
+}
+
+func streamMsgs(ctx context.Context, js jetstream.JetStream, name string) (uint64, error) {
+	s, err := js.Stream(ctx, name)
+	if err != nil {
+		return 0, fmt.Errorf("stream %s: %w", name, err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("stream info %s: %w", name, err)
+	}
+	return info.State.Msgs, nil
+}
+
+// progress returns a function that logs the pipeline's state every 5 seconds when on.
+func progress(env *service.Env, before uint64, start time.Time, on bool) func(context.Context) {
+	var last time.Time
+	return func(ctx context.Context) {
+		if !on || time.Since(last) < 5*time.Second {
+			return
+		}
+		last = time.Now()
+		done, err := streamMsgs(ctx, env.JS, env.Names.Done)
+		if err != nil {
+			return
+		}
+		n, _ := backlog(ctx, env)
+		dead, _ := dlq.Count(ctx, env.JS, env.Names)
+		env.Log.Info("progress", "verified", done, "dead_letters", dead.Total(), "backlog", n,
+			"files_per_s", int(float64(done-before)/time.Since(start).Seconds()))
+	}
+}

@@ -1,0 +1,398 @@
+// Package blobstore is ferry's S3 side: a client for one bucket that stores an object with its MD5
+// checked by the server (single PUT or multipart), reads back what the verifier needs, and classifies
+// S3 errors into transient, permanent (this object) and fatal (every object).
+package blobstore
+
+import (
+	"bytes"
+	"context"
+	"crypto/md5"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/aws/ratelimit"
+	"github.com/aws/aws-sdk-go-v2/aws/retry"
+	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
+	awsconfig "github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/s3/types"
+
+	"github.com/ferry-migrate/ferry/shared/config"
+)
+
+const (
+	// MinPartSize is S3's smallest part (all but the last).
+	MinPartSize = 5 << 20
+	// DefaultPartSize is used when PutInput.PartSize is 0.
+	DefaultPartSize = 16 << 20
+	// MD5Meta is the user-metadata key holding the whole object's MD5 in hex: a multipart ETag is
+	// not the object's MD5, so the verifier checks this instead.
+	MD5Meta = "ferry-md5"
+
+	maxParts = 10000
+	// sdkAttempts bounds the SDK's own retries. JetStream redelivery with backoff is ferry's outer
+	// retry; a second attempt absorbs a dropped keep-alive connection or a single 503 cheaply, more
+	// would only hold a worker (and the message's ack deadline) while S3 is struggling.
+	sdkAttempts = 2
+	// abortTimeout bounds AbortMultipartUpload, which runs on a fresh context because the caller's
+	// may already be done; an upload left behind is cleaned by the bucket's lifecycle rule.
+	abortTimeout = 30 * time.Second
+)
+
+// Client talks to one bucket.
+type Client struct {
+	s3           *s3.Client
+	bucket       string
+	storageClass string
+	timeout      time.Duration
+}
+
+// New builds a client for d. Credentials come only from the standard AWS chain (environment, shared
+// files, web identity, instance role); concurrency sizes the keep-alive pool so that every worker
+// reuses a connection instead of paying a handshake per object.
+func New(ctx context.Context, d config.Destination, concurrency int) (*Client, error) {
+	if concurrency < 1 {
+		return nil, fmt.Errorf("s3 client for bucket %s: concurrency %d must be at least 1", d.Bucket, concurrency)
+	}
+	region := d.Region
+	if region == "" {
+		region = "us-east-1"
+	}
+	timeout := d.Timeout
+	if timeout <= 0 {
+		timeout = 60 * time.Second
+	}
+	httpClient := awshttp.NewBuildableClient().
+		WithDialerOptions(func(dl *net.Dialer) {
+			dl.Timeout = 5 * time.Second
+			dl.KeepAlive = 30 * time.Second
+		}).
+		WithTransportOptions(func(t *http.Transport) {
+			t.MaxIdleConns = concurrency * 2
+			t.MaxIdleConnsPerHost = concurrency
+			t.IdleConnTimeout = 90 * time.Second
+			t.TLSHandshakeTimeout = 10 * time.Second
+			// A stalled server must not hold a worker until the whole request timeout.
+			t.ResponseHeaderTimeout = timeout
+			t.ExpectContinueTimeout = time.Second
+		})
+
+	cfg, err := awsconfig.LoadDefaultConfig(ctx,
+		awsconfig.WithRegion(region),
+		awsconfig.WithHTTPClient(httpClient),
+		awsconfig.WithRetryer(func() aws.Retryer {
+			return retry.NewStandard(func(o *retry.StandardOptions) {
+				o.MaxAttempts = sdkAttempts
+				// No client-side retry quota: with JetStream backing off between deliveries the
+				// quota would only turn an S3 hiccup into local "quota exceeded" failures.
+				o.RateLimiter = ratelimit.None
+			})
+		}),
+		// Content-MD5 (computed once by the fetcher) is the integrity check; a second, SDK-computed
+		// CRC32 would cost a pass over every body and, on parts of an upload created without a
+		// checksum algorithm, trips some S3-compatible servers.
+		awsconfig.WithRequestChecksumCalculation(aws.RequestChecksumCalculationWhenRequired),
+		awsconfig.WithResponseChecksumValidation(aws.ResponseChecksumValidationWhenRequired),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("s3 client for bucket %s: load aws config: %w", d.Bucket, err)
+	}
+	// Fail at start, not on the first object, when the chain has no credentials.
+	if _, err := cfg.Credentials.Retrieve(ctx); err != nil {
+		return nil, fmt.Errorf("s3 client for bucket %s: no credentials in the AWS chain: %w", d.Bucket, err)
+	}
+	client := s3.NewFromConfig(cfg, func(o *s3.Options) {
+		if d.Endpoint != "" {
+			o.BaseEndpoint = aws.String(d.Endpoint)
+		}
+		o.UsePathStyle = d.PathStyle
+	})
+	return &Client{s3: client, bucket: d.Bucket, storageClass: d.StorageClass, timeout: timeout}, nil
+}
+
+// Bucket is the bucket this client writes to.
+func (c *Client) Bucket() string { return c.bucket }
+
+// reqCtx bounds one S3 request (SDK retries included) by the destination's timeout.
+func (c *Client) reqCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, c.timeout)
+}
+
+// Check confirms the bucket exists and the credentials may use it.
+func (c *Client) Check(ctx context.Context) error {
+	rctx, cancel := c.reqCtx(ctx)
+	defer cancel()
+	_, err := c.s3.HeadBucket(rctx, &s3.HeadBucketInput{Bucket: aws.String(c.bucket)})
+	if err != nil {
+		// HEAD responses have no body, so a missing bucket shows only as a bare 404.
+		if statusOf(err) == http.StatusNotFound {
+			return fmt.Errorf("check s3://%s: %w: %w", c.bucket, ErrNoBucket, err)
+		}
+		return fmt.Errorf("check s3://%s: %w", c.bucket, err)
+	}
+	return nil
+}
+
+// PutInput is one object to store.
+type PutInput struct {
+	Key          string
+	Body         []byte
+	MD5          []byte // 16 bytes, of Body, computed by the caller
+	ContentType  string // empty: the server's default
+	Metadata     map[string]string
+	StorageClass string // empty: the destination's, else the bucket's default
+	// PartSize is both the multipart threshold and the part size; at least MinPartSize, 0 means
+	// DefaultPartSize. It grows when Body would need more than 10,000 parts.
+	PartSize int64
+	// Progress, if set, is called after each part so that the caller can extend its message's ack
+	// deadline during a long upload.
+	Progress func()
+}
+
+// PutResult is what S3 answered.
+type PutResult struct {
+	ETag      string // unquoted
+	Multipart bool
+}
+
+// Put stores in.Body under in.Key. The server checks every byte against an MD5: the object's with a
+// single PUT, each part's with multipart (where the whole MD5 is checked here before the first
+// part). The whole MD5 is kept in the metadata MD5Meta either way.
+func (c *Client) Put(ctx context.Context, in PutInput) (PutResult, error) {
+	if len(in.MD5) != md5.Size {
+		return PutResult{}, fmt.Errorf("put s3://%s/%s: %w", c.bucket, in.Key,
+			&kindError{kind: Permanent, err: fmt.Errorf("md5 is %d bytes, want %d", len(in.MD5), md5.Size)})
+	}
+	partSize := in.PartSize
+	if partSize == 0 {
+		partSize = DefaultPartSize
+	}
+	if partSize < MinPartSize {
+		// A configuration mistake: every large object would fail the same way.
+		return PutResult{}, fmt.Errorf("put s3://%s/%s: %w", c.bucket, in.Key,
+			&kindError{kind: Fatal, err: fmt.Errorf("part size %d is below the S3 minimum %d", partSize, MinPartSize)})
+	}
+	meta := make(map[string]string, len(in.Metadata)+1)
+	for k, v := range in.Metadata {
+		meta[k] = v
+	}
+	meta[MD5Meta] = hex.EncodeToString(in.MD5)
+	class := in.StorageClass
+	if class == "" {
+		class = c.storageClass
+	}
+	if int64(len(in.Body)) <= partSize {
+		return c.putSingle(ctx, in, meta, class)
+	}
+	if n := (int64(len(in.Body)) + maxParts - 1) / maxParts; n > partSize {
+		partSize = n
+	}
+	return c.putMultipart(ctx, in, meta, class, partSize)
+}
+
+func (c *Client) putSingle(ctx context.Context, in PutInput, meta map[string]string, class string) (PutResult, error) {
+	rctx, cancel := c.reqCtx(ctx)
+	defer cancel()
+	input := &s3.PutObjectInput{
+		Bucket:        aws.String(c.bucket),
+		Key:           aws.String(in.Key),
+		Body:          bytes.NewReader(in.Body), // seekable: the SDK can resend it on retry
+		ContentLength: aws.Int64(int64(len(in.Body))),
+		ContentMD5:    aws.String(base64.StdEncoding.EncodeToString(in.MD5)),
+		Metadata:      meta,
+	}
+	if in.ContentType != "" {
+		input.ContentType = aws.String(in.ContentType)
+	}
+	if class != "" {
+		input.StorageClass = types.StorageClass(class)
+	}
+	out, err := c.s3.PutObject(rctx, input)
+	if err != nil {
+		return PutResult{}, fmt.Errorf("put s3://%s/%s: %w", c.bucket, in.Key, err)
+	}
+	return PutResult{ETag: unquote(out.ETag)}, nil
+}
+
+func (c *Client) putMultipart(ctx context.Context, in PutInput, meta map[string]string, class string, partSize int64) (PutResult, error) {
+	// S3 checks only the parts; a whole MD5 that disagrees with the body would otherwise be
+	// stored in MD5Meta and later "verified" against itself.
+	if sum := md5.Sum(in.Body); !bytes.Equal(sum[:], in.MD5) {
+		return PutResult{}, fmt.Errorf("put s3://%s/%s: %w (body %x, given %x)", c.bucket, in.Key, ErrBadDigest, sum, in.MD5)
+	}
+	create := &s3.CreateMultipartUploadInput{
+		Bucket:   aws.String(c.bucket),
+		Key:      aws.String(in.Key),
+		Metadata: meta,
+	}
+	if in.ContentType != "" {
+		create.ContentType = aws.String(in.ContentType)
+	}
+	if class != "" {
+		create.StorageClass = types.StorageClass(class)
+	}
+	rctx, cancel := c.reqCtx(ctx)
+	created, err := c.s3.CreateMultipartUpload(rctx, create)
+	cancel()
+	if err != nil {
+		return PutResult{}, fmt.Errorf("put s3://%s/%s: create multipart upload: %w", c.bucket, in.Key, err)
+	}
+	uploadID := created.UploadId
+
+	etag, err := c.uploadParts(ctx, in, uploadID, partSize)
+	if err != nil {
+		actx, acancel := context.WithTimeout(context.WithoutCancel(ctx), abortTimeout)
+		defer acancel()
+		_, aerr := c.s3.AbortMultipartUpload(actx, &s3.AbortMultipartUploadInput{
+			Bucket: aws.String(c.bucket), Key: aws.String(in.Key), UploadId: uploadID,
+		})
+		if aerr != nil {
+			err = errors.Join(err, fmt.Errorf("abort multipart upload %s: %w", aws.ToString(uploadID), aerr))
+		}
+		return PutResult{}, fmt.Errorf("put s3://%s/%s: %w", c.bucket, in.Key, err)
+	}
+	return PutResult{ETag: etag, Multipart: true}, nil
+}
+
+// uploadParts sends the parts in order and completes the upload; the caller aborts on error.
+// Parts go one at a time: ferry's parallelism is across objects, one worker per object.
+func (c *Client) uploadParts(ctx context.Context, in PutInput, uploadID *string, partSize int64) (string, error) {
+	var parts []types.CompletedPart
+	for off, n := int64(0), int32(1); off < int64(len(in.Body)); off, n = off+partSize, n+1 {
+		part := in.Body[off:min(off+partSize, int64(len(in.Body)))]
+		sum := md5.Sum(part)
+		rctx, cancel := c.reqCtx(ctx)
+		out, err := c.s3.UploadPart(rctx, &s3.UploadPartInput{
+			Bucket:        aws.String(c.bucket),
+			Key:           aws.String(in.Key),
+			UploadId:      uploadID,
+			PartNumber:    aws.Int32(n),
+			Body:          bytes.NewReader(part),
+			ContentLength: aws.Int64(int64(len(part))),
+			ContentMD5:    aws.String(base64.StdEncoding.EncodeToString(sum[:])),
+		})
+		cancel()
+		if err != nil {
+			return "", fmt.Errorf("upload part %d: %w", n, err)
+		}
+		parts = append(parts, types.CompletedPart{ETag: out.ETag, PartNumber: aws.Int32(n)})
+		if in.Progress != nil {
+			in.Progress()
+		}
+	}
+	rctx, cancel := c.reqCtx(ctx)
+	defer cancel()
+	out, err := c.s3.CompleteMultipartUpload(rctx, &s3.CompleteMultipartUploadInput{
+		Bucket:          aws.String(c.bucket),
+		Key:             aws.String(in.Key),
+		UploadId:        uploadID,
+		MultipartUpload: &types.CompletedMultipartUpload{Parts: parts},
+	})
+	if err != nil {
+		return "", fmt.Errorf("complete multipart upload: %w", err)
+	}
+	return unquote(out.ETag), nil
+}
+
+// HeadResult is what S3 says about a stored object.
+type HeadResult struct {
+	Key       string
+	Size      int64
+	ETag      string // unquoted
+	Metadata  map[string]string
+	Multipart bool // the ETag has a part count ("…-N"), so it is not the object's MD5
+}
+
+// Head reads an object's size, ETag and metadata; a missing object is ErrNotFound.
+func (c *Client) Head(ctx context.Context, key string) (HeadResult, error) {
+	rctx, cancel := c.reqCtx(ctx)
+	defer cancel()
+	out, err := c.s3.HeadObject(rctx, &s3.HeadObjectInput{Bucket: aws.String(c.bucket), Key: aws.String(key)})
+	if err != nil {
+		if statusOf(err) == http.StatusNotFound {
+			return HeadResult{}, fmt.Errorf("head s3://%s/%s: %w", c.bucket, key, ErrNotFound)
+		}
+		return HeadResult{}, fmt.Errorf("head s3://%s/%s: %w", c.bucket, key, err)
+	}
+	etag := unquote(out.ETag)
+	return HeadResult{
+		Key:       key,
+		Size:      aws.ToInt64(out.ContentLength),
+		ETag:      etag,
+		Metadata:  out.Metadata,
+		Multipart: strings.Contains(etag, "-"),
+	}, nil
+}
+
+// Matches reports whether the object holds size bytes with the given MD5: by the ETag for a single
+// PUT, by MD5Meta for multipart. The result is nil or a *MismatchError.
+func (h HeadResult) Matches(size int64, sum []byte) error {
+	want := hex.EncodeToString(sum)
+	if h.Size != size {
+		return &MismatchError{Key: h.Key, Field: "size", Want: fmt.Sprint(size), Got: fmt.Sprint(h.Size)}
+	}
+	if !h.Multipart {
+		if !strings.EqualFold(h.ETag, want) {
+			return &MismatchError{Key: h.Key, Field: "etag", Want: want, Got: h.ETag}
+		}
+		return nil
+	}
+	got := metaValue(h.Metadata, MD5Meta)
+	if !strings.EqualFold(got, want) {
+		return &MismatchError{Key: h.Key, Field: MD5Meta, Want: want, Got: got}
+	}
+	return nil
+}
+
+// Get reads a whole object (sampled deep verification, tests); a missing object is ErrNotFound.
+func (c *Client) Get(ctx context.Context, key string) ([]byte, error) {
+	rctx, cancel := c.reqCtx(ctx)
+	defer cancel()
+	out, err := c.s3.GetObject(rctx, &s3.GetObjectInput{Bucket: aws.String(c.bucket), Key: aws.String(key)})
+	if err != nil {
+		if statusOf(err) == http.StatusNotFound && !isCode(err, "NoSuchBucket") {
+			return nil, fmt.Errorf("get s3://%s/%s: %w", c.bucket, key, ErrNotFound)
+		}
+		return nil, fmt.Errorf("get s3://%s/%s: %w", c.bucket, key, err)
+	}
+	defer out.Body.Close()
+	buf := bytes.NewBuffer(make([]byte, 0, max(aws.ToInt64(out.ContentLength), 0)))
+	if _, err := io.Copy(buf, out.Body); err != nil {
+		return nil, fmt.Errorf("get s3://%s/%s: read body: %w", c.bucket, key, err)
+	}
+	return buf.Bytes(), nil
+}
+
+// Delete removes an object; deleting a missing object is not an error (S3 semantics).
+func (c *Client) Delete(ctx context.Context, key string) error {
+	rctx, cancel := c.reqCtx(ctx)
+	defer cancel()
+	if _, err := c.s3.DeleteObject(rctx, &s3.DeleteObjectInput{Bucket: aws.String(c.bucket), Key: aws.String(key)}); err != nil {
+		return fmt.Errorf("delete s3://%s/%s: %w", c.bucket, key, err)
+	}
+	return nil
+}
+
+func unquote(etag *string) string { return strings.Trim(aws.ToString(etag), `"`) }
+
+// metaValue looks a metadata key up case-insensitively: servers and SDK versions differ in how they
+// case x-amz-meta-* names.
+func metaValue(m map[string]string, key string) string {
+	if v, ok := m[key]; ok {
+		return v
+	}
+	for k, v := range m {
+		if strings.EqualFold(k, key) {
+			return v
+		}
+	}
+	return ""
+}

@@ -1,0 +1,179 @@
+package blobstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/aws/smithy-go"
+	smithyhttp "github.com/aws/smithy-go/transport/http"
+)
+
+var (
+	// ErrNotFound is a missing object (Head, Get). HEAD has no body, so on a missing bucket Head
+	// also says ErrNotFound: Check the bucket at start.
+	ErrNotFound = errors.New("object not found")
+	// ErrNoBucket is a missing bucket found by Check.
+	ErrNoBucket = errors.New("bucket does not exist")
+	// ErrBadDigest is a body that does not match the MD5 it came with (caught here before a
+	// multipart upload; S3 reports the same as BadDigest on a single PUT).
+	ErrBadDigest = errors.New("body does not match its md5")
+)
+
+// Kind is how a failed S3 call should be handled.
+type Kind int
+
+const (
+	// Transient may succeed later: retry through JetStream redelivery with backoff.
+	Transient Kind = iota
+	// Permanent will never succeed for this object: dead-letter it.
+	Permanent
+	// Fatal will never succeed for any object: stop consuming until an operator acts.
+	Fatal
+)
+
+func (k Kind) String() string {
+	switch k {
+	case Transient:
+		return "transient"
+	case Permanent:
+		return "permanent"
+	case Fatal:
+		return "fatal"
+	}
+	return fmt.Sprintf("Kind(%d)", int(k))
+}
+
+// kindError carries a kind decided here, for errors that are not S3's (bad input, bad config).
+type kindError struct {
+	kind Kind
+	err  error
+}
+
+func (e *kindError) Error() string { return e.err.Error() }
+func (e *kindError) Unwrap() error { return e.err }
+
+// MismatchError is a stored object that differs from what was expected.
+type MismatchError struct {
+	Key   string
+	Field string // "size", "etag" or MD5Meta
+	Want  string
+	Got   string // empty when the object lacks MD5Meta
+}
+
+func (e *MismatchError) Error() string {
+	got := e.Got
+	if got == "" {
+		got = "nothing"
+	}
+	return fmt.Sprintf("object %s: %s mismatch: want %s, got %s", e.Key, e.Field, e.Want, got)
+}
+
+// codeKinds are S3 error codes (AWS's and versitygw's) whose kind is known. Codes not listed fall
+// back to the HTTP status.
+var codeKinds = map[string]Kind{
+	// Transient: the server or the path to it is struggling, or bytes were damaged in transit.
+	"SlowDown":                  Transient,
+	"RequestTimeout":            Transient,
+	"RequestTimeTooSkewed":      Transient, // the SDK corrects its clock offset on the next attempt
+	"InternalError":             Transient,
+	"ServiceUnavailable":        Transient,
+	"Throttling":                Transient,
+	"ThrottlingException":       Transient,
+	"RequestThrottled":          Transient,
+	"TooManyRequests":           Transient,
+	"BadDigest":                 Transient,
+	"XAmzContentSHA256Mismatch": Transient,
+	"IncompleteBody":            Transient,
+	"OperationAborted":          Transient,
+	"NoSuchUpload":              Transient, // our multipart upload vanished; a new Put starts over
+	"InvalidPart":               Transient,
+
+	// Fatal: credentials, bucket, account or destination settings are wrong for every key.
+	"AccessDenied":                 Fatal,
+	"AccessForbidden":              Fatal,
+	"AllAccessDisabled":            Fatal,
+	"AccountProblem":               Fatal,
+	"InvalidAccessKeyId":           Fatal,
+	"SignatureDoesNotMatch":        Fatal,
+	"InvalidToken":                 Fatal,
+	"ExpiredToken":                 Fatal,
+	"InvalidSecurity":              Fatal,
+	"MissingSecurityHeader":        Fatal,
+	"NotSignedUp":                  Fatal,
+	"NoSuchBucket":                 Fatal,
+	"InvalidBucketName":            Fatal,
+	"PermanentRedirect":            Fatal, // wrong region or endpoint
+	"AuthorizationHeaderMalformed": Fatal, // wrong region
+	"InvalidStorageClass":          Fatal,
+	"QuotaExceeded":                Fatal, // versitygw bucket quota: no key fits until someone acts
+	"InsufficientStorage":          Fatal,
+
+	// Permanent: this object (its key, size or metadata) can never be stored.
+	"EntityTooLarge":              Permanent,
+	"KeyTooLongError":             Permanent,
+	"InvalidObjectName":           Permanent,
+	"MetadataTooLarge":            Permanent,
+	"ObjectParentIsFile":          Permanent, // versitygw posix: "a/b" exists, "a/b/c" cannot
+	"ExistingObjectIsDirectory":   Permanent, // versitygw posix: "a/b/c" exists, "a/b" cannot
+	"DirectoryObjectContainsData": Permanent,
+}
+
+// Classify tells how an error from this package should be handled. Unknown errors are Transient:
+// a retry costs little, a wrongly dropped key is lost.
+func Classify(err error) Kind {
+	if err == nil {
+		return Transient
+	}
+	var ke *kindError
+	if errors.As(err, &ke) {
+		return ke.kind
+	}
+	switch {
+	case errors.Is(err, ErrNoBucket):
+		return Fatal
+	case errors.Is(err, ErrNotFound):
+		return Permanent
+	case errors.Is(err, ErrBadDigest), errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
+		return Transient
+	}
+	var apiErr smithy.APIError
+	if errors.As(err, &apiErr) {
+		code := apiErr.ErrorCode()
+		if k, ok := codeKinds[code]; ok {
+			return k
+		}
+		// InvalidArgument covers many things; only one about the key is this object's fault.
+		if code == "InvalidArgument" || code == "InvalidURI" {
+			msg := strings.ToLower(apiErr.ErrorMessage())
+			if code == "InvalidURI" || strings.Contains(msg, "key") || strings.Contains(msg, "object name") {
+				return Permanent
+			}
+		}
+	}
+	switch s := statusOf(err); {
+	case s == 401 || s == 403:
+		return Fatal // HEAD answers carry no code: a bare 403 is bad credentials or policy
+	case s == 301:
+		return Fatal // bucket in another region
+	case s == 413:
+		return Permanent // body too large
+	}
+	// 408, 429, 5xx, network errors, timeouts and anything unknown.
+	return Transient
+}
+
+// statusOf is the HTTP status of a failed request, or 0 when none was received.
+func statusOf(err error) int {
+	var re *smithyhttp.ResponseError
+	if errors.As(err, &re) {
+		return re.HTTPStatusCode()
+	}
+	return 0
+}
+
+func isCode(err error, code string) bool {
+	var apiErr smithy.APIError
+	return errors.As(err, &apiErr) && apiErr.ErrorCode() == code
+}

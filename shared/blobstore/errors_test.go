@@ -1,0 +1,164 @@
+package blobstore
+
+import (
+	"context"
+	"crypto/md5"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"syscall"
+	"testing"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/aws/retry"
+	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
+	"github.com/aws/aws-sdk-go-v2/service/s3/types"
+	"github.com/aws/smithy-go"
+	smithyhttp "github.com/aws/smithy-go/transport/http"
+)
+
+// opErr builds an error shaped as the SDK returns it: operation → response (status) → API error.
+func opErr(status int, apiErr error) error {
+	return &smithy.OperationError{
+		ServiceID:     "S3",
+		OperationName: "PutObject",
+		Err: &awshttp.ResponseError{
+			RequestID: "req-1",
+			ResponseError: &smithyhttp.ResponseError{
+				Response: &smithyhttp.Response{Response: &http.Response{StatusCode: status}},
+				Err:      apiErr,
+			},
+		},
+	}
+}
+
+func code(c, msg string) error { return &smithy.GenericAPIError{Code: c, Message: msg} }
+
+// sendErr is a failure before any response, as the SDK wraps it.
+func sendErr(err error) error {
+	return &smithy.OperationError{ServiceID: "S3", OperationName: "PutObject",
+		Err: &retry.MaxAttemptsError{Attempt: 2, Err: &smithyhttp.RequestSendError{Err: err}}}
+}
+
+func TestClassify(t *testing.T) {
+	tests := []struct {
+		name string
+		err  error
+		want Kind
+	}{
+		{"slow down", opErr(503, code("SlowDown", "reduce your request rate")), Transient},
+		{"request timeout", opErr(400, code("RequestTimeout", "")), Transient},
+		{"internal error", opErr(500, code("InternalError", "")), Transient},
+		{"bare 503", opErr(503, code("ServiceUnavailable", "")), Transient},
+		{"unknown 502", opErr(502, code("BadGateway", "")), Transient},
+		{"throttling", opErr(400, code("Throttling", "")), Transient},
+		{"429 without code", opErr(429, code("", "")), Transient},
+		{"bad digest", opErr(400, code("BadDigest", "The Content-MD5 you specified did not match")), Transient},
+		{"sha256 mismatch", opErr(400, code("XAmzContentSHA256Mismatch", "")), Transient},
+		{"no such upload", opErr(404, code("NoSuchUpload", "")), Transient},
+		{"connection refused", sendErr(&net.OpError{Op: "dial", Net: "tcp", Err: os.NewSyscallError("connect", syscall.ECONNREFUSED)}), Transient},
+		{"connection reset", sendErr(&net.OpError{Op: "read", Net: "tcp", Err: os.NewSyscallError("read", syscall.ECONNRESET)}), Transient},
+		{"unexpected eof", sendErr(io.ErrUnexpectedEOF), Transient},
+		{"request deadline", sendErr(fmt.Errorf("wrapped: %w", context.DeadlineExceeded)), Transient},
+		{"canceled", &smithy.CanceledError{Err: context.Canceled}, Transient},
+		{"unknown error", errors.New("something odd"), Transient},
+		{"unknown code 400", opErr(400, code("SomethingNew", "")), Transient},
+		{"bad digest here", fmt.Errorf("put s3://b/k: %w", ErrBadDigest), Transient},
+
+		{"access denied", opErr(403, code("AccessDenied", "Access Denied")), Fatal},
+		{"invalid access key", opErr(403, code("InvalidAccessKeyId", "")), Fatal},
+		{"signature", opErr(403, code("SignatureDoesNotMatch", "")), Fatal},
+		{"no such bucket", opErr(404, &types.NoSuchBucket{Message: aws.String("gone")}), Fatal},
+		{"all access disabled", opErr(403, code("AllAccessDisabled", "")), Fatal},
+		{"expired token", opErr(400, code("ExpiredToken", "")), Fatal},
+		{"HEAD 403 without code", opErr(403, code("Forbidden", "")), Fatal},
+		{"HEAD 301 wrong region", opErr(301, code("MovedPermanently", "")), Fatal},
+		{"check: no bucket", fmt.Errorf("check s3://b: %w: %w", ErrNoBucket, opErr(404, code("NotFound", ""))), Fatal},
+		{"part size config", &kindError{kind: Fatal, err: errors.New("part size")}, Fatal},
+
+		{"entity too large", opErr(400, code("EntityTooLarge", "")), Permanent},
+		{"key too long", opErr(400, code("KeyTooLongError", "Your key is too long")), Permanent},
+		{"invalid object name", opErr(400, code("InvalidObjectName", "")), Permanent},
+		{"invalid argument about key", opErr(400, code("InvalidArgument", "Object key is not valid")), Permanent},
+		{"invalid argument other", opErr(400, code("InvalidArgument", "x-amz-tagging is bad")), Transient},
+		{"versitygw parent is file", opErr(409, code("ObjectParentIsFile", "")), Permanent},
+		{"missing object", fmt.Errorf("head s3://b/k: %w", ErrNotFound), Permanent},
+		{"bad md5 length", &kindError{kind: Permanent, err: errors.New("md5 is 3 bytes")}, Permanent},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := Classify(tt.err); got != tt.want {
+				t.Errorf("Classify(%v) = %v, want %v", tt.err, got, tt.want)
+			}
+			// Wrapping with context, as callers do, must not change the kind.
+			if got := Classify(fmt.Errorf("upload k: %w", tt.err)); got != tt.want {
+				t.Errorf("Classify(wrapped %v) = %v, want %v", tt.err, got, tt.want)
+			}
+		})
+	}
+}
+
+func TestMatches(t *testing.T) {
+	body := []byte("hello ferry")
+	sum := md5.Sum(body)
+	hexSum := fmt.Sprintf("%x", sum)
+	other := md5.Sum([]byte("other"))
+	tests := []struct {
+		name  string
+		head  HeadResult
+		field string // "" = match
+	}{
+		{"single part", HeadResult{Size: 11, ETag: hexSum}, ""},
+		{"single part upper-case etag", HeadResult{Size: 11, ETag: fmt.Sprintf("%X", sum)}, ""},
+		{"size differs", HeadResult{Size: 10, ETag: hexSum}, "size"},
+		{"etag differs", HeadResult{Size: 11, ETag: fmt.Sprintf("%x", other)}, "etag"},
+		{"multipart via metadata", HeadResult{Size: 11, ETag: "abc-2", Multipart: true, Metadata: map[string]string{MD5Meta: hexSum}}, ""},
+		{"multipart metadata case", HeadResult{Size: 11, ETag: "abc-2", Multipart: true, Metadata: map[string]string{"Ferry-Md5": hexSum}}, ""},
+		{"multipart metadata differs", HeadResult{Size: 11, ETag: "abc-2", Multipart: true, Metadata: map[string]string{MD5Meta: fmt.Sprintf("%x", other)}}, MD5Meta},
+		{"multipart without metadata", HeadResult{Size: 11, ETag: "abc-2", Multipart: true}, MD5Meta},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tt.head.Key = "k"
+			err := tt.head.Matches(int64(len(body)), sum[:])
+			if tt.field == "" {
+				if err != nil {
+					t.Fatalf("Matches: %v", err)
+				}
+				return
+			}
+			var me *MismatchError
+			if !errors.As(err, &me) {
+				t.Fatalf("Matches = %v, want *MismatchError", err)
+			}
+			if me.Field != tt.field || me.Key != "k" {
+				t.Errorf("mismatch %+v, want field %s", me, tt.field)
+			}
+		})
+	}
+}
+
+// Input checks happen before any request, so a zero Client is enough.
+func TestPutRejectsBadInput(t *testing.T) {
+	c := &Client{bucket: "b"}
+	ctx := context.Background()
+	big := make([]byte, MinPartSize+1)
+	sum := md5.Sum(big)
+	wrong := md5.Sum([]byte("x"))
+
+	_, err := c.Put(ctx, PutInput{Key: "k", Body: []byte("x"), MD5: []byte{1, 2, 3}})
+	if err == nil || Classify(err) != Permanent {
+		t.Errorf("short md5: err %v kind %v, want permanent", err, Classify(err))
+	}
+	_, err = c.Put(ctx, PutInput{Key: "k", Body: big, MD5: sum[:], PartSize: 1 << 20})
+	if err == nil || Classify(err) != Fatal {
+		t.Errorf("small part size: err %v kind %v, want fatal", err, Classify(err))
+	}
+	_, err = c.Put(ctx, PutInput{Key: "k", Body: big, MD5: wrong[:], PartSize: MinPartSize})
+	if !errors.Is(err, ErrBadDigest) || Classify(err) != Transient {
+		t.Errorf("multipart with wrong md5: err %v kind %v, want ErrBadDigest transient", err, Classify(err))
+	}
+}

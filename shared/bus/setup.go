@@ -1,0 +1,174 @@
+package bus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/urfave/cli/v2"
+)
+
+// Settings are the stream and consumer settings of a job. The defaults suit billions of keys on
+// one R1 server; every service applies them at start, so change them with `ferry setup` flags
+// (or the same flags on each service) rather than by hand.
+type Settings struct {
+	AckWait       time.Duration // redelivery after a worker dies; long work sends InProgress
+	MaxDeliver    int           // deliveries before a message is dead-lettered
+	MaxAckPending int           // must cover all workers' in-flight messages of a consumer
+	Dedupe        time.Duration // Nats-Msg-Id window; must exceed AckWait (redelivery after a crash)
+	BlobsMaxBytes int64         // cap of BLOBS: a slow S3 makes the fetcher wait, not read more
+	ObjectTTL     time.Duration // large blobs left in the object store by a crash expire after this
+	Replicas      int
+}
+
+// DefaultSettings are used when no flag is given.
+func DefaultSettings() Settings {
+	return Settings{
+		AckWait:       time.Minute,
+		MaxDeliver:    10,
+		MaxAckPending: 10000,
+		Dedupe:        3 * time.Minute,
+		BlobsMaxBytes: 1 << 30,
+		ObjectTTL:     7 * 24 * time.Hour,
+		Replicas:      1,
+	}
+}
+
+// Flags registers the settings as flags (with FERRY_* environment variables).
+func (s *Settings) Flags() []cli.Flag {
+	d := DefaultSettings()
+	return []cli.Flag{
+		&cli.DurationFlag{Name: "ack-wait", Value: d.AckWait, EnvVars: []string{"FERRY_ACK_WAIT"}, Destination: &s.AckWait, Usage: "time before an unacknowledged message is redelivered", Category: "streams"},
+		&cli.IntFlag{Name: "max-deliver", Value: d.MaxDeliver, EnvVars: []string{"FERRY_MAX_DELIVER"}, Destination: &s.MaxDeliver, Usage: "deliveries of a message before it is dead-lettered", Category: "streams"},
+		&cli.IntFlag{Name: "max-ack-pending", Value: d.MaxAckPending, EnvVars: []string{"FERRY_MAX_ACK_PENDING"}, Destination: &s.MaxAckPending, Usage: "in-flight messages per consumer, all workers together", Category: "streams"},
+		&cli.DurationFlag{Name: "dedupe-window", Value: d.Dedupe, EnvVars: []string{"FERRY_DEDUPE_WINDOW"}, Destination: &s.Dedupe, Usage: "Nats-Msg-Id duplicate window (longer than --ack-wait)", Category: "streams"},
+		&cli.Int64Flag{Name: "blobs-max-bytes", Value: d.BlobsMaxBytes, EnvVars: []string{"FERRY_BLOBS_MAX_BYTES"}, Destination: &s.BlobsMaxBytes, Usage: "byte cap of the BLOBS stream (fetchers wait when it is full)", Category: "streams"},
+		&cli.DurationFlag{Name: "object-ttl", Value: d.ObjectTTL, EnvVars: []string{"FERRY_OBJECT_TTL"}, Destination: &s.ObjectTTL, Usage: "expiry of large blobs left in the object store", Category: "streams"},
+		&cli.IntFlag{Name: "replicas", Value: d.Replicas, EnvVars: []string{"FERRY_REPLICAS"}, Destination: &s.Replicas, Usage: "stream replicas (1, 3 or 5; a clustered NATS for more than 1)", Category: "streams"},
+	}
+}
+
+// Validate checks the settings against each other.
+func (s Settings) Validate() error {
+	var errs []error
+	if s.AckWait < time.Second {
+		errs = append(errs, fmt.Errorf("--ack-wait %s: must be at least 1s", s.AckWait))
+	}
+	if s.MaxDeliver < 1 {
+		errs = append(errs, fmt.Errorf("--max-deliver %d: must be at least 1", s.MaxDeliver))
+	}
+	if s.MaxAckPending < 1 {
+		errs = append(errs, fmt.Errorf("--max-ack-pending %d: must be at least 1", s.MaxAckPending))
+	}
+	if s.Dedupe <= s.AckWait {
+		errs = append(errs, fmt.Errorf("--dedupe-window %s: must be longer than --ack-wait %s, or a redelivered message's output flows twice", s.Dedupe, s.AckWait))
+	}
+	if s.BlobsMaxBytes < 16<<20 {
+		errs = append(errs, fmt.Errorf("--blobs-max-bytes %d: must be at least 16 MiB", s.BlobsMaxBytes))
+	}
+	if s.Replicas != 1 && s.Replicas != 3 && s.Replicas != 5 {
+		errs = append(errs, fmt.Errorf("--replicas %d: must be 1, 3 or 5", s.Replicas))
+	}
+	return errors.Join(errs...)
+}
+
+// Setup creates every stream, consumer and bucket of the job that is missing; with update it also
+// applies s to those that exist. Every service calls it at start without update (so a service
+// started with default flags never undoes `ferry setup --ack-wait 5m`); `ferry setup` updates.
+func Setup(ctx context.Context, js jetstream.JetStream, n Names, s Settings, update bool) error {
+	if err := s.Validate(); err != nil {
+		return err
+	}
+	work := func(name, subject string, maxBytes int64) jetstream.StreamConfig {
+		return jetstream.StreamConfig{
+			Name: name, Subjects: []string{subject},
+			Retention: jetstream.WorkQueuePolicy, Storage: jetstream.FileStorage,
+			// DiscardNew: a full stream refuses the publish (the publisher waits); DiscardOld would
+			// silently drop unprocessed keys.
+			Discard: jetstream.DiscardNew, MaxBytes: maxBytes, MaxMsgs: -1,
+			Duplicates: s.Dedupe, Replicas: s.Replicas,
+		}
+	}
+	streams := []jetstream.StreamConfig{
+		work(n.Keys, n.KeysSubject, -1),
+		work(n.Blobs, n.BlobsSubject, s.BlobsMaxBytes),
+		work(n.Uploaded, n.UploadedSubject, -1),
+		{Name: n.Done, Subjects: []string{n.DoneSubject}, Retention: jetstream.LimitsPolicy,
+			Storage: jetstream.FileStorage, Discard: jetstream.DiscardNew, MaxBytes: -1, MaxMsgs: -1,
+			Duplicates: s.Dedupe, Replicas: s.Replicas},
+		{Name: n.DLQ, Subjects: []string{n.DLQSubjects}, Retention: jetstream.LimitsPolicy,
+			Storage: jetstream.FileStorage, Discard: jetstream.DiscardNew, MaxBytes: -1, MaxMsgs: -1,
+			Duplicates: s.Dedupe, Replicas: s.Replicas},
+		{Name: n.Advisories, Subjects: n.AdvisorySubjects, Retention: jetstream.WorkQueuePolicy,
+			Storage: jetstream.FileStorage, Discard: jetstream.DiscardNew, MaxBytes: -1, MaxMsgs: -1,
+			Replicas: s.Replicas},
+	}
+	for _, cfg := range streams {
+		if !update {
+			if _, err := js.Stream(ctx, cfg.Name); err == nil {
+				continue
+			}
+		}
+		if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil {
+			return fmt.Errorf("create stream %s: %w", cfg.Name, err)
+		}
+	}
+	consumers := []struct{ stream, name string }{
+		{n.Keys, n.Fetcher}, {n.Blobs, n.Uploader}, {n.Uploaded, n.Verifier}, {n.Advisories, n.Advisor},
+	}
+	for _, c := range consumers {
+		cfg := jetstream.ConsumerConfig{
+			Durable: c.name, AckPolicy: jetstream.AckExplicitPolicy, AckWait: s.AckWait,
+			MaxDeliver: s.MaxDeliver, MaxAckPending: s.MaxAckPending,
+			// Pull requests from many workers; the default 512 waiting pulls is plenty.
+		}
+		if c.stream == n.Advisories {
+			cfg.MaxDeliver = -1 // the advisor's own failures must never be dropped
+		}
+		if !update {
+			if _, err := js.Consumer(ctx, c.stream, c.name); err == nil {
+				continue
+			}
+		}
+		if _, err := js.CreateOrUpdateConsumer(ctx, c.stream, cfg); err != nil {
+			return fmt.Errorf("create consumer %s on %s: %w", c.name, c.stream, err)
+		}
+	}
+	if _, err := js.KeyValue(ctx, n.KV); err != nil || update {
+		if _, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+			Bucket: n.KV, Description: "ferry job " + n.Job + ": checkpoints and live settings",
+			History: 1, Storage: jetstream.FileStorage, Replicas: s.Replicas,
+		}); err != nil {
+			return fmt.Errorf("create kv bucket %s: %w", n.KV, err)
+		}
+	}
+	if _, err := js.ObjectStore(ctx, n.Objects); err != nil || update {
+		if _, err := js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
+			Bucket: n.Objects, Description: "ferry job " + n.Job + ": blobs above the inline limit, in transit",
+			TTL: s.ObjectTTL, Storage: jetstream.FileStorage, Replicas: s.Replicas,
+		}); err != nil {
+			return fmt.Errorf("create object store %s: %w", n.Objects, err)
+		}
+	}
+	return nil
+}
+
+// Delete removes every stream, consumer and bucket of the job: its progress, dead letters and
+// DONE record are gone afterwards. Missing ones are skipped.
+func Delete(ctx context.Context, js jetstream.JetStream, n Names) error {
+	var errs []error
+	for _, s := range []string{n.Keys, n.Blobs, n.Uploaded, n.Done, n.DLQ, n.Advisories} {
+		if err := js.DeleteStream(ctx, s); err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
+			errs = append(errs, fmt.Errorf("delete stream %s: %w", s, err))
+		}
+	}
+	if err := js.DeleteKeyValue(ctx, n.KV); err != nil && !errors.Is(err, jetstream.ErrBucketNotFound) {
+		errs = append(errs, fmt.Errorf("delete kv %s: %w", n.KV, err))
+	}
+	if err := js.DeleteObjectStore(ctx, n.Objects); err != nil && !errors.Is(err, jetstream.ErrBucketNotFound) && !errors.Is(err, jetstream.ErrStreamNotFound) {
+		errs = append(errs, fmt.Errorf("delete object store %s: %w", n.Objects, err))
+	}
+	return errors.Join(errs...)
+}

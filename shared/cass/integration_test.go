@@ -1,0 +1,170 @@
+//go:build integration
+
+// This test lives in package cass_test rather than cass: it seeds through package seed, which
+// imports cass, and an internal test importing seed would be an import cycle.
+package cass_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gocql/gocql"
+
+	"github.com/ferry-migrate/ferry/seed"
+	"github.com/ferry-migrate/ferry/shared/cass"
+	"github.com/ferry-migrate/ferry/shared/config"
+)
+
+// testSeed keeps this test's keys apart from the demo's (seed 1).
+const testSeed = 91001
+
+func loadJob(t *testing.T) *config.Job {
+	t.Helper()
+	path := os.Getenv("FERRY_CONFIG")
+	if path == "" {
+		path = "../../deploy/local/ferry.yaml"
+	}
+	job, err := config.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(job.Source.Targets) < 2 {
+		t.Fatalf("%s: want two read targets (one per DC)", path)
+	}
+	return job
+}
+
+// targets are a reader per DC on the same table: the job's first target, and the second target's
+// hosts and DC pointed at the first target's table.
+func targets(job *config.Job) (dc1, dc2 config.Target) {
+	dc1 = job.Source.Targets[0]
+	dc2 = job.Source.Targets[1]
+	dc2.Name += "-same-table"
+	dc2.Table, dc2.KeyColumn, dc2.BlobColumn, dc2.Query = dc1.Table, dc1.KeyColumn, dc1.BlobColumn, dc1.Query
+	return dc1, dc2
+}
+
+func TestReaderBothDCs(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	job := loadJob(t)
+
+	// 17 MiB is past Cassandra's default 16 MiB frame and mutation limits: the local stack raises
+	// them, and this shows the driver reads such a blob whole.
+	cfg := seed.Config{Count: 5, Sizes: "0,3145728,17825792", KeysOut: filepath.Join(t.TempDir(), "keys.txt"),
+		Concurrency: 4, Consistency: "ALL", Replication: "dc1:1,dc2:1", Seed: testSeed}
+	if _, err := seed.Run(ctx, job, cfg, testWriter{t}); err != nil {
+		t.Fatal(err)
+	}
+	keys := seed.PlanKeys(testSeed, 5, 0, 0, []int{0, 3145728, 17825792}).Main
+
+	// A row whose blob is null: it exists, so it reads as an empty blob, not as not found.
+	nullKey := seed.SizedKey(testSeed, 99, 0)
+	wc, err := cass.ClusterConfig(job.Source.Targets[0], 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wc.HostFilter, wc.Consistency = nil, gocql.All
+	ws, err := cass.Open(ctx, job.Source.Targets[0], wc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.Close()
+	first := job.Source.Targets[0]
+	insert := fmt.Sprintf("INSERT INTO %s (%s, %s) VALUES (?, null)", first.Table, first.KeyColumn, first.BlobColumn)
+	if err := ws.Query(insert, nullKey).WithContext(ctx).Exec(); err != nil {
+		t.Fatal(err)
+	}
+	keys = append(keys, nullKey)
+
+	dc1, dc2 := targets(job)
+	for _, target := range []config.Target{dc1, dc2} {
+		t.Run(target.Name, func(t *testing.T) {
+			r, err := cass.NewReader(ctx, target, 8)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer r.Close()
+			if r.Name() != target.Name {
+				t.Errorf("Name() = %q", r.Name())
+			}
+			for _, key := range keys {
+				b, err := r.Read(ctx, key)
+				if err != nil {
+					t.Fatalf("read %s: %v", key, err)
+				}
+				if b == nil {
+					t.Errorf("%s: nil blob; a 0-byte blob must read as an empty slice", key)
+				}
+				if !seed.Matches(key, b) {
+					t.Errorf("%s: %d bytes that are not the seeded %d", key, len(b), seed.Size(key))
+				}
+			}
+			missing := seed.AbsentKey(testSeed, 0)
+			_, err = r.Read(ctx, missing)
+			if !errors.Is(err, cass.ErrNotFound) || !strings.Contains(err.Error(), missing) {
+				t.Errorf("missing key: err = %v, want ErrNotFound naming the key", err)
+			}
+			if cass.IsTransient(err) {
+				t.Error("not found classified as transient")
+			}
+		})
+	}
+}
+
+// TestSessionStaysInDC checks the host filter: every query of a dc2 session is coordinated by a
+// dc2 node, even though the dc1 node is up and known to the driver.
+func TestSessionStaysInDC(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	_, dc2 := targets(loadJob(t))
+	s, err := cass.NewSession(ctx, dc2, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for range 20 {
+		var dc string
+		if err := s.Query("SELECT data_center FROM system.local").WithContext(ctx).Scan(&dc); err != nil {
+			t.Fatal(err)
+		}
+		if dc != dc2.LocalDC {
+			t.Fatalf("query served by a node in %s, want %s", dc, dc2.LocalDC)
+		}
+	}
+}
+
+func TestNewReaderBadConfig(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	dc1, _ := targets(loadJob(t))
+
+	noTable := dc1
+	noTable.Table = "ferry_demo.no_such_table"
+	_, err := cass.NewReader(ctx, noTable, 1)
+	t.Log(err)
+	if err == nil || cass.IsTransient(err) || !strings.Contains(err.Error(), dc1.Name) {
+		t.Errorf("missing table: err = %v, want a permanent error naming the target", err)
+	}
+
+	wrongDC := dc1
+	wrongDC.LocalDC = "dc9"
+	_, err = cass.NewReader(ctx, wrongDC, 1)
+	t.Log(err)
+	if err == nil || !strings.Contains(err.Error(), "local_dc dc9") {
+		t.Errorf("unknown DC: err = %v, want an error naming local_dc", err)
+	}
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimSpace(string(p)))
+	return len(p), nil
+}

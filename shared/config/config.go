@@ -1,0 +1,262 @@
+// Package config holds the job's configuration: the source (ordered Cassandra read targets), the
+// destination (an S3 bucket), the key rules, and their validation. It is loaded from one YAML file
+// so that every service of a job reads the same settings; credentials never live in it (the S3
+// client takes them from the standard AWS chain).
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"regexp"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Job is one migration: where keys are read from and where objects go.
+type Job struct {
+	Source      Source      `yaml:"source"`
+	Destination Destination `yaml:"destination"`
+	Keys        KeyRules    `yaml:"keys"`
+}
+
+// Source is an ordered list of read targets; the fetcher tries them in order.
+type Source struct {
+	Targets []Target `yaml:"targets"`
+}
+
+// Target is one Cassandra table in one datacenter or cluster.
+type Target struct {
+	Name        string        `yaml:"name"`         // shown in the BLOBS Source header and metrics
+	Hosts       []string      `yaml:"hosts"`        // contact points, host or host:port
+	LocalDC     string        `yaml:"local_dc"`     // DC-aware routing; empty: any DC
+	Consistency string        `yaml:"consistency"`  // e.g. LOCAL_ONE (default), LOCAL_QUORUM, ONE
+	Table       string        `yaml:"table"`        // keyspace.table
+	KeyColumn   string        `yaml:"key_column"`   // default "key"
+	BlobColumn  string        `yaml:"blob_column"`  // default "data"
+	Query       string        `yaml:"query"`        // full CQL with one ?; overrides table and columns
+	Timeout     time.Duration `yaml:"timeout"`      // per query; default 5s
+	ConnTimeout time.Duration `yaml:"conn_timeout"` // default 5s
+	Username    string        `yaml:"username"`     // password from FERRY_CASSANDRA_PASSWORD, never the file
+}
+
+// Destination is the S3 bucket the objects go to.
+type Destination struct {
+	Endpoint     string        `yaml:"endpoint"`      // empty: AWS; else a URL such as http://127.0.0.1:7070
+	Region       string        `yaml:"region"`        // default us-east-1
+	Bucket       string        `yaml:"bucket"`        //
+	PathStyle    bool          `yaml:"path_style"`    // needed by most S3-compatible servers
+	StorageClass string        `yaml:"storage_class"` // empty: the bucket's default
+	Timeout      time.Duration `yaml:"timeout"`       // per request; default 60s
+}
+
+// KeyRules turn a source key into an S3 key. They are configuration, not code: see keyrules.
+type KeyRules struct {
+	MaxLength int       `yaml:"max_length"` // default 1024 bytes
+	Pattern   string    `yaml:"pattern"`    // a valid key (after rewrites) matches it; empty: any
+	Rewrite   []Rewrite `yaml:"rewrite"`    // applied in order to form the S3 key
+	Template  string    `yaml:"template"`   // S3 key template; {key}, {hash2}, {hash4}; default {key}
+	// ContentType is the object's Content-Type; default from the key's extension.
+	ContentType string `yaml:"content_type"`
+}
+
+// Rewrite replaces every match of a regular expression (Go RE2 syntax, $1 for groups).
+type Rewrite struct {
+	Match   string `yaml:"match"`
+	Replace string `yaml:"replace"`
+}
+
+var jobName = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+
+// ValidateJobName checks a job name: it becomes part of stream, consumer and bucket names.
+func ValidateJobName(name string) error {
+	if !jobName.MatchString(name) {
+		return fmt.Errorf("invalid job name %q: use 1-64 letters, digits, '_' or '-'", name)
+	}
+	return nil
+}
+
+// Load reads and validates a job file; defaults are filled in.
+func Load(path string) (*Job, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	return Parse(b, path)
+}
+
+// Parse decodes YAML (unknown fields are an error: a typo must not silently change behaviour).
+func Parse(b []byte, name string) (*Job, error) {
+	var j Job
+	dec := yaml.NewDecoder(strings.NewReader(string(b)))
+	dec.KnownFields(true)
+	if err := dec.Decode(&j); err != nil {
+		return nil, fmt.Errorf("config %s: %w", name, err)
+	}
+	j.Defaults()
+	if err := j.Validate(); err != nil {
+		return nil, fmt.Errorf("config %s: %w", name, err)
+	}
+	return &j, nil
+}
+
+// Defaults fills in unset values.
+func (j *Job) Defaults() {
+	for i := range j.Source.Targets {
+		t := &j.Source.Targets[i]
+		if t.Name == "" {
+			t.Name = fmt.Sprintf("target%d", i+1)
+		}
+		if t.Consistency == "" {
+			t.Consistency = "LOCAL_ONE"
+		}
+		if t.KeyColumn == "" {
+			t.KeyColumn = "key"
+		}
+		if t.BlobColumn == "" {
+			t.BlobColumn = "data"
+		}
+		if t.Timeout == 0 {
+			t.Timeout = 5 * time.Second
+		}
+		if t.ConnTimeout == 0 {
+			t.ConnTimeout = 5 * time.Second
+		}
+	}
+	d := &j.Destination
+	if d.Region == "" {
+		d.Region = "us-east-1"
+	}
+	if d.Timeout == 0 {
+		d.Timeout = 60 * time.Second
+	}
+	if j.Keys.MaxLength == 0 {
+		j.Keys.MaxLength = 1024
+	}
+	if j.Keys.Template == "" {
+		j.Keys.Template = "{key}"
+	}
+}
+
+// Validate reports every bad value at once.
+func (j *Job) Validate() error {
+	var errs []error
+	if len(j.Source.Targets) == 0 {
+		errs = append(errs, errors.New("source.targets: at least one read target is required"))
+	}
+	names := map[string]bool{}
+	for i, t := range j.Source.Targets {
+		if err := t.Validate(); err != nil {
+			errs = append(errs, fmt.Errorf("source.targets[%d]: %w", i, err))
+		}
+		if names[t.Name] {
+			errs = append(errs, fmt.Errorf("source.targets[%d]: duplicate name %q", i, t.Name))
+		}
+		names[t.Name] = true
+	}
+	if err := j.Destination.Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("destination: %w", err))
+	}
+	if err := j.Keys.Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("keys: %w", err))
+	}
+	return errors.Join(errs...)
+}
+
+var (
+	ident       = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,47}$`)
+	consistency = map[string]bool{"ANY": true, "ONE": true, "TWO": true, "THREE": true, "QUORUM": true,
+		"ALL": true, "LOCAL_QUORUM": true, "EACH_QUORUM": true, "LOCAL_ONE": true}
+)
+
+// Validate checks one read target.
+func (t Target) Validate() error {
+	var errs []error
+	if len(t.Hosts) == 0 {
+		errs = append(errs, errors.New("hosts: at least one contact point is required"))
+	}
+	for _, h := range t.Hosts {
+		if strings.TrimSpace(h) == "" || strings.ContainsAny(h, " /") {
+			errs = append(errs, fmt.Errorf("hosts: %q is not a host or host:port", h))
+		}
+	}
+	if !consistency[strings.ToUpper(t.Consistency)] {
+		errs = append(errs, fmt.Errorf("consistency: unknown level %q", t.Consistency))
+	}
+	if t.Query != "" {
+		if strings.Count(t.Query, "?") != 1 {
+			errs = append(errs, fmt.Errorf("query: must hold exactly one '?' for the key: %q", t.Query))
+		}
+		if !strings.HasPrefix(strings.ToUpper(strings.TrimSpace(t.Query)), "SELECT ") {
+			errs = append(errs, fmt.Errorf("query: must be a SELECT: %q", t.Query))
+		}
+	} else {
+		ks, tbl, ok := strings.Cut(t.Table, ".")
+		if !ok || !ident.MatchString(ks) || !ident.MatchString(tbl) {
+			errs = append(errs, fmt.Errorf("table: want keyspace.table, got %q", t.Table))
+		}
+		if !ident.MatchString(t.KeyColumn) {
+			errs = append(errs, fmt.Errorf("key_column: %q is not a column name", t.KeyColumn))
+		}
+		if !ident.MatchString(t.BlobColumn) {
+			errs = append(errs, fmt.Errorf("blob_column: %q is not a column name", t.BlobColumn))
+		}
+	}
+	if t.Timeout < 0 || t.ConnTimeout < 0 {
+		errs = append(errs, errors.New("timeout: must not be negative"))
+	}
+	return errors.Join(errs...)
+}
+
+// CQL is the SELECT the fetcher prepares for this target: one ? for the key, one blob column out.
+func (t Target) CQL() string {
+	if t.Query != "" {
+		return t.Query
+	}
+	return fmt.Sprintf("SELECT %s FROM %s WHERE %s = ?", t.BlobColumn, t.Table, t.KeyColumn)
+}
+
+var bucketName = regexp.MustCompile(`^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$`)
+
+// Validate checks the destination.
+func (d Destination) Validate() error {
+	var errs []error
+	if !bucketName.MatchString(d.Bucket) {
+		errs = append(errs, fmt.Errorf("bucket: %q is not a valid S3 bucket name", d.Bucket))
+	}
+	if d.Endpoint != "" {
+		u, err := url.Parse(d.Endpoint)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			errs = append(errs, fmt.Errorf("endpoint: want http(s)://host[:port], got %q", d.Endpoint))
+		}
+	}
+	if d.Timeout < 0 {
+		errs = append(errs, errors.New("timeout: must not be negative"))
+	}
+	return errors.Join(errs...)
+}
+
+// Validate checks the key rules compile.
+func (k KeyRules) Validate() error {
+	var errs []error
+	if k.MaxLength < 1 || k.MaxLength > 1024 {
+		errs = append(errs, fmt.Errorf("max_length: %d is outside 1..1024 (S3 keys are at most 1024 bytes)", k.MaxLength))
+	}
+	if k.Pattern != "" {
+		if _, err := regexp.Compile(k.Pattern); err != nil {
+			errs = append(errs, fmt.Errorf("pattern: %w", err))
+		}
+	}
+	for i, r := range k.Rewrite {
+		if _, err := regexp.Compile(r.Match); err != nil {
+			errs = append(errs, fmt.Errorf("rewrite[%d].match: %w", i, err))
+		}
+	}
+	if !strings.Contains(k.Template, "{key}") {
+		errs = append(errs, fmt.Errorf("template: %q must contain {key}", k.Template))
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,77 @@
+// Package stage is the runner every ferry stage uses: it consumes a JetStream work queue with a
+// bounded number of workers and is the only code that acknowledges messages. A handler returns nil
+// (its output is durable: ack), a Permanent error (dead-letter, then term), a Fatal error (stop the
+// service), or any other error (transient: nak with backoff, dead-letter at the last delivery).
+package stage
+
+import (
+	"errors"
+	"fmt"
+)
+
+type permanentError struct {
+	reason string
+	err    error
+}
+
+func (e *permanentError) Error() string { return e.err.Error() }
+func (e *permanentError) Unwrap() error { return e.err }
+
+// Permanent marks err as one that no retry can fix; the message is dead-lettered with reason.
+func Permanent(reason string, err error) error {
+	if err == nil {
+		err = errors.New(reason)
+	}
+	return &permanentError{reason: reason, err: err}
+}
+
+type reasonError struct {
+	reason string
+	err    error
+}
+
+func (e *reasonError) Error() string { return e.err.Error() }
+func (e *reasonError) Unwrap() error { return e.err }
+
+// Transient marks err as retryable and names the dead-letter reason to use should the message run
+// out of deliveries (otherwise the stage's default reason).
+func Transient(reason string, err error) error { return &reasonError{reason: reason, err: err} }
+
+type fatalError struct{ err error }
+
+func (e *fatalError) Error() string { return e.err.Error() }
+func (e *fatalError) Unwrap() error { return e.err }
+
+// Fatal marks err as one that fails every message (bad credentials, a missing bucket): the runner
+// naks the message, stops consuming and returns the error, rather than dead-lettering millions of
+// keys.
+func Fatal(err error) error { return &fatalError{err: err} }
+
+// IsPermanent reports whether err is Permanent, and its reason.
+func IsPermanent(err error) (string, bool) {
+	var p *permanentError
+	if errors.As(err, &p) {
+		return p.reason, true
+	}
+	return "", false
+}
+
+// IsFatal reports whether err is Fatal.
+func IsFatal(err error) bool {
+	var f *fatalError
+	return errors.As(err, &f)
+}
+
+func transientReason(err error, fallback string) string {
+	var r *reasonError
+	if errors.As(err, &r) {
+		return r.reason
+	}
+	return fallback
+}
+
+// panicError is a handler panic, treated as transient: the next delivery may be on a healthy worker,
+// and MaxDeliver bounds the loop.
+type panicError struct{ v any }
+
+func (e panicError) Error() string { return fmt.Sprintf("handler panic: %v", e.v) }

@@ -1,0 +1,247 @@
+package stage
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/ferry-migrate/ferry/shared/bus"
+)
+
+// Handler does one message's work and makes its output durable before it returns nil. It never
+// acks: the runner does.
+type Handler func(ctx context.Context, msg jetstream.Msg) error
+
+// Options configure Run.
+type Options struct {
+	Stage   string
+	Names   bus.Names
+	JS      jetstream.JetStream
+	Workers int // concurrent handlers; default 16
+	// ExhaustedReason is the dead-letter reason when a transient error reaches the last delivery.
+	ExhaustedReason string
+	// Backoff is the delay before redelivery after a transient error; default Backoff.
+	Backoff func(delivered uint64) time.Duration
+	// Grace is how long in-flight handlers may finish after shutdown begins; default 30s.
+	Grace time.Duration
+	// KeyOf is the source key of a message, for dead letters; default the Ferry-Key header, else
+	// the body.
+	KeyOf   func(jetstream.Msg) string
+	Metrics *Metrics
+	Log     *slog.Logger
+}
+
+// Backoff is exponential from 2s, capped at 5m, with ±25% jitter so a burst of failures does
+// not come back as a burst.
+func Backoff(delivered uint64) time.Duration {
+	d := 2 * time.Second
+	for i := uint64(1); i < delivered && d < 5*time.Minute; i++ {
+		d *= 2
+	}
+	d = min(d, 5*time.Minute)
+	return time.Duration(float64(d) * (0.75 + rand.Float64()/2))
+}
+
+// Run consumes cons until ctx ends or a handler returns a Fatal error, which Run returns. On
+// shutdown it stops pulling, naks what was prefetched but not started, lets in-flight handlers
+// finish (up to Grace), acks or naks them, and returns nil.
+func Run(ctx context.Context, cons jetstream.Consumer, h Handler, o Options) error {
+	o.defaults()
+	info := cons.CachedInfo()
+	r := &runner{o: o, h: h, maxDeliver: info.Config.MaxDeliver, ackWait: info.Config.AckWait,
+		fatal: make(chan struct{})}
+	// Handlers run on a context that outlives the shutdown signal by Grace, so a PUT that is almost
+	// done is finished and acked instead of repeated.
+	hctx, cancelHandlers := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelHandlers()
+
+	jobs := make(chan jetstream.Msg)
+	var wg sync.WaitGroup
+	for range o.Workers {
+		wg.Go(func() {
+			for msg := range jobs {
+				r.process(hctx, msg)
+			}
+		})
+	}
+	cc, err := cons.Consume(func(msg jetstream.Msg) {
+		if r.stopping.Load() {
+			_ = msg.Nak()
+			return
+		}
+		jobs <- msg
+	},
+		// Prefetch no more than the workers can start soon: prefetched messages age against AckWait.
+		jetstream.PullMaxMessages(o.Workers),
+		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+			if !errors.Is(err, jetstream.ErrNoHeartbeat) {
+				o.Log.Debug("consume", "err", err)
+			}
+		}),
+	)
+	if err != nil {
+		close(jobs)
+		wg.Wait()
+		return fmt.Errorf("%s: consume %s: %w", o.Stage, info.Config.Durable, err)
+	}
+	select {
+	case <-ctx.Done():
+	case <-r.fatal:
+	}
+	r.stopping.Store(true)
+	cc.Drain()
+	grace := time.AfterFunc(o.Grace, cancelHandlers)
+	defer grace.Stop()
+	<-cc.Closed()
+	close(jobs)
+	wg.Wait()
+	return r.fatalErr()
+}
+
+type runner struct {
+	o          Options
+	h          Handler
+	maxDeliver int
+	ackWait    time.Duration
+	stopping   atomic.Bool
+	fatalOnce  sync.Once
+	fatal      chan struct{}
+	fatalMu    sync.Mutex
+	firstFatal error
+}
+
+func (o *Options) defaults() {
+	if o.Workers <= 0 {
+		o.Workers = 16
+	}
+	if o.Backoff == nil {
+		o.Backoff = Backoff
+	}
+	if o.Grace <= 0 {
+		o.Grace = 30 * time.Second
+	}
+	if o.KeyOf == nil {
+		o.KeyOf = func(m jetstream.Msg) string {
+			if k := m.Headers().Get(bus.HdrKey); k != "" {
+				return k
+			}
+			return string(m.Data())
+		}
+	}
+	if o.Log == nil {
+		o.Log = slog.Default()
+	}
+	o.Log = o.Log.With("job", o.Names.Job, "stage", o.Stage)
+	if o.ExhaustedReason == "" {
+		o.ExhaustedReason = bus.ReasonMaxDeliveries
+	}
+}
+
+func (r *runner) fatalErr() error {
+	r.fatalMu.Lock()
+	defer r.fatalMu.Unlock()
+	return r.firstFatal
+}
+
+func (r *runner) setFatal(err error) {
+	r.fatalMu.Lock()
+	if r.firstFatal == nil {
+		r.firstFatal = err
+	}
+	r.fatalMu.Unlock()
+	r.fatalOnce.Do(func() { close(r.fatal) })
+}
+
+func (r *runner) process(ctx context.Context, msg jetstream.Msg) {
+	if r.stopping.Load() {
+		_ = msg.Nak() // prefetched, not started: give it back at once
+		return
+	}
+	md, err := msg.Metadata()
+	if err != nil { // not a JetStream message; cannot happen on a pull consumer
+		r.o.Log.Error("message without metadata", "err", err)
+		_ = msg.Term()
+		return
+	}
+	m := r.o.Metrics
+	m.inFlight(r.o).Inc()
+	start := time.Now()
+	err = r.call(ctx, msg)
+	m.inFlight(r.o).Dec()
+	m.observe(r.o, time.Since(start))
+
+	lastDelivery := r.maxDeliver > 0 && md.NumDelivered >= uint64(r.maxDeliver)
+	switch reason, permanent := IsPermanent(err); {
+	case err == nil:
+		if aerr := msg.Ack(); aerr != nil {
+			// Output is durable; a lost ack means a redelivery whose output the broker dedupes.
+			r.o.Log.Warn("ack failed", "err", aerr)
+		}
+		m.count(r.o, "ok")
+	case IsFatal(err):
+		_ = msg.Nak()
+		m.count(r.o, "fatal")
+		r.setFatal(fmt.Errorf("%s: %w", r.o.Stage, err))
+	case permanent:
+		r.deadLetter(ctx, msg, md, reason, err)
+	case r.stopping.Load() && ctx.Err() != nil:
+		// Cut short by shutdown: not the message's fault, so no dead letter.
+		_ = msg.Nak()
+		m.count(r.o, "retry")
+	case lastDelivery:
+		r.deadLetter(ctx, msg, md, transientReason(err, r.o.ExhaustedReason), err)
+	default:
+		_ = msg.NakWithDelay(r.o.Backoff(md.NumDelivered))
+		m.count(r.o, "retry")
+		r.o.Log.Debug("retry", "key", r.o.KeyOf(msg), "delivered", md.NumDelivered, "err", err)
+	}
+}
+
+// call runs the handler with InProgress heartbeats while it works and turns a panic into an error.
+func (r *runner) call(ctx context.Context, msg jetstream.Msg) (err error) {
+	done := make(chan struct{})
+	defer close(done)
+	if r.ackWait > 0 {
+		go func() {
+			t := time.NewTicker(max(r.ackWait/3, 100*time.Millisecond))
+			defer t.Stop()
+			for {
+				select {
+				case <-done:
+					return
+				case <-t.C:
+					_ = msg.InProgress()
+				}
+			}
+		}()
+	}
+	defer func() {
+		if v := recover(); v != nil {
+			err = panicError{v}
+		}
+	}()
+	return r.h(ctx, msg)
+}
+
+func (r *runner) deadLetter(ctx context.Context, msg jetstream.Msg, md *jetstream.MsgMetadata, reason string, cause error) {
+	d := bus.DeadLetter{Key: r.o.KeyOf(msg), Stage: r.o.Stage, Reason: reason, Err: cause.Error(),
+		Attempts: md.NumDelivered, From: msg.Headers()}
+	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	if err := bus.PublishDeadLetter(pctx, r.o.JS, r.o.Names, d); err != nil {
+		// Never term without the dead letter stored: the key would be lost.
+		r.o.Log.Error("dead-letter failed; message will be redelivered", "err", err)
+		_ = msg.NakWithDelay(r.o.Backoff(md.NumDelivered))
+		r.o.Metrics.count(r.o, "retry")
+		return
+	}
+	_ = msg.TermWithReason(reason)
+	r.o.Metrics.count(r.o, "dead")
+}

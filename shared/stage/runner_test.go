@@ -1,0 +1,157 @@
+package stage_test
+
+import (
+	"context"
+	"errors"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/ferry-migrate/ferry/shared/bus"
+	"github.com/ferry-migrate/ferry/shared/stage"
+)
+
+// startJob runs an embedded JetStream server with job "t" set up and MaxDeliver 3.
+func startJob(t *testing.T) (jetstream.JetStream, bus.Names) {
+	t.Helper()
+	srv, err := bus.StartEmbedded(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Shutdown)
+	ctx := context.Background()
+	nc, js, err := bus.Connect(ctx, srv.URL(), "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	n := bus.For("t")
+	s := bus.DefaultSettings()
+	s.MaxDeliver = 3
+	if err := bus.Setup(ctx, js, n, s, true); err != nil {
+		t.Fatal(err)
+	}
+	return js, n
+}
+
+func publishKeys(t *testing.T, js jetstream.JetStream, n bus.Names, keys ...string) {
+	t.Helper()
+	for _, k := range keys {
+		m := nats.NewMsg(n.KeysSubject)
+		m.Data = []byte(k)
+		m.Header.Set(bus.HdrID, bus.KeyID(n.Job, k))
+		if _, err := js.PublishMsg(context.Background(), m); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func dlqCount(t *testing.T, js jetstream.JetStream, n bus.Names, stageName, reason string) uint64 {
+	t.Helper()
+	s, err := js.Stream(context.Background(), n.DLQ)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.Info(context.Background(), jetstream.WithSubjectFilter(n.DLQSubject(stageName, reason)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var total uint64
+	for _, c := range info.State.Subjects {
+		total += c
+	}
+	return total
+}
+
+func TestRunOutcomes(t *testing.T) {
+	errBoom := errors.New("boom")
+	tests := []struct {
+		name       string
+		handler    func(calls *atomic.Int32) stage.Handler
+		wantCalls  int32 // per message
+		wantReason string
+		wantFatal  bool
+	}{
+		{name: "ok acks", wantCalls: 1,
+			handler: func(c *atomic.Int32) stage.Handler {
+				return func(context.Context, jetstream.Msg) error { c.Add(1); return nil }
+			}},
+		{name: "permanent dead-letters at once", wantCalls: 1, wantReason: bus.ReasonNotFound,
+			handler: func(c *atomic.Int32) stage.Handler {
+				return func(context.Context, jetstream.Msg) error {
+					c.Add(1)
+					return stage.Permanent(bus.ReasonNotFound, errBoom)
+				}
+			}},
+		{name: "transient retries then dead-letters", wantCalls: 3, wantReason: bus.ReasonSourceError,
+			handler: func(c *atomic.Int32) stage.Handler {
+				return func(context.Context, jetstream.Msg) error {
+					c.Add(1)
+					return stage.Transient(bus.ReasonSourceError, errBoom)
+				}
+			}},
+		{name: "panic is transient", wantCalls: 3, wantReason: bus.ReasonMaxDeliveries,
+			handler: func(c *atomic.Int32) stage.Handler {
+				return func(context.Context, jetstream.Msg) error { c.Add(1); panic("bad") }
+			}},
+		{name: "fatal stops the runner", wantCalls: 1, wantFatal: true,
+			handler: func(c *atomic.Int32) stage.Handler {
+				return func(context.Context, jetstream.Msg) error { c.Add(1); return stage.Fatal(errBoom) }
+			}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			js, n := startJob(t)
+			publishKeys(t, js, n, "k1")
+			cons, err := js.Consumer(context.Background(), n.Keys, n.Fetcher)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var calls atomic.Int32
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			done := make(chan error, 1)
+			go func() {
+				done <- stage.Run(ctx, cons, tt.handler(&calls), stage.Options{
+					Stage: bus.StageFetcher, Names: n, JS: js, Workers: 2,
+					Backoff: func(uint64) time.Duration { return 10 * time.Millisecond },
+				})
+			}()
+			// Wait until the key has left the work queue (acked or termed) or the runner stopped.
+			deadline := time.Now().Add(4 * time.Second)
+			for time.Now().Before(deadline) {
+				info, _ := cons.Info(context.Background())
+				if calls.Load() >= tt.wantCalls && info != nil && info.NumPending == 0 && info.NumAckPending == 0 {
+					break
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			if tt.wantFatal {
+				select {
+				case err := <-done:
+					if !stage.IsFatal(err) {
+						t.Fatalf("Run returned %v, want a fatal error", err)
+					}
+				case <-time.After(4 * time.Second):
+					t.Fatal("runner did not stop on a fatal error")
+				}
+			} else {
+				cancel()
+				if err := <-done; err != nil {
+					t.Fatalf("Run: %v", err)
+				}
+			}
+			if got := calls.Load(); got != tt.wantCalls {
+				t.Errorf("handler calls = %d, want %d", got, tt.wantCalls)
+			}
+			if tt.wantReason != "" {
+				if got := dlqCount(t, js, n, bus.StageFetcher, tt.wantReason); got != 1 {
+					t.Errorf("dead letters %s = %d, want 1", tt.wantReason, got)
+				}
+			}
+		})
+	}
+}

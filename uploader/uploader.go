@@ -1,0 +1,194 @@
+// Package uploader consumes BLOBS, PUTs each blob to S3 with its Content-MD5 (multipart above a
+// threshold), and publishes the result to UPLOADED. S3 failures are classified: transient ones are
+// retried with backoff, an object S3 refuses for good is dead-lettered, and a failure that would
+// hit every key (bad credentials, no bucket) stops the uploader instead of dead-lettering millions.
+package uploader
+
+import (
+	"context"
+	"crypto/md5"
+	"encoding/hex"
+	"errors"
+	"fmt"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/urfave/cli/v2"
+
+	"github.com/ferry-migrate/ferry/shared/blobstore"
+	"github.com/ferry-migrate/ferry/shared/bus"
+	"github.com/ferry-migrate/ferry/shared/service"
+	"github.com/ferry-migrate/ferry/shared/stage"
+)
+
+// Store is the S3 side the uploader needs; *blobstore.Client is the real one.
+type Store interface {
+	Put(ctx context.Context, in blobstore.PutInput) (blobstore.PutResult, error)
+	Head(ctx context.Context, key string) (blobstore.HeadResult, error)
+}
+
+// Uploader is the BLOBS handler.
+type Uploader struct {
+	Names        bus.Names
+	JS           jetstream.JetStream
+	Objects      jetstream.ObjectStore
+	Store        Store
+	PartSize     int64
+	StorageClass string
+	SkipExisting bool
+}
+
+// Handle is the stage.Handler.
+func (u *Uploader) Handle(ctx context.Context, msg jetstream.Msg) error {
+	h := msg.Headers()
+	key, s3Key, object := h.Get(bus.HdrKey), h.Get(bus.HdrS3Key), h.Get(bus.HdrObject)
+	size := bus.SizeOf(h)
+	sum, err := hex.DecodeString(h.Get(bus.HdrMD5))
+	if s3Key == "" || size < 0 || err != nil || len(sum) != md5.Size {
+		return stage.Permanent(bus.ReasonUploadError, fmt.Errorf("key %q: malformed BLOBS message (S3 key %q, size %q, md5 %q)", key, s3Key, h.Get(bus.HdrSize), h.Get(bus.HdrMD5)))
+	}
+	if u.SkipExisting || object != "" {
+		// A large blob whose object-store copy is gone was uploaded by an earlier delivery that
+		// died before its ack; S3 is the proof.
+		if head, err := u.Store.Head(ctx, s3Key); err == nil && head.Matches(size, sum) == nil {
+			return u.done(ctx, msg, head.ETag)
+		}
+	}
+	body := msg.Data()
+	if object != "" {
+		body, err = u.Objects.GetBytes(ctx, object)
+		if errors.Is(err, jetstream.ErrObjectNotFound) {
+			return stage.Permanent(bus.ReasonSourceError, fmt.Errorf("key %q: large blob %s is gone from the object store and not in S3; replay the key", key, object))
+		}
+		if err != nil {
+			return fmt.Errorf("key %q: get %s from object store: %w", key, object, err)
+		}
+	}
+	if int64(len(body)) != size {
+		return stage.Permanent(bus.ReasonUploadError, fmt.Errorf("key %q: blob is %d bytes, its header says %d; replay the key", key, len(body), size))
+	}
+	res, err := u.Store.Put(ctx, blobstore.PutInput{
+		Key: s3Key, Body: body, MD5: sum, ContentType: h.Get(bus.HdrContentType),
+		Metadata:     map[string]string{"ferry-key": key},
+		StorageClass: u.StorageClass, PartSize: u.PartSize,
+		Progress: func() { _ = msg.InProgress() },
+	})
+	if err != nil {
+		err = fmt.Errorf("key %q: %w", key, err)
+		switch blobstore.Classify(err) {
+		case blobstore.Fatal:
+			return stage.Fatal(err)
+		case blobstore.Permanent:
+			return stage.Permanent(bus.ReasonUploadError, err)
+		default:
+			return stage.Transient(bus.ReasonUploadError, err)
+		}
+	}
+	if err := u.done(ctx, msg, res.ETag); err != nil {
+		return err
+	}
+	if object != "" {
+		// After UPLOADED is stored: a crash before this leaves a copy that the bucket TTL expires.
+		_ = u.Objects.Delete(ctx, object)
+	}
+	return nil
+}
+
+// done publishes the UPLOADED message for msg.
+func (u *Uploader) done(ctx context.Context, msg jetstream.Msg, etag string) error {
+	in := msg.Headers()
+	out := nats.NewMsg(u.Names.UploadedSubject)
+	bus.Carry(out.Header, in)
+	for _, k := range []string{bus.HdrS3Key, bus.HdrSize, bus.HdrMD5, bus.HdrSource} {
+		out.Header.Set(k, in.Get(k))
+	}
+	out.Header.Set(bus.HdrETag, etag)
+	_, err := u.JS.PublishMsg(ctx, out, jetstream.WithMsgID(bus.MsgID("uploaded", in.Get(bus.HdrID))),
+		jetstream.WithExpectStream(u.Names.Uploaded))
+	if err != nil {
+		return fmt.Errorf("key %q: publish to %s: %w", in.Get(bus.HdrKey), u.Names.Uploaded, err)
+	}
+	return nil
+}
+
+// Config is the uploader's flags.
+type Config struct {
+	Concurrency  int
+	PartSize     int64
+	SkipExisting bool
+	Settings     bus.Settings
+}
+
+// Flags are the uploader's flags.
+func (c *Config) Flags() []cli.Flag {
+	return append([]cli.Flag{
+		&cli.IntFlag{Name: "concurrency", Aliases: []string{"c"}, Value: 64, EnvVars: []string{"FERRY_UPLOADER_CONCURRENCY"}, Destination: &c.Concurrency, Usage: "concurrent S3 uploads"},
+		&cli.Int64Flag{Name: "multipart-threshold", Value: 16 << 20, EnvVars: []string{"FERRY_MULTIPART_THRESHOLD"}, Destination: &c.PartSize, Usage: "blobs above this many bytes are uploaded in parts of this size (at least 5 MiB)"},
+		&cli.BoolFlag{Name: "skip-existing", EnvVars: []string{"FERRY_SKIP_EXISTING"}, Destination: &c.SkipExisting, Usage: "HEAD first and skip the PUT when the object's size and MD5 already match"},
+	}, c.Settings.Flags()...)
+}
+
+// Validate checks the flags.
+func (c *Config) Validate() error {
+	var errs []error
+	if c.Concurrency < 1 || c.Concurrency > 4096 {
+		errs = append(errs, fmt.Errorf("--concurrency %d: must be 1..4096", c.Concurrency))
+	}
+	if c.PartSize < 5<<20 {
+		errs = append(errs, fmt.Errorf("--multipart-threshold %d: must be at least 5 MiB (S3's smallest part)", c.PartSize))
+	}
+	return errors.Join(errs...)
+}
+
+// Command is `ferry uploader`.
+func Command() *cli.Command {
+	var cfg Config
+	return &cli.Command{
+		Name:  "uploader",
+		Usage: "upload each blob of BLOBS to S3 and record it in UPLOADED",
+		Flags: cfg.Flags(),
+		Action: func(c *cli.Context) error {
+			if err := cfg.Validate(); err != nil {
+				return err
+			}
+			env, err := service.Open(c.Context, c, service.Options{Name: bus.StageUploader, Settings: cfg.Settings, NeedConfig: true})
+			if err != nil {
+				return err
+			}
+			defer env.Close()
+			env.StartAdvisor(c.Context)
+			return Run(c.Context, env, cfg)
+		},
+	}
+}
+
+// Run consumes BLOBS until ctx ends or S3 fails in a way that would fail every key.
+func Run(ctx context.Context, env *service.Env, cfg Config) error {
+	dest := env.Job().Destination
+	store, err := blobstore.New(ctx, dest, cfg.Concurrency)
+	if err != nil {
+		return fmt.Errorf("uploader: %w", err)
+	}
+	if err := store.Check(ctx); err != nil {
+		return fmt.Errorf("uploader: %w", err)
+	}
+	objects, err := env.JS.ObjectStore(ctx, env.Names.Objects)
+	if err != nil {
+		return fmt.Errorf("uploader: object store %s: %w", env.Names.Objects, err)
+	}
+	u := &Uploader{Names: env.Names, JS: env.JS, Objects: objects, Store: store, PartSize: cfg.PartSize,
+		StorageClass: dest.StorageClass, SkipExisting: cfg.SkipExisting}
+	cons, err := env.JS.Consumer(ctx, env.Names.Blobs, env.Names.Uploader)
+	if err != nil {
+		return fmt.Errorf("uploader: consumer %s on %s: %w", env.Names.Uploader, env.Names.Blobs, err)
+	}
+	env.Log.Info("uploader started", "bucket", dest.Bucket, "concurrency", cfg.Concurrency)
+	err = stage.Run(ctx, cons, u.Handle, stage.Options{
+		Stage: bus.StageUploader, Names: env.Names, JS: env.JS, Workers: cfg.Concurrency,
+		ExhaustedReason: bus.ReasonUploadError, Metrics: env.Metrics, Log: env.Log,
+	})
+	if stage.IsFatal(err) {
+		env.Log.Error("uploader stopped: S3 refuses every upload; fix the destination or credentials and start it again", "err", err)
+	}
+	return err
+}

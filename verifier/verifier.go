@@ -1,0 +1,152 @@
+// Package verifier consumes UPLOADED and checks every object in S3: it exists, its size is right
+// and its checksum matches (ETag for a single PUT, the stored MD5 for multipart); a sampled
+// fraction is also read back and hashed. Each verified key is recorded in DONE, the job's proof.
+package verifier
+
+import (
+	"bytes"
+	"context"
+	"crypto/md5"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/urfave/cli/v2"
+
+	"github.com/ferry-migrate/ferry/shared/blobstore"
+	"github.com/ferry-migrate/ferry/shared/bus"
+	"github.com/ferry-migrate/ferry/shared/service"
+	"github.com/ferry-migrate/ferry/shared/stage"
+)
+
+// Store is the S3 side the verifier needs; *blobstore.Client is the real one.
+type Store interface {
+	Head(ctx context.Context, key string) (blobstore.HeadResult, error)
+	Get(ctx context.Context, key string) ([]byte, error)
+}
+
+// Verifier is the UPLOADED handler.
+type Verifier struct {
+	Names  bus.Names
+	JS     jetstream.JetStream
+	Store  Store
+	Sample float64 // fraction of objects read back and hashed
+}
+
+// Handle is the stage.Handler.
+func (v *Verifier) Handle(ctx context.Context, msg jetstream.Msg) error {
+	h := msg.Headers()
+	key, s3Key := h.Get(bus.HdrKey), h.Get(bus.HdrS3Key)
+	size := bus.SizeOf(h)
+	sum, err := hex.DecodeString(h.Get(bus.HdrMD5))
+	if s3Key == "" || size < 0 || err != nil || len(sum) != md5.Size {
+		return stage.Permanent(bus.ReasonVerifyMismatch, fmt.Errorf("key %q: malformed UPLOADED message (S3 key %q, size %q, md5 %q)", key, s3Key, h.Get(bus.HdrSize), h.Get(bus.HdrMD5)))
+	}
+	head, err := v.Store.Head(ctx, s3Key)
+	switch {
+	case errors.Is(err, blobstore.ErrNotFound):
+		return stage.Permanent(bus.ReasonVerifyMissing, fmt.Errorf("key %q: %w", key, err))
+	case err != nil:
+		err = fmt.Errorf("key %q: %w", key, err)
+		if blobstore.Classify(err) == blobstore.Fatal {
+			return stage.Fatal(err)
+		}
+		return err
+	}
+	if err := head.Matches(size, sum); err != nil {
+		return stage.Permanent(bus.ReasonVerifyMismatch, fmt.Errorf("key %q: %w", key, err))
+	}
+	if v.Sample > 0 && rand.Float64() < v.Sample {
+		body, err := v.Store.Get(ctx, s3Key)
+		if err != nil {
+			return fmt.Errorf("key %q: deep check: %w", key, err)
+		}
+		if got := md5.Sum(body); !bytes.Equal(got[:], sum) {
+			return stage.Permanent(bus.ReasonVerifyMismatch, fmt.Errorf("key %q: deep check: s3://%s reads back with md5 %x, want %x", key, s3Key, got, sum))
+		}
+	}
+	out := nats.NewMsg(v.Names.DoneSubject)
+	out.Data = []byte(key)
+	bus.Carry(out.Header, h)
+	for _, k := range []string{bus.HdrS3Key, bus.HdrSize, bus.HdrMD5, bus.HdrETag, bus.HdrSource} {
+		out.Header.Set(k, h.Get(k))
+	}
+	if _, err := v.JS.PublishMsg(ctx, out, jetstream.WithMsgID(bus.MsgID("done", h.Get(bus.HdrID))),
+		jetstream.WithExpectStream(v.Names.Done)); err != nil {
+		return fmt.Errorf("key %q: publish to %s: %w", key, v.Names.Done, err)
+	}
+	return nil
+}
+
+// Config is the verifier's flags.
+type Config struct {
+	Concurrency int
+	Sample      float64
+	Settings    bus.Settings
+}
+
+// Flags are the verifier's flags.
+func (c *Config) Flags() []cli.Flag {
+	return append([]cli.Flag{
+		&cli.IntFlag{Name: "concurrency", Aliases: []string{"c"}, Value: 64, EnvVars: []string{"FERRY_VERIFIER_CONCURRENCY"}, Destination: &c.Concurrency, Usage: "concurrent HEAD checks"},
+		&cli.Float64Flag{Name: "deep-sample", EnvVars: []string{"FERRY_DEEP_SAMPLE"}, Destination: &c.Sample, Usage: "fraction (0..1) of objects also read back in full and hashed"},
+	}, c.Settings.Flags()...)
+}
+
+// Validate checks the flags.
+func (c *Config) Validate() error {
+	var errs []error
+	if c.Concurrency < 1 || c.Concurrency > 4096 {
+		errs = append(errs, fmt.Errorf("--concurrency %d: must be 1..4096", c.Concurrency))
+	}
+	if c.Sample < 0 || c.Sample > 1 {
+		errs = append(errs, fmt.Errorf("--deep-sample %g: must be between 0 and 1", c.Sample))
+	}
+	return errors.Join(errs...)
+}
+
+// Command is `ferry verifier`.
+func Command() *cli.Command {
+	var cfg Config
+	return &cli.Command{
+		Name:  "verifier",
+		Usage: "check every uploaded object in S3 (exists, size, checksum) and record it in DONE",
+		Flags: cfg.Flags(),
+		Action: func(c *cli.Context) error {
+			if err := cfg.Validate(); err != nil {
+				return err
+			}
+			env, err := service.Open(c.Context, c, service.Options{Name: bus.StageVerifier, Settings: cfg.Settings, NeedConfig: true})
+			if err != nil {
+				return err
+			}
+			defer env.Close()
+			env.StartAdvisor(c.Context)
+			return Run(c.Context, env, cfg)
+		},
+	}
+}
+
+// Run consumes UPLOADED until ctx ends.
+func Run(ctx context.Context, env *service.Env, cfg Config) error {
+	store, err := blobstore.New(ctx, env.Job().Destination, cfg.Concurrency)
+	if err != nil {
+		return fmt.Errorf("verifier: %w", err)
+	}
+	if err := store.Check(ctx); err != nil {
+		return fmt.Errorf("verifier: %w", err)
+	}
+	v := &Verifier{Names: env.Names, JS: env.JS, Store: store, Sample: cfg.Sample}
+	cons, err := env.JS.Consumer(ctx, env.Names.Uploaded, env.Names.Verifier)
+	if err != nil {
+		return fmt.Errorf("verifier: consumer %s on %s: %w", env.Names.Verifier, env.Names.Uploaded, err)
+	}
+	env.Log.Info("verifier started", "concurrency", cfg.Concurrency, "deep_sample", cfg.Sample)
+	return stage.Run(ctx, cons, v.Handle, stage.Options{
+		Stage: bus.StageVerifier, Names: env.Names, JS: env.JS, Workers: cfg.Concurrency,
+		Metrics: env.Metrics, Log: env.Log,
+	})
+}
