@@ -25,3 +25,28 @@ logs: ## print where the logs are
 
 clean-data: ## stop, then wipe .local/data and .local/logs
 	@bash $(STACK) clean-data
+
+# ---- ferry itself ------------------------------------------------------------------------------
+GO        ?= go
+FERRY     := $(ROOT)/.local/bin/ferry
+DEMO_KEYS ?= 5000
+TEST_TIMEOUT ?= 60m
+
+.PHONY: build test test-unit test-integration demo bench
+
+build: ## build .local/bin/ferry
+	@mkdir -p $(dir $(FERRY))
+	$(GO) build -o $(FERRY) .
+
+test-unit: ## unit tests: no services needed (the runner's tests embed a JetStream server)
+	$(GO) vet ./...
+	$(GO) test -count=1 ./...
+
+test-integration: up ## integration and end-to-end tests against the local stack
+	$(GO) vet -tags integration ./...
+	source $(LOCAL)/env.sh && $(GO) test -tags integration -count=1 -p 1 -timeout $(TEST_TIMEOUT) ./...
+
+test: test-unit test-integration ## everything: what .ci/run runs
+
+demo: up build ## seed $(DEMO_KEYS) blobs, migrate them with `ferry run`, verify, print the summary
+	@bash $(LOCAL)/demo.sh $(DEMO_KEYS)

@@ -140,6 +140,7 @@ type publisher struct {
 	lastProg time.Time
 	// ETA of the current file: its size, the offset read, where this run began, lines read since.
 	size, read, base, fileLines int64
+	savedLines                  int64 // fileLines at the last checkpoint
 }
 
 func (p *publisher) file(ctx context.Context, name string) error {
@@ -183,7 +184,7 @@ func (p *publisher) file(ctx context.Context, name string) error {
 			}
 			p.env.Log.Info("resuming key list from checkpoint", "file", abs, "line", p.cp.Line, "offset", p.cp.Offset)
 		}
-		p.read, p.base, p.fileLines = p.cp.Offset, p.cp.Offset, 0
+		p.read, p.base, p.fileLines, p.savedLines = p.cp.Offset, p.cp.Offset, 0, 0
 		r = f
 	}
 	err := p.lines(ctx, bufio.NewReaderSize(r, 64<<10), p.cp.Path)
@@ -333,9 +334,14 @@ func (p *publisher) invalid(ctx context.Context, key []byte, origin, cause strin
 	return nil
 }
 
-// tick saves the checkpoint, prints progress and applies backpressure, about once a second.
+// checkpointLines bounds how far a checkpoint trails: a killed producer re-sends at most this many
+// lines (plus those in flight), which the broker's duplicate window drops.
+const checkpointLines = 10_000
+
+// tick saves the checkpoint, prints progress and applies backpressure, about once a second or
+// every checkpointLines lines.
 func (p *publisher) tick(ctx context.Context) error {
-	if time.Since(p.lastSave) < time.Second {
+	if time.Since(p.lastSave) < time.Second && p.fileLines-p.savedLines < checkpointLines {
 		return nil
 	}
 	if err := p.drain(ctx); err != nil {
@@ -349,7 +355,7 @@ func (p *publisher) tick(ctx context.Context) error {
 }
 
 func (p *publisher) save(ctx context.Context) error {
-	p.lastSave = time.Now()
+	p.lastSave, p.savedLines = time.Now(), p.fileLines
 	if p.cpKey == "" {
 		return nil
 	}

@@ -17,7 +17,11 @@ find_java() {
   local j
   if [[ -n ${FERRY_JAVA:-} ]]; then
     [[ -x $FERRY_JAVA ]] || die "FERRY_JAVA=$FERRY_JAVA is not an executable java"
-    [[ $(java_major "$FERRY_JAVA") == 17 ]] || msg "warning: FERRY_JAVA is Java $(java_major "$FERRY_JAVA"), Cassandra 5.0 wants 17 (JDK 24+ fails)"
+    local m; m=$(java_major "$FERRY_JAVA")
+    [[ $m =~ ^[0-9]+$ ]] && ((m >= 17 && m < 24)) ||
+      die "FERRY_JAVA=$FERRY_JAVA is Java ${m:-?}; Cassandra 5.0 needs Java 17 (JDK 24+ refuses its security manager).
+  Install it:  apt-get install -y openjdk-17-jre-headless"
+    ((m == 17)) || msg "warning: FERRY_JAVA is Java $m, only 17 is tested"
     echo "$FERRY_JAVA"; return
   fi
   for j in /usr/lib/jvm/java-17-openjdk-amd64/bin/java /usr/lib/jvm/*17*/bin/java "$(command -v java || true)"; do
