@@ -10,6 +10,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net/url"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -69,7 +70,7 @@ func (u *Uploader) Handle(ctx context.Context, msg jetstream.Msg) error {
 	}
 	res, err := u.Store.Put(ctx, blobstore.PutInput{
 		Key: s3Key, Body: body, MD5: sum, ContentType: h.Get(bus.HdrContentType),
-		Metadata:     map[string]string{"ferry-key": key},
+		Metadata:     map[string]string{"ferry-key": metaValue(key)},
 		StorageClass: u.StorageClass, PartSize: u.PartSize,
 		Progress: func() { _ = msg.InProgress() },
 	})
@@ -191,4 +192,15 @@ func Run(ctx context.Context, env *service.Env, cfg Config) error {
 		env.Log.Error("uploader stopped: S3 refuses every upload; fix the destination or credentials and start it again", "err", err)
 	}
 	return err
+}
+
+// metaValue makes a source key safe as an x-amz-meta value (HTTP headers carry ASCII): keys that
+// are not printable ASCII are stored query-escaped.
+func metaValue(key string) string {
+	for i := 0; i < len(key); i++ {
+		if key[i] < 0x20 || key[i] > 0x7e {
+			return url.QueryEscape(key)
+		}
+	}
+	return key
 }

@@ -11,31 +11,9 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/ferry-migrate/ferry/shared/bus"
+	"github.com/ferry-migrate/ferry/shared/bustest"
 	"github.com/ferry-migrate/ferry/shared/stage"
 )
-
-// startJob runs an embedded JetStream server with job "t" set up and MaxDeliver 3.
-func startJob(t *testing.T) (jetstream.JetStream, bus.Names) {
-	t.Helper()
-	srv, err := bus.StartEmbedded(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Shutdown)
-	ctx := context.Background()
-	nc, js, err := bus.Connect(ctx, srv.URL(), "test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	n := bus.For("t")
-	s := bus.DefaultSettings()
-	s.MaxDeliver = 3
-	if err := bus.Setup(ctx, js, n, s, true); err != nil {
-		t.Fatal(err)
-	}
-	return js, n
-}
 
 func publishKeys(t *testing.T, js jetstream.JetStream, n bus.Names, keys ...string) {
 	t.Helper()
@@ -104,7 +82,7 @@ func TestRunOutcomes(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			js, n := startJob(t)
+			js, n := bustest.Job(t)
 			publishKeys(t, js, n, "k1")
 			cons, err := js.Consumer(context.Background(), n.Keys, n.Fetcher)
 			if err != nil {

@@ -1,0 +1,47 @@
+// Package bustest starts an in-process JetStream server with a job set up, for the stages' tests.
+package bustest
+
+import (
+	"context"
+	"testing"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/ferry-migrate/ferry/shared/bus"
+)
+
+// Job starts an embedded server for the test's lifetime and sets up job "t" on it.
+func Job(t testing.TB) (jetstream.JetStream, bus.Names) {
+	t.Helper()
+	srv, err := bus.StartEmbedded(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Shutdown)
+	nc, js, err := bus.Connect(context.Background(), srv.URL(), "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	n := bus.For("t")
+	s := bus.DefaultSettings()
+	s.MaxDeliver = 3
+	if err := bus.Setup(context.Background(), js, n, s, true); err != nil {
+		t.Fatal(err)
+	}
+	return js, n
+}
+
+// Msgs is the number of messages in a stream.
+func Msgs(t testing.TB, js jetstream.JetStream, stream string) uint64 {
+	t.Helper()
+	s, err := js.Stream(context.Background(), stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.Info(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return info.State.Msgs
+}

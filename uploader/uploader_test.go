@@ -1,0 +1,175 @@
+package uploader
+
+import (
+	"bytes"
+	"context"
+	"crypto/md5"
+	"encoding/hex"
+	"errors"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/aws/smithy-go"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/ferry-migrate/ferry/shared/blobstore"
+	"github.com/ferry-migrate/ferry/shared/bus"
+	"github.com/ferry-migrate/ferry/shared/bustest"
+	"github.com/ferry-migrate/ferry/shared/stage"
+)
+
+// fakeStore keeps objects in a map; putErr, when set, fails every Put.
+type fakeStore struct {
+	objects map[string][]byte
+	puts    int
+	putErr  error
+}
+
+func (f *fakeStore) Put(_ context.Context, in blobstore.PutInput) (blobstore.PutResult, error) {
+	f.puts++
+	if f.putErr != nil {
+		return blobstore.PutResult{}, f.putErr
+	}
+	f.objects[in.Key] = bytes.Clone(in.Body)
+	sum := md5.Sum(in.Body)
+	return blobstore.PutResult{ETag: hex.EncodeToString(sum[:])}, nil
+}
+
+func (f *fakeStore) Head(_ context.Context, key string) (blobstore.HeadResult, error) {
+	b, ok := f.objects[key]
+	if !ok {
+		return blobstore.HeadResult{}, blobstore.ErrNotFound
+	}
+	sum := md5.Sum(b)
+	return blobstore.HeadResult{Key: key, Size: int64(len(b)), ETag: hex.EncodeToString(sum[:])}, nil
+}
+
+// blobMsg publishes a BLOBS message for body and returns it as the uploader's consumer delivers it.
+func blobMsg(t *testing.T, js jetstream.JetStream, n bus.Names, key string, body []byte, object string, mutate func(nats.Header)) jetstream.Msg {
+	t.Helper()
+	ctx := context.Background()
+	m := nats.NewMsg(n.BlobsSubject)
+	sum := md5.Sum(body)
+	m.Header.Set(bus.HdrID, bus.KeyID(n.Job, key))
+	m.Header.Set(bus.HdrKey, key)
+	m.Header.Set(bus.HdrS3Key, "p/"+key)
+	m.Header.Set(bus.HdrSize, strconv.Itoa(len(body)))
+	m.Header.Set(bus.HdrMD5, hex.EncodeToString(sum[:]))
+	if object != "" {
+		m.Header.Set(bus.HdrObject, object)
+	} else {
+		m.Data = body
+	}
+	if mutate != nil {
+		mutate(m.Header)
+	}
+	if _, err := js.PublishMsg(ctx, m); err != nil {
+		t.Fatal(err)
+	}
+	cons, err := js.Consumer(ctx, n.Blobs, n.Uploader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg, err := cons.Next(jetstream.FetchMaxWait(2 * time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return msg
+}
+
+func TestHandle(t *testing.T) {
+	body := []byte("the blob")
+	accessDenied := &smithy.GenericAPIError{Code: "AccessDenied", Message: "Access Denied"}
+	slowDown := &smithy.GenericAPIError{Code: "SlowDown", Message: "reduce your request rate"}
+	tests := []struct {
+		name         string
+		object       bool  // the blob travels through the object store
+		objectGone   bool  // ... and is gone from it
+		inS3         bool  // S3 already holds the object
+		putErr       error // every Put fails with this
+		mutate       func(nats.Header)
+		wantUploaded bool
+		wantPuts     int
+		wantReason   string // permanent, with this reason
+		wantFatal    bool
+		wantErr      bool // transient
+	}{
+		{name: "inline blob", wantUploaded: true, wantPuts: 1},
+		{name: "object store blob", object: true, wantUploaded: true, wantPuts: 1},
+		{name: "object gone but in S3: done without a PUT", object: true, objectGone: true, inS3: true, wantUploaded: true},
+		{name: "object gone and not in S3", object: true, objectGone: true, wantReason: bus.ReasonSourceError},
+		{name: "access denied stops the uploader", putErr: accessDenied, wantFatal: true, wantPuts: 1},
+		{name: "slow down is retried", putErr: slowDown, wantErr: true, wantPuts: 1},
+		{name: "size header disagrees with the body", mutate: func(h nats.Header) { h.Set(bus.HdrSize, "3") }, wantReason: bus.ReasonUploadError},
+		{name: "malformed md5", mutate: func(h nats.Header) { h.Set(bus.HdrMD5, "zz") }, wantReason: bus.ReasonUploadError},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			js, n := bustest.Job(t)
+			ctx := context.Background()
+			objects, err := js.ObjectStore(ctx, n.Objects)
+			if err != nil {
+				t.Fatal(err)
+			}
+			store := &fakeStore{objects: map[string][]byte{}, putErr: tt.putErr}
+			if tt.inS3 {
+				store.objects["p/k1"] = body
+			}
+			object := ""
+			if tt.object {
+				object = "obj1"
+				if !tt.objectGone {
+					if _, err := objects.PutBytes(ctx, object, body); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			msg := blobMsg(t, js, n, "k1", body, object, tt.mutate)
+			u := &Uploader{Names: n, JS: js, Objects: objects, Store: store, PartSize: 16 << 20}
+			err = u.Handle(ctx, msg)
+			reason, permanent := stage.IsPermanent(err)
+			switch {
+			case tt.wantReason != "":
+				if !permanent || reason != tt.wantReason {
+					t.Fatalf("Handle = %v; want permanent %s", err, tt.wantReason)
+				}
+			case tt.wantFatal:
+				if !stage.IsFatal(err) {
+					t.Fatalf("Handle = %v; want fatal", err)
+				}
+			case tt.wantErr:
+				if err == nil || permanent || stage.IsFatal(err) {
+					t.Fatalf("Handle = %v; want a transient error", err)
+				}
+			default:
+				if err != nil {
+					t.Fatalf("Handle: %v", err)
+				}
+			}
+			if got := bustest.Msgs(t, js, n.Uploaded); (got == 1) != tt.wantUploaded {
+				t.Errorf("UPLOADED holds %d messages, want uploaded=%v", got, tt.wantUploaded)
+			}
+			if store.puts != tt.wantPuts {
+				t.Errorf("PUTs = %d, want %d", store.puts, tt.wantPuts)
+			}
+			if tt.wantUploaded && !bytes.Equal(store.objects["p/k1"], body) {
+				t.Errorf("S3 holds %q, want %q", store.objects["p/k1"], body)
+			}
+			if tt.object && !tt.objectGone && tt.wantUploaded {
+				if _, err := objects.GetInfo(ctx, object); !errors.Is(err, jetstream.ErrObjectNotFound) {
+					t.Errorf("object-store copy not deleted after upload: %v", err)
+				}
+			}
+		})
+	}
+}
+
+func TestMetaValue(t *testing.T) {
+	for in, want := range map[string]string{"t01a.jpg": "t01a.jpg", "päth/ü.jpg": "p%C3%A4th%2F%C3%BC.jpg", "a\nb": "a%0Ab"} {
+		if got := metaValue(in); got != want {
+			t.Errorf("metaValue(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
