@@ -35,12 +35,27 @@ func main() {
 	go func() { <-ctx.Done(); stop() }()
 	if err := app().RunContext(ctx, os.Args); err != nil {
 		fmt.Fprintln(os.Stderr, "ferry:", err)
+		if config.IsInvalid(err) {
+			os.Exit(2) // a usage error: bad flag or configuration value
+		}
 		os.Exit(1)
 	}
 }
 
+// usageErrors makes flag parsing errors of every command exit 2 with one line, not a help page.
+func usageErrors(cmds []*cli.Command) {
+	for _, c := range cmds {
+		c.OnUsageError = onUsageError
+		usageErrors(c.Subcommands)
+	}
+}
+
+func onUsageError(c *cli.Context, err error, _ bool) error {
+	return config.Invalid(fmt.Errorf("%w (see: %s --help)", err, c.Command.HelpName))
+}
+
 func app() *cli.App {
-	return &cli.App{
+	a := &cli.App{
 		Name:    "ferry",
 		Usage:   "move blobs from Cassandra to S3 through NATS JetStream, verified, nothing lost",
 		Version: version,
@@ -56,7 +71,10 @@ func app() *cli.App {
 			fetcher.ThrottleCommand(),
 			seed.Command(),
 		},
+		OnUsageError: onUsageError,
 	}
+	usageErrors(a.Commands)
+	return a
 }
 
 // setupCommand is `ferry setup`: create or update the job's streams, consumers and buckets.

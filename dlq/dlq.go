@@ -20,6 +20,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/ferry-migrate/ferry/shared/bus"
+	"github.com/ferry-migrate/ferry/shared/config"
 	"github.com/ferry-migrate/ferry/shared/service"
 )
 
@@ -43,7 +44,7 @@ func (f Filter) Validate() error {
 			errs = append(errs, fmt.Errorf("--reason %q: want one of %s", r, strings.Join(bus.Reasons, ", ")))
 		}
 	}
-	return errors.Join(errs...)
+	return config.Invalid(errors.Join(errs...))
 }
 
 // Subjects are the DLQ subjects the filter selects.

@@ -12,6 +12,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/ferry-migrate/ferry/shared/bus"
+	"github.com/ferry-migrate/ferry/shared/config"
 	"github.com/ferry-migrate/ferry/shared/cass"
 	"github.com/ferry-migrate/ferry/shared/keyrules"
 	"github.com/ferry-migrate/ferry/shared/service"
@@ -54,7 +55,7 @@ func (c *Config) Validate() error {
 	if c.MaxSize < 1 {
 		errs = append(errs, fmt.Errorf("--max-size %d: must be positive", c.MaxSize))
 	}
-	return errors.Join(errs...)
+	return config.Invalid(errors.Join(errs...))
 }
 
 // Command is `ferry fetcher`.

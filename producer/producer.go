@@ -24,6 +24,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/ferry-migrate/ferry/shared/bus"
+	"github.com/ferry-migrate/ferry/shared/config"
 	"github.com/ferry-migrate/ferry/shared/keyrules"
 	"github.com/ferry-migrate/ferry/shared/service"
 )
@@ -52,13 +53,13 @@ func (c *Config) Flags() []cli.Flag {
 // Validate checks the flags.
 func (c *Config) Validate() error {
 	if len(c.Keys.Value()) == 0 {
-		return errors.New("--keys: give at least one key list file (or - for stdin)")
+		return config.Invalid(errors.New("--keys: give at least one key list file (or - for stdin)"))
 	}
 	if c.InFlight < 1 || c.InFlight > 4000 {
-		return fmt.Errorf("--in-flight %d: must be 1..4000 (the client stalls beyond)", c.InFlight)
+		return config.Invalid(fmt.Errorf("--in-flight %d: must be 1..4000 (the client stalls beyond)", c.InFlight))
 	}
 	if c.HighWater < 1 {
-		return fmt.Errorf("--high-water %d: must be at least 1", c.HighWater)
+		return config.Invalid(fmt.Errorf("--high-water %d: must be at least 1", c.HighWater))
 	}
 	return nil
 }
@@ -225,6 +226,9 @@ func (p *publisher) lines(ctx context.Context, br *bufio.Reader, name string) er
 		p.st.Lines++
 		p.fileLines++
 		key := bytes.TrimSpace(raw)
+		if offset == n { // the file's first line: a UTF-8 byte order mark is not part of the key
+			key = bytes.TrimSpace(bytes.TrimPrefix(key, []byte("\xef\xbb\xbf")))
+		}
 		origin := name + ":" + strconv.FormatInt(line, 10)
 		switch {
 		case len(key) == 0 && !long:

@@ -19,7 +19,7 @@ func TestRun(t *testing.T) {
 	js, n := bustest.Job(t)
 	env := &service.Env{Names: n, JS: js, Log: slog.Default()}
 	lines := []string{
-		"k1", "  k2  \r", "", "   ", "k1", // duplicate of the first
+		"\xef\xbb\xbfk1", "  k2  \r", "", "   ", "k1", // a BOM, then a duplicate of the first
 		string([]byte{0xff, 'x'}),    // not UTF-8
 		strings.Repeat("a", 1025),    // too long
 		strings.Repeat("b", 100<<10), // longer than the read buffer

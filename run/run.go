@@ -20,6 +20,7 @@ import (
 	"github.com/ferry-migrate/ferry/fetcher"
 	"github.com/ferry-migrate/ferry/producer"
 	"github.com/ferry-migrate/ferry/shared/bus"
+	"github.com/ferry-migrate/ferry/shared/config"
 	"github.com/ferry-migrate/ferry/shared/service"
 	"github.com/ferry-migrate/ferry/uploader"
 	"github.com/ferry-migrate/ferry/verifier"
@@ -68,7 +69,7 @@ func (c *Config) Validate() error {
 	if len(c.Producer.Keys.Value()) > 0 {
 		errs = append(errs, c.Producer.Validate())
 	}
-	return errors.Join(errs...)
+	return config.Invalid(errors.Join(errs...))
 }
 
 // Command is `ferry run`.

@@ -18,6 +18,7 @@ import (
 
 	"github.com/ferry-migrate/ferry/shared/blobstore"
 	"github.com/ferry-migrate/ferry/shared/bus"
+	"github.com/ferry-migrate/ferry/shared/config"
 	"github.com/ferry-migrate/ferry/shared/service"
 	"github.com/ferry-migrate/ferry/shared/stage"
 )
@@ -138,7 +139,7 @@ func (c *Config) Validate() error {
 	if c.PartSize < 5<<20 {
 		errs = append(errs, fmt.Errorf("--multipart-threshold %d: must be at least 5 MiB (S3's smallest part)", c.PartSize))
 	}
-	return errors.Join(errs...)
+	return config.Invalid(errors.Join(errs...))
 }
 
 // Command is `ferry uploader`.

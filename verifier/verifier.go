@@ -18,6 +18,7 @@ import (
 
 	"github.com/ferry-migrate/ferry/shared/blobstore"
 	"github.com/ferry-migrate/ferry/shared/bus"
+	"github.com/ferry-migrate/ferry/shared/config"
 	"github.com/ferry-migrate/ferry/shared/service"
 	"github.com/ferry-migrate/ferry/shared/stage"
 )
@@ -105,7 +106,7 @@ func (c *Config) Validate() error {
 	if c.Sample < 0 || c.Sample > 1 {
 		errs = append(errs, fmt.Errorf("--deep-sample %g: must be between 0 and 1", c.Sample))
 	}
-	return errors.Join(errs...)
+	return config.Invalid(errors.Join(errs...))
 }
 
 // Command is `ferry verifier`.

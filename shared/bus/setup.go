@@ -8,6 +8,8 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/urfave/cli/v2"
+
+	"github.com/ferry-migrate/ferry/shared/config"
 )
 
 // Settings are the stream and consumer settings of a job. The defaults suit billions of keys on
@@ -71,7 +73,7 @@ func (s Settings) Validate() error {
 	if s.Replicas != 1 && s.Replicas != 3 && s.Replicas != 5 {
 		errs = append(errs, fmt.Errorf("--replicas %d: must be 1, 3 or 5", s.Replicas))
 	}
-	return errors.Join(errs...)
+	return config.Invalid(errors.Join(errs...))
 }
 
 // Setup creates every stream, consumer and bucket of the job that is missing; with update it also

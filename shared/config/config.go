@@ -74,7 +74,7 @@ var jobName = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
 // ValidateJobName checks a job name: it becomes part of stream, consumer and bucket names.
 func ValidateJobName(name string) error {
 	if !jobName.MatchString(name) {
-		return fmt.Errorf("invalid job name %q: use 1-64 letters, digits, '_' or '-'", name)
+		return Invalid(fmt.Errorf("invalid job name %q: use 1-64 letters, digits, '_' or '-'", name))
 	}
 	return nil
 }
@@ -83,7 +83,7 @@ func ValidateJobName(name string) error {
 func Load(path string) (*Job, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("read config: %w", err)
+		return nil, Invalid(fmt.Errorf("read config (--config, FERRY_CONFIG): %w", err))
 	}
 	return Parse(b, path)
 }
@@ -94,11 +94,11 @@ func Parse(b []byte, name string) (*Job, error) {
 	dec := yaml.NewDecoder(strings.NewReader(string(b)))
 	dec.KnownFields(true)
 	if err := dec.Decode(&j); err != nil {
-		return nil, fmt.Errorf("config %s: %w", name, err)
+		return nil, Invalid(fmt.Errorf("config %s: %w", name, err))
 	}
 	j.Defaults()
 	if err := j.Validate(); err != nil {
-		return nil, fmt.Errorf("config %s: %w", name, err)
+		return nil, Invalid(fmt.Errorf("config %s: %w", name, err))
 	}
 	return &j, nil
 }
@@ -259,4 +259,24 @@ func (k KeyRules) Validate() error {
 		errs = append(errs, fmt.Errorf("template: %q must contain {key}", k.Template))
 	}
 	return errors.Join(errs...)
+}
+
+// invalidError is a bad flag or configuration value: the process exits 2 (a usage error), not 1.
+type invalidError struct{ err error }
+
+func (e *invalidError) Error() string { return e.err.Error() }
+func (e *invalidError) Unwrap() error { return e.err }
+
+// Invalid marks err as a bad flag or configuration value; nil stays nil.
+func Invalid(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &invalidError{err: err}
+}
+
+// IsInvalid reports whether err is a bad flag or configuration value.
+func IsInvalid(err error) bool {
+	var e *invalidError
+	return errors.As(err, &e)
 }
