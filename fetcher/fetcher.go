@@ -129,6 +129,7 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 // an error instead, the key may exist there, so it is retried.
 func (f *Fetcher) read(ctx context.Context, key string) ([]byte, string, error) {
 	var failures []string
+	unreachable := 0
 	for _, r := range f.Readers {
 		if err := f.Limits.WaitRead(ctx); err != nil {
 			return nil, "", err
@@ -143,6 +144,9 @@ func (f *Fetcher) read(ctx context.Context, key string) ([]byte, string, error) 
 		default:
 			result = "error"
 			failures = append(failures, r.Name()+": "+err.Error())
+			if cass.IsUnreachable(err) {
+				unreachable++
+			}
 		}
 		if f.metrics != nil {
 			f.metrics.reads.WithLabelValues(f.Names.Job, r.Name(), result).Inc()
@@ -155,8 +159,11 @@ func (f *Fetcher) read(ctx context.Context, key string) ([]byte, string, error) 
 		}
 	}
 	if len(failures) > 0 {
-		return nil, "", stage.Transient(bus.ReasonSourceError,
-			fmt.Errorf("key %q: not read from any target: %s", key, strings.Join(failures, "; ")))
+		err := fmt.Errorf("key %q: not read from any target: %s", key, strings.Join(failures, "; "))
+		if unreachable == len(f.Readers) {
+			return nil, "", stage.Outage(err) // the whole source is down: wait, don't burn deliveries
+		}
+		return nil, "", stage.Transient(bus.ReasonSourceError, err)
 	}
 	return nil, "", stage.Permanent(bus.ReasonNotFound, fmt.Errorf("key %q: %w on every read target", key, cass.ErrNotFound))
 }

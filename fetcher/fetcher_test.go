@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"testing"
 
+	"github.com/gocql/gocql"
+
 	"github.com/ferry-migrate/ferry/shared/bus"
 	"github.com/ferry-migrate/ferry/shared/cass"
 	"github.com/ferry-migrate/ferry/shared/stage"
@@ -41,6 +43,7 @@ func TestReadFallback(t *testing.T) {
 		wantReason string // dead-letter reason; "" for success
 		permanent  bool
 		wantCalls  []int
+		wantOutage bool
 	}{
 		{name: "first target serves",
 			readers:    []*fakeReader{{name: "dc1", blobs: map[string][]byte{"k": []byte("x")}}, {name: "dc2"}},
@@ -54,6 +57,9 @@ func TestReadFallback(t *testing.T) {
 		{name: "not found everywhere is permanent",
 			readers:    []*fakeReader{{name: "dc1"}, {name: "dc2"}},
 			wantReason: bus.ReasonNotFound, permanent: true, wantCalls: []int{1, 1}},
+		{name: "every target unreachable is an outage",
+			readers:    []*fakeReader{{name: "dc1", err: gocql.ErrNoConnections}, {name: "dc2", err: gocql.ErrNoConnections}},
+			wantOutage: true, wantCalls: []int{1, 1}},
 		{name: "an error somewhere is transient: the key may be there",
 			readers:    []*fakeReader{{name: "dc1", err: timeout}, {name: "dc2"}},
 			wantReason: bus.ReasonSourceError, wantCalls: []int{1, 1}},
@@ -65,7 +71,11 @@ func TestReadFallback(t *testing.T) {
 				f.Readers = append(f.Readers, r)
 			}
 			_, source, err := f.read(context.Background(), "k")
-			if tt.wantReason == "" {
+			if tt.wantOutage {
+				if !stage.IsOutage(err) {
+					t.Fatalf("read error %v, want an outage", err)
+				}
+			} else if tt.wantReason == "" {
 				if err != nil || source != tt.wantSource {
 					t.Fatalf("read = %q, %v; want %q", source, err, tt.wantSource)
 				}

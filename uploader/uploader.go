@@ -10,6 +10,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net"
 	"net/url"
 
 	"github.com/nats-io/nats.go"
@@ -83,6 +84,10 @@ func (u *Uploader) Handle(ctx context.Context, msg jetstream.Msg) error {
 		case blobstore.Permanent:
 			return stage.Permanent(bus.ReasonUploadError, err)
 		default:
+			var opErr *net.OpError
+			if errors.As(err, &opErr) && opErr.Op == "dial" {
+				return stage.Outage(err) // S3 unreachable: wait, don't burn deliveries
+			}
 			return stage.Transient(bus.ReasonUploadError, err)
 		}
 	}

@@ -3,6 +3,7 @@ package cass
 import (
 	"context"
 	"errors"
+	"net"
 
 	"github.com/gocql/gocql"
 )
@@ -77,4 +78,16 @@ func IsTransient(err error) bool {
 		return false // the column is not of the type the target says: configuration
 	}
 	return true // among them dial errors, resets and i/o timeouts from the network
+}
+
+// IsUnreachable reports whether err says the target cannot be reached at all (no live connection,
+// no host, not enough live replicas, a refused dial), as opposed to a failure of this one read.
+// The fetcher holds its messages through such an outage instead of using up their deliveries.
+func IsUnreachable(err error) bool {
+	var unavailable *gocql.RequestErrUnavailable
+	var opErr *net.OpError
+	return errors.Is(err, gocql.ErrNoConnections) || errors.Is(err, gocql.ErrNoConnectionsStarted) ||
+		errors.Is(err, gocql.ErrUnavailable) || errors.Is(err, gocql.ErrConnectionClosed) ||
+		errors.Is(err, gocql.ErrSessionClosed) || errors.As(err, &unavailable) ||
+		(errors.As(err, &opErr) && opErr.Op == "dial")
 }

@@ -75,3 +75,20 @@ func transientReason(err error, fallback string) string {
 type panicError struct{ v any }
 
 func (e panicError) Error() string { return fmt.Sprintf("handler panic: %v", e.v) }
+
+type outageError struct{ err error }
+
+func (e *outageError) Error() string { return e.err.Error() }
+func (e *outageError) Unwrap() error { return e.err }
+
+// Outage marks err as a dependency being down for every key (all read targets unreachable, S3
+// refusing connections). The runner keeps the message, extends its ack deadline and retries it
+// with growing pauses until the dependency answers: no delivery is used up, so an outage of any
+// length neither dead-letters the backlog nor spins.
+func Outage(err error) error { return &outageError{err: err} }
+
+// IsOutage reports whether err is an Outage.
+func IsOutage(err error) bool {
+	var o *outageError
+	return errors.As(err, &o)
+}

@@ -29,6 +29,9 @@ type Options struct {
 	ExhaustedReason string
 	// Backoff is the delay before redelivery after a transient error; default Backoff.
 	Backoff func(delivered uint64) time.Duration
+	// OutagePause is the first pause before retrying a message after an Outage error (it doubles
+	// up to a minute); default 2s.
+	OutagePause time.Duration
 	// Grace is how long in-flight handlers may finish after shutdown begins; default 30s.
 	Grace time.Duration
 	// KeyOf is the source key of a message, for dead letters; default the Ferry-Key header, else
@@ -56,7 +59,7 @@ func Run(ctx context.Context, cons jetstream.Consumer, h Handler, o Options) err
 	o.defaults()
 	info := cons.CachedInfo()
 	r := &runner{o: o, h: h, maxDeliver: info.Config.MaxDeliver, ackWait: info.Config.AckWait,
-		fatal: make(chan struct{})}
+		fatal: make(chan struct{}), stop: make(chan struct{})}
 	// Handlers run on a context that outlives the shutdown signal by Grace, so a PUT that is almost
 	// done is finished and acked instead of repeated.
 	hctx, cancelHandlers := context.WithCancel(context.WithoutCancel(ctx))
@@ -96,6 +99,7 @@ func Run(ctx context.Context, cons jetstream.Consumer, h Handler, o Options) err
 	case <-r.fatal:
 	}
 	r.stopping.Store(true)
+	close(r.stop)
 	cc.Drain()
 	grace := time.AfterFunc(o.Grace, cancelHandlers)
 	defer grace.Stop()
@@ -113,8 +117,11 @@ type runner struct {
 	stopping   atomic.Bool
 	fatalOnce  sync.Once
 	fatal      chan struct{}
+	stop       chan struct{} // closed when shutdown begins
 	fatalMu    sync.Mutex
 	firstFatal error
+	// lastOutageLog is when an outage was last logged (unix nanoseconds).
+	lastOutageLog atomic.Int64
 }
 
 func (o *Options) defaults() {
@@ -123,6 +130,9 @@ func (o *Options) defaults() {
 	}
 	if o.Backoff == nil {
 		o.Backoff = Backoff
+	}
+	if o.OutagePause <= 0 {
+		o.OutagePause = 2 * time.Second
 	}
 	if o.Grace <= 0 {
 		o.Grace = 30 * time.Second
@@ -174,6 +184,14 @@ func (r *runner) process(ctx context.Context, msg jetstream.Msg) {
 	m.inFlight(r.o).Inc()
 	start := time.Now()
 	err = r.call(ctx, msg)
+	for pause := r.o.OutagePause; IsOutage(err) && !r.stopping.Load(); pause = min(pause*2, time.Minute) {
+		m.count(r.o, "outage")
+		r.outageLog(err)
+		if !r.hold(ctx, msg, pause) {
+			break
+		}
+		err = r.call(ctx, msg)
+	}
 	m.inFlight(r.o).Dec()
 	m.observe(r.o, time.Since(start))
 
@@ -191,7 +209,7 @@ func (r *runner) process(ctx context.Context, msg jetstream.Msg) {
 		r.setFatal(fmt.Errorf("%s: %w", r.o.Stage, err))
 	case permanent:
 		r.deadLetter(ctx, msg, md, reason, err)
-	case r.stopping.Load() && ctx.Err() != nil:
+	case r.stopping.Load() && (ctx.Err() != nil || IsOutage(err)):
 		// Cut short by shutdown: not the message's fault, so no dead letter.
 		_ = msg.Nak()
 		m.count(r.o, "retry")
@@ -201,6 +219,34 @@ func (r *runner) process(ctx context.Context, msg jetstream.Msg) {
 		_ = msg.NakWithDelay(r.o.Backoff(md.NumDelivered))
 		m.count(r.o, "retry")
 		r.o.Log.Debug("retry", "key", r.o.KeyOf(msg), "delivered", md.NumDelivered, "err", err)
+	}
+}
+
+// hold keeps msg for d, extending its ack deadline; false when shutdown began.
+func (r *runner) hold(ctx context.Context, msg jetstream.Msg, d time.Duration) bool {
+	t := time.NewTicker(max(r.ackWait/3, 100*time.Millisecond))
+	defer t.Stop()
+	end := time.After(d)
+	for {
+		_ = msg.InProgress()
+		select {
+		case <-end:
+			return !r.stopping.Load()
+		case <-ctx.Done():
+			return false
+		case <-r.stop:
+			return false
+		case <-t.C:
+		}
+	}
+}
+
+// outageLog says a dependency is down, at most every 30 seconds.
+func (r *runner) outageLog(err error) {
+	now := time.Now().UnixNano()
+	last := r.lastOutageLog.Load()
+	if now-last > int64(30*time.Second) && r.lastOutageLog.CompareAndSwap(last, now) {
+		r.o.Log.Warn("dependency unavailable: holding messages and retrying until it answers", "err", err)
 	}
 }
 

@@ -75,6 +75,15 @@ func TestRunOutcomes(t *testing.T) {
 			handler: func(c *atomic.Int32) stage.Handler {
 				return func(context.Context, jetstream.Msg) error { c.Add(1); panic("bad") }
 			}},
+		{name: "outage holds the message without using deliveries", wantCalls: 5,
+			handler: func(c *atomic.Int32) stage.Handler {
+				return func(context.Context, jetstream.Msg) error {
+					if c.Add(1) < 5 { // more failures than MaxDeliver (3) allows
+						return stage.Outage(errBoom)
+					}
+					return nil
+				}
+			}},
 		{name: "fatal stops the runner", wantCalls: 1, wantFatal: true,
 			handler: func(c *atomic.Int32) stage.Handler {
 				return func(context.Context, jetstream.Msg) error { c.Add(1); return stage.Fatal(errBoom) }
@@ -95,7 +104,8 @@ func TestRunOutcomes(t *testing.T) {
 			go func() {
 				done <- stage.Run(ctx, cons, tt.handler(&calls), stage.Options{
 					Stage: bus.StageFetcher, Names: n, JS: js, Workers: 2,
-					Backoff: func(uint64) time.Duration { return 10 * time.Millisecond },
+					Backoff:     func(uint64) time.Duration { return 10 * time.Millisecond },
+					OutagePause: 10 * time.Millisecond,
 				})
 			}()
 			// Wait until the key has left the work queue (acked or termed) or the runner stopped.
