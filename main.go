@@ -12,6 +12,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/ferry-migrate/ferry/capacity"
 	"github.com/ferry-migrate/ferry/dlq"
 	"github.com/ferry-migrate/ferry/fetcher"
 	"github.com/ferry-migrate/ferry/producer"
@@ -70,6 +71,7 @@ func app() *cli.App {
 			dlq.Command(),
 			fetcher.ThrottleCommand(),
 			seed.Command(),
+			capacity.Command(),
 		},
 		OnUsageError: onUsageError,
 	}

@@ -26,7 +26,7 @@ func GlobalFlags() []cli.Flag {
 		&cli.StringFlag{Name: "config", Value: "ferry.yaml", EnvVars: []string{"FERRY_CONFIG"}, Usage: "job file: source read targets, destination, key rules"},
 		&cli.StringFlag{Name: "log-level", Value: "info", EnvVars: []string{"FERRY_LOG_LEVEL"}, Usage: "debug, info, warn or error"},
 		&cli.StringFlag{Name: "log-format", Value: "text", EnvVars: []string{"FERRY_LOG_FORMAT"}, Usage: "text or json"},
-		&cli.StringFlag{Name: "metrics-addr", EnvVars: []string{"FERRY_METRICS_ADDR"}, Usage: "serve Prometheus /metrics on this address (e.g. :9100); empty: off"},
+		&cli.StringFlag{Name: "metrics-addr", EnvVars: []string{"FERRY_METRICS_ADDR"}, Usage: "serve Prometheus /metrics and /debug/pprof on this address (e.g. 127.0.0.1:9100); empty: off"},
 	}
 }
 

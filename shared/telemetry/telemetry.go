@@ -1,4 +1,5 @@
-// Package telemetry sets up ferry's logs (log/slog) and serves its Prometheus metrics.
+// Package telemetry sets up ferry's logs (log/slog) and serves its Prometheus metrics and the Go
+// profiler (net/http/pprof).
 package telemetry
 
 import (
@@ -8,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"strings"
 	"time"
@@ -42,7 +44,9 @@ func NewRegistry() *prometheus.Registry {
 	return reg
 }
 
-// Serve exposes /metrics on addr until ctx ends. An empty addr serves nothing.
+// Serve exposes /metrics and the Go profiler under /debug/pprof/ on addr until ctx ends, so any
+// service can be profiled in place (`go tool pprof http://addr/debug/pprof/profile?seconds=30`).
+// An empty addr serves nothing.
 func Serve(ctx context.Context, addr string, reg *prometheus.Registry, log *slog.Logger) error {
 	if addr == "" {
 		return nil
@@ -53,6 +57,14 @@ func Serve(ctx context.Context, addr string, reg *prometheus.Registry, log *slog
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	// The pprof package's init also registers these on http.DefaultServeMux, which ferry never
+	// serves; only this mux exposes them. Index also serves the named profiles (heap, goroutine,
+	// allocs, block, mutex, threadcreate).
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() {
 		<-ctx.Done()
