@@ -50,3 +50,28 @@ test: test-unit test-integration ## everything: what .ci/run runs
 
 demo: up build ## seed $(DEMO_KEYS) blobs, migrate them with `ferry run`, verify, print the summary
 	@bash $(LOCAL)/demo.sh $(DEMO_KEYS)
+
+# ---- benchmarks (benchmarks/, issue 4) ----------------------------------------------------------
+BENCH      := $(ROOT)/.local/bin/ferry-bench
+SUDO       := $(if $(filter 0,$(shell id -u)),,sudo)
+
+.PHONY: bench bench-scale bench-build
+
+bench-build: build ## build .local/bin/ferry-bench (and ferry); install redis-server if missing
+	$(GO) build -o $(BENCH) ./benchmarks
+	@command -v redis-server >/dev/null || { echo "installing redis-server (the seed-design variant)"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq redis-server >/dev/null; }
+
+bench: bench-build ## side by side on the local stack (make up first): BENCH_KEYS=50000 BENCH_CONCURRENCY=64
+	@bash $(STACK) status >/dev/null || { echo "the local stack is not up: make up"; exit 1; }
+	cd $(ROOT) && source $(LOCAL)/env.sh && $(BENCH) bench
+
+bench-scale: bench-build ## ferry run at 10k and 200k keys, the producer on 10M lines (BENCH_SCALE_KEYS, BENCH_PRODUCER_LINES)
+	@bash $(STACK) status >/dev/null || { echo "the local stack is not up: make up"; exit 1; }
+	cd $(ROOT) && source $(LOCAL)/env.sh && $(BENCH) scale
+
+# ---- fault tolerance (e2e/chaos_*_test.go, issue 5) ---------------------------------------------
+.PHONY: chaos
+
+chaos: up build ## the long fault scenarios (FERRY_CHAOS=1, 30,000+ keys; 30-60 min): kills, outages, bad input
+	cd $(ROOT) && source $(LOCAL)/env.sh && FERRY_CHAOS=1 $(GO) test -tags integration -count=1 -run 'TestChaos' -timeout 60m -v ./e2e/

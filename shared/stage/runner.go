@@ -65,34 +65,32 @@ func Run(ctx context.Context, cons jetstream.Consumer, h Handler, o Options) err
 	hctx, cancelHandlers := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelHandlers()
 
-	jobs := make(chan jetstream.Msg)
+	// Workers pull from one message iterator (Next is safe for concurrent use). Unlike a Consume
+	// callback, which must block while every worker is busy and then misses the server's idle
+	// heartbeats, an iterator only watches heartbeats while someone waits in Next.
+	it, err := cons.Messages(
+		// Prefetch no more than the workers can start soon: prefetched messages age against AckWait.
+		jetstream.PullMaxMessages(o.Workers),
+		jetstream.WithMessagesErrOnMissingHeartbeat(false),
+	)
+	if err != nil {
+		return fmt.Errorf("%s: consume %s: %w", o.Stage, info.Config.Durable, err)
+	}
 	var wg sync.WaitGroup
 	for range o.Workers {
 		wg.Go(func() {
-			for msg := range jobs {
-				r.process(hctx, msg)
+			for {
+				msg, err := it.Next()
+				if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+					return
+				}
+				if err != nil {
+					o.Log.Debug("next message", "err", err)
+					continue
+				}
+				r.process(hctx, msg) // naks at once when shutdown has begun
 			}
 		})
-	}
-	cc, err := cons.Consume(func(msg jetstream.Msg) {
-		if r.stopping.Load() {
-			_ = msg.Nak()
-			return
-		}
-		jobs <- msg
-	},
-		// Prefetch no more than the workers can start soon: prefetched messages age against AckWait.
-		jetstream.PullMaxMessages(o.Workers),
-		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
-			if !errors.Is(err, jetstream.ErrNoHeartbeat) {
-				o.Log.Debug("consume", "err", err)
-			}
-		}),
-	)
-	if err != nil {
-		close(jobs)
-		wg.Wait()
-		return fmt.Errorf("%s: consume %s: %w", o.Stage, info.Config.Durable, err)
 	}
 	select {
 	case <-ctx.Done():
@@ -100,11 +98,9 @@ func Run(ctx context.Context, cons jetstream.Consumer, h Handler, o Options) err
 	}
 	r.stopping.Store(true)
 	close(r.stop)
-	cc.Drain()
+	it.Drain() // hands out what is buffered (process naks it), then closes
 	grace := time.AfterFunc(o.Grace, cancelHandlers)
 	defer grace.Stop()
-	<-cc.Closed()
-	close(jobs)
 	wg.Wait()
 	return r.fatalErr()
 }
