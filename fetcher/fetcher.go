@@ -13,7 +13,6 @@ import (
 	"hash/crc32"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -65,9 +64,6 @@ func (f *Fetcher) Register(reg prometheus.Registerer) {
 	}
 	reg.MustRegister(f.metrics.reads, f.metrics.bytes, f.metrics.served)
 }
-
-// Reads is the number of Cassandra reads made (for benchmarks: reads per migrated file).
-var Reads atomic.Int64
 
 // Handle is the stage.Handler.
 func (f *Fetcher) Handle(ctx context.Context, msg jetstream.Msg) error {
@@ -134,7 +130,6 @@ func (f *Fetcher) read(ctx context.Context, key string) ([]byte, string, error) 
 		if err := f.Limits.WaitRead(ctx); err != nil {
 			return nil, "", err
 		}
-		Reads.Add(1)
 		blob, err := r.Read(ctx, key)
 		result := "found"
 		switch {
