@@ -189,12 +189,15 @@ func (p *publisher) file(ctx context.Context, name string) error {
 		r = f
 	}
 	err := p.lines(ctx, bufio.NewReaderSize(r, 64<<10), p.cp.Path)
-	// Whatever happened, confirm what is outstanding and save how far that got.
-	werr := p.drain(context.WithoutCancel(ctx))
+	// Whatever happened, confirm what is outstanding and save how far that got; bounded, so a
+	// producer stopped while NATS is down still exits (its checkpoint only trails, dedupe covers it).
+	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	werr := p.drain(fctx)
 	if err == nil && werr == nil && ctx.Err() == nil {
 		p.cp.Done = true
 	}
-	if serr := p.save(context.WithoutCancel(ctx)); serr != nil && err == nil {
+	if serr := p.save(fctx); serr != nil && err == nil {
 		err = serr
 	}
 	return errors.Join(err, werr)
@@ -364,32 +367,61 @@ func (p *publisher) save(ctx context.Context) error {
 		return nil
 	}
 	b, _ := json.Marshal(p.cp)
-	if _, err := p.kv.Put(ctx, p.cpKey, b); err != nil {
-		return fmt.Errorf("producer: save checkpoint of %s at line %d: %w", p.cp.Path, p.cp.Line, err)
+	return p.retrying(ctx, "save checkpoint", func(ctx context.Context) error {
+		_, err := p.kv.Put(ctx, p.cpKey, b)
+		return err
+	})
+}
+
+// retrying calls op until it succeeds or ctx ends: a NATS restart or leader election must pause
+// the producer, not end it (the checkpoint would fall behind and a person would have to restart it).
+func (p *publisher) retrying(ctx context.Context, what string, op func(context.Context) error) error {
+	for attempt := 1; ; attempt++ {
+		octx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err := op(octx)
+		cancel()
+		if err == nil {
+			return nil
+		}
+		if attempt == 1 || attempt%10 == 0 {
+			p.env.Log.Warn("producer: "+what+" failed, retrying", "attempt", attempt, "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("producer: %s of %s at line %d: %w (last error: %v)", what, p.cp.Path, p.cp.Line, ctx.Err(), err)
+		case <-time.After(min(time.Duration(attempt)*500*time.Millisecond, 5*time.Second)):
+		}
 	}
-	return nil
 }
 
 // holdBack waits while the KEYS backlog is above the high-water mark, until it falls to 90% of it.
 func (p *publisher) holdBack(ctx context.Context) error {
-	s, err := p.env.JS.Stream(ctx, p.env.Names.Keys)
-	if err != nil {
-		return fmt.Errorf("producer: stream %s: %w", p.env.Names.Keys, err)
-	}
 	limit := uint64(p.cfg.HighWater)
 	for waited := false; ; waited = true {
-		info, err := s.Info(ctx)
+		var backlog uint64
+		err := p.retrying(ctx, "read the KEYS backlog", func(ctx context.Context) error {
+			s, err := p.env.JS.Stream(ctx, p.env.Names.Keys)
+			if err != nil {
+				return err
+			}
+			info, err := s.Info(ctx)
+			if err != nil {
+				return err
+			}
+			backlog = info.State.Msgs
+			return nil
+		})
 		if err != nil {
-			return fmt.Errorf("producer: stream info %s: %w", p.env.Names.Keys, err)
+			return nil // ctx ended: the caller stops
 		}
-		if info.State.Msgs <= limit {
+		if backlog <= limit {
 			if waited {
-				p.env.Log.Info("KEYS backlog below high-water mark, resuming", "backlog", info.State.Msgs)
+				p.env.Log.Info("KEYS backlog below high-water mark, resuming", "backlog", backlog)
 			}
 			return nil
 		}
 		if !waited {
-			p.env.Log.Info("KEYS backlog above high-water mark, holding back", "backlog", info.State.Msgs, "high_water", p.cfg.HighWater)
+			p.env.Log.Info("KEYS backlog above high-water mark, holding back", "backlog", backlog, "high_water", p.cfg.HighWater)
 			limit = uint64(p.cfg.HighWater) * 9 / 10
 		}
 		select {
