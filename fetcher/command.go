@@ -176,7 +176,7 @@ func ThrottleCommand() *cli.Command {
 		},
 		Action: func(c *cli.Context) error {
 			if t.ReadsPerSec < 0 || t.BytesPerSec < 0 {
-				return errors.New("--reads and --bytes must not be negative")
+				return config.Invalid(fmt.Errorf("--reads %g, --bytes %g: must not be negative", t.ReadsPerSec, t.BytesPerSec))
 			}
 			env, err := service.Open(c.Context, c, service.Options{Name: "throttle", Settings: bus.DefaultSettings()})
 			if err != nil {

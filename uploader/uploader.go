@@ -70,12 +70,31 @@ func (u *Uploader) Handle(ctx context.Context, msg jetstream.Msg) error {
 	if int64(len(body)) != size {
 		return stage.Permanent(bus.ReasonUploadError, fmt.Errorf("key %q: blob is %d bytes, its header says %d; replay the key", key, len(body), size))
 	}
-	res, err := u.Store.Put(ctx, blobstore.PutInput{
+	in := blobstore.PutInput{
 		Key: s3Key, Body: body, MD5: sum, ContentType: h.Get(bus.HdrContentType),
 		Metadata:     map[string]string{"ferry-key": metaValue(key)},
-		StorageClass: u.StorageClass, PartSize: u.PartSize,
+		StorageClass: u.StorageClass, PartSize: u.PartSize, IfAbsent: true,
 		Progress: func() { _ = msg.InProgress() },
-	})
+	}
+	res, err := u.Store.Put(ctx, in)
+	if errors.Is(err, blobstore.ErrExists) {
+		// Conditional PUT: an object is there. The same bytes are fine whoever wrote them (a re-run,
+		// or two keys the rules map to one object on purpose); other bytes of another source key
+		// are never overwritten: the first key would be lost while it counts as verified.
+		head, herr := u.Store.Head(ctx, s3Key)
+		owner := head.Metadata["ferry-key"]
+		switch {
+		case herr != nil:
+			err = fmt.Errorf("head after a refused conditional put: %w", herr)
+		case head.Matches(size, sum) == nil:
+			return u.done(ctx, msg, head.ETag)
+		case owner != "" && owner != metaValue(key):
+			return stage.Permanent(bus.ReasonUploadError, fmt.Errorf("key %q: S3 key %q already holds other bytes of source key %q: two source keys map to one S3 key; fix the key rules and replay", key, s3Key, owner))
+		default: // the same key with new bytes: the source changed since the last run
+			in.IfAbsent = false
+			res, err = u.Store.Put(ctx, in)
+		}
+	}
 	if err != nil {
 		err = fmt.Errorf("key %q: %w", key, err)
 		switch blobstore.Classify(err) {

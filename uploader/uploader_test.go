@@ -23,6 +23,7 @@ import (
 // fakeStore keeps objects in a map; putErr, when set, fails every Put.
 type fakeStore struct {
 	objects map[string][]byte
+	owners  map[string]string // ferry-key metadata
 	puts    int
 	putErr  error
 }
@@ -32,7 +33,11 @@ func (f *fakeStore) Put(_ context.Context, in blobstore.PutInput) (blobstore.Put
 	if f.putErr != nil {
 		return blobstore.PutResult{}, f.putErr
 	}
+	if _, ok := f.objects[in.Key]; ok && in.IfAbsent {
+		return blobstore.PutResult{}, blobstore.ErrExists
+	}
 	f.objects[in.Key] = bytes.Clone(in.Body)
+	f.owners[in.Key] = in.Metadata["ferry-key"]
 	sum := md5.Sum(in.Body)
 	return blobstore.PutResult{ETag: hex.EncodeToString(sum[:])}, nil
 }
@@ -43,7 +48,8 @@ func (f *fakeStore) Head(_ context.Context, key string) (blobstore.HeadResult, e
 		return blobstore.HeadResult{}, blobstore.ErrNotFound
 	}
 	sum := md5.Sum(b)
-	return blobstore.HeadResult{Key: key, Size: int64(len(b)), ETag: hex.EncodeToString(sum[:])}, nil
+	return blobstore.HeadResult{Key: key, Size: int64(len(b)), ETag: hex.EncodeToString(sum[:]),
+		Metadata: map[string]string{"ferry-key": f.owners[key]}}, nil
 }
 
 // blobMsg publishes a BLOBS message for body and returns it as the uploader's consumer delivers it.
@@ -85,10 +91,11 @@ func TestHandle(t *testing.T) {
 	slowDown := &smithy.GenericAPIError{Code: "SlowDown", Message: "reduce your request rate"}
 	tests := []struct {
 		name         string
-		object       bool  // the blob travels through the object store
-		objectGone   bool  // ... and is gone from it
-		inS3         bool  // S3 already holds the object
-		putErr       error // every Put fails with this
+		object       bool   // the blob travels through the object store
+		objectGone   bool   // ... and is gone from it
+		inS3         bool   // S3 already holds the object
+		inS3As       string // ... written by this source key, with other bytes
+		putErr       error  // every Put fails with this
 		mutate       func(nats.Header)
 		wantUploaded bool
 		wantPuts     int
@@ -100,6 +107,9 @@ func TestHandle(t *testing.T) {
 		{name: "object store blob", object: true, wantUploaded: true, wantPuts: 1},
 		{name: "object gone but in S3: done without a PUT", object: true, objectGone: true, inS3: true, wantUploaded: true},
 		{name: "object gone and not in S3", object: true, objectGone: true, wantReason: bus.ReasonSourceError},
+		{name: "same key, same bytes already in S3: no overwrite", inS3: true, wantUploaded: true, wantPuts: 1},
+		{name: "same key, new bytes: overwritten", inS3As: "k1", wantUploaded: true, wantPuts: 2},
+		{name: "another key's object is never overwritten", inS3As: "other", wantReason: bus.ReasonUploadError, wantPuts: 1},
 		{name: "access denied stops the uploader", putErr: accessDenied, wantFatal: true, wantPuts: 1},
 		{name: "slow down is retried", putErr: slowDown, wantErr: true, wantPuts: 1},
 		{name: "size header disagrees with the body", mutate: func(h nats.Header) { h.Set(bus.HdrSize, "3") }, wantReason: bus.ReasonUploadError},
@@ -113,9 +123,12 @@ func TestHandle(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			store := &fakeStore{objects: map[string][]byte{}, putErr: tt.putErr}
+			store := &fakeStore{objects: map[string][]byte{}, owners: map[string]string{}, putErr: tt.putErr}
 			if tt.inS3 {
-				store.objects["p/k1"] = body
+				store.objects["p/k1"], store.owners["p/k1"] = body, "k1"
+			}
+			if tt.inS3As != "" {
+				store.objects["p/k1"], store.owners["p/k1"] = []byte("older bytes"), tt.inS3As
 			}
 			object := ""
 			if tt.object {

@@ -152,6 +152,10 @@ type PutInput struct {
 	// PartSize is both the multipart threshold and the part size; at least MinPartSize, 0 means
 	// DefaultPartSize. It grows when Body would need more than 10,000 parts.
 	PartSize int64
+	// IfAbsent makes a single PUT conditional (If-None-Match: *): an existing object is left alone
+	// and Put returns ErrExists. Multipart uploads are not conditional. Servers that ignore the
+	// header overwrite as an unconditional PUT would.
+	IfAbsent bool
 	// Progress, if set, is called after each part so that the caller can extend its message's ack
 	// deadline during a long upload.
 	Progress func()
@@ -215,8 +219,14 @@ func (c *Client) putSingle(ctx context.Context, in PutInput, meta map[string]str
 	if class != "" {
 		input.StorageClass = types.StorageClass(class)
 	}
+	if in.IfAbsent {
+		input.IfNoneMatch = aws.String("*")
+	}
 	out, err := c.s3.PutObject(rctx, input)
 	if err != nil {
+		if in.IfAbsent && statusOf(err) == http.StatusPreconditionFailed {
+			return PutResult{}, fmt.Errorf("put s3://%s/%s: %w", c.bucket, in.Key, ErrExists)
+		}
 		return PutResult{}, fmt.Errorf("put s3://%s/%s: %w", c.bucket, in.Key, err)
 	}
 	return PutResult{ETag: unquote(out.ETag)}, nil

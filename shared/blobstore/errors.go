@@ -14,6 +14,8 @@ var (
 	// ErrNotFound is a missing object (Head, Get). HEAD has no body, so on a missing bucket Head
 	// also says ErrNotFound: Check the bucket at start.
 	ErrNotFound = errors.New("object not found")
+	// ErrExists is an object that a conditional Put (IfAbsent) found already there.
+	ErrExists = errors.New("object already exists")
 	// ErrNoBucket is a missing bucket found by Check.
 	ErrNoBucket = errors.New("bucket does not exist")
 	// ErrBadDigest is a body that does not match the MD5 it came with (caught here before a

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -71,7 +72,7 @@ func headerSafe(s string) string {
 		}
 	}
 	if len(b) > max {
-		b = append(b[:max], "…"...)
+		return strings.ToValidUTF8(string(b[:max]), "") + "…" // never half a character
 	}
 	return string(b)
 }

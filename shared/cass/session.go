@@ -121,7 +121,11 @@ func connectError(t config.Target, c *gocql.ClusterConfig, err error) error {
 		// The most common mistake: a local_dc no node has, or contact points from another DC.
 		where += fmt.Sprintf(" (local_dc %s: only nodes of that DC are used)", t.LocalDC)
 	}
-	return fmt.Errorf("cassandra target %s: connect to %s: %w", t.Name, where, err)
+	err = fmt.Errorf("cassandra target %s: connect to %s: %w", t.Name, where, err)
+	if strings.Contains(err.Error(), "host was filtered") {
+		return config.Invalid(err) // every contact point is outside local_dc: a configuration error
+	}
+	return err
 }
 
 // driverLogger sends gocql's own messages (hosts going down, reconnects) to slog, tagged with the
@@ -135,5 +139,9 @@ func (l driverLogger) Printf(format string, v ...any) {
 func (l driverLogger) Println(v ...any) { l.log(fmt.Sprintln(v...)) }
 
 func (l driverLogger) log(msg string) {
-	slog.Warn(strings.TrimSpace(msg), "component", "gocql", "target", l.target)
+	level := slog.LevelWarn
+	if strings.Contains(msg, "host was filtered") { // said again, clearer, by connectError
+		level = slog.LevelDebug
+	}
+	slog.Log(context.Background(), level, strings.TrimSpace(msg), "component", "gocql", "target", l.target)
 }

@@ -94,7 +94,9 @@ func Parse(b []byte, name string) (*Job, error) {
 	dec := yaml.NewDecoder(strings.NewReader(string(b)))
 	dec.KnownFields(true)
 	if err := dec.Decode(&j); err != nil {
-		return nil, Invalid(fmt.Errorf("config %s: %w", name, err))
+		// yaml lists each problem on a line of its own; keep the error on one line.
+		msg := strings.Join(strings.Fields(strings.ReplaceAll(err.Error(), "\n", "; ")), " ")
+		return nil, Invalid(fmt.Errorf("config %s: %s", name, msg))
 	}
 	j.Defaults()
 	if err := j.Validate(); err != nil {

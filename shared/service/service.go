@@ -56,7 +56,7 @@ type Options struct {
 func Open(ctx context.Context, c *cli.Context, o Options) (*Env, error) {
 	log, err := telemetry.NewLogger(c.String("log-level"), c.String("log-format"))
 	if err != nil {
-		return nil, err
+		return nil, config.Invalid(err)
 	}
 	job := c.String("job")
 	if err := config.ValidateJobName(job); err != nil {
