@@ -29,7 +29,7 @@ type Filter struct {
 	Stages, Reasons []string
 }
 
-var stages = []string{bus.StageProducer, bus.StageFetcher, bus.StageUploader, bus.StageVerifier}
+var stages = []string{bus.StageProducer, bus.StageFetcher, bus.StageUploader, bus.StageVerifier, bus.StageAdvisor}
 
 // Validate checks every stage and reason is a known one.
 func (f Filter) Validate() error {

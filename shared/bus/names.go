@@ -14,6 +14,7 @@ const (
 	StageFetcher  = "fetcher"
 	StageUploader = "uploader"
 	StageVerifier = "verifier"
+	StageAdvisor  = "advisor" // turns max-deliveries advisories into dead letters
 )
 
 // Names are every JetStream name of one job.

@@ -65,6 +65,6 @@ func RunAdvisor(ctx context.Context, js jetstream.JetStream, n bus.Names, m *Met
 		}
 		return nil
 	}
-	return Run(ctx, cons, handle, Options{Stage: "advisor", Names: n, JS: js, Workers: 2, Metrics: m, Log: log,
+	return Run(ctx, cons, handle, Options{Stage: bus.StageAdvisor, Names: n, JS: js, Workers: 2, Metrics: m, Log: log,
 		KeyOf: func(jetstream.Msg) string { return "" }})
 }
