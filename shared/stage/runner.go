@@ -71,6 +71,9 @@ func Run(ctx context.Context, cons jetstream.Consumer, h Handler, o Options) err
 	it, err := cons.Messages(
 		// Prefetch no more than the workers can start soon: prefetched messages age against AckWait.
 		jetstream.PullMaxMessages(o.Workers),
+		// Short-lived pull requests: a request the server stops serving (seen under CPU starvation
+		// as 20-30 s without deliveries, the default expiry) is replaced within seconds.
+		jetstream.PullExpiry(5*time.Second),
 		jetstream.WithMessagesErrOnMissingHeartbeat(false),
 	)
 	if err != nil {
