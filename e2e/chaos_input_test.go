@@ -161,6 +161,27 @@ func inputScenario(t *testing.T, scenario string, good int, collision bool) {
 		want: map[string]string{first: outcomeVerified, second: "uploader/upload_error"}})
 }
 
+// deleteBlobs removes source rows from the first read target's table of the job file.
+func deleteBlobs(t *testing.T, cfgFile string, keys []string) {
+	t.Helper()
+	job, err := config.Load(cfgFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	target := job.Source.Targets[0]
+	s, err := cass.NewSession(context.Background(), target, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	q := fmt.Sprintf("DELETE FROM %s WHERE %s = ?", target.Table, target.KeyColumn)
+	for _, k := range keys {
+		if err := s.Query(q, k).Consistency(gocql.All).Exec(); err != nil {
+			t.Fatalf("delete %s: %v", k, err)
+		}
+	}
+}
+
 // putBlobs writes source rows into the first read target's table of the job file.
 func putBlobs(t *testing.T, cfgFile string, blobs map[string][]byte) {
 	t.Helper()

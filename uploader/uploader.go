@@ -50,17 +50,29 @@ func (u *Uploader) Handle(ctx context.Context, msg jetstream.Msg) error {
 	if s3Key == "" || size < 0 || err != nil || len(sum) != md5.Size {
 		return stage.Permanent(bus.ReasonUploadError, fmt.Errorf("key %q: malformed BLOBS message (S3 key %q, size %q, md5 %q)", key, s3Key, h.Get(bus.HdrSize), h.Get(bus.HdrMD5)))
 	}
+	var headErr error
 	if u.SkipExisting || object != "" {
 		// A large blob whose object-store copy is gone was uploaded by an earlier delivery that
 		// died before its ack; S3 is the proof.
-		if head, err := u.Store.Head(ctx, s3Key); err == nil && head.Matches(size, sum) == nil {
-			return u.done(ctx, msg, head.ETag)
+		head, err := u.Store.Head(ctx, s3Key)
+		switch {
+		case err == nil && head.Matches(size, sum) == nil:
+			if err := u.done(ctx, msg, head.ETag); err != nil {
+				return err
+			}
+			u.dropObject(ctx, object)
+			return nil
+		case err != nil && !errors.Is(err, blobstore.ErrNotFound):
+			headErr = err
 		}
 	}
 	body := msg.Data()
 	if object != "" {
 		body, err = u.Objects.GetBytes(ctx, object)
 		if errors.Is(err, jetstream.ErrObjectNotFound) {
+			if headErr != nil { // S3 could not say whether an earlier delivery uploaded it: ask again later
+				return fmt.Errorf("key %q: large blob %s is gone from the object store and S3 did not answer: %w", key, object, headErr)
+			}
 			return stage.Permanent(bus.ReasonSourceError, fmt.Errorf("key %q: large blob %s is gone from the object store and not in S3; replay the key", key, object))
 		}
 		if err != nil {
@@ -113,11 +125,16 @@ func (u *Uploader) Handle(ctx context.Context, msg jetstream.Msg) error {
 	if err := u.done(ctx, msg, res.ETag); err != nil {
 		return err
 	}
+	u.dropObject(ctx, object)
+	return nil
+}
+
+// dropObject deletes a large blob's object-store copy once UPLOADED is stored; a crash before
+// this leaves a copy that the bucket's TTL expires.
+func (u *Uploader) dropObject(ctx context.Context, object string) {
 	if object != "" {
-		// After UPLOADED is stored: a crash before this leaves a copy that the bucket TTL expires.
 		_ = u.Objects.Delete(ctx, object)
 	}
-	return nil
 }
 
 // done publishes the UPLOADED message for msg.

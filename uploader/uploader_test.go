@@ -26,6 +26,7 @@ type fakeStore struct {
 	owners  map[string]string // ferry-key metadata
 	puts    int
 	putErr  error
+	headErr error // every Head fails with this
 }
 
 func (f *fakeStore) Put(_ context.Context, in blobstore.PutInput) (blobstore.PutResult, error) {
@@ -43,6 +44,9 @@ func (f *fakeStore) Put(_ context.Context, in blobstore.PutInput) (blobstore.Put
 }
 
 func (f *fakeStore) Head(_ context.Context, key string) (blobstore.HeadResult, error) {
+	if f.headErr != nil {
+		return blobstore.HeadResult{}, f.headErr
+	}
 	b, ok := f.objects[key]
 	if !ok {
 		return blobstore.HeadResult{}, blobstore.ErrNotFound
@@ -96,6 +100,7 @@ func TestHandle(t *testing.T) {
 		inS3         bool   // S3 already holds the object
 		inS3As       string // ... written by this source key, with other bytes
 		putErr       error  // every Put fails with this
+		headErr      error  // every Head fails with this
 		mutate       func(nats.Header)
 		wantUploaded bool
 		wantPuts     int
@@ -107,6 +112,7 @@ func TestHandle(t *testing.T) {
 		{name: "object store blob", object: true, wantUploaded: true, wantPuts: 1},
 		{name: "object gone but in S3: done without a PUT", object: true, objectGone: true, inS3: true, wantUploaded: true},
 		{name: "object gone and not in S3", object: true, objectGone: true, wantReason: bus.ReasonSourceError},
+		{name: "object gone and S3 does not answer: retried, not dead-lettered", object: true, objectGone: true, headErr: slowDown, wantErr: true},
 		{name: "same key, same bytes already in S3: no overwrite", inS3: true, wantUploaded: true, wantPuts: 1},
 		{name: "same key, new bytes: overwritten", inS3As: "k1", wantUploaded: true, wantPuts: 2},
 		{name: "another key's object is never overwritten", inS3As: "other", wantReason: bus.ReasonUploadError, wantPuts: 1},
@@ -123,7 +129,7 @@ func TestHandle(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			store := &fakeStore{objects: map[string][]byte{}, owners: map[string]string{}, putErr: tt.putErr}
+			store := &fakeStore{objects: map[string][]byte{}, owners: map[string]string{}, putErr: tt.putErr, headErr: tt.headErr}
 			if tt.inS3 {
 				store.objects["p/k1"], store.owners["p/k1"] = body, "k1"
 			}
