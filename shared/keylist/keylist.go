@@ -1,0 +1,340 @@
+// Package keylist opens key lists, one key a line: local files, stdin ("-") or S3 objects
+// (s3://bucket/key), plain or compressed with gzip or zstd (recognised by their magic bytes), and
+// expands glob patterns and s3:// prefixes into the lists they name. A list can be opened at an
+// offset of its decompressed bytes, where a producer's checkpoint says to resume.
+package keylist
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+
+	"github.com/klauspost/compress/gzip"
+	"github.com/klauspost/compress/zstd"
+)
+
+// Stdin is the name of standard input.
+const Stdin = "-"
+
+// Lister lists the objects under a prefix in key order (*blobstore.Client).
+type Lister interface {
+	List(ctx context.Context, bucket, prefix string, fn func(key string, size int64) error) error
+}
+
+// Getter reads an object from an offset on and says its whole size (*blobstore.Client).
+type Getter interface {
+	GetRange(ctx context.Context, bucket, key string, offset int64) (io.ReadCloser, int64, error)
+}
+
+// ParseS3 splits "s3://bucket/key" into bucket and key; ok is false for any other name.
+func ParseS3(name string) (bucket, key string, ok bool) {
+	rest, found := strings.CutPrefix(name, "s3://")
+	if !found {
+		return "", "", false
+	}
+	bucket, key, _ = strings.Cut(rest, "/")
+	return bucket, key, true
+}
+
+// Expand turns names into the lists they name, duplicates removed, in order: "-" stays; a local
+// glob pattern (filepath.Match syntax) becomes its matches, sorted, and must match something; a
+// plain path must exist; s3://bucket/key stays, and s3://bucket/prefix* (a trailing '*' only)
+// becomes every object under the prefix, in key order. s3 may be nil when no name lists a prefix.
+func Expand(ctx context.Context, names []string, s3 Lister) ([]string, error) {
+	var out []string
+	seen := map[string]bool{}
+	add := func(n string) {
+		if !seen[n] {
+			seen[n] = true
+			out = append(out, n)
+		}
+	}
+	for _, name := range names {
+		switch bucket, key, isS3 := ParseS3(name); {
+		case name == Stdin:
+			add(name)
+		case isS3:
+			if bucket == "" || key == "" {
+				return nil, fmt.Errorf("key list %q: want s3://bucket/key or s3://bucket/prefix*", name)
+			}
+			prefix, pattern := strings.CutSuffix(key, "*")
+			if !pattern {
+				add(name)
+				continue
+			}
+			if s3 == nil {
+				return nil, fmt.Errorf("key list %q: no S3 client to list the prefix", name)
+			}
+			n := 0
+			err := s3.List(ctx, bucket, prefix, func(k string, _ int64) error {
+				if strings.HasSuffix(k, "/") { // a "folder" marker, not a list
+					return nil
+				}
+				add("s3://" + bucket + "/" + k)
+				n++
+				return nil
+			})
+			if err != nil {
+				return nil, fmt.Errorf("key list %q: %w", name, err)
+			}
+			if n == 0 {
+				return nil, fmt.Errorf("key list %q: no object under s3://%s/%s", name, bucket, prefix)
+			}
+		default:
+			if _, err := os.Stat(name); err == nil || !strings.ContainsAny(name, "*?[") {
+				if err != nil {
+					return nil, fmt.Errorf("key list: %w", err)
+				}
+				add(name)
+				continue
+			}
+			matches, err := filepath.Glob(name)
+			if err != nil {
+				return nil, fmt.Errorf("key list pattern %q: %w", name, err)
+			}
+			if len(matches) == 0 {
+				return nil, fmt.Errorf("key list pattern %q matches no file", name)
+			}
+			for _, m := range matches { // Glob sorts them
+				add(m)
+			}
+		}
+	}
+	return out, nil
+}
+
+// List is an open key list: its decompressed bytes from the offset it was opened at.
+type List struct {
+	name       string
+	size       int64
+	compressed bool
+	counter    *countingReader
+	r          io.Reader
+	closers    []func() error
+}
+
+// Compression magic numbers.
+var (
+	gzipMagic = []byte{0x1f, 0x8b}
+	zstdMagic = []byte{0x28, 0xb5, 0x2f, 0xfd}
+)
+
+// Open opens name ("-", a local path or s3://bucket/key) positioned offset bytes into its
+// decompressed content. A plain file seeks and a plain S3 object is read with a ranged GET; a
+// compressed one is decompressed from its start and offset bytes are discarded. s3 may be nil for
+// local names.
+func Open(ctx context.Context, name string, offset int64, s3 Getter) (*List, error) {
+	if offset < 0 {
+		return nil, fmt.Errorf("key list %s: negative offset %d", name, offset)
+	}
+	l := &List{name: name, size: -1}
+	var err error
+	if bucket, key, ok := ParseS3(name); ok {
+		err = l.openS3(ctx, bucket, key, offset, s3)
+	} else {
+		err = l.openLocal(name, offset)
+	}
+	if err != nil {
+		l.Close()
+		return nil, err
+	}
+	return l, nil
+}
+
+func (l *List) openLocal(name string, offset int64) error {
+	var f *os.File
+	if name == Stdin {
+		f = os.Stdin
+	} else {
+		abs, err := filepath.Abs(name)
+		if err != nil {
+			return fmt.Errorf("key list %s: %w", name, err)
+		}
+		l.name = abs
+		if f, err = os.Open(abs); err != nil {
+			return fmt.Errorf("key list: %w", err)
+		}
+		l.closers = append(l.closers, f.Close)
+		st, err := f.Stat()
+		if err != nil {
+			return fmt.Errorf("key list: %w", err)
+		}
+		if st.IsDir() {
+			return fmt.Errorf("key list %s: is a directory", abs)
+		}
+		if st.Mode().IsRegular() {
+			l.size = st.Size()
+		}
+	}
+	l.counter = newCounter(f, 0)
+	br := bufio.NewReaderSize(l.counter, 256<<10)
+	if l.size >= 0 && offset > 0 {
+		// A regular file: if it is plain, seek instead of reading up to the offset.
+		head, err := br.Peek(len(zstdMagic))
+		if err != nil && !errors.Is(err, io.EOF) {
+			return fmt.Errorf("key list %s: %w", l.name, err)
+		}
+		if kind(head) == "" {
+			if offset > l.size {
+				return fmt.Errorf("key list %s: offset %d is past the end (%d bytes)", l.name, offset, l.size)
+			}
+			if _, err := f.Seek(offset, io.SeekStart); err != nil {
+				return fmt.Errorf("key list %s: %w", l.name, err)
+			}
+			l.counter.n.Store(offset)
+			l.r = bufio.NewReaderSize(l.counter, 256<<10)
+			return nil
+		}
+	}
+	return l.decode(br, offset)
+}
+
+func (l *List) openS3(ctx context.Context, bucket, key string, offset int64, s3 Getter) error {
+	if bucket == "" || key == "" {
+		return fmt.Errorf("key list %q: want s3://bucket/key", l.name)
+	}
+	if s3 == nil {
+		return fmt.Errorf("key list %s: no S3 client", l.name)
+	}
+	body, size, err := s3.GetRange(ctx, bucket, key, 0)
+	if err != nil {
+		return fmt.Errorf("key list: %w", err)
+	}
+	l.size = size
+	l.closers = append(l.closers, body.Close)
+	l.counter = newCounter(body, 0)
+	br := bufio.NewReaderSize(l.counter, 256<<10)
+	if offset > 0 {
+		head, err := br.Peek(len(zstdMagic))
+		if err != nil && !errors.Is(err, io.EOF) {
+			return fmt.Errorf("key list %s: %w", l.name, err)
+		}
+		if kind(head) == "" {
+			if offset > size {
+				return fmt.Errorf("key list %s: offset %d is past the end (%d bytes)", l.name, offset, size)
+			}
+			// Plain: start again from the offset rather than download what was already sent.
+			body.Close()
+			l.closers = l.closers[:0]
+			body, _, err := s3.GetRange(ctx, bucket, key, offset)
+			if err != nil {
+				return fmt.Errorf("key list: %w", err)
+			}
+			l.closers = append(l.closers, body.Close)
+			l.counter = newCounter(body, offset)
+			l.r = bufio.NewReaderSize(l.counter, 256<<10)
+			return nil
+		}
+	}
+	return l.decode(br, offset)
+}
+
+// kind names the compression whose magic number starts head, or "" for none.
+func kind(head []byte) string {
+	switch {
+	case bytes.HasPrefix(head, zstdMagic):
+		return "zstd"
+	case bytes.HasPrefix(head, gzipMagic):
+		return "gzip"
+	}
+	return ""
+}
+
+// decode wraps br in the decompressor its first bytes call for, then skips offset bytes.
+func (l *List) decode(br *bufio.Reader, offset int64) error {
+	head, err := br.Peek(len(zstdMagic))
+	if err != nil && !errors.Is(err, io.EOF) {
+		return fmt.Errorf("key list %s: %w", l.name, err)
+	}
+	switch kind(head) {
+	case "gzip":
+		zr, err := gzip.NewReader(br) // multistream by default: concatenated members read as one
+		if err != nil {
+			return fmt.Errorf("key list %s: gzip: %w", l.name, err)
+		}
+		l.closers = append(l.closers, zr.Close)
+		l.r, l.compressed = zr, true
+	case "zstd":
+		zr, err := zstd.NewReader(br, zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true))
+		if err != nil {
+			return fmt.Errorf("key list %s: zstd: %w", l.name, err)
+		}
+		l.closers = append(l.closers, func() error { zr.Close(); return nil })
+		l.r, l.compressed = zr, true
+	default:
+		l.r = br
+	}
+	if offset > 0 {
+		n, err := io.CopyN(io.Discard, l.r, offset)
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				return fmt.Errorf("key list %s: offset %d is past the end (%d bytes)", l.name, offset, n)
+			}
+			return fmt.Errorf("key list %s: %w", l.name, err)
+		}
+	}
+	return nil
+}
+
+// Read reads decompressed bytes.
+func (l *List) Read(p []byte) (int, error) {
+	n, err := l.r.Read(p)
+	if err != nil && !errors.Is(err, io.EOF) {
+		err = fmt.Errorf("key list %s: %w", l.name, err)
+	}
+	return n, err
+}
+
+// Close releases the decompressor and the file or connection.
+func (l *List) Close() error {
+	var errs []error
+	for i := len(l.closers) - 1; i >= 0; i-- {
+		errs = append(errs, l.closers[i]())
+	}
+	l.closers = nil
+	return errors.Join(errs...)
+}
+
+// Name is the list's absolute path, its s3:// URL or "-".
+func (l *List) Name() string { return l.name }
+
+// Size is the size in bytes of the underlying file or object (compressed, if it is), -1 if unknown.
+func (l *List) Size() int64 { return l.size }
+
+// Consumed is how far into the underlying file or object reading has got (compressed bytes, if it
+// is compressed; read-ahead included): against Size, the progress of the list.
+func (l *List) Consumed() int64 {
+	if l.counter == nil {
+		return 0
+	}
+	return l.counter.n.Load()
+}
+
+// Compressed reports whether the list is gzip or zstd.
+func (l *List) Compressed() bool { return l.compressed }
+
+// countingReader counts the bytes read through it; the count may be read from another goroutine
+// (a progress line).
+type countingReader struct {
+	r io.Reader
+	n atomic.Int64
+}
+
+func newCounter(r io.Reader, start int64) *countingReader {
+	c := &countingReader{r: r}
+	c.n.Store(start)
+	return c
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n.Add(int64(n))
+	return n, err
+}
