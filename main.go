@@ -15,6 +15,7 @@ import (
 	"github.com/ferry-migrate/ferry/capacity"
 	"github.com/ferry-migrate/ferry/dlq"
 	"github.com/ferry-migrate/ferry/fetcher"
+	"github.com/ferry-migrate/ferry/keydiff"
 	"github.com/ferry-migrate/ferry/producer"
 	"github.com/ferry-migrate/ferry/run"
 	"github.com/ferry-migrate/ferry/seed"
@@ -72,6 +73,7 @@ func app() *cli.App {
 			fetcher.ThrottleCommand(),
 			seed.Command(),
 			capacity.Command(),
+			keydiff.Command(),
 		},
 		OnUsageError: onUsageError,
 	}
