@@ -31,6 +31,7 @@ func main() {
 		Commands: []*cli.Command{
 			benchCommand(),
 			scaleCommand(),
+			diffCommand(),
 			directCommand(),
 			seedDesignCommand(),
 		},
