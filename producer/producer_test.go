@@ -1,7 +1,10 @@
 package producer
 
 import (
+	"bytes"
+	"compress/gzip"
 	"context"
+	"fmt"
 	"encoding/json"
 	"log/slog"
 	"os"
@@ -9,9 +12,11 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/klauspost/compress/zstd"
 	"github.com/urfave/cli/v2"
 
 	"github.com/ferry-migrate/ferry/shared/bustest"
+	"github.com/ferry-migrate/ferry/shared/config"
 	"github.com/ferry-migrate/ferry/shared/service"
 )
 
@@ -58,5 +63,119 @@ func TestRun(t *testing.T) {
 	st, err = Run(context.Background(), env, cfg)
 	if err != nil || st.SkippedFiles != 1 || st.Published != 0 {
 		t.Errorf("second run = %+v, %v; want the file skipped", st, err)
+	}
+}
+
+// TestRunLists reads plain, gzip and zstd lists named by a glob, in parallel, and resumes a
+// compressed list from a checkpoint in the middle of it.
+func TestRunLists(t *testing.T) {
+	dir := t.TempDir()
+	var want []string
+	write := func(name string, keys []string) {
+		t.Helper()
+		want = append(want, keys...)
+		body := []byte(strings.Join(keys, "\n") + "\n")
+		var buf bytes.Buffer
+		switch filepath.Ext(name) {
+		case ".gz":
+			zw := gzip.NewWriter(&buf)
+			zw.Write(body)
+			zw.Close()
+		case ".zst":
+			zw, _ := zstd.NewWriter(&buf)
+			zw.Write(body)
+			zw.Close()
+		default:
+			buf.Write(body)
+		}
+		if err := os.WriteFile(filepath.Join(dir, name), buf.Bytes(), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	keys := func(prefix string, n int) []string {
+		var out []string
+		for i := range n {
+			out = append(out, fmt.Sprintf("%s-%04d", prefix, i))
+		}
+		return out
+	}
+	write("a.txt", keys("a", 300))
+	write("b.txt.gz", keys("b", 400))
+	write("c.txt.zst", keys("c", 500))
+
+	tests := []struct {
+		name       string
+		resumeLine int64 // a checkpoint of c.txt.zst at this line; 0: none
+		want       int64
+	}{
+		{"from the start", 0, 1200},
+		{"a compressed list resumes at its checkpoint", 200, 1200 - 200},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			js, n := bustest.Job(t)
+			env := &service.Env{Names: n, JS: js, Log: slog.Default()}
+			ctx := context.Background()
+			if tt.resumeLine > 0 {
+				kv, _ := js.KeyValue(ctx, n.KV)
+				name := filepath.Join(dir, "c.txt.zst")
+				offset := tt.resumeLine * int64(len("c-0000\n"))
+				b, _ := json.Marshal(Checkpoint{Path: name, Offset: offset, Line: tt.resumeLine})
+				if _, err := kv.Put(ctx, checkpointKey(name), b); err != nil {
+					t.Fatal(err)
+				}
+			}
+			cfg := Config{Keys: *cli.NewStringSlice(filepath.Join(dir, "*")), InFlight: 64, HighWater: 1 << 40, Parallel: 3}
+			st, err := Run(ctx, env, cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st.Published != tt.want || st.Lines != tt.want {
+				t.Errorf("stats = %+v, want %d read and published", st, tt.want)
+			}
+			if got := bustest.Msgs(t, js, n.Keys); got != uint64(tt.want) {
+				t.Errorf("KEYS holds %d, want %d", got, tt.want)
+			}
+			kv, _ := js.KeyValue(ctx, n.KV)
+			for _, f := range []string{"a.txt", "b.txt.gz", "c.txt.zst"} {
+				e, err := kv.Get(ctx, checkpointKey(filepath.Join(dir, f)))
+				var cp Checkpoint
+				if err != nil || json.Unmarshal(e.Value(), &cp) != nil || !cp.Done {
+					t.Errorf("%s: checkpoint %+v, %v; want done", f, cp, err)
+				}
+			}
+		})
+	}
+}
+
+func TestValidate(t *testing.T) {
+	tests := []struct {
+		name string
+		cfg  Config
+		want string // part of the error; empty: valid
+	}{
+		{"keys", Config{Keys: *cli.NewStringSlice("k"), Parallel: 4, InFlight: 1, HighWater: 1}, ""},
+		{"neither keys nor scan", Config{Parallel: 4, InFlight: 1, HighWater: 1}, "--keys"},
+		{"both", Config{Keys: *cli.NewStringSlice("k"), Parallel: 4, InFlight: 1, HighWater: 1,
+			Scan: ScanConfig{Enabled: true, Concurrency: 1, PageSize: 1, Consistency: "ONE"}}, "one or the other"},
+		{"scan", Config{Parallel: 4, InFlight: 1, HighWater: 1,
+			Scan: ScanConfig{Enabled: true, Concurrency: 4, PageSize: 1000, Consistency: "LOCAL_ONE"}}, ""},
+		{"bad scan", Config{Parallel: 4, InFlight: 1, HighWater: 1,
+			Scan: ScanConfig{Enabled: true, Concurrency: 0, PageSize: 0, Consistency: "MOST", Rate: -1, Ranges: -1}},
+			"--scan-concurrency"},
+		{"parallel", Config{Keys: *cli.NewStringSlice("k"), Parallel: 0, InFlight: 1, HighWater: 1}, "--parallel"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := tt.cfg.Validate()
+			switch {
+			case tt.want == "" && err != nil:
+				t.Errorf("error %v, want none", err)
+			case tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)):
+				t.Errorf("error %v, want one about %s", err, tt.want)
+			case err != nil && !config.IsInvalid(err):
+				t.Errorf("error %v is not a configuration error (exit 2)", err)
+			}
+		})
 	}
 }

@@ -41,7 +41,7 @@ type Config struct {
 func (c *Config) Flags() []cli.Flag {
 	f := []cli.Flag{
 		&cli.StringFlag{Name: "data", Value: "ferry-data", EnvVars: []string{"FERRY_DATA"}, Destination: &c.Data, Usage: "store folder of the embedded JetStream server (unused with --nats)"},
-		&cli.StringSliceFlag{Name: "keys", Aliases: []string{"k"}, EnvVars: []string{"FERRY_KEYS"}, Destination: &c.Producer.Keys, Usage: "key list file(s) to publish first; none: finish the backlog"},
+		&cli.StringSliceFlag{Name: "keys", Aliases: []string{"k"}, EnvVars: []string{"FERRY_KEYS"}, Destination: &c.Producer.Keys, Usage: "key list(s) to publish first (files, globs, s3://, .gz, .zst); none and no --scan: finish the backlog"},
 		&cli.BoolFlag{Name: "progress", Value: true, EnvVars: []string{"FERRY_PROGRESS"}, Destination: &c.Producer.Progress, Usage: "print progress on stderr"},
 		&cli.BoolFlag{Name: "wait", EnvVars: []string{"FERRY_WAIT"}, Destination: &c.Wait, Usage: "keep running after the backlog is done, until interrupted"},
 		&cli.IntFlag{Name: "fetchers", Value: 64, EnvVars: []string{"FERRY_FETCHER_CONCURRENCY"}, Destination: &c.Fetcher.Concurrency, Usage: "concurrent Cassandra reads"},
@@ -56,17 +56,17 @@ func (c *Config) Flags() []cli.Flag {
 		&cli.Float64Flag{Name: "deep-sample", EnvVars: []string{"FERRY_DEEP_SAMPLE"}, Destination: &c.Verifier.Sample, Usage: "fraction of objects read back in full and hashed"},
 		&cli.BoolFlag{Name: "restart", EnvVars: []string{"FERRY_PRODUCER_RESTART"}, Destination: &c.Producer.Restart, Usage: "ignore key-list checkpoints"},
 	}
-	return append(f, c.Settings.Flags()...)
+	return append(append(f, c.Producer.Scan.Flags()...), c.Settings.Flags()...)
 }
 
 // Validate checks the flags.
 func (c *Config) Validate() error {
-	c.Producer.InFlight, c.Producer.HighWater = 1024, 1_000_000
+	c.Producer.InFlight, c.Producer.HighWater, c.Producer.Parallel = 1024, 1_000_000, 4
 	for _, s := range []*bus.Settings{&c.Producer.Settings, &c.Fetcher.Settings, &c.Uploader.Settings, &c.Verifier.Settings} {
 		*s = c.Settings
 	}
 	errs := []error{c.Fetcher.Validate(), c.Uploader.Validate(), c.Verifier.Validate()}
-	if len(c.Producer.Keys.Value()) > 0 {
+	if len(c.Producer.Keys.Value()) > 0 || c.Producer.Scan.Enabled {
 		errs = append(errs, c.Producer.Validate())
 	}
 	return config.Invalid(errors.Join(errs...))
@@ -166,7 +166,7 @@ func Run(ctx context.Context, env *service.Env, cfg Config) (Summary, error) {
 	produced := make(chan struct{})
 	go func() {
 		defer close(produced)
-		if len(cfg.Producer.Keys.Value()) == 0 {
+		if len(cfg.Producer.Keys.Value()) == 0 && !cfg.Producer.Scan.Enabled {
 			return
 		}
 		st, err := producer.Run(ctx, env, cfg.Producer)

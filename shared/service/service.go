@@ -92,6 +92,9 @@ func Open(ctx context.Context, c *cli.Context, o Options) (*Env, error) {
 // Job is the loaded job file (Open with NeedConfig).
 func (e *Env) Job() *config.Job { return e.job }
 
+// SetJob sets the job of an Env built by hand (tests, embedding).
+func (e *Env) SetJob(j *config.Job) { e.job = j }
+
 // Close drains the connection: pending publishes and acks are flushed before it closes.
 func (e *Env) Close() {
 	if e.NC != nil {

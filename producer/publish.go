@@ -1,0 +1,220 @@
+package producer
+
+import (
+	"context"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/ferry-migrate/ferry/shared/bus"
+	"github.com/ferry-migrate/ferry/shared/keyrules"
+	"github.com/ferry-migrate/ferry/shared/service"
+)
+
+// maxKey is the longest source key the producer publishes; longer ones are dead-lettered.
+const maxKey = 1024
+
+// sink publishes keys to KEYS and dead-letters invalid ones. Every reader of a run (key lists
+// read in parallel, token ranges) shares one; each has its own window.
+type sink struct {
+	env  *service.Env
+	cfg  Config
+	kv   jetstream.KeyValue
+	gate *backlogGate
+
+	lines, published, duplicates, invalid, blank, skipped atomic.Int64
+}
+
+func (s *sink) stats() Stats {
+	return Stats{Lines: s.lines.Load(), Published: s.published.Load(), Duplicates: s.duplicates.Load(),
+		Invalid: s.invalid.Load(), Blank: s.blank.Load(), SkippedFiles: s.skipped.Load()}
+}
+
+// key publishes key through w, or dead-letters it as invalid_key when it is not a valid source key.
+func (s *sink) key(ctx context.Context, w *window, key []byte, origin string, pos position) error {
+	if err := keyrules.CheckSource(key, maxKey); err != nil {
+		return s.deadLetter(ctx, key, origin, err.Error())
+	}
+	return w.publish(ctx, key, origin, pos)
+}
+
+func (s *sink) deadLetter(ctx context.Context, key []byte, origin, cause string) error {
+	h := nats.Header{}
+	h.Set(bus.HdrOrigin, origin)
+	if err := bus.PublishDeadLetter(ctx, s.env.JS, s.env.Names, bus.DeadLetter{
+		Key: string(key), Stage: bus.StageProducer, Reason: bus.ReasonInvalidKey, Err: cause, From: h,
+	}); err != nil {
+		return fmt.Errorf("producer: %w", err)
+	}
+	s.invalid.Add(1)
+	return nil
+}
+
+// position is how far a reader has got once a publish is stored: for a key list the byte offset
+// after the key's line and the line number; for a scan the token up to which every key is
+// published and the keys read.
+type position struct{ at, n int64 }
+
+type pending struct {
+	fut jetstream.PubAckFuture
+	pos position
+}
+
+// window is one reader's publishes awaiting their PubAck, oldest first. Once the oldest are
+// stored, their position is safe to checkpoint: done.
+type window struct {
+	s    *sink
+	pend []pending
+	done position
+}
+
+func (w *window) publish(ctx context.Context, key []byte, origin string, pos position) error {
+	if len(w.pend) >= w.s.cfg.InFlight {
+		if err := w.confirm(ctx, len(w.pend)/2); err != nil {
+			return err
+		}
+	}
+	names := w.s.env.Names
+	m := bus.KeyMsg(names, string(key), bus.KeyID(names.Job, string(key)), origin)
+	fut, err := w.s.env.JS.PublishMsgAsync(m, jetstream.WithMsgID(bus.MsgID("keys", m.Header.Get(bus.HdrID))))
+	if err != nil {
+		return fmt.Errorf("producer: publish key %q (%s): %w", key, origin, err)
+	}
+	w.pend = append(w.pend, pending{fut: fut, pos: pos})
+	return nil
+}
+
+// confirm waits for the oldest n publishes, re-publishing (same Nats-Msg-Id) any that failed, and
+// advances done past them.
+func (w *window) confirm(ctx context.Context, n int) error {
+	for i := 0; i < n && len(w.pend) > 0; i++ {
+		pd := w.pend[0]
+		var ack *jetstream.PubAck
+		select {
+		case ack = <-pd.fut.Ok():
+		case err := <-pd.fut.Err():
+			if ack, err = w.s.retry(ctx, pd.fut.Msg(), err); err != nil {
+				return err
+			}
+		}
+		if ack.Duplicate {
+			w.s.duplicates.Add(1)
+		} else {
+			w.s.published.Add(1)
+		}
+		w.pend = w.pend[1:]
+		w.done = pd.pos
+	}
+	return nil
+}
+
+func (w *window) drain(ctx context.Context) error { return w.confirm(ctx, len(w.pend)) }
+
+// retry publishes m synchronously until it is stored; the Nats-Msg-Id makes a repeat harmless.
+func (s *sink) retry(ctx context.Context, m *nats.Msg, cause error) (*jetstream.PubAck, error) {
+	for attempt := 1; ; attempt++ {
+		s.env.Log.Debug("publish failed, retrying", "key", string(m.Data), "attempt", attempt, "err", cause)
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("producer: publish key %q: %w (last error: %v)", m.Data, ctx.Err(), cause)
+		case <-time.After(min(time.Duration(attempt)*200*time.Millisecond, 5*time.Second)):
+		}
+		pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		ack, err := s.env.JS.PublishMsg(pctx, m, jetstream.WithMsgID(m.Header.Get(nats.MsgIdHdr)))
+		cancel()
+		if err == nil {
+			return ack, nil
+		}
+		cause = err
+	}
+}
+
+// retrying calls op until it succeeds or ctx ends: a NATS restart or leader election must pause
+// the producer, not end it (the checkpoint would fall behind and a person would have to restart it).
+func (s *sink) retrying(ctx context.Context, what string, op func(context.Context) error) error {
+	for attempt := 1; ; attempt++ {
+		octx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err := op(octx)
+		cancel()
+		if err == nil {
+			return nil
+		}
+		if attempt == 1 || attempt%10 == 0 {
+			s.env.Log.Warn("producer: "+what+" failed, retrying", "attempt", attempt, "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("producer: %s: %w (last error: %v)", what, ctx.Err(), err)
+		case <-time.After(min(time.Duration(attempt)*500*time.Millisecond, 5*time.Second)):
+		}
+	}
+}
+
+// putCheckpoint stores v under key in the job's KV, retrying through NATS outages.
+func (s *sink) putCheckpoint(ctx context.Context, key string, b []byte) error {
+	return s.retrying(ctx, "save checkpoint "+key, func(ctx context.Context) error {
+		_, err := s.kv.Put(ctx, key, b)
+		return err
+	})
+}
+
+// backlogGate holds every reader back while the KEYS backlog is above the high-water mark,
+// until it falls to 90% of it. One goroutine reads the backlog, however many readers there are.
+type backlogGate struct {
+	s    *sink
+	high uint64
+	held atomic.Bool
+	last atomic.Int64 // unix nanoseconds of the last check
+}
+
+// wait returns when the backlog is below the mark, checking it at most once a second.
+func (g *backlogGate) wait(ctx context.Context) {
+	if g.due() {
+		g.check(ctx)
+	}
+	for g.held.Load() && ctx.Err() == nil {
+		select {
+		case <-ctx.Done():
+		case <-time.After(200 * time.Millisecond):
+			if g.due() {
+				g.check(ctx)
+			}
+		}
+	}
+}
+
+// due says whether a second has passed since the last check, and claims the next one.
+func (g *backlogGate) due() bool {
+	last, now := g.last.Load(), time.Now().UnixNano()
+	return now-last >= int64(time.Second) && g.last.CompareAndSwap(last, now)
+}
+
+func (g *backlogGate) check(ctx context.Context) {
+	var backlog uint64
+	err := g.s.retrying(ctx, "read the KEYS backlog", func(ctx context.Context) error {
+		st, err := g.s.env.JS.Stream(ctx, g.s.env.Names.Keys)
+		if err != nil {
+			return err
+		}
+		info, err := st.Info(ctx)
+		if err != nil {
+			return err
+		}
+		backlog = info.State.Msgs
+		return nil
+	})
+	if err != nil {
+		return // ctx ended: the caller stops
+	}
+	switch held := g.held.Load(); {
+	case !held && backlog > g.high:
+		g.held.Store(true)
+		g.s.env.Log.Info("KEYS backlog above high-water mark, holding back", "backlog", backlog, "high_water", g.high)
+	case held && backlog <= g.high*9/10:
+		g.held.Store(false)
+		g.s.env.Log.Info("KEYS backlog below high-water mark, resuming", "backlog", backlog)
+	}
+}
