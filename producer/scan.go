@@ -80,16 +80,17 @@ func (c *ScanConfig) scanTarget(job *config.Job) (config.Target, error) {
 	return t, nil
 }
 
-// scanPlan is the split a scan uses; saved once, so a restart scans the same ranges even if the
-// flags or the ring changed meanwhile.
-type scanPlan struct {
+// ScanPlan is the split a scan uses, stored under ScanCheckpointKey; saved once, so a restart
+// scans the same ranges even if the flags or the ring changed meanwhile.
+type ScanPlan struct {
 	Table     string  `json:"table"`
 	KeyColumn string  `json:"key_column"`
 	Ranges    []Range `json:"ranges"`
 }
 
-// rangeCheckpoint is a range's progress: every key whose token is at most Last is in KEYS.
-type rangeCheckpoint struct {
+// RangeCheckpoint is a range's progress, stored under ScanCheckpointKey + ".<range index>":
+// every key whose token is at most Last is in KEYS.
+type RangeCheckpoint struct {
 	Last int64 `json:"last"`
 	Done bool  `json:"done"`
 	Keys int64 `json:"keys"` // keys read, re-reads after a restart included
@@ -104,14 +105,15 @@ type scanner struct {
 	origin  string
 	cpKey   string // KV key prefix: <cpKey> holds the plan, <cpKey>.<i> range i's checkpoint
 	limit   *rate.Limiter
-	plan    scanPlan
-	cps     []rangeCheckpoint
+	plan    ScanPlan
+	cps     []RangeCheckpoint
 	covered []atomic.Uint64 // tokens of each range known done, for the ETA
 	done    atomic.Int64    // ranges finished
 }
 
-// scanCheckpointKey is the KV prefix of a table's scan: one scan per table and job.
-func scanCheckpointKey(t config.Target) string {
+// ScanCheckpointKey is the KV key of a table's scan plan, and the prefix of its ranges'
+// checkpoints: one scan per table and job.
+func ScanCheckpointKey(t config.Target) string {
 	sum := sha256.Sum256([]byte(t.Table + "/" + t.KeyColumn))
 	return "scan." + hex.EncodeToString(sum[:12])
 }
@@ -128,7 +130,7 @@ func (s *sink) runScan(ctx context.Context, job *config.Job, p *progress) error 
 		return fmt.Errorf("producer: scan: %w", err)
 	}
 	defer session.Close()
-	sc := &scanner{s: s, cfg: cfg, session: session, cpKey: scanCheckpointKey(t),
+	sc := &scanner{s: s, cfg: cfg, session: session, cpKey: ScanCheckpointKey(t),
 		cql:    fmt.Sprintf("SELECT token(%[1]s), %[1]s FROM %[2]s WHERE token(%[1]s) > ? AND token(%[1]s) <= ?", t.KeyColumn, t.Table),
 		origin: "scan " + t.Table}
 	if cfg.Rate > 0 {
@@ -164,7 +166,7 @@ func (sc *scanner) load(ctx context.Context, t config.Target) error {
 		if n == 0 {
 			n = rangesPerNode * max(len(tokens), 1)
 		}
-		sc.plan = scanPlan{Table: t.Table, KeyColumn: t.KeyColumn, Ranges: Split(tokens, n)}
+		sc.plan = ScanPlan{Table: t.Table, KeyColumn: t.KeyColumn, Ranges: Split(tokens, n)}
 		b, _ := json.Marshal(sc.plan)
 		if err := sc.s.putCheckpoint(ctx, sc.cpKey, b); err != nil {
 			return err
@@ -172,7 +174,7 @@ func (sc *scanner) load(ctx context.Context, t config.Target) error {
 	} else {
 		sc.s.env.Log.Info("resuming the scan from its checkpoints", "table", t.Table, "ranges", len(sc.plan.Ranges))
 	}
-	sc.cps = make([]rangeCheckpoint, len(sc.plan.Ranges))
+	sc.cps = make([]RangeCheckpoint, len(sc.plan.Ranges))
 	sc.covered = make([]atomic.Uint64, len(sc.plan.Ranges))
 	for i, r := range sc.plan.Ranges {
 		sc.cps[i].Last = r.Start
@@ -361,7 +363,7 @@ func (sc *scanner) scanRange(ctx context.Context, i int) error {
 
 // commit waits for range i's publishes and saves its checkpoint: its end when the range is read
 // to the end, else the last token whose keys are all stored.
-func (sc *scanner) commit(ctx context.Context, w *window, i int, cp *rangeCheckpoint, end bool) error {
+func (sc *scanner) commit(ctx context.Context, w *window, i int, cp *RangeCheckpoint, end bool) error {
 	if ctx.Err() != nil {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)

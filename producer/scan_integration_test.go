@@ -9,14 +9,11 @@ import (
 	"log/slog"
 	"os"
 	"strconv"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/gocql/gocql"
-
 	"github.com/ferry-migrate/ferry/shared/bustest"
-	"github.com/ferry-migrate/ferry/shared/cass"
+	"github.com/ferry-migrate/ferry/shared/casstest"
 	"github.com/ferry-migrate/ferry/shared/config"
 	"github.com/ferry-migrate/ferry/shared/service"
 )
@@ -24,12 +21,9 @@ import (
 // scanRows is the size of the scan test table: enough for several pages in every range.
 const scanRows = 20_000
 
-// scanTable creates and fills ferry_scan_test.keys on the local stack (once; later runs reuse it)
-// and returns the job whose first target reads it, and every key's token.
+// scanTable is the job whose first target reads ferry_scan_test.keys, and every key's token.
 func scanTable(t *testing.T) (*config.Job, map[string]int64) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
 	path := os.Getenv("FERRY_CONFIG")
 	if path == "" {
 		path = "../deploy/local/ferry.yaml"
@@ -40,73 +34,7 @@ func scanTable(t *testing.T) (*config.Job, map[string]int64) {
 	}
 	tg := &job.Source.Targets[0]
 	tg.Table, tg.KeyColumn, tg.BlobColumn = "ferry_scan_test.keys", "key", "data"
-	c, err := cass.ClusterConfig(*tg, 32)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.Timeout = 30 * time.Second
-	s, err := cass.Open(ctx, *tg, c)
-	if err != nil {
-		t.Fatalf("cassandra (make up first): %v", err)
-	}
-	defer s.Close()
-	for _, q := range []string{
-		`CREATE KEYSPACE IF NOT EXISTS ferry_scan_test WITH replication = {'class': 'NetworkTopologyStrategy', 'dc1': 1, 'dc2': 1}`,
-		`CREATE TABLE IF NOT EXISTS ferry_scan_test.keys (key text PRIMARY KEY, data blob)`,
-	} {
-		if err := s.Query(q).WithContext(ctx).Consistency(gocql.All).Exec(); err != nil {
-			t.Fatalf("%s: %v", q, err)
-		}
-	}
-	tokens := readTokens(t, ctx, s)
-	if len(tokens) != scanRows {
-		var wg sync.WaitGroup
-		errs := make(chan error, 1)
-		sem := make(chan struct{}, 32)
-		data := make([]byte, 100)
-		for i := range scanRows {
-			sem <- struct{}{}
-			wg.Go(func() {
-				defer func() { <-sem }()
-				err := s.Query(`INSERT INTO ferry_scan_test.keys (key, data) VALUES (?, ?)`, scanKey(i), data).
-					WithContext(ctx).Consistency(gocql.All).Exec()
-				if err != nil {
-					select {
-					case errs <- err:
-					default:
-					}
-				}
-			})
-		}
-		wg.Wait()
-		select {
-		case err := <-errs:
-			t.Fatalf("fill the scan table: %v", err)
-		default:
-		}
-		tokens = readTokens(t, ctx, s)
-	}
-	if len(tokens) != scanRows {
-		t.Fatalf("scan table holds %d rows, want %d", len(tokens), scanRows)
-	}
-	return job, tokens
-}
-
-func scanKey(i int) string { return fmt.Sprintf("scan/%06d.jpg", i) }
-
-func readTokens(t *testing.T, ctx context.Context, s *gocql.Session) map[string]int64 {
-	t.Helper()
-	out := map[string]int64{}
-	iter := s.Query(`SELECT token(key), key FROM ferry_scan_test.keys`).WithContext(ctx).PageSize(5000).Iter()
-	var tok int64
-	var key string
-	for iter.Scan(&tok, &key) {
-		out[key] = tok
-	}
-	if err := iter.Close(); err != nil {
-		t.Fatalf("read the scan table: %v", err)
-	}
-	return out
+	return job, casstest.KeyTable(t, *tg, tg.Table, scanRows, func(i int) string { return fmt.Sprintf("scan/%06d.jpg", i) })
 }
 
 func TestScan(t *testing.T) {
@@ -141,14 +69,7 @@ func TestScan(t *testing.T) {
 	if len(plan.Ranges) < 16 {
 		t.Fatalf("plan has %d ranges, want at least 16", len(plan.Ranges))
 	}
-	covered := 0
-	for _, tok := range tokens {
-		for i, r := range plan.Ranges {
-			if tok > r.Start && tok <= r.End && tok <= cps[i].Last {
-				covered++
-			}
-		}
-	}
+	covered := coveredKeys(tokens, plan, cps)
 	t.Logf("first run: read %d, stored %d, covered by checkpoints %d", st1.Lines, stored, covered)
 	if int(stored) < covered {
 		t.Fatalf("checkpoints cover %d keys but only %d are stored: a restart would lose keys", covered, stored)
@@ -183,23 +104,23 @@ func TestScan(t *testing.T) {
 	}
 }
 
-func readScanCheckpoints(t *testing.T, env *service.Env, job *config.Job) (scanPlan, []rangeCheckpoint) {
+func readScanCheckpoints(t *testing.T, env *service.Env, job *config.Job) (ScanPlan, []RangeCheckpoint) {
 	t.Helper()
 	ctx := context.Background()
 	kv, err := env.JS.KeyValue(ctx, env.Names.KV)
 	if err != nil {
 		t.Fatal(err)
 	}
-	key := scanCheckpointKey(job.Source.Targets[0])
+	key := ScanCheckpointKey(job.Source.Targets[0])
 	e, err := kv.Get(ctx, key)
 	if err != nil {
 		t.Fatalf("scan plan: %v", err)
 	}
-	var plan scanPlan
+	var plan ScanPlan
 	if err := json.Unmarshal(e.Value(), &plan); err != nil {
 		t.Fatal(err)
 	}
-	cps := make([]rangeCheckpoint, len(plan.Ranges))
+	cps := make([]RangeCheckpoint, len(plan.Ranges))
 	for i, r := range plan.Ranges {
 		cps[i].Last = r.Start
 		if e, err := kv.Get(ctx, key+"."+strconv.Itoa(i)); err == nil {
@@ -209,4 +130,12 @@ func readScanCheckpoints(t *testing.T, env *service.Env, job *config.Job) (scanP
 		}
 	}
 	return plan, cps
+}
+
+func coveredKeys(tokens map[string]int64, plan ScanPlan, cps []RangeCheckpoint) int {
+	var starts, ends, last []int64
+	for i, r := range plan.Ranges {
+		starts, ends, last = append(starts, r.Start), append(ends, r.End), append(last, cps[i].Last)
+	}
+	return casstest.Covered(tokens, starts, ends, last)
 }

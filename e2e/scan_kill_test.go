@@ -1,0 +1,103 @@
+//go:build integration
+
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ferry-migrate/ferry/producer"
+	"github.com/ferry-migrate/ferry/shared/casstest"
+	"github.com/ferry-migrate/ferry/shared/config"
+)
+
+// TestScanKill SIGKILLs `ferry producer --scan` part way through a real Cassandra table and
+// restarts it: no key is lost, and the restart re-reads at most one page per range in progress.
+func TestScanKill(t *testing.T) {
+	const rows, page, concurrency = 20_000, 200, 4
+	job, err := config.Load(cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	target := job.Source.Targets[0]
+	target.Table = "ferry_scan_test.keys"
+	tokens := casstest.KeyTable(t, target, target.Table, rows, func(i int) string { return fmt.Sprintf("scan/%06d.jpg", i) })
+
+	h := newHarness(t, "scankill")
+	// The job file with the scanned table in place of the demo table.
+	b, err := os.ReadFile(cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.cfg = filepath.Join(h.dir, "ferry.yaml")
+	if err := os.WriteFile(h.cfg, []byte(strings.Replace(string(b), "table: ferry_demo.blobs", "table: "+target.Table, 1)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	h.run("setup")
+	args := []string{"producer", "--scan", "--scan-page-size", strconv.Itoa(page),
+		"--scan-concurrency", strconv.Itoa(concurrency), "--scan-rate", "5000"}
+
+	p := h.start("producer-1", args...)
+	h.waitUntil(time.Minute, func() string { return fmt.Sprintf("KEYS holds %d", h.msgs(h.names.Keys)) },
+		func() bool { return h.msgs(h.names.Keys) >= rows/3 })
+	p.kill()
+	stored := int(h.msgs(h.names.Keys))
+
+	kv, err := h.js.KeyValue(context.Background(), h.names.KV)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := producer.ScanCheckpointKey(target)
+	e, err := kv.Get(context.Background(), key)
+	if err != nil {
+		t.Fatalf("scan plan %s: %v", key, err)
+	}
+	var plan producer.ScanPlan
+	if err := json.Unmarshal(e.Value(), &plan); err != nil {
+		t.Fatal(err)
+	}
+	var starts, ends, last []int64
+	for i, r := range plan.Ranges {
+		cp := producer.RangeCheckpoint{Last: r.Start}
+		if e, err := kv.Get(context.Background(), key+"."+strconv.Itoa(i)); err == nil {
+			if err := json.Unmarshal(e.Value(), &cp); err != nil {
+				t.Fatal(err)
+			}
+		}
+		starts, ends, last = append(starts, r.Start), append(ends, r.End), append(last, cp.Last)
+	}
+	covered := casstest.Covered(tokens, starts, ends, last)
+	t.Logf("killed with %d keys stored, %d covered by checkpoints, %d ranges", stored, covered, len(plan.Ranges))
+	if stored < covered {
+		t.Fatalf("checkpoints cover %d keys but only %d are stored: the restart would lose keys", covered, stored)
+	}
+	if stored >= rows {
+		t.Fatalf("the producer finished before the kill (%d keys stored)", stored)
+	}
+	if reread := stored - covered; reread > concurrency*page {
+		t.Errorf("%d keys stored past the checkpoints: more than one page per range in progress (%d)", reread, concurrency*page)
+	}
+
+	out := h.run(args...)
+	m := regexp.MustCompile(`producer finished.*read=(\d+)`).FindStringSubmatch(out)
+	if m == nil {
+		t.Fatalf("no final line in the restarted producer's output:\n%s", tail([]byte(out), 2000))
+	}
+	if read, _ := strconv.Atoi(m[1]); read != rows-covered {
+		t.Errorf("the restart read %d keys, want %d (those past the checkpoints)", read, rows-covered)
+	}
+	if got := h.msgs(h.names.Keys); got != rows {
+		t.Errorf("KEYS holds %d keys, want every one of the %d once", got, rows)
+	}
+	if d := h.dead(); len(d) != 0 {
+		t.Errorf("dead letters: %+v", d)
+	}
+}
