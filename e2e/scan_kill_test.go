@@ -101,3 +101,56 @@ func TestScanKill(t *testing.T) {
 		t.Errorf("dead letters: %+v", d)
 	}
 }
+
+// TestScanOutage stops the scanned datacenter's node in the middle of `ferry producer --scan`:
+// the failed pages are retried until the node is back, and the scan completes with every key.
+func TestScanOutage(t *testing.T) {
+	const rows = 20_000
+	job, err := config.Load(cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	target := job.Source.Targets[0]
+	target.Table = "ferry_scan_test.keys"
+	casstest.KeyTable(t, target, target.Table, rows, func(i int) string { return fmt.Sprintf("scan/%06d.jpg", i) })
+	java := cassJava(t)
+	t.Cleanup(func() { cassRestore(t) })
+
+	h := newHarness(t, "scanoutage")
+	b, err := os.ReadFile(cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.cfg = filepath.Join(h.dir, "ferry.yaml")
+	if err := os.WriteFile(h.cfg, []byte(strings.Replace(string(b), "table: ferry_demo.blobs", "table: "+target.Table, 1)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	h.run("setup")
+	p := h.start("producer", "producer", "--scan", "--scan-page-size", "200", "--scan-rate", "3000")
+	h.waitUntil(time.Minute, func() string { return fmt.Sprintf("KEYS holds %d", h.msgs(h.names.Keys)) },
+		func() bool { return h.msgs(h.names.Keys) >= rows/4 })
+	cassStop(t, "dc1")
+	stoppedAt := h.msgs(h.names.Keys)
+	time.Sleep(3 * time.Second)
+	cassStart(t, "dc1", java)
+	select {
+	case err := <-p.done:
+		if err != nil {
+			t.Fatalf("producer: %v", err)
+		}
+	case <-time.After(3 * time.Minute):
+		t.Fatalf("the scan did not finish within 3 minutes of dc1 coming back (KEYS holds %d)", h.msgs(h.names.Keys))
+	}
+	if stoppedAt >= rows {
+		t.Fatalf("the scan finished before dc1 stopped")
+	}
+	if got := h.msgs(h.names.Keys); got != rows {
+		t.Errorf("KEYS holds %d keys, want %d", got, rows)
+	}
+	if d := h.dead(); len(d) != 0 {
+		t.Errorf("dead letters: %+v", d)
+	}
+	if log, _ := os.ReadFile(p.log); !strings.Contains(string(log), "scan page failed, retrying") {
+		t.Errorf("no retried page in the producer's log:\n%s", tail(log, 2000))
+	}
+}
