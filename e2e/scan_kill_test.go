@@ -23,24 +23,8 @@ import (
 // restarts it: no key is lost, and the restart re-reads at most one page per range in progress.
 func TestScanKill(t *testing.T) {
 	const rows, page, concurrency = 20_000, 200, 4
-	job, err := config.Load(cfgPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	target := job.Source.Targets[0]
-	target.Table = "ferry_scan_test.keys"
-	tokens := casstest.KeyTable(t, target, target.Table, rows, func(i int) string { return fmt.Sprintf("scan/%06d.jpg", i) })
-
 	h := newHarness(t, "scankill")
-	// The job file with the scanned table in place of the demo table.
-	b, err := os.ReadFile(cfgPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	h.cfg = filepath.Join(h.dir, "ferry.yaml")
-	if err := os.WriteFile(h.cfg, []byte(strings.Replace(string(b), "table: ferry_demo.blobs", "table: "+target.Table, 1)), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	target, tokens := h.scanTable(rows)
 	h.run("setup")
 	args := []string{"producer", "--scan", "--scan-page-size", strconv.Itoa(page),
 		"--scan-concurrency", strconv.Itoa(concurrency), "--scan-rate", "5000"}
@@ -106,25 +90,10 @@ func TestScanKill(t *testing.T) {
 // the failed pages are retried until the node is back, and the scan completes with every key.
 func TestScanOutage(t *testing.T) {
 	const rows = 20_000
-	job, err := config.Load(cfgPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	target := job.Source.Targets[0]
-	target.Table = "ferry_scan_test.keys"
-	casstest.KeyTable(t, target, target.Table, rows, func(i int) string { return fmt.Sprintf("scan/%06d.jpg", i) })
 	java := cassJava(t)
 	t.Cleanup(func() { cassRestore(t) })
-
 	h := newHarness(t, "scanoutage")
-	b, err := os.ReadFile(cfgPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	h.cfg = filepath.Join(h.dir, "ferry.yaml")
-	if err := os.WriteFile(h.cfg, []byte(strings.Replace(string(b), "table: ferry_demo.blobs", "table: "+target.Table, 1)), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	h.scanTable(rows)
 	h.run("setup")
 	p := h.start("producer", "producer", "--scan", "--scan-page-size", "200", "--scan-rate", "3000")
 	h.waitUntil(time.Minute, func() string { return fmt.Sprintf("KEYS holds %d", h.msgs(h.names.Keys)) },
@@ -153,4 +122,29 @@ func TestScanOutage(t *testing.T) {
 	if log, _ := os.ReadFile(p.log); !strings.Contains(string(log), "scan page failed, retrying") {
 		t.Errorf("no retried page in the producer's log:\n%s", tail(log, 2000))
 	}
+}
+
+// scanTable fills ferry_scan_test.keys with rows keys (once per machine) and points the harness's
+// job file at it in place of the demo table. It returns the scanned target and each key's token.
+func (h *harness) scanTable(rows int) (config.Target, map[string]int64) {
+	h.t.Helper()
+	b, err := os.ReadFile(cfgPath)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	h.cfg = filepath.Join(h.dir, "ferry.yaml")
+	// The first target's table line: the dc2 target's ferry_demo.blobs_old stays.
+	yml := strings.Replace(string(b), "table: ferry_demo.blobs\n", "table: ferry_scan_test.keys\n", 1)
+	if err := os.WriteFile(h.cfg, []byte(yml), 0o644); err != nil {
+		h.t.Fatal(err)
+	}
+	job, err := config.Load(h.cfg)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	target := job.Source.Targets[0]
+	if target.Table != "ferry_scan_test.keys" {
+		h.t.Fatalf("job file %s: the first target reads %s, want the scan test table", h.cfg, target.Table)
+	}
+	return target, casstest.KeyTable(h.t, target, target.Table, rows, func(i int) string { return fmt.Sprintf("scan/%06d.jpg", i) })
 }

@@ -13,7 +13,6 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -70,35 +69,13 @@ func (s *sink) runFiles(ctx context.Context, names []string, s3 keylist.Getter, 
 		}
 	}
 	p.files.Store(fp)
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	todo := make(chan string)
-	var wg sync.WaitGroup
-	for range min(s.cfg.Parallel, len(names)) {
-		wg.Go(func() {
-			for name := range todo {
-				if err := s.file(ctx, name, s3, fp); err != nil {
-					cancel(err)
-					return
-				}
-				fp.finished.Add(1)
-			}
-		})
-	}
-feed:
-	for _, n := range names {
-		select {
-		case todo <- n:
-		case <-ctx.Done():
-			break feed
+	return each(ctx, s.cfg.Parallel, names, func(ctx context.Context, name string) error {
+		if err := s.file(ctx, name, s3, fp); err != nil {
+			return err
 		}
-	}
-	close(todo)
-	wg.Wait()
-	if err := context.Cause(ctx); err != nil && !errors.Is(err, context.Canceled) {
-		return err
-	}
-	return nil
+		fp.finished.Add(1)
+		return nil
+	})
 }
 
 // listReader publishes one key list.

@@ -2,7 +2,9 @@ package producer
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -217,4 +219,37 @@ func (g *backlogGate) check(ctx context.Context) {
 		g.held.Store(false)
 		g.s.env.Log.Info("KEYS backlog below high-water mark, resuming", "backlog", backlog)
 	}
+}
+
+// each calls fn for every item, n at a time. The first error ends the context the others run
+// with, so they stop (saving their checkpoints), and is returned.
+func each[T any](ctx context.Context, n int, items []T, fn func(context.Context, T) error) error {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	todo := make(chan T)
+	var wg sync.WaitGroup
+	for range min(n, len(items)) {
+		wg.Go(func() {
+			for it := range todo {
+				if err := fn(ctx, it); err != nil {
+					cancel(err)
+					return
+				}
+			}
+		})
+	}
+feed:
+	for _, it := range items {
+		select {
+		case todo <- it:
+		case <-ctx.Done():
+			break feed
+		}
+	}
+	close(todo)
+	wg.Wait()
+	if err := context.Cause(ctx); err != nil && !errors.Is(err, context.Canceled) {
+		return err
+	}
+	return nil
 }

@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -246,37 +245,13 @@ func (sc *scanner) run(ctx context.Context) error {
 		sc.s.env.Log.Info("table already scanned; --restart to scan it again", "table", sc.plan.Table)
 		return nil
 	}
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	todo := make(chan int)
-	var wg sync.WaitGroup
-	for range sc.cfg.Concurrency {
-		wg.Go(func() {
-			for i := range todo {
-				if err := sc.scanRange(ctx, i); err != nil {
-					cancel(err)
-					return
-				}
-			}
-		})
-	}
-feed:
+	var todo []int
 	for i, cp := range sc.cps {
-		if cp.Done {
-			continue
-		}
-		select {
-		case todo <- i:
-		case <-ctx.Done():
-			break feed
+		if !cp.Done {
+			todo = append(todo, i)
 		}
 	}
-	close(todo)
-	wg.Wait()
-	if err := context.Cause(ctx); err != nil && !errors.Is(err, context.Canceled) {
-		return err
-	}
-	return nil
+	return each(ctx, sc.cfg.Concurrency, todo, sc.scanRange)
 }
 
 // scanRange reads range i page by page from its checkpoint and checkpoints it after every page
