@@ -72,7 +72,7 @@ func (c *Config) Validate(args []string) error {
 		if i := slicesIndexFlag(args); i >= 0 {
 			errs = append(errs, fmt.Errorf("%s: flags go before A and B (ferry diff [flags] A B)", args[i]))
 		} else if len(args) != 2 {
-			errs = append(errs, fmt.Errorf("want two key lists, A and B (got %d arguments), or --source LIST --bucket s3://bucket/prefix", len(args)))
+			errs = append(errs, fmt.Errorf("want two key lists, A and B (got %d), or --source LIST --bucket s3://bucket/prefix", len(args)))
 		} else if args[0] == keylist.Stdin && args[1] == keylist.Stdin {
 			errs = append(errs, errors.New("only one of A and B can be - (stdin)"))
 		}
