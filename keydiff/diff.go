@@ -45,7 +45,7 @@ type job struct {
 	tmp      string // parent of the spill folder
 	budget   int64  // bytes for the sort's chunks and scratch
 	s3       keylist.Getter
-	progress *progress // nil: quiet
+	progress *diffProgress // nil: quiet
 }
 
 // withSorter runs f with a sorter whose spill folder is removed afterwards, whatever happens.

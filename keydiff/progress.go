@@ -2,54 +2,48 @@ package keydiff
 
 import (
 	"fmt"
-	"io"
-	"os"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/ferry-migrate/ferry/shared/keylist"
+	"github.com/ferry-migrate/ferry/shared/progress"
 )
 
-// progress is a status line on a terminal, rewritten every second; nil (not a terminal) prints
-// nothing. Its methods may be called on a nil *progress.
-type progress struct {
-	w     io.Writer
+// diffProgress tells shared/progress what the diff is doing: which list it sorts (a bar over the
+// list's bytes), or how many lines it has merged. Its methods may be called on a nil value.
+type diffProgress struct {
+	r     *progress.Reporter
 	start time.Time
-	stop  chan struct{}
-	wg    sync.WaitGroup
 
 	mu    sync.Mutex
 	label string
 	l     *keylist.List
 	n     atomic.Int64 // merged lines
-	last  int          // length of the last line printed
 }
 
-// newProgress starts a status line on stderr when it is a terminal.
-func newProgress() *progress {
-	fi, err := os.Stderr.Stat()
-	if err != nil || fi.Mode()&os.ModeCharDevice == 0 {
-		return nil
-	}
-	p := &progress{w: os.Stderr, start: time.Now(), stop: make(chan struct{})}
-	p.wg.Go(func() {
-		t := time.NewTicker(time.Second)
-		defer t.Stop()
-		for {
-			select {
-			case <-p.stop:
-				return
-			case <-t.C:
-				p.print()
-			}
-		}
-	})
+// newProgress starts reporting: a bar on a terminal, a log line every ten seconds otherwise.
+func newProgress() *diffProgress {
+	p := &diffProgress{start: time.Now()}
+	p.r = progress.Start("ferry diff", p.status, progress.Options{})
 	return p
 }
 
+func (p *diffProgress) status() progress.Status {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	switch {
+	case p.l != nil && p.l.Size() > 0:
+		return progress.Status{Done: float64(p.l.Consumed()), Total: float64(p.l.Size()),
+			Text: fmt.Sprintf("%s %s (%d MB)", p.label, p.l.Name(), p.l.Size()>>20)}
+	case p.l != nil:
+		return progress.Status{Text: fmt.Sprintf("%s %s, %d MB read", p.label, p.l.Name(), p.l.Consumed()>>20)}
+	}
+	return progress.Status{Text: fmt.Sprintf("%s, %s lines", p.label, thousands(p.n.Load()))}
+}
+
 // list says which key list is being sorted.
-func (p *progress) list(label string, l *keylist.List) {
+func (p *diffProgress) list(label string, l *keylist.List) {
 	if p == nil {
 		return
 	}
@@ -59,7 +53,7 @@ func (p *progress) list(label string, l *keylist.List) {
 }
 
 // phase names a step without a list.
-func (p *progress) phase(label string) {
+func (p *diffProgress) phase(label string) {
 	if p == nil {
 		return
 	}
@@ -68,42 +62,15 @@ func (p *progress) phase(label string) {
 	p.mu.Unlock()
 }
 
-func (p *progress) merged(n int64) {
+func (p *diffProgress) merged(n int64) {
 	if p != nil {
 		p.n.Store(n)
 	}
 }
 
-func (p *progress) print() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	s := fmt.Sprintf("ferry diff %s: %s", time.Since(p.start).Round(time.Second), p.label)
-	switch {
-	case p.l != nil && p.l.Size() > 0:
-		s += fmt.Sprintf(" %s, %.0f%% of %d MB", p.l.Name(), 100*float64(p.l.Consumed())/float64(p.l.Size()), p.l.Size()>>20)
-	case p.l != nil:
-		s += fmt.Sprintf(" %s, %d MB read", p.l.Name(), p.l.Consumed()>>20)
-	default:
-		s += fmt.Sprintf(", %s lines", thousands(p.n.Load()))
-	}
-	pad := max(p.last-len(s), 0)
-	p.last = len(s)
-	fmt.Fprintf(p.w, "\r%s%*s", s, pad, "")
-}
-
-// done ends the status line.
-func (p *progress) done() {
-	if p == nil {
-		return
-	}
-	select {
-	case <-p.stop:
-		return
-	default:
-	}
-	close(p.stop)
-	p.wg.Wait()
-	if p.last > 0 {
-		fmt.Fprintf(p.w, "\r%*s\r", p.last, "")
+// done shows the last status and stops.
+func (p *diffProgress) done() {
+	if p != nil {
+		p.r.Stop()
 	}
 }

@@ -60,7 +60,7 @@ type fileProgress struct {
 
 // runFiles publishes the key lists, cfg.Parallel at a time, each with its own checkpoint. The
 // first error stops the others, which save their checkpoints first.
-func (s *sink) runFiles(ctx context.Context, names []string, s3 keylist.Getter, p *progress) error {
+func (s *sink) runFiles(ctx context.Context, names []string, s3 keylist.Getter, p *tracker) error {
 	fp := &fileProgress{}
 	fp.files.Store(int64(len(names)))
 	for _, n := range names { // local sizes now, for an ETA from the start; S3 objects' on opening

@@ -8,10 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
-	"os"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -21,6 +18,7 @@ import (
 	"github.com/ferry-migrate/ferry/shared/bus"
 	"github.com/ferry-migrate/ferry/shared/config"
 	"github.com/ferry-migrate/ferry/shared/keylist"
+	"github.com/ferry-migrate/ferry/shared/progress"
 	"github.com/ferry-migrate/ferry/shared/service"
 )
 
@@ -145,7 +143,7 @@ func Run(ctx context.Context, env *service.Env, cfg Config) (Stats, error) {
 	}
 	s := &sink{env: env, cfg: cfg, kv: kv}
 	s.gate = &backlogGate{s: s, high: uint64(cfg.HighWater)}
-	p := &progress{s: s, start: time.Now(), on: cfg.Progress}
+	p := &tracker{s: s, start: time.Now(), on: cfg.Progress}
 	stop := p.run()
 	defer stop()
 	if cfg.Scan.Enabled {
@@ -177,95 +175,44 @@ func Run(ctx context.Context, env *service.Env, cfg Config) (Stats, error) {
 	return s.stats(), err
 }
 
-// progress prints a progress line on stderr: on a terminal every second, else a log line every
-// ten seconds.
-type progress struct {
+// tracker is what the producer shows of itself: a bar on a terminal, a log line every ten
+// seconds otherwise (see shared/progress).
+type tracker struct {
 	s     *sink
 	start time.Time
 	on    bool
 	files atomic.Pointer[fileProgress]
 	scan  atomic.Pointer[scanner]
-	// what was covered when this run started, for the ETA
+	// the share of the ring covered when this run started, for the ETA
 	startFraction float64
 	fractionSet   bool
 }
 
-// run starts printing; the returned func prints the final line and stops.
-func (p *progress) run() (stop func()) {
+// run starts showing progress; the returned func shows the final status and stops.
+func (p *tracker) run() (stop func()) {
 	if !p.on {
 		return func() {}
 	}
-	tty := isTerminal(os.Stderr)
-	every := 10 * time.Second
-	if tty {
-		every = time.Second
-	}
-	done := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		t := time.NewTicker(every)
-		defer t.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-t.C:
-				p.print(tty, false)
-			}
-		}
-	})
-	return func() {
-		close(done)
-		wg.Wait()
-		p.print(tty, true)
-	}
+	return progress.Start("producer", p.status, progress.Options{}).Stop
 }
 
-func (p *progress) print(tty, final bool) {
-	line := p.line()
-	if !tty {
-		slog.Info(line)
-		return
-	}
-	end := ""
-	if final {
-		end = "\n"
-	}
-	fmt.Fprintf(os.Stderr, "\r%s\033[K%s", line, end)
-}
-
-func (p *progress) line() string {
+func (p *tracker) status() progress.Status {
 	st := p.s.stats()
 	el := time.Since(p.start)
 	rate := float64(st.Lines) / max(el.Seconds(), 0.001)
 	counts := fmt.Sprintf("published %d, duplicates %d, invalid %d, %.0f keys/s", st.Published, st.Duplicates, st.Invalid, rate)
-	eta := "?"
-	switch {
-	case p.scan.Load() != nil:
-		sc := p.scan.Load()
+	if sc := p.scan.Load(); sc != nil {
 		f := sc.fraction()
 		if !p.fractionSet {
 			p.startFraction, p.fractionSet = f, true
 		}
-		if f >= 1 {
-			eta = "0s"
-		} else if f > p.startFraction {
-			eta = (time.Duration(float64(el) * (1 - f) / (f - p.startFraction))).Round(time.Second).String()
-		}
-		return fmt.Sprintf("producer: scan %s: ranges %d/%d (%.1f%% of the ring), read %d, %s, ETA %s",
-			sc.plan.Table, sc.done.Load(), len(sc.cps), 100*f, st.Lines, counts, eta)
-	case p.files.Load() != nil:
-		fp := p.files.Load()
-		size, read, base := fp.size.Load(), fp.consumed.Load(), fp.startConsumed.Load()
-		if size > 0 && read > base && read <= size {
-			eta = (time.Duration(float64(el) * float64(size-read) / float64(read-base))).Round(time.Second).String()
-		}
-		return fmt.Sprintf("producer: lists %d/%d, lines %d, %s, ETA %s", fp.finished.Load(), fp.files.Load(), st.Lines, counts, eta)
+		return progress.Status{Done: f, Total: 1, Text: fmt.Sprintf("scan %s: ranges %d/%d, read %d, %s, ETA %s",
+			sc.plan.Table, sc.done.Load(), len(sc.cps), st.Lines, counts, progress.ETA(el, p.startFraction, f, 1))}
 	}
-	return "producer: " + counts
-}
-
-func isTerminal(f *os.File) bool {
-	fi, err := f.Stat()
-	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+	if fp := p.files.Load(); fp != nil {
+		size, read, base := fp.size.Load(), fp.consumed.Load(), fp.startConsumed.Load()
+		return progress.Status{Done: float64(read), Total: float64(size), Text: fmt.Sprintf("lists %d/%d, lines %d, %s, ETA %s",
+			fp.finished.Load(), fp.files.Load(), st.Lines, counts, progress.ETA(el, float64(base), float64(read), float64(size)))}
+	}
+	return progress.Status{Text: counts}
 }

@@ -118,7 +118,7 @@ func ScanCheckpointKey(t config.Target) string {
 }
 
 // runScan enumerates the keys of the source table and publishes them.
-func (s *sink) runScan(ctx context.Context, job *config.Job, p *progress) error {
+func (s *sink) runScan(ctx context.Context, job *config.Job, p *tracker) error {
 	cfg := s.cfg.Scan
 	t, err := cfg.scanTarget(job)
 	if err != nil {

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -24,6 +25,7 @@ import (
 
 	"github.com/ferry-migrate/ferry/shared/cass"
 	"github.com/ferry-migrate/ferry/shared/config"
+	"github.com/ferry-migrate/ferry/shared/progress"
 )
 
 // Config is the seed's flags.
@@ -164,11 +166,12 @@ func (s Summary) String() string {
 }
 
 // Run seeds the job's tables: the first target's table gets the seeded and sized keys, the second
-// target's table (if any) the fallback keys. Progress goes to progress about once a second.
-func Run(ctx context.Context, job *config.Job, cfg Config, progress io.Writer) (Summary, error) {
+// target's table (if any) the fallback keys. Progress goes to out: a bar on a terminal, else a
+// line a second.
+func Run(ctx context.Context, job *config.Job, cfg Config, out io.Writer) (Summary, error) {
 	start := time.Now()
-	if progress == nil {
-		progress = io.Discard
+	if out == nil {
+		out = io.Discard
 	}
 	if err := cfg.Validate(); err != nil {
 		return Summary{}, err
@@ -229,7 +232,7 @@ func Run(ctx context.Context, job *config.Job, cfg Config, progress io.Writer) (
 	for _, k := range keys.Fallback {
 		jobs = append(jobs, write{w2, k})
 	}
-	if sum.Bytes, err = writeAll(ctx, jobs, cfg.Concurrency, progress); err != nil {
+	if sum.Bytes, err = writeAll(ctx, jobs, cfg.Concurrency, out); err != nil {
 		return sum, err
 	}
 
@@ -331,7 +334,7 @@ type write struct {
 }
 
 // writeAll runs the writes with at most concurrency in flight; the first error stops the rest.
-func writeAll(ctx context.Context, jobs []write, concurrency int, progress io.Writer) (int64, error) {
+func writeAll(ctx context.Context, jobs []write, concurrency int, out io.Writer) (int64, error) {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	var done, bytes atomic.Int64
@@ -351,24 +354,27 @@ func writeAll(ctx context.Context, jobs []write, concurrency int, progress io.Wr
 		})
 	}
 
-	stopProgress := make(chan struct{})
-	var progressDone sync.WaitGroup
-	progressDone.Go(func() {
-		start := time.Now()
-		tick := time.NewTicker(time.Second)
-		defer tick.Stop()
-		for {
-			select {
-			case <-stopProgress:
-				return
-			case <-tick.C:
-				secs := time.Since(start).Seconds()
-				n, b := done.Load(), bytes.Load()
-				fmt.Fprintf(progress, "seed: %d/%d blobs, %.0f/s, %.1f MB written (%.1f MB/s)\n",
-					n, len(jobs), float64(n)/secs, float64(b)/1e6, float64(b)/1e6/secs)
-			}
-		}
-	})
+	// On a terminal a bar; otherwise (and in tests, which pass their own writer) a line a second.
+	start := time.Now()
+	status := func() progress.Status {
+		secs := max(time.Since(start).Seconds(), 0.001)
+		n, b := done.Load(), bytes.Load()
+		return progress.Status{Done: float64(n), Total: float64(len(jobs)), Text: fmt.Sprintf(
+			"%d/%d blobs, %.0f/s, %.1f MB written (%.1f MB/s)", n, len(jobs), float64(n)/secs, float64(b)/1e6, float64(b)/1e6/secs)}
+	}
+	opts := progress.Options{Out: out, Every: time.Second}
+	if f, ok := out.(*os.File); !ok || !progress.IsTerminal(f) {
+		tty := false
+		opts.TTY = &tty
+		opts.Log = slog.New(slog.NewTextHandler(out, &slog.HandlerOptions{
+			ReplaceAttr: func(_ []string, a slog.Attr) slog.Attr {
+				if a.Key == slog.TimeKey || a.Key == slog.LevelKey {
+					return slog.Attr{}
+				}
+				return a
+			}}))
+	}
+	rep := progress.Start("seed", status, opts)
 
 feed:
 	for _, j := range jobs {
@@ -380,8 +386,7 @@ feed:
 	}
 	close(next)
 	wg.Wait()
-	close(stopProgress)
-	progressDone.Wait()
+	rep.Stop()
 	if err := context.Cause(ctx); err != nil {
 		return bytes.Load(), err
 	}
