@@ -1,0 +1,132 @@
+package status
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// Rates turns successive snapshots into each stage's processed-per-second over the last
+// RateWindow. A work queue keeps no history (acked messages are deleted), so the only way to see
+// how fast a stage drains it from NATS alone is to sample twice: Processed (last sequence minus
+// messages left) grows by one for every message the stage acked or terminated, redeliveries not
+// counted twice — unlike the consumer's ack floor, whose consumer sequence counts deliveries.
+type Rates struct {
+	samples []*Status
+}
+
+// Apply records st and fills its stages' PerSecond from the oldest sample within RateWindow
+// (the first snapshot has none).
+func (r *Rates) Apply(st *Status) {
+	keep := r.samples[:0]
+	for _, s := range r.samples {
+		if st.Time.Sub(s.Time) <= RateWindow {
+			keep = append(keep, s)
+		}
+	}
+	r.samples = append(keep, st)
+	first := r.samples[0]
+	dt := st.Time.Sub(first.Time).Seconds()
+	if dt <= 0 {
+		return
+	}
+	for i := range st.Stages {
+		for _, old := range first.Stages {
+			if old.Stage == st.Stages[i].Stage && st.Stages[i].Processed >= old.Processed {
+				v := float64(st.Stages[i].Processed-old.Processed) / dt
+				st.Stages[i].PerSecond = &v
+			}
+		}
+	}
+}
+
+// JSON writes st as one JSON document.
+func JSON(w io.Writer, st *Status) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(st)
+}
+
+// Print writes st as a screen for people.
+func Print(w io.Writer, st *Status) {
+	fmt.Fprintf(w, "ferry status — job %s — %s\n\n", st.Job, st.Time.Format("2006-01-02 15:04:05 UTC"))
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "STAGE\tSTREAM\tMESSAGES\tBYTES\tPENDING\tACK PENDING\tREDELIVERED\tWAITING\tPROCESSED\tPER SECOND")
+	for _, s := range st.Stages {
+		rate := "-"
+		if s.PerSecond != nil {
+			rate = fmt.Sprintf("%.0f", *s.PerSecond)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%d\t%d\t%d\t%d\t%d\t%s\n", s.Stage, s.Stream, s.Messages, iec(s.Bytes),
+			s.Pending, s.AckPending, s.Redelivered, s.Waiting, s.Processed, rate)
+	}
+	tw.Flush()
+	fmt.Fprintln(w)
+	v := st.Verified
+	fmt.Fprintf(w, "verified      %d (%s), %d in the last minute: %.1f/s\n", v.Messages, v.Stream, v.LastMinute, v.PerSecond)
+	d := st.DeadLetters
+	fmt.Fprintf(w, "dead letters  %d, %d in the last minute%s\n", d.Total, d.LastMinute, reasons(d.ByReason))
+	eta := "-"
+	switch {
+	case st.ETASeconds != nil:
+		eta = (time.Duration(*st.ETASeconds) * time.Second).String()
+	case st.Backlog == 0:
+		eta = "nothing queued"
+	}
+	fmt.Fprintf(w, "backlog       %d in the work queues; ETA %s\n", st.Backlog, eta)
+	p := st.Producer
+	if len(p.Lists)+len(p.Scans) == 0 {
+		fmt.Fprintln(w, "producer      no checkpoint")
+	}
+	for _, l := range p.Lists {
+		state := "reading"
+		if l.Done {
+			state = "done"
+		}
+		fmt.Fprintf(w, "producer      %s: line %d, offset %s, %s\n", l.Path, l.Line, iec(uint64(max(l.Offset, 0))), state)
+	}
+	for _, s := range p.Scans {
+		fmt.Fprintf(w, "producer      scan %s: %d of %d ranges done, %.1f%% of the ring, %d keys read\n",
+			s.Table, s.RangesDone, s.Ranges, 100*s.Fraction, s.Keys)
+	}
+}
+
+// reasons lists the dead letters by stage/reason, most first.
+func reasons(by map[string]uint64) string {
+	if len(by) == 0 {
+		return ""
+	}
+	keys := make([]string, 0, len(by))
+	for k := range by {
+		keys = append(keys, k)
+	}
+	sort.Slice(keys, func(i, j int) bool {
+		if by[keys[i]] != by[keys[j]] {
+			return by[keys[i]] > by[keys[j]]
+		}
+		return keys[i] < keys[j]
+	})
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = fmt.Sprintf("%s %d", k, by[k])
+	}
+	return ": " + strings.Join(parts, ", ")
+}
+
+// iec formats n in IEC units.
+func iec(n uint64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := uint64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
