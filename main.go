@@ -17,11 +17,13 @@ import (
 	"github.com/ferry-migrate/ferry/fetcher"
 	"github.com/ferry-migrate/ferry/keydiff"
 	"github.com/ferry-migrate/ferry/producer"
+	"github.com/ferry-migrate/ferry/report"
 	"github.com/ferry-migrate/ferry/run"
 	"github.com/ferry-migrate/ferry/seed"
 	"github.com/ferry-migrate/ferry/shared/bus"
 	"github.com/ferry-migrate/ferry/shared/config"
 	"github.com/ferry-migrate/ferry/shared/service"
+	"github.com/ferry-migrate/ferry/status"
 	"github.com/ferry-migrate/ferry/uploader"
 	"github.com/ferry-migrate/ferry/verifier"
 )
@@ -74,6 +76,8 @@ func app() *cli.App {
 			seed.Command(),
 			capacity.Command(),
 			keydiff.Command(),
+			status.Command(),
+			report.Command(),
 		},
 		OnUsageError: onUsageError,
 	}
