@@ -1,5 +1,5 @@
-// Package telemetry sets up ferry's logs (log/slog) and serves its Prometheus metrics and the Go
-// profiler (net/http/pprof).
+// Package telemetry sets up ferry's logs (log/slog) and serves its Prometheus metrics, its health
+// endpoints (/healthz, /readyz) and the Go profiler (net/http/pprof).
 package telemetry
 
 import (
@@ -44,10 +44,10 @@ func NewRegistry() *prometheus.Registry {
 	return reg
 }
 
-// Serve exposes /metrics and the Go profiler under /debug/pprof/ on addr until ctx ends, so any
-// service can be profiled in place (`go tool pprof http://addr/debug/pprof/profile?seconds=30`).
-// An empty addr serves nothing.
-func Serve(ctx context.Context, addr string, reg *prometheus.Registry, log *slog.Logger) error {
+// Serve exposes /metrics, /healthz (live), /readyz (checks) and the Go profiler under
+// /debug/pprof/ on addr until ctx ends, so any service can be watched, probed and profiled in place
+// (`go tool pprof http://addr/debug/pprof/profile?seconds=30`). An empty addr serves nothing.
+func Serve(ctx context.Context, addr string, reg *prometheus.Registry, checks *Checks, log *slog.Logger) error {
 	if addr == "" {
 		return nil
 	}
@@ -57,6 +57,8 @@ func Serve(ctx context.Context, addr string, reg *prometheus.Registry, log *slog
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.Handle("/healthz", Live())
+	mux.Handle("/readyz", Ready(ctx, checks))
 	// The pprof package's init also registers these on http.DefaultServeMux, which ferry never
 	// serves; only this mux exposes them. Index also serves the named profiles (heap, goroutine,
 	// allocs, block, mutex, threadcreate).
