@@ -61,6 +61,7 @@ func (r *Reader) Read(ctx context.Context, key string) ([]byte, error) {
 	if b == nil {
 		b = []byte{}
 	}
+	bytesRead.WithLabelValues(r.name).Add(float64(len(b)))
 	return b, nil
 }
 

@@ -61,6 +61,8 @@ func ClusterConfig(t config.Target, concurrency int) (*gocql.ClusterConfig, erro
 		c.Authenticator = gocql.PasswordAuthenticator{Username: t.Username, Password: pw}
 	}
 	c.Logger = driverLogger{target: t.Name}
+	// Query latency by result, hosts up and readiness by target (metrics.go).
+	instrument(c, t.Name)
 	return c, nil
 }
 
