@@ -109,11 +109,14 @@ func New(ctx context.Context, d config.Destination, concurrency int) (*Client, e
 	if _, err := cfg.Credentials.Retrieve(ctx); err != nil {
 		return nil, fmt.Errorf("s3 client for bucket %s: no credentials in the AWS chain: %w", d.Bucket, err)
 	}
+	st := stateOf(d.Endpoint, d.Bucket)
 	client := s3.NewFromConfig(cfg, func(o *s3.Options) {
 		if d.Endpoint != "" {
 			o.BaseEndpoint = aws.String(d.Endpoint)
 		}
 		o.UsePathStyle = d.PathStyle
+		// Latency, bytes and reachability of every operation (metrics.go).
+		o.APIOptions = append(o.APIOptions, st.instrument)
 	})
 	return &Client{s3: client, bucket: d.Bucket, storageClass: d.StorageClass, timeout: timeout}, nil
 }
