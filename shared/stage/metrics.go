@@ -6,7 +6,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// Metrics are the runner's counters, labelled by job and stage. A nil *Metrics records nothing.
+// Metrics are the runner's counters, labelled by job and stage (never by key). A nil *Metrics
+// records nothing.
 type Metrics struct {
 	messages *prometheus.CounterVec
 	seconds  *prometheus.HistogramVec
@@ -18,8 +19,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
 		messages: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "ferry_messages_total",
-			Help: "Messages handled, by outcome: ok (acked), retry (nak with backoff), dead (dead-lettered), fatal.",
-		}, []string{"job", "stage", "outcome"}),
+			Help: "Messages handled, by outcome: ok (acked), retry (nak with backoff), dead (dead-lettered), fatal, outage (held while a dependency is down); reason: the dead-letter or retry reason when the runner gives it.",
+		}, []string{"job", "stage", "outcome", "reason"}),
 		seconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "ferry_handler_seconds",
 			Help:    "Time a handler spent on one message.",
@@ -55,8 +56,15 @@ func (m *Metrics) observe(o Options, d time.Duration) {
 	}
 }
 
-func (m *Metrics) count(o Options, outcome string) {
+// count counts one message's outcome; reason, when given, is the dead-letter reason of a "dead"
+// or the would-be reason (transientReason) of a "retry". Without it the label is empty, which
+// Prometheus shows as absent.
+func (m *Metrics) count(o Options, outcome string, reason ...string) {
 	if m != nil {
-		m.messages.WithLabelValues(o.Names.Job, o.Stage, outcome).Inc()
+		r := ""
+		if len(reason) > 0 {
+			r = reason[0]
+		}
+		m.messages.WithLabelValues(o.Names.Job, o.Stage, outcome, r).Inc()
 	}
 }
