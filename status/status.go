@@ -99,15 +99,15 @@ type Scan struct {
 
 // NotFound says the job has no streams on this NATS: a misspelt --job or the wrong --nats. It is
 // a usage error (exit 2).
-func NotFound(n bus.Names, err error) error {
-	return config.Invalid(fmt.Errorf("job %q not found: no stream %s on this NATS (check --job and --nats; `ferry setup` creates a job): %w", n.Job, n.Keys, err))
+func NotFound(n bus.Names) error {
+	return config.Invalid(fmt.Errorf("job %q not found: no stream %s on this NATS (check --job and --nats; `ferry setup` creates a job)", n.Job, n.Keys))
 }
 
 // Lookup returns a stream of the job, or NotFound when the job's KEYS stream does not exist.
 func Lookup(ctx context.Context, js jetstream.JetStream, n bus.Names, name string) (jetstream.Stream, error) {
 	s, err := js.Stream(ctx, name)
 	if errors.Is(err, jetstream.ErrStreamNotFound) && name == n.Keys {
-		return nil, NotFound(n, err)
+		return nil, NotFound(n)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("stream %s: %w", name, err)
