@@ -23,6 +23,7 @@ import (
 	"github.com/ferry-migrate/ferry/shared/bus"
 	"github.com/ferry-migrate/ferry/shared/config"
 	"github.com/ferry-migrate/ferry/shared/service"
+	"github.com/ferry-migrate/ferry/throttle"
 	"github.com/ferry-migrate/ferry/status"
 	"github.com/ferry-migrate/ferry/uploader"
 	"github.com/ferry-migrate/ferry/verifier"
@@ -72,7 +73,7 @@ func app() *cli.App {
 			verifier.Command(),
 			run.Command(),
 			dlq.Command(),
-			fetcher.ThrottleCommand(),
+			throttle.Command(),
 			seed.Command(),
 			capacity.Command(),
 			keydiff.Command(),

@@ -2,10 +2,8 @@ package fetcher
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"log/slog"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -26,15 +24,17 @@ type Config struct {
 	ByteRate    float64 // bytes/s, 0 unlimited
 	InlineLimit int
 	MaxSize     int64
+	Adaptive    bool // adaptive concurrency under --concurrency
 	Settings    bus.Settings
 }
 
 // Flags are the fetcher's flags.
 func (c *Config) Flags() []cli.Flag {
 	return append([]cli.Flag{
-		&cli.IntFlag{Name: "concurrency", Aliases: []string{"c"}, Value: 64, EnvVars: []string{"FERRY_FETCHER_CONCURRENCY"}, Destination: &c.Concurrency, Usage: "concurrent Cassandra reads"},
-		&cli.Float64Flag{Name: "read-rate", EnvVars: []string{"FERRY_READ_RATE"}, Destination: &c.ReadRate, Usage: "cap on Cassandra reads/s of this process (0: none; `ferry throttle` changes it live for all fetchers)"},
-		&cli.Float64Flag{Name: "byte-rate", EnvVars: []string{"FERRY_BYTE_RATE"}, Destination: &c.ByteRate, Usage: "cap on blob bytes/s read by this process (0: none)"},
+		&cli.IntFlag{Name: "concurrency", Aliases: []string{"c"}, Value: 64, EnvVars: []string{"FERRY_FETCHER_CONCURRENCY"}, Destination: &c.Concurrency, Usage: "concurrent Cassandra reads at most (`ferry throttle --concurrency` lowers it live)"},
+		&cli.BoolFlag{Name: "adaptive", EnvVars: []string{"FERRY_FETCHER_ADAPTIVE"}, Destination: &c.Adaptive, Usage: "adapt the reads in flight to Cassandra's latency and timeouts, under --concurrency"},
+		&cli.Float64Flag{Name: "read-rate", EnvVars: []string{"FERRY_READ_RATE"}, Destination: &c.ReadRate, Usage: "cap on Cassandra reads/s of this process until `ferry throttle` sets one for all fetchers (0: none)"},
+		&cli.Float64Flag{Name: "byte-rate", EnvVars: []string{"FERRY_BYTE_RATE"}, Destination: &c.ByteRate, Usage: "cap on blob bytes/s read by this process until `ferry throttle` sets one (0: none)"},
 		&cli.IntFlag{Name: "inline-limit", Value: 1 << 20, EnvVars: []string{"FERRY_INLINE_LIMIT"}, Destination: &c.InlineLimit, Usage: "blobs above this many bytes travel through the object store (clamped below the server's max_payload)"},
 		&cli.Int64Flag{Name: "max-size", Value: 256 << 20, EnvVars: []string{"FERRY_MAX_SIZE"}, Destination: &c.MaxSize, Usage: "blobs above this many bytes are dead-lettered as too_large"},
 	}, c.Settings.Flags()...)
@@ -106,93 +106,27 @@ func Run(ctx context.Context, env *service.Env, cfg Config) error {
 	}
 	// Headers and protocol need room below max_payload.
 	inline := min(cfg.InlineLimit, int(env.NC.MaxPayload())-64<<10)
+	limits := &stage.Limits{Stage: bus.StageFetcher, RateKind: "reads",
+		Rates:   stage.NewRates(cfg.ReadRate, cfg.ByteRate),
+		Limiter: stage.NewLimiter(cfg.Concurrency, cfg.Adaptive),
+		PerSec:  cfg.ReadRate, BytesPerSec: cfg.ByteRate, Concurrency: cfg.Concurrency}
 	f := &Fetcher{
 		Names: env.Names, JS: env.JS, Objects: objects, Readers: readers, Rules: rules,
-		InlineLimit: inline, MaxSize: cfg.MaxSize,
-		Limits: NewLimits(cfg.ReadRate, cfg.ByteRate),
-		Gate:   StartGate(ctx, blobs, 500*time.Millisecond, env.Log),
+		InlineLimit: inline, MaxSize: cfg.MaxSize, Limits: limits.Rates,
+		Gate: StartGate(ctx, blobs, 500*time.Millisecond, env.Log),
 	}
 	f.Register(env.Registry)
-	if err := WatchThrottle(ctx, env.JS, env.Names, f.Limits, env.Log); err != nil {
-		return err
+	if err := stage.WatchThrottle(ctx, env.JS, env.Names, limits, env.Registry, env.Log); err != nil {
+		return fmt.Errorf("fetcher: %w", err)
 	}
 	cons, err := env.JS.Consumer(ctx, env.Names.Keys, env.Names.Fetcher)
 	if err != nil {
 		return fmt.Errorf("fetcher: consumer %s on %s: %w", env.Names.Fetcher, env.Names.Keys, err)
 	}
-	env.Log.Info("fetcher started", "targets", len(readers), "concurrency", cfg.Concurrency, "inline_limit", inline)
+	env.Log.Info("fetcher started", "targets", len(readers), "concurrency", cfg.Concurrency, "adaptive", cfg.Adaptive, "inline_limit", inline)
 	return stage.Run(ctx, cons, f.Handle, stage.Options{
-		Stage: bus.StageFetcher, Names: env.Names, JS: env.JS, Workers: cfg.Concurrency,
+		Stage: bus.StageFetcher, Names: env.Names, JS: env.JS, Workers: cfg.Concurrency, Limiter: limits.Limiter,
 		ExhaustedReason: bus.ReasonSourceError, Metrics: env.Metrics, Log: env.Log,
 		KeyOf: func(m jetstream.Msg) string { return string(m.Data()) },
 	})
-}
-
-// Throttle is the live read limit of every fetcher of a job, kept in the job's KV.
-type Throttle struct {
-	ReadsPerSec float64 `json:"reads_per_sec"`
-	BytesPerSec float64 `json:"bytes_per_sec"`
-}
-
-const throttleKey = "settings.throttle"
-
-// WatchThrottle applies the KV throttle (if set) now and whenever it changes, until ctx ends.
-func WatchThrottle(ctx context.Context, js jetstream.JetStream, n bus.Names, l *Limits, log *slog.Logger) error {
-	kv, err := js.KeyValue(ctx, n.KV)
-	if err != nil {
-		return fmt.Errorf("kv %s: %w", n.KV, err)
-	}
-	w, err := kv.Watch(ctx, throttleKey)
-	if err != nil {
-		return fmt.Errorf("watch %s in %s: %w", throttleKey, n.KV, err)
-	}
-	go func() {
-		defer w.Stop()
-		for e := range w.Updates() {
-			if e == nil || e.Operation() != jetstream.KeyValuePut {
-				continue
-			}
-			var t Throttle
-			if err := json.Unmarshal(e.Value(), &t); err != nil {
-				log.Error("bad throttle setting ignored", "err", err)
-				continue
-			}
-			l.Set(t.ReadsPerSec, t.BytesPerSec)
-			log.Info("throttle applied", "reads_per_sec", t.ReadsPerSec, "bytes_per_sec", t.BytesPerSec)
-		}
-	}()
-	return nil
-}
-
-// ThrottleCommand is `ferry throttle`: set the read caps of every running fetcher of the job.
-func ThrottleCommand() *cli.Command {
-	var t Throttle
-	return &cli.Command{
-		Name:  "throttle",
-		Usage: "change the Cassandra read caps of all running fetchers of the job (0: none)",
-		Flags: []cli.Flag{
-			&cli.Float64Flag{Name: "reads", Destination: &t.ReadsPerSec, Usage: "reads/s per fetcher process"},
-			&cli.Float64Flag{Name: "bytes", Destination: &t.BytesPerSec, Usage: "blob bytes/s per fetcher process"},
-		},
-		Action: func(c *cli.Context) error {
-			if t.ReadsPerSec < 0 || t.BytesPerSec < 0 {
-				return config.Invalid(fmt.Errorf("--reads %g, --bytes %g: must not be negative", t.ReadsPerSec, t.BytesPerSec))
-			}
-			env, err := service.Open(c.Context, c, service.Options{Name: "throttle", Settings: bus.DefaultSettings()})
-			if err != nil {
-				return err
-			}
-			defer env.Close()
-			kv, err := env.JS.KeyValue(c.Context, env.Names.KV)
-			if err != nil {
-				return err
-			}
-			b, _ := json.Marshal(t)
-			if _, err := kv.Put(c.Context, throttleKey, b); err != nil {
-				return fmt.Errorf("set throttle: %w", err)
-			}
-			fmt.Printf("throttle for job %s: %.0f reads/s, %.0f bytes/s per fetcher (0 = none)\n", env.Names.Job, t.ReadsPerSec, t.BytesPerSec)
-			return nil
-		},
-	}
 }

@@ -18,7 +18,6 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
-	"golang.org/x/time/rate"
 
 	"github.com/ferry-migrate/ferry/shared/bus"
 	"github.com/ferry-migrate/ferry/shared/cass"
@@ -39,10 +38,10 @@ type Fetcher struct {
 	Objects     jetstream.ObjectStore
 	Readers     []Reader // in fallback order
 	Rules       *keyrules.Rules
-	InlineLimit int   // bytes; larger blobs go through the object store
-	MaxSize     int64 // bytes; larger blobs are dead-lettered too_large
-	Limits      *Limits
-	Gate        *Gate // BLOBS backpressure; nil: none
+	InlineLimit int          // bytes; larger blobs go through the object store
+	MaxSize     int64        // bytes; larger blobs are dead-lettered too_large
+	Limits      *stage.Rates // reads/s and bytes/s against Cassandra; nil: none
+	Gate        *Gate        // BLOBS backpressure; nil: none
 	metrics     *metrics
 }
 
@@ -127,7 +126,7 @@ func (f *Fetcher) read(ctx context.Context, key string) ([]byte, string, error) 
 	var failures []string
 	unreachable := 0
 	for _, r := range f.Readers {
-		if err := f.Limits.WaitRead(ctx); err != nil {
+		if err := f.Limits.Wait(ctx); err != nil {
 			return nil, "", err
 		}
 		blob, err := r.Read(ctx, key)
@@ -179,56 +178,7 @@ func (f *Fetcher) publish(ctx context.Context, out *nats.Msg) error {
 		case <-ctx.Done():
 			return fmt.Errorf("publish to %s (full): %w", f.Names.Blobs, ctx.Err())
 		case <-time.After(wait):
+			stage.Waited(ctx, wait) // backpressure, not Cassandra: keep it out of the adaptive limit
 		}
 	}
-}
-
-// Limits cap the read rate against Cassandra: reads/s and bytes/s. Zero means unlimited. They can
-// be changed while running (see Watch).
-type Limits struct {
-	reads, bytes *rate.Limiter
-}
-
-// NewLimits returns limits of readsPerSec and bytesPerSec (0: unlimited).
-func NewLimits(readsPerSec, bytesPerSec float64) *Limits {
-	l := &Limits{reads: rate.NewLimiter(rate.Inf, 1), bytes: rate.NewLimiter(rate.Inf, 1)}
-	l.Set(readsPerSec, bytesPerSec)
-	return l
-}
-
-// Set changes the limits.
-func (l *Limits) Set(readsPerSec, bytesPerSec float64) {
-	set := func(lim *rate.Limiter, v float64, burst int) {
-		if v <= 0 {
-			lim.SetLimit(rate.Inf)
-			return
-		}
-		lim.SetLimit(rate.Limit(v))
-		lim.SetBurst(max(burst, 1))
-	}
-	set(l.reads, readsPerSec, int(readsPerSec/10))
-	set(l.bytes, bytesPerSec, int(bytesPerSec/10))
-}
-
-// WaitRead waits for one read's turn.
-func (l *Limits) WaitRead(ctx context.Context) error {
-	if l == nil {
-		return nil
-	}
-	return l.reads.Wait(ctx)
-}
-
-// WaitBytes charges n bytes already read, in slices no larger than the burst.
-func (l *Limits) WaitBytes(ctx context.Context, n int) error {
-	if l == nil || l.bytes.Limit() == rate.Inf {
-		return nil
-	}
-	for n > 0 {
-		c := min(n, l.bytes.Burst())
-		if err := l.bytes.WaitN(ctx, c); err != nil {
-			return err
-		}
-		n -= c
-	}
-	return nil
 }

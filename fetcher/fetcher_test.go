@@ -93,17 +93,3 @@ func TestReadFallback(t *testing.T) {
 		})
 	}
 }
-
-func TestLimitsUnlimitedByDefault(t *testing.T) {
-	l := NewLimits(0, 0)
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
-	// Unlimited limits never wait, so even a cancelled context passes.
-	if err := l.WaitBytes(ctx, 1<<30); err != nil {
-		t.Fatalf("WaitBytes: %v", err)
-	}
-	var nilLimits *Limits
-	if err := nilLimits.WaitRead(ctx); err != nil {
-		t.Fatalf("nil WaitRead: %v", err)
-	}
-}

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/ferry-migrate/ferry/shared/stage"
 )
 
 // Gate holds fetchers back while BLOBS is nearly full, before they read from Cassandra: a slow S3
@@ -67,8 +69,13 @@ func (g *Gate) Wait(ctx context.Context) error {
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	if g.open {
+		return ctx.Err()
+	}
+	start := time.Now()
 	for !g.open && ctx.Err() == nil {
 		g.cond.Wait()
 	}
+	stage.Waited(ctx, time.Since(start)) // backpressure, not Cassandra
 	return ctx.Err()
 }

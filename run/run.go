@@ -35,6 +35,7 @@ type Config struct {
 	Verifier verifier.Config
 	Settings bus.Settings
 	Wait     bool // keep running when the work is done (a long-lived single-machine service)
+	Adaptive bool // adaptive concurrency for the fetcher and the uploader
 }
 
 // Flags are the flags of `ferry run`.
@@ -47,7 +48,8 @@ func (c *Config) Flags() []cli.Flag {
 		&cli.IntFlag{Name: "fetchers", Value: 64, EnvVars: []string{"FERRY_FETCHER_CONCURRENCY"}, Destination: &c.Fetcher.Concurrency, Usage: "concurrent Cassandra reads"},
 		&cli.IntFlag{Name: "uploaders", Value: 64, EnvVars: []string{"FERRY_UPLOADER_CONCURRENCY"}, Destination: &c.Uploader.Concurrency, Usage: "concurrent S3 uploads"},
 		&cli.IntFlag{Name: "verifiers", Value: 64, EnvVars: []string{"FERRY_VERIFIER_CONCURRENCY"}, Destination: &c.Verifier.Concurrency, Usage: "concurrent HEAD checks"},
-		&cli.Float64Flag{Name: "read-rate", EnvVars: []string{"FERRY_READ_RATE"}, Destination: &c.Fetcher.ReadRate, Usage: "cap on Cassandra reads/s (0: none)"},
+		&cli.BoolFlag{Name: "adaptive", EnvVars: []string{"FERRY_ADAPTIVE"}, Destination: &c.Adaptive, Usage: "adapt the fetchers' and uploaders' work in flight to Cassandra's and S3's latency, under --fetchers and --uploaders"},
+		&cli.Float64Flag{Name: "read-rate", EnvVars: []string{"FERRY_READ_RATE"}, Destination: &c.Fetcher.ReadRate, Usage: "cap on Cassandra reads/s until `ferry throttle` sets one (0: none)"},
 		&cli.Float64Flag{Name: "byte-rate", EnvVars: []string{"FERRY_BYTE_RATE"}, Destination: &c.Fetcher.ByteRate, Usage: "cap on blob bytes/s read (0: none)"},
 		&cli.IntFlag{Name: "inline-limit", Value: 1 << 20, EnvVars: []string{"FERRY_INLINE_LIMIT"}, Destination: &c.Fetcher.InlineLimit, Usage: "blobs above this many bytes travel through the object store"},
 		&cli.Int64Flag{Name: "max-size", Value: 256 << 20, EnvVars: []string{"FERRY_MAX_SIZE"}, Destination: &c.Fetcher.MaxSize, Usage: "blobs above this many bytes are dead-lettered as too_large"},
@@ -62,6 +64,7 @@ func (c *Config) Flags() []cli.Flag {
 // Validate checks the flags.
 func (c *Config) Validate() error {
 	c.Producer.InFlight, c.Producer.HighWater, c.Producer.Parallel = 1024, 1_000_000, 4
+	c.Fetcher.Adaptive, c.Uploader.Adaptive = c.Adaptive, c.Adaptive
 	for _, s := range []*bus.Settings{&c.Producer.Settings, &c.Fetcher.Settings, &c.Uploader.Settings, &c.Verifier.Settings} {
 		*s = c.Settings
 	}

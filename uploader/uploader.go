@@ -39,6 +39,7 @@ type Uploader struct {
 	PartSize     int64
 	StorageClass string
 	SkipExisting bool
+	Limits       *stage.Rates // PUTs/s and bytes/s to S3; nil: none
 }
 
 // Handle is the stage.Handler.
@@ -87,6 +88,12 @@ func (u *Uploader) Handle(ctx context.Context, msg jetstream.Msg) error {
 		Metadata:     map[string]string{"ferry-key": metaValue(key)},
 		StorageClass: u.StorageClass, PartSize: u.PartSize, IfAbsent: true,
 		Progress: func() { _ = msg.InProgress() },
+	}
+	if err := u.Limits.Wait(ctx); err != nil {
+		return err
+	}
+	if err := u.Limits.WaitBytes(ctx, len(body)); err != nil {
+		return err
 	}
 	res, err := u.Store.Put(ctx, in)
 	if errors.Is(err, blobstore.ErrExists) {
@@ -159,13 +166,19 @@ type Config struct {
 	Concurrency  int
 	PartSize     int64
 	SkipExisting bool
+	Adaptive     bool    // adaptive concurrency under --concurrency
+	UploadRate   float64 // PUTs/s of this process until `ferry throttle --stage uploader` sets one; 0: none
+	ByteRate     float64 // bytes/s, likewise
 	Settings     bus.Settings
 }
 
 // Flags are the uploader's flags.
 func (c *Config) Flags() []cli.Flag {
 	return append([]cli.Flag{
-		&cli.IntFlag{Name: "concurrency", Aliases: []string{"c"}, Value: 64, EnvVars: []string{"FERRY_UPLOADER_CONCURRENCY"}, Destination: &c.Concurrency, Usage: "concurrent S3 uploads"},
+		&cli.IntFlag{Name: "concurrency", Aliases: []string{"c"}, Value: 64, EnvVars: []string{"FERRY_UPLOADER_CONCURRENCY"}, Destination: &c.Concurrency, Usage: "concurrent S3 uploads at most (`ferry throttle --stage uploader --concurrency` lowers it live)"},
+		&cli.BoolFlag{Name: "adaptive", EnvVars: []string{"FERRY_UPLOADER_ADAPTIVE"}, Destination: &c.Adaptive, Usage: "adapt the uploads in flight to S3's latency and errors, under --concurrency"},
+		&cli.Float64Flag{Name: "upload-rate", EnvVars: []string{"FERRY_UPLOAD_RATE"}, Destination: &c.UploadRate, Usage: "cap on S3 PUTs/s of this process until `ferry throttle --stage uploader` sets one (0: none)"},
+		&cli.Float64Flag{Name: "upload-byte-rate", EnvVars: []string{"FERRY_UPLOAD_BYTE_RATE"}, Destination: &c.ByteRate, Usage: "cap on bytes/s uploaded by this process until `ferry throttle --stage uploader` sets one (0: none)"},
 		&cli.Int64Flag{Name: "multipart-threshold", Value: 16 << 20, EnvVars: []string{"FERRY_MULTIPART_THRESHOLD"}, Destination: &c.PartSize, Usage: "blobs above this many bytes are uploaded in parts of this size (at least 5 MiB)"},
 		&cli.BoolFlag{Name: "skip-existing", EnvVars: []string{"FERRY_SKIP_EXISTING"}, Destination: &c.SkipExisting, Usage: "HEAD first and skip the PUT when the object's size and MD5 already match"},
 	}, c.Settings.Flags()...)
@@ -176,6 +189,9 @@ func (c *Config) Validate() error {
 	var errs []error
 	if c.Concurrency < 1 || c.Concurrency > 4096 {
 		errs = append(errs, fmt.Errorf("--concurrency %d: must be 1..4096", c.Concurrency))
+	}
+	if c.UploadRate < 0 || c.ByteRate < 0 {
+		errs = append(errs, errors.New("--upload-rate and --upload-byte-rate must not be negative"))
 	}
 	if c.PartSize < 5<<20 {
 		errs = append(errs, fmt.Errorf("--multipart-threshold %d: must be at least 5 MiB (S3's smallest part)", c.PartSize))
@@ -219,15 +235,22 @@ func Run(ctx context.Context, env *service.Env, cfg Config) error {
 	if err != nil {
 		return fmt.Errorf("uploader: object store %s: %w", env.Names.Objects, err)
 	}
+	limits := &stage.Limits{Stage: bus.StageUploader, RateKind: "uploads",
+		Rates:   stage.NewRates(cfg.UploadRate, cfg.ByteRate),
+		Limiter: stage.NewLimiter(cfg.Concurrency, cfg.Adaptive),
+		PerSec:  cfg.UploadRate, BytesPerSec: cfg.ByteRate, Concurrency: cfg.Concurrency}
+	if err := stage.WatchThrottle(ctx, env.JS, env.Names, limits, env.Registry, env.Log); err != nil {
+		return fmt.Errorf("uploader: %w", err)
+	}
 	u := &Uploader{Names: env.Names, JS: env.JS, Objects: objects, Store: store, PartSize: cfg.PartSize,
-		StorageClass: dest.StorageClass, SkipExisting: cfg.SkipExisting}
+		StorageClass: dest.StorageClass, SkipExisting: cfg.SkipExisting, Limits: limits.Rates}
 	cons, err := env.JS.Consumer(ctx, env.Names.Blobs, env.Names.Uploader)
 	if err != nil {
 		return fmt.Errorf("uploader: consumer %s on %s: %w", env.Names.Uploader, env.Names.Blobs, err)
 	}
-	env.Log.Info("uploader started", "bucket", dest.Bucket, "concurrency", cfg.Concurrency)
+	env.Log.Info("uploader started", "bucket", dest.Bucket, "concurrency", cfg.Concurrency, "adaptive", cfg.Adaptive)
 	err = stage.Run(ctx, cons, u.Handle, stage.Options{
-		Stage: bus.StageUploader, Names: env.Names, JS: env.JS, Workers: cfg.Concurrency,
+		Stage: bus.StageUploader, Names: env.Names, JS: env.JS, Workers: cfg.Concurrency, Limiter: limits.Limiter,
 		ExhaustedReason: bus.ReasonUploadError, Metrics: env.Metrics, Log: env.Log,
 	})
 	if stage.IsFatal(err) {

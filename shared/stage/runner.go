@@ -24,7 +24,10 @@ type Options struct {
 	Stage   string
 	Names   bus.Names
 	JS      jetstream.JetStream
-	Workers int // concurrent handlers; default 16
+	Workers int // concurrent handlers at most; default 16
+	// Limiter caps the handlers in flight below Workers, live (ferry throttle --concurrency,
+	// adaptive concurrency); default a fixed limit of Workers.
+	Limiter *Limiter
 	// ExhaustedReason is the dead-letter reason when a transient error reaches the last delivery.
 	ExhaustedReason string
 	// Backoff is the delay before redelivery after a transient error; default Backoff.
@@ -83,15 +86,20 @@ func Run(ctx context.Context, cons jetstream.Consumer, h Handler, o Options) err
 	for range o.Workers {
 		wg.Go(func() {
 			for {
+				// A slot first, then a message: workers above the limit wait without holding one.
+				s := o.Limiter.acquire(r.stop)
 				msg, err := it.Next()
 				if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+					o.Limiter.release(s, 0, sampleNone)
 					return
 				}
 				if err != nil {
+					o.Limiter.release(s, 0, sampleNone)
 					o.Log.Debug("next message", "err", err)
 					continue
 				}
-				r.process(hctx, msg) // naks at once when shutdown has begun
+				latency, out := r.process(hctx, msg) // naks at once when shutdown has begun
+				o.Limiter.release(s, latency, out)
 			}
 		})
 	}
@@ -126,6 +134,9 @@ type runner struct {
 func (o *Options) defaults() {
 	if o.Workers <= 0 {
 		o.Workers = 16
+	}
+	if o.Limiter == nil {
+		o.Limiter = NewLimiter(o.Workers, false)
 	}
 	if o.Backoff == nil {
 		o.Backoff = Backoff
@@ -168,28 +179,32 @@ func (r *runner) setFatal(err error) {
 	r.fatalOnce.Do(func() { close(r.fatal) })
 }
 
-func (r *runner) process(ctx context.Context, msg jetstream.Msg) {
+// process handles msg and acks, naks, terms or dead-letters it. It returns the handler's latency
+// (its first call, without the time it said it waited on its own limits) and what that call tells
+// the adaptive limit.
+func (r *runner) process(ctx context.Context, msg jetstream.Msg) (time.Duration, outcome) {
 	if r.stopping.Load() {
 		_ = msg.Nak() // prefetched, not started: give it back at once
-		return
+		return 0, sampleNone
 	}
 	md, err := msg.Metadata()
 	if err != nil { // not a JetStream message; cannot happen on a pull consumer
 		r.o.Log.Error("message without metadata", "err", err)
 		_ = msg.Term()
-		return
+		return 0, sampleNone
 	}
 	m := r.o.Metrics
 	m.inFlight(r.o).Inc()
 	start := time.Now()
-	err = r.call(ctx, msg)
+	latency, err := r.call(ctx, msg)
+	sample := r.outcome(err)
 	for pause := r.o.OutagePause; IsOutage(err) && !r.stopping.Load(); pause = min(pause*2, time.Minute) {
 		m.count(r.o, "outage")
 		r.outageLog(err)
 		if !r.hold(ctx, msg, pause) {
 			break
 		}
-		err = r.call(ctx, msg)
+		_, err = r.call(ctx, msg)
 	}
 	m.inFlight(r.o).Dec()
 	m.observe(r.o, time.Since(start))
@@ -219,6 +234,25 @@ func (r *runner) process(ctx context.Context, msg jetstream.Msg) {
 		m.count(r.o, "retry")
 		r.o.Log.Debug("retry", "key", r.o.KeyOf(msg), "delivered", md.NumDelivered, "err", err)
 	}
+	if r.stopping.Load() && err != nil {
+		sample = sampleNone // cut short by shutdown: says nothing about the dependency
+	}
+	return latency, sample
+}
+
+// outcome classifies a handler result for the adaptive limit: a permanent answer (not found,
+// invalid) is a normal latency sample; transient errors, outages and timeouts are drops.
+func (r *runner) outcome(err error) outcome {
+	if err == nil {
+		return sampleOK
+	}
+	if _, ok := IsPermanent(err); ok {
+		return sampleOK
+	}
+	if IsFatal(err) {
+		return sampleNone
+	}
+	return sampleDrop
 }
 
 // hold keeps msg for d, extending its ack deadline; false when shutdown began.
@@ -250,8 +284,12 @@ func (r *runner) outageLog(err error) {
 }
 
 // call runs the handler with InProgress heartbeats while it works and turns a panic into an error.
-func (r *runner) call(ctx context.Context, msg jetstream.Msg) (err error) {
+// latency is its run time without what it reported through Waited.
+func (r *runner) call(ctx context.Context, msg jetstream.Msg) (latency time.Duration, err error) {
+	start := time.Now()
+	ctx, waited := withWaits(ctx)
 	done := make(chan struct{})
+	defer func() { latency = max(time.Since(start)-time.Duration(waited.Load()), 0) }()
 	defer close(done)
 	if r.ackWait > 0 {
 		go func() {
@@ -272,7 +310,7 @@ func (r *runner) call(ctx context.Context, msg jetstream.Msg) (err error) {
 			err = panicError{v}
 		}
 	}()
-	return r.h(ctx, msg)
+	return 0, r.h(ctx, msg)
 }
 
 func (r *runner) deadLetter(ctx context.Context, msg jetstream.Msg, md *jetstream.MsgMetadata, reason string, cause error) {

@@ -3,6 +3,7 @@ package stage_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -141,5 +142,63 @@ func TestRunOutcomes(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestRunLimiter: the runner never has more handlers in flight than the limiter allows, and a
+// lowered limit holds while running.
+func TestRunLimiter(t *testing.T) {
+	js, n := bustest.Job(t)
+	keys := make([]string, 60)
+	for i := range keys {
+		keys[i] = fmt.Sprintf("k%d", i)
+	}
+	publishKeys(t, js, n, keys...)
+	cons, err := js.Consumer(context.Background(), n.Keys, n.Fetcher)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lim := stage.NewLimiter(4, false)
+	var inflight, peak, done atomic.Int32
+	lowered := make(chan struct{})
+	var peakAfter atomic.Int32
+	h := func(context.Context, jetstream.Msg) error {
+		now := inflight.Add(1)
+		defer inflight.Add(-1)
+		for p := peak.Load(); now > p && !peak.CompareAndSwap(p, now); p = peak.Load() {
+		}
+		select {
+		case <-lowered:
+			for p := peakAfter.Load(); now > p && !peakAfter.CompareAndSwap(p, now); p = peakAfter.Load() {
+			}
+		default:
+		}
+		time.Sleep(20 * time.Millisecond)
+		if done.Add(1) == 20 {
+			lim.SetCeiling(1)
+			time.Sleep(50 * time.Millisecond) // let the handlers started under 4 finish
+			close(lowered)
+		}
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	go func() {
+		for done.Load() < int32(len(keys)) && ctx.Err() == nil {
+			time.Sleep(10 * time.Millisecond)
+		}
+		cancel()
+	}()
+	if err := stage.Run(ctx, cons, h, stage.Options{Stage: bus.StageFetcher, Names: n, JS: js, Workers: 16, Limiter: lim}); err != nil {
+		t.Fatal(err)
+	}
+	if done.Load() != int32(len(keys)) {
+		t.Fatalf("%d of %d handled", done.Load(), len(keys))
+	}
+	if p := peak.Load(); p > 4 || p < 2 {
+		t.Errorf("peak in flight %d, want 2..4 under a limit of 4 with 16 workers", p)
+	}
+	if p := peakAfter.Load(); p != 1 {
+		t.Errorf("peak in flight %d after the limit went to 1", p)
 	}
 }

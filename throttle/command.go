@@ -1,0 +1,133 @@
+// Package throttle is `ferry throttle`: change the limits of every running fetcher or uploader of a
+// job while they run. The setting lives in the job's KV (settings.throttle.<stage>); each process
+// watches it and applies its share (limit / live processes of the stage) within a second.
+package throttle
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/urfave/cli/v2"
+
+	"github.com/ferry-migrate/ferry/shared/bus"
+	"github.com/ferry-migrate/ferry/shared/config"
+	"github.com/ferry-migrate/ferry/shared/service"
+	"github.com/ferry-migrate/ferry/shared/stage"
+)
+
+// Command is `ferry throttle`.
+func Command() *cli.Command {
+	var (
+		stageName string
+		clear     bool
+	)
+	return &cli.Command{
+		Name:      "throttle",
+		Usage:     "change the limits of all running fetchers (or uploaders) of the job, live; each value is for all processes together",
+		UsageText: "ferry throttle [--stage fetcher] --reads-per-sec N --bytes-per-sec B --concurrency C\n   ferry throttle --stage uploader --uploads-per-sec N --bytes-per-sec B --concurrency C\n   ferry throttle [--stage S] --clear",
+		Description: "Flags not given keep their current value; 0 removes that limit. Without any flag it prints the\n" +
+			"current setting. Every running process of the stage applies value / number of live processes.",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "stage", Value: bus.StageFetcher, Destination: &stageName, Usage: "fetcher or uploader"},
+			&cli.Float64Flag{Name: "reads-per-sec", Aliases: []string{"reads"}, Usage: "fetchers: Cassandra reads/s, all fetchers together"},
+			&cli.Float64Flag{Name: "uploads-per-sec", Usage: "uploaders: S3 PUTs/s, all uploaders together"},
+			&cli.Float64Flag{Name: "bytes-per-sec", Aliases: []string{"bytes"}, Usage: "blob bytes/s read (fetcher) or uploaded (uploader), all processes together"},
+			&cli.IntFlag{Name: "concurrency", Usage: "handlers in flight, all processes together (each process stays under its own --concurrency)"},
+			&cli.BoolFlag{Name: "clear", Destination: &clear, Usage: "remove the stage's throttle: each process goes back to its own flags"},
+		},
+		Action: func(c *cli.Context) error {
+			if stageName != bus.StageFetcher && stageName != bus.StageUploader {
+				return config.Invalid(fmt.Errorf("--stage %q: must be fetcher or uploader", stageName))
+			}
+			var errs []error
+			if c.IsSet("reads-per-sec") && stageName != bus.StageFetcher {
+				errs = append(errs, errors.New("--reads-per-sec is for --stage fetcher; use --uploads-per-sec"))
+			}
+			if c.IsSet("uploads-per-sec") && stageName != bus.StageUploader {
+				errs = append(errs, errors.New("--uploads-per-sec is for --stage uploader"))
+			}
+			for _, f := range []string{"reads-per-sec", "uploads-per-sec", "bytes-per-sec"} {
+				if c.Float64(f) < 0 {
+					errs = append(errs, fmt.Errorf("--%s %g: must not be negative", f, c.Float64(f)))
+				}
+			}
+			if c.Int("concurrency") < 0 {
+				errs = append(errs, fmt.Errorf("--concurrency %d: must not be negative", c.Int("concurrency")))
+			}
+			if err := errors.Join(errs...); err != nil {
+				return config.Invalid(err)
+			}
+			env, err := service.Open(c.Context, c, service.Options{Name: "throttle", Settings: bus.DefaultSettings()})
+			if err != nil {
+				return err
+			}
+			defer env.Close()
+			kv, err := env.JS.KeyValue(c.Context, env.Names.KV)
+			if err != nil {
+				return err
+			}
+			key := stage.ThrottleKey(stageName)
+			var t stage.Throttle
+			set := false
+			if e, err := kv.Get(c.Context, key); err == nil {
+				set = json.Unmarshal(e.Value(), &t) == nil // a bad value is replaced
+			} else if !errors.Is(err, jetstream.ErrKeyNotFound) && !errors.Is(err, jetstream.ErrKeyDeleted) {
+				return fmt.Errorf("read %s: %w", key, err)
+			}
+			changed := false
+			for _, f := range []string{"reads-per-sec", "uploads-per-sec"} {
+				if c.IsSet(f) {
+					t.PerSec, changed = c.Float64(f), true
+				}
+			}
+			if c.IsSet("bytes-per-sec") {
+				t.BytesPerSec, changed = c.Float64("bytes-per-sec"), true
+			}
+			if c.IsSet("concurrency") {
+				t.Concurrency, changed = c.Int("concurrency"), true
+			}
+			switch {
+			case clear:
+				if err := kv.Delete(c.Context, key); err != nil {
+					return fmt.Errorf("clear %s: %w", key, err)
+				}
+				fmt.Printf("%s throttle of job %s cleared: each process uses its own flags\n", stageName, env.Names.Job)
+				return nil
+			case changed:
+				b, _ := json.Marshal(t)
+				if _, err := kv.Put(c.Context, key, b); err != nil {
+					return fmt.Errorf("set %s: %w", key, err)
+				}
+			}
+			live, _ := stage.LiveProcesses(c.Context, kv, stageName)
+			if !set && !changed {
+				fmt.Printf("%s throttle of job %s: none, each process uses its own flags; %d live %s(s)\n",
+					stageName, env.Names.Job, live, stageName)
+				return nil
+			}
+			fmt.Printf("%s throttle of job %s: %s; %d live %s(s), each applies 1/%d\n",
+				stageName, env.Names.Job, describe(t, stageName), live, stageName, max(live, 1))
+			return nil
+		},
+	}
+}
+
+func describe(t stage.Throttle, stageName string) string {
+	unit := "reads/s"
+	if stageName == bus.StageUploader {
+		unit = "uploads/s"
+	}
+	v := func(x float64) string {
+		if x == 0 {
+			return "unlimited"
+		}
+		return fmt.Sprintf("%.0f", x)
+	}
+	conc := "unlimited"
+	if t.Concurrency > 0 {
+		conc = fmt.Sprint(t.Concurrency)
+	}
+	return fmt.Sprintf("%s %s, %s bytes/s, concurrency %s", v(t.PerSec), unit, v(t.BytesPerSec), conc)
+}
