@@ -1,0 +1,252 @@
+//go:build integration
+
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ferry-migrate/ferry/seed"
+	"github.com/ferry-migrate/ferry/shared/blobstore"
+	"github.com/ferry-migrate/ferry/shared/config"
+	"github.com/ferry-migrate/ferry/shared/keyrules"
+)
+
+// TestMetricsEndpoints runs a small job through separate processes with --metrics-addr, scrapes
+// /metrics, /healthz and /readyz of the fetcher, uploader and verifier while it runs, and at the
+// end compares their ferry_messages_total with what DONE and the DLQ hold.
+func TestMetricsEndpoints(t *testing.T) {
+	const (
+		seedN, count, absent, fallback = 92001, 300, 10, 10
+	)
+	list := filepath.Join(t.TempDir(), "keys.txt")
+	cmd := exec.Command(bin, "--config", cfgPath, "seed", "--count", fmt.Sprint(count), "--absent", fmt.Sprint(absent),
+		"--fallback", fmt.Sprint(fallback), "--sizes", "2000", "--seed", fmt.Sprint(seedN), "--keys-out", list)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("ferry seed: %v\n%s", err, out)
+	}
+	// Objects of an earlier run would make every PUT a refused conditional one: no bytes moved.
+	deleteObjects(t, seed.PlanKeys(seedN, count, fallback, absent, []int{2000}).All())
+	wantVerified := uint64(count + 1 + fallback)
+	wantTotal := wantVerified + absent
+
+	h := newHarness(t, "metrics")
+	h.run("setup")
+	addr := map[string]string{}
+	for _, s := range []string{"fetcher", "uploader", "verifier"} {
+		addr[s] = metricsListenAddr(t)
+		// Low concurrency: the scrapes should see the run in progress.
+		h.start(s, "--metrics-addr", addr[s], s, "--concurrency", "4")
+	}
+	for s, a := range addr { // live once listening, before any work arrives
+		h.waitUntil(time.Minute, func() string { return s + " /healthz" }, func() bool {
+			code, _ := httpGet(t, a, "/healthz")
+			return code == http.StatusOK
+		})
+	}
+	prod := h.start("producer", "producer", "--keys", list)
+
+	ready := map[string]bool{}
+	sawInFlight := false
+	h.waitUntil(5*time.Minute, func() string {
+		return fmt.Sprintf("verified %d of %d, dead %v, backlog %d; ready %v", h.msgs(h.names.Done), wantVerified, h.dead(), h.backlog(), ready)
+	}, func() bool {
+		for s, a := range addr {
+			if code, body := httpGet(t, a, "/readyz"); code == http.StatusOK {
+				ready[s] = true
+			} else {
+				t.Logf("%s /readyz %d: %s", s, code, body)
+			}
+			if code, _ := httpGet(t, a, "/healthz"); code != http.StatusOK && code != 0 { // 0: not listening yet
+				t.Errorf("%s /healthz: %d", s, code)
+			}
+			m := scrapeMetrics(t, a)
+			if m.sum("ferry_in_flight", nil) > 0 {
+				sawInFlight = true
+			}
+		}
+		return h.msgs(h.names.Done)+h.dead().Total() >= wantTotal && h.backlog() == 0
+	})
+	for s := range addr {
+		if !ready[s] {
+			t.Errorf("%s never answered /readyz 200", s)
+		}
+	}
+	_, body := httpGet(t, addr["fetcher"], "/readyz")
+	for _, want := range []string{"ok nats", "ok cassandra", "ok s3"} {
+		if !strings.Contains(body, want) {
+			t.Errorf("fetcher /readyz lacks %q: %s", want, body)
+		}
+	}
+	t.Logf("fetcher /readyz: %q; in flight seen: %v", body, sawInFlight)
+	if err := prod.stop(t); err != nil {
+		t.Errorf("producer: %v", err)
+	}
+
+	done, dead := h.msgs(h.names.Done), h.dead()
+	if done != wantVerified || dead["fetcher/not_found"] != absent || dead.Total() != absent {
+		t.Fatalf("DONE %d (want %d), DLQ %v (want fetcher/not_found %d)", done, wantVerified, dead, absent)
+	}
+	fm, um, vm := scrapeMetrics(t, addr["fetcher"]), scrapeMetrics(t, addr["uploader"]), scrapeMetrics(t, addr["verifier"])
+	with := func(kv ...string) map[string]string {
+		m := map[string]string{"job": h.job}
+		for i := 0; i < len(kv); i += 2 {
+			m[kv[i]] = kv[i+1]
+		}
+		return m
+	}
+	for _, c := range []struct {
+		what string
+		got  float64
+		want uint64
+	}{
+		{"fetcher ok", fm.sum("ferry_messages_total", with("stage", "fetcher", "outcome", "ok")), wantVerified},
+		{"fetcher dead", fm.sum("ferry_messages_total", with("stage", "fetcher", "outcome", "dead")), dead["fetcher/not_found"]},
+		{"uploader ok", um.sum("ferry_messages_total", with("stage", "uploader", "outcome", "ok")), wantVerified},
+		{"verifier ok = DONE", vm.sum("ferry_messages_total", with("stage", "verifier", "outcome", "ok")), done},
+		{"PUTs ok", um.sum("ferry_s3_request_seconds_count", with("operation", "PutObject", "result", "ok")), wantVerified},
+		{"dlq gauge (verifier's view)", vm.sum("ferry_dlq_messages", with("stage", "fetcher", "reason", "not_found")), absent},
+	} {
+		if uint64(c.got) != c.want {
+			t.Errorf("%s: metric %g, want %d", c.what, c.got, c.want)
+		}
+	}
+	for _, c := range []struct {
+		what string
+		m    metricSet
+		name string
+		l    map[string]string
+	}{
+		{"cassandra queries on dc1", fm, "ferry_cassandra_query_seconds_count", with("target", "dc1", "result", "ok")},
+		{"cassandra hosts up on dc1", fm, "ferry_cassandra_hosts_up", with("target", "dc1")},
+		{"blob bytes read from dc2-old (fallback keys)", fm, "ferry_cassandra_bytes_total", with("target", "dc2-old")},
+		{"PUTs", um, "ferry_s3_request_seconds_count", with("operation", "PutObject")},
+		{"PUT bytes", um, "ferry_s3_bytes_total", with("operation", "PutObject")},
+		{"HEADs", vm, "ferry_s3_request_seconds_count", with("operation", "HeadObject", "result", "ok")},
+		{"ready nats", um, "ferry_ready", with("check", "nats")},
+	} {
+		if v := c.m.sum(c.name, c.l); v <= 0 {
+			t.Errorf("%s: %s%v = %g, want > 0", c.what, c.name, c.l, v)
+		}
+	}
+	if v := vm.sum("ferry_s3_request_seconds_count", with("operation", "HeadObject", "result", "ok")); uint64(v) < done {
+		t.Errorf("verifier HEADs ok %g < verified %d", v, done)
+	}
+}
+
+// deleteObjects removes the S3 objects of keys (mapped with the job file's key rules).
+func deleteObjects(t *testing.T, keys []string) {
+	t.Helper()
+	job, err := config.Load(cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rules, err := keyrules.Compile(job.Keys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	store, err := blobstore.New(context.Background(), job.Destination, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range keys {
+		if s3Key, err := rules.Map(k); err == nil {
+			if err := store.Delete(context.Background(), s3Key); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+}
+
+func metricsListenAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// httpGet returns the status and body of http://addr/path; 0 while the process is not listening yet.
+func httpGet(t *testing.T, addr, path string) (int, string) {
+	t.Helper()
+	c := http.Client{Timeout: 5 * time.Second}
+	resp, err := c.Get("http://" + addr + path)
+	if err != nil {
+		return 0, err.Error()
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+type metricSample struct {
+	name   string
+	labels map[string]string
+	value  float64
+}
+
+type metricSet []metricSample
+
+// sum adds the samples of name whose labels include every one of match.
+func (m metricSet) sum(name string, match map[string]string) float64 {
+	var total float64
+next:
+	for _, s := range m {
+		if s.name != name {
+			continue
+		}
+		for k, v := range match {
+			if s.labels[k] != v {
+				continue next
+			}
+		}
+		total += s.value
+	}
+	return total
+}
+
+// scrapeMetrics parses the text exposition of http://addr/metrics (no escaped quotes in ferry's
+// label values).
+func scrapeMetrics(t *testing.T, addr string) metricSet {
+	t.Helper()
+	code, body := httpGet(t, addr, "/metrics")
+	if code != http.StatusOK {
+		return nil
+	}
+	var out metricSet
+	sc := bufio.NewScanner(strings.NewReader(body))
+	for sc.Scan() {
+		line := sc.Text()
+		if line == "" || line[0] == '#' {
+			continue
+		}
+		i := strings.LastIndexByte(line, ' ')
+		v, err := strconv.ParseFloat(line[i+1:], 64)
+		if err != nil {
+			continue
+		}
+		s := metricSample{name: line[:i], labels: map[string]string{}, value: v}
+		if j := strings.IndexByte(s.name, '{'); j >= 0 {
+			for _, kv := range strings.Split(strings.TrimSuffix(s.name[j+1:], "}"), ",") {
+				if k, v, ok := strings.Cut(kv, "="); ok {
+					s.labels[k] = strings.Trim(v, `"`)
+				}
+			}
+			s.name = s.name[:j]
+		}
+		out = append(out, s)
+	}
+	return out
+}
