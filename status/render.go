@@ -67,9 +67,9 @@ func Print(w io.Writer, st *Status) {
 	tw.Flush()
 	fmt.Fprintln(w)
 	v := st.Verified
-	fmt.Fprintf(w, "verified      %d (%s), %d in the last minute: %.1f/s\n", v.Messages, v.Stream, v.LastMinute, v.PerSecond)
+	fmt.Fprintf(w, "verified      %d (%s), %d in the last %s: %.1f/s\n", v.Messages, v.Stream, v.LastMinute, span(v.WindowSeconds), v.PerSecond)
 	d := st.DeadLetters
-	fmt.Fprintf(w, "dead letters  %d, %d in the last minute%s\n", d.Total, d.LastMinute, reasons(d.ByReason))
+	fmt.Fprintf(w, "dead letters  %d, %d in the last %s%s\n", d.Total, d.LastMinute, span(d.WindowSeconds), reasons(d.ByReason))
 	eta := "-"
 	switch {
 	case st.ETASeconds != nil:
@@ -93,6 +93,14 @@ func Print(w io.Writer, st *Status) {
 		fmt.Fprintf(w, "producer      scan %s: %d of %d ranges done, %.1f%% of the ring, %d keys read\n",
 			s.Table, s.RangesDone, s.Ranges, 100*s.Fraction, s.Keys)
 	}
+}
+
+// span names a rate window: "minute", or its seconds when the stream is younger.
+func span(seconds float64) string {
+	if seconds <= 0 || seconds >= RateWindow.Seconds() {
+		return "minute"
+	}
+	return fmt.Sprintf("%.0f s", seconds)
 }
 
 // reasons lists the dead letters by stage/reason, most first.

@@ -66,18 +66,22 @@ type Stage struct {
 
 // Verified is the DONE stream: one entry per verified key.
 type Verified struct {
-	Stream     string  `json:"stream"`
-	Messages   uint64  `json:"messages"`
-	Bytes      uint64  `json:"bytes"`
-	LastMinute uint64  `json:"last_minute"` // entries stored in the last RateWindow
-	PerSecond  float64 `json:"per_second"`  // LastMinute / RateWindow
+	Stream     string `json:"stream"`
+	Messages   uint64 `json:"messages"`
+	Bytes      uint64 `json:"bytes"`
+	LastMinute uint64 `json:"last_minute"` // entries stored in the last RateWindow
+	// WindowSeconds is what LastMinute is divided by: RateWindow, or less when the stream's first
+	// entry is younger (a job that started 20 s ago is not averaged over a minute).
+	WindowSeconds float64 `json:"window_seconds"`
+	PerSecond     float64 `json:"per_second"`
 }
 
 // DeadLetters are the DLQ's entries by "stage/reason" (as `ferry dlq ls`).
 type DeadLetters struct {
-	Total      uint64            `json:"total"`
-	LastMinute uint64            `json:"last_minute"`
-	ByReason   map[string]uint64 `json:"by_reason"`
+	Total         uint64            `json:"total"`
+	LastMinute    uint64            `json:"last_minute"`
+	WindowSeconds float64           `json:"window_seconds"` // as Verified's
+	ByReason      map[string]uint64 `json:"by_reason"`
 }
 
 // Producer is what the producer's checkpoints in the job's KV say.
@@ -161,7 +165,8 @@ func Collect(ctx context.Context, js jetstream.JetStream, n bus.Names, now time.
 	if st.Verified.LastMinute, err = CountSince(ctx, done, since); err != nil {
 		return nil, err
 	}
-	st.Verified.PerSecond = float64(st.Verified.LastMinute) / RateWindow.Seconds()
+	st.Verified.WindowSeconds = window(now, di.State.FirstTime)
+	st.Verified.PerSecond = float64(st.Verified.LastMinute) / st.Verified.WindowSeconds
 
 	counts, err := dlq.Count(ctx, js, n)
 	if err != nil {
@@ -175,8 +180,9 @@ func Collect(ctx context.Context, js jetstream.JetStream, n bus.Names, now time.
 	if st.DeadLetters.LastMinute, err = CountSince(ctx, dq, since); err != nil {
 		return nil, err
 	}
+	st.DeadLetters.WindowSeconds = window(now, dq.CachedInfo().State.FirstTime)
 
-	ended := float64(st.Verified.LastMinute+st.DeadLetters.LastMinute) / RateWindow.Seconds()
+	ended := st.Verified.PerSecond + float64(st.DeadLetters.LastMinute)/st.DeadLetters.WindowSeconds
 	if st.Backlog > 0 && ended > 0 {
 		eta := math.Round(float64(st.Backlog) / ended)
 		st.ETASeconds = &eta
@@ -185,6 +191,16 @@ func Collect(ctx context.Context, js jetstream.JetStream, n bus.Names, now time.
 		return nil, err
 	}
 	return st, nil
+}
+
+// window is the span a last-minute count covers: RateWindow, or since the stream's first entry
+// when that is younger; at least a second.
+func window(now, first time.Time) float64 {
+	w := RateWindow
+	if !first.IsZero() && now.Sub(first) < w {
+		w = now.Sub(first)
+	}
+	return max(w.Seconds(), 1)
 }
 
 // CountSince is the number of messages stored in s at or after t. It asks the server rather than

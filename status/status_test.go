@@ -126,9 +126,13 @@ func TestCollect(t *testing.T) {
 	if d := st.DeadLetters; d.Total != 2 || d.LastMinute != 2 || d.ByReason["fetcher/not_found"] != 1 || d.ByReason["fetcher/invalid_key"] != 1 {
 		t.Errorf("dead letters = %+v", d)
 	}
-	// 9 queued, 7 ended in the last minute: 9 / (7/60) s.
-	if st.ETASeconds == nil || *st.ETASeconds != math.Round(9/(7.0/60)) {
-		t.Errorf("eta = %v, want %v", st.ETASeconds, math.Round(9/(7.0/60)))
+	// 9 queued, 7 ended since DONE and the DLQ got their first entries (under a minute ago).
+	if st.Verified.WindowSeconds < 1 || st.Verified.WindowSeconds >= 60 || st.DeadLetters.WindowSeconds < 1 {
+		t.Errorf("windows %v, %v: want the young streams' age, at least 1 s", st.Verified.WindowSeconds, st.DeadLetters.WindowSeconds)
+	}
+	want := math.Round(9 / (5/st.Verified.WindowSeconds + 2/st.DeadLetters.WindowSeconds))
+	if st.ETASeconds == nil || *st.ETASeconds != want {
+		t.Errorf("eta = %v, want %v", st.ETASeconds, want)
 	}
 	if l := st.Producer.Lists; len(l) != 1 || l[0].Path != "/data/keys.txt" || l[0].Line != 300 || l[0].Offset != 4096 || l[0].Done {
 		t.Errorf("lists = %+v", l)
