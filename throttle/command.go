@@ -125,7 +125,7 @@ func describe(t stage.Throttle, stageName string) string {
 		}
 		return fmt.Sprintf("%.0f", x)
 	}
-	conc := "unlimited"
+	conc := "each process's own --concurrency"
 	if t.Concurrency > 0 {
 		conc = fmt.Sprint(t.Concurrency)
 	}

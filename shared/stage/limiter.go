@@ -14,7 +14,8 @@ import (
 // takes a message, so workers beyond the limit wait without holding one.
 type Limiter struct {
 	mu       sync.Mutex
-	inflight int
+	inflight int // slots taken (a worker waiting for a message holds one)
+	busy     int // slots whose worker is handling a message
 	ceiling  int
 	gradient *Gradient // nil: the limit is the ceiling
 	wake     chan struct{}
@@ -93,7 +94,18 @@ func (l *Limiter) changedLocked() {
 }
 
 // slot is one taken place in the limiter; the zero slot (taken after shutdown began) counts nothing.
-type slot struct{ taken bool }
+type slot struct{ taken, busy bool }
+
+// start marks s as handling a message: the adaptive limit only grows while its slots are used.
+func (l *Limiter) start(s *slot) {
+	if !s.taken {
+		return
+	}
+	l.mu.Lock()
+	l.busy++
+	l.mu.Unlock()
+	s.busy = true
+}
 
 // acquire waits for a free slot. Once stop is closed it returns the zero slot at once: shutdown
 // must hand the buffered messages back (nak) without waiting for room.
@@ -137,7 +149,10 @@ func (l *Limiter) release(s slot, latency time.Duration, o outcome) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.gradient != nil && o != sampleNone {
-		l.gradient.Sample(latency, l.inflight, o == sampleDrop)
+		l.gradient.Sample(latency, l.busy, o == sampleDrop)
+	}
+	if s.busy {
+		l.busy--
 	}
 	l.inflight--
 	l.changedLocked()

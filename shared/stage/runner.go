@@ -98,6 +98,7 @@ func Run(ctx context.Context, cons jetstream.Consumer, h Handler, o Options) err
 					o.Log.Debug("next message", "err", err)
 					continue
 				}
+				o.Limiter.start(&s)
 				latency, out := r.process(hctx, msg) // naks at once when shutdown has begun
 				o.Limiter.release(s, latency, out)
 			}
