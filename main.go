@@ -23,8 +23,8 @@ import (
 	"github.com/ferry-migrate/ferry/shared/bus"
 	"github.com/ferry-migrate/ferry/shared/config"
 	"github.com/ferry-migrate/ferry/shared/service"
-	"github.com/ferry-migrate/ferry/throttle"
 	"github.com/ferry-migrate/ferry/status"
+	"github.com/ferry-migrate/ferry/throttle"
 	"github.com/ferry-migrate/ferry/uploader"
 	"github.com/ferry-migrate/ferry/verifier"
 )
