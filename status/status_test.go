@@ -73,7 +73,7 @@ func fill(t *testing.T, js jetstream.JetStream, n bus.Names) {
 		}
 	}
 	put("producer.aaaa", producer.Checkpoint{Path: "/data/keys.txt", Offset: 4096, Line: 300, Done: false})
-	put("settings.throttle", map[string]int{"reads": 5})
+	put("settings.throttle.fetcher", map[string]int{"reads": 5}) // not the producer's: ignored
 	half := int64(0)
 	put("scan.bbbb", producer.ScanPlan{Table: "ks.t", KeyColumn: "key", Ranges: []producer.Range{
 		{Start: math.MinInt64, End: half}, {Start: half, End: math.MaxInt64}}})

@@ -232,7 +232,7 @@ func (r *runner) process(ctx context.Context, msg jetstream.Msg) (time.Duration,
 		r.deadLetter(ctx, msg, md, transientReason(err, r.o.ExhaustedReason), err)
 	default:
 		_ = msg.NakWithDelay(r.o.Backoff(md.NumDelivered))
-		m.count(r.o, "retry")
+		m.count(r.o, "retry", transientReason(err, r.o.ExhaustedReason))
 		r.o.Log.Debug("retry", "key", r.o.KeyOf(msg), "delivered", md.NumDelivered, "err", err)
 	}
 	if r.stopping.Load() && err != nil {
@@ -327,5 +327,5 @@ func (r *runner) deadLetter(ctx context.Context, msg jetstream.Msg, md *jetstrea
 		return
 	}
 	_ = msg.TermWithReason(reason)
-	r.o.Metrics.count(r.o, "dead")
+	r.o.Metrics.count(r.o, "dead", reason)
 }
