@@ -55,7 +55,7 @@ demo: up build ## seed $(DEMO_KEYS) blobs, migrate them with `ferry run`, verify
 BENCH      := $(ROOT)/.local/bin/ferry-bench
 SUDO       := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: bench bench-scale bench-build bench-diff
+.PHONY: bench bench-scale bench-build bench-diff bench-scan
 
 bench-build: build ## build .local/bin/ferry-bench (and ferry); install redis-server if missing
 	$(GO) build -o $(BENCH) ./benchmarks
@@ -73,6 +73,11 @@ bench-scale: bench-build ## ferry run at 10k and 200k keys, the producer on 10M 
 bench-diff: build ## ferry diff A B vs LC_ALL=C sort -u + comm on two generated lists (BENCH_DIFF_LINES=20000000; no stack needed)
 	$(GO) build -o $(BENCH) ./benchmarks
 	cd $(ROOT) && $(BENCH) diff
+
+bench-scan: build ## ferry producer --scan vs one SELECT on a 1M-row table, and a kill/restart (make up first; BENCH_SCAN_ROWS=1000000)
+	$(GO) build -o $(BENCH) ./benchmarks
+	@bash $(STACK) status >/dev/null || { echo "the local stack is not up: make up"; exit 1; }
+	cd $(ROOT) && source $(LOCAL)/env.sh && $(BENCH) scan
 
 # ---- fault tolerance (e2e/chaos_*_test.go, issue 5) ---------------------------------------------
 .PHONY: chaos

@@ -33,7 +33,7 @@ func (b *bench) ferryArgs(job, cfg, metricsAddr string, withNATS bool) []string 
 }
 
 // ferryOnce runs a short ferry command (setup, setup --delete) and returns its error with output.
-func (b *bench) ferryOnce(ctx context.Context, args ...string) error {
+func ferryOnce(ctx context.Context, args ...string) error {
 	cmd := exec.CommandContext(ctx, args[0], args[1:]...)
 	cmd.Env = childEnv()
 	if out, err := cmd.CombinedOutput(); err != nil {
@@ -50,13 +50,13 @@ func (b *bench) runSplit(ctx context.Context, keys string, n int, profDir string
 	if err != nil {
 		return nil, err
 	}
-	if err := b.ferryOnce(ctx, append(b.ferryArgs(job, cfg, "", true), "setup")...); err != nil {
+	if err := ferryOnce(ctx, append(b.ferryArgs(job, cfg, "", true), "setup")...); err != nil {
 		return nil, err
 	}
 	defer func() {
 		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
 		defer cancel()
-		if err := b.ferryOnce(dctx, append(b.ferryArgs(job, cfg, "", true), "setup", "--delete", "--yes")...); err != nil {
+		if err := ferryOnce(dctx, append(b.ferryArgs(job, cfg, "", true), "setup", "--delete", "--yes")...); err != nil {
 			logf("warning: %v", err)
 		}
 	}()

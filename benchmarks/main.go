@@ -7,8 +7,10 @@
 //   - ferry-run: `ferry run` on its embedded JetStream server;
 //
 // and reports files/s, CPU seconds per 1,000 files, peak RSS and Cassandra reads per file, with
-// ratios, as markdown and JSON under benchmarks/results/. The direct and seed-design workers are
-// subcommands of this binary, run as child processes so their resource usage is measured alone.
+// ratios, as markdown and JSON under benchmarks/results/. `make bench-diff` times `ferry diff`
+// against sort + comm; `make bench-scan` times `ferry producer --scan` against one SELECT of the
+// keys. The direct, seed-design and scan workers are subcommands of this binary, run as child
+// processes so their resource usage is measured alone.
 package main
 
 import (
@@ -32,8 +34,11 @@ func main() {
 			benchCommand(),
 			scaleCommand(),
 			diffCommand(),
+			scanCommand(),
 			directCommand(),
 			seedDesignCommand(),
+			scanSelectCommand(),
+			scanRangesCommand(),
 		},
 	}
 	if err := app.RunContext(ctx, os.Args); err != nil {

@@ -186,7 +186,7 @@ func (b *bench) runProducer(ctx context.Context, lines int, profDir string) (*pr
 	defer func() {
 		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Minute)
 		defer cancel()
-		if err := b.ferryOnce(dctx, append(b.ferryArgs(job, b.o.Config, "", true), "setup", "--delete", "--yes")...); err != nil {
+		if err := ferryOnce(dctx, append(b.ferryArgs(job, b.o.Config, "", true), "setup", "--delete", "--yes")...); err != nil {
 			logf("warning: %v", err)
 		}
 	}()
