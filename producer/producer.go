@@ -39,7 +39,7 @@ func (c *Config) Flags() []cli.Flag {
 	return append(append([]cli.Flag{
 		&cli.StringSliceFlag{Name: "keys", Aliases: []string{"k"}, EnvVars: []string{"FERRY_KEYS"}, Destination: &c.Keys, Usage: "key list(s), one key a line: files, glob patterns, s3://bucket/key or s3://bucket/prefix*; plain, .gz or .zst; - for stdin (not checkpointed)"},
 		&cli.IntFlag{Name: "parallel", Value: 4, EnvVars: []string{"FERRY_PRODUCER_PARALLEL"}, Destination: &c.Parallel, Usage: "key lists read at once"},
-		&cli.IntFlag{Name: "in-flight", Value: 1024, EnvVars: []string{"FERRY_PRODUCER_IN_FLIGHT"}, Destination: &c.InFlight, Usage: "publishes awaiting acknowledgement, per key list or token range"},
+		&cli.IntFlag{Name: "in-flight", Value: 1024, EnvVars: []string{"FERRY_PRODUCER_IN_FLIGHT"}, Destination: &c.InFlight, Usage: "publishes awaiting acknowledgement, per key list or token range (at most 2048 / readers)"},
 		&cli.Int64Flag{Name: "high-water", Value: 1_000_000, EnvVars: []string{"FERRY_PRODUCER_HIGH_WATER"}, Destination: &c.HighWater, Usage: "wait while the KEYS backlog holds more messages than this"},
 		&cli.BoolFlag{Name: "restart", EnvVars: []string{"FERRY_PRODUCER_RESTART"}, Destination: &c.Restart, Usage: "ignore checkpoints: publish every list from its start, scan the whole ring again"},
 		&cli.BoolFlag{Name: "progress", Value: true, EnvVars: []string{"FERRY_PROGRESS"}, Destination: &c.Progress, Usage: "print a progress line on stderr when it is a terminal"},
@@ -141,6 +141,12 @@ func Run(ctx context.Context, env *service.Env, cfg Config) (Stats, error) {
 	if err != nil {
 		return Stats{}, fmt.Errorf("producer: kv %s: %w", env.Names.KV, err)
 	}
+	// Every list or range has its own window; together they stay under the connection's cap.
+	readers := cfg.Parallel
+	if cfg.Scan.Enabled {
+		readers = cfg.Scan.Concurrency
+	}
+	cfg.InFlight = max(1, min(cfg.InFlight, bus.MaxAsyncPending/max(readers, 1)))
 	s := &sink{env: env, cfg: cfg, kv: kv}
 	s.gate = &backlogGate{s: s, high: uint64(cfg.HighWater)}
 	p := &tracker{s: s, start: time.Now(), on: cfg.Progress}

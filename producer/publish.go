@@ -82,6 +82,18 @@ func (w *window) publish(ctx context.Context, key []byte, origin string, pos pos
 	names := w.s.env.Names
 	m := bus.KeyMsg(names, string(key), bus.KeyID(names.Job, string(key)), origin)
 	fut, err := w.s.env.JS.PublishMsgAsync(m, jetstream.WithMsgID(bus.MsgID("keys", m.Header.Get(bus.HdrID))))
+	// The connection's outstanding publishes are capped (other windows share them): a stall is
+	// backpressure, so confirm what this window has out and try again.
+	for attempt := 1; errors.Is(err, jetstream.ErrTooManyStalledMsgs) && ctx.Err() == nil; attempt++ {
+		if len(w.pend) > 0 {
+			if err := w.drain(ctx); err != nil {
+				return err
+			}
+		} else {
+			time.Sleep(min(time.Duration(attempt)*10*time.Millisecond, time.Second))
+		}
+		fut, err = w.s.env.JS.PublishMsgAsync(m, jetstream.WithMsgID(bus.MsgID("keys", m.Header.Get(bus.HdrID))))
+	}
 	if err != nil {
 		return fmt.Errorf("producer: publish key %q (%s): %w", key, origin, err)
 	}

@@ -267,7 +267,6 @@ func (sc *scanner) scanRange(ctx context.Context, i int) error {
 	var tok, cur int64 // the token of the row read and of the one before
 	var key []byte
 	have := false // cur is set: a row of this query has been read
-	origin := sc.origin + " " + r.String()
 	for attempt := 0; ctx.Err() == nil; {
 		sc.s.gate.wait(ctx)
 		if sc.limit != nil {
@@ -290,7 +289,7 @@ func (sc *scanner) scanRange(ctx context.Context, i int) error {
 			cur, have = tok, true
 			cp.Keys++
 			sc.s.lines.Add(1)
-			if err := sc.s.key(ctx, w, key, origin, position{at: safe, n: cp.Keys}); err != nil {
+			if err := sc.s.key(ctx, w, key, sc.origin, position{at: safe, n: cp.Keys}); err != nil {
 				return err
 			}
 		}

@@ -21,6 +21,7 @@ import (
 	"github.com/ferry-migrate/ferry/producer"
 	"github.com/ferry-migrate/ferry/shared/bus"
 	"github.com/ferry-migrate/ferry/shared/config"
+	"github.com/ferry-migrate/ferry/shared/progress"
 	"github.com/ferry-migrate/ferry/shared/service"
 	"github.com/ferry-migrate/ferry/uploader"
 	"github.com/ferry-migrate/ferry/verifier"
@@ -166,18 +167,22 @@ func Run(ctx context.Context, env *service.Env, cfg Config) (Summary, error) {
 	wg.Go(func() { stageErr("verifier", verifier.Run(ctx, env, cfg.Verifier)) })
 	env.StartAdvisor(ctx)
 
+	prog := newRunProgress(env, before, start, cfg.Producer.Progress)
 	produced := make(chan struct{})
 	go func() {
 		defer close(produced)
 		if len(cfg.Producer.Keys.Value()) == 0 && !cfg.Producer.Scan.Enabled {
 			return
 		}
-		st, err := producer.Run(ctx, env, cfg.Producer)
+		pcfg := cfg.Producer
+		pcfg.Progress = false // one bar for the whole run
+		st, err := producer.Run(ctx, env, pcfg)
 		sum.Published, sum.Invalid = st.Published, st.Invalid
 		stageErr("producer", err)
 	}()
 
-	err = waitDone(ctx, env, produced, cfg.Wait, progress(env, before, start, cfg.Producer.Progress))
+	err = waitDone(ctx, env, produced, cfg.Wait, prog.sample)
+	prog.stop()
 	cancel(nil)
 	wg.Wait()
 	<-produced
@@ -197,7 +202,7 @@ func Run(ctx context.Context, env *service.Env, cfg Config) (Summary, error) {
 }
 
 // waitDone returns once the producer is done and the work queues have stayed empty for a moment.
-func waitDone(ctx context.Context, env *service.Env, produced <-chan struct{}, wait bool, progress func(context.Context)) error {
+func waitDone(ctx context.Context, env *service.Env, produced <-chan struct{}, wait bool, sample func(context.Context)) error {
 	t := time.NewTicker(500 * time.Millisecond)
 	defer t.Stop()
 	empty := 0
@@ -207,7 +212,7 @@ func waitDone(ctx context.Context, env *service.Env, produced <-chan struct{}, w
 			return nil
 		case <-t.C:
 		}
-		progress(ctx)
+		sample(ctx)
 		select {
 		case <-produced:
 		default:
@@ -252,21 +257,66 @@ func streamMsgs(ctx context.Context, js jetstream.JetStream, name string) (uint6
 	return info.State.Msgs, nil
 }
 
-// progress returns a function that logs the pipeline's state every 5 seconds when on.
-func progress(env *service.Env, before uint64, start time.Time, on bool) func(context.Context) {
-	var last time.Time
-	return func(ctx context.Context) {
-		if !on || time.Since(last) < 5*time.Second {
-			return
+// runProgress shows the whole pipeline's state (one bar: the producer's own is off in ferry run),
+// from counts it samples in NATS every 2 seconds.
+type runProgress struct {
+	env    *service.Env
+	before uint64 // DONE when the run began
+	start  time.Time
+	rep    *progress.Reporter
+	last   time.Time
+
+	mu                                   sync.Mutex
+	published, verified, dead, inPipeline uint64
+}
+
+func newRunProgress(env *service.Env, before uint64, start time.Time, on bool) *runProgress {
+	p := &runProgress{env: env, before: before, start: start}
+	if on {
+		p.rep = progress.Start("ferry run", p.status, progress.Options{})
+	}
+	return p
+}
+
+// sample reads the counts, at most every 2 seconds.
+func (p *runProgress) sample(ctx context.Context) {
+	if p.rep == nil || time.Since(p.last) < 2*time.Second {
+		return
+	}
+	p.last = time.Now()
+	done, err := streamMsgs(ctx, p.env.JS, p.env.Names.Done)
+	if err != nil {
+		return
+	}
+	n, _ := backlog(ctx, p.env)
+	dead, _ := dlq.Count(ctx, p.env.JS, p.env.Names)
+	var published uint64
+	if s, err := p.env.JS.Stream(ctx, p.env.Names.Keys); err == nil {
+		if info, err := s.Info(ctx); err == nil {
+			published = info.State.LastSeq
 		}
-		last = time.Now()
-		done, err := streamMsgs(ctx, env.JS, env.Names.Done)
-		if err != nil {
-			return
-		}
-		n, _ := backlog(ctx, env)
-		dead, _ := dlq.Count(ctx, env.JS, env.Names)
-		env.Log.Info("progress", "verified", done, "dead_letters", dead.Total(), "backlog", n,
-			"files_per_s", int(float64(done-before)/time.Since(start).Seconds()))
+	}
+	p.mu.Lock()
+	p.published, p.verified, p.dead, p.inPipeline = published, done, dead.Total(), n
+	p.mu.Unlock()
+}
+
+func (p *runProgress) status() progress.Status {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	el := time.Since(p.start)
+	finished := float64(p.verified + p.dead)
+	total := finished + float64(p.inPipeline)
+	rate := float64(p.verified-min(p.before, p.verified)) / max(el.Seconds(), 0.001)
+	return progress.Status{Done: finished, Total: total, Text: fmt.Sprintf(
+		"published %d, verified %d, dead-lettered %d, in the pipeline %d, %.0f files/s, ETA %s",
+		p.published, p.verified, p.dead, p.inPipeline, rate, progress.ETA(el, float64(p.before), finished, total))}
+}
+
+func (p *runProgress) stop() {
+	if p.rep != nil {
+		p.last = time.Time{}
+		p.sample(context.Background())
+		p.rep.Stop()
 	}
 }

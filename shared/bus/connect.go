@@ -13,6 +13,10 @@ import (
 
 // Connect dials NATS and returns the connection and its JetStream context. name shows in
 // `nats server report connections`, so use the stage.
+// MaxAsyncPending is how many async publishes a connection allows outstanding; publishers that
+// share one divide it among themselves.
+const MaxAsyncPending = 2048
+
 func Connect(ctx context.Context, url, name string) (*nats.Conn, jetstream.JetStream, error) {
 	nc, err := nats.Connect(url,
 		nats.Name("ferry "+name),
@@ -30,7 +34,7 @@ func Connect(ctx context.Context, url, name string) (*nats.Conn, jetstream.JetSt
 		return nil, nil, fmt.Errorf("connect to nats %s: %w", url, err)
 	}
 	// Bounded async publishing: past a few thousand outstanding publishes the client stalls.
-	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(2048))
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(MaxAsyncPending))
 	if err != nil {
 		nc.Close()
 		return nil, nil, fmt.Errorf("jetstream on %s: %w", url, err)
