@@ -266,7 +266,7 @@ type runProgress struct {
 	rep    *progress.Reporter
 	last   time.Time
 
-	mu                                   sync.Mutex
+	mu                                    sync.Mutex
 	published, verified, dead, inPipeline uint64
 }
 
