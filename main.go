@@ -102,7 +102,7 @@ func setupCommand() *cli.Command {
 				if !yes {
 					return errors.New("--delete removes the job's progress and dead letters for good; add --yes to confirm")
 				}
-				nc, js, err := bus.Connect(c.Context, c.String("nats"), "setup")
+				nc, js, err := service.Connect(c.Context, c, "setup")
 				if err != nil {
 					return err
 				}

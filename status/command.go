@@ -14,6 +14,7 @@ import (
 	"github.com/ferry-migrate/ferry/shared/bus"
 	"github.com/ferry-migrate/ferry/shared/config"
 	"github.com/ferry-migrate/ferry/shared/progress"
+	"github.com/ferry-migrate/ferry/shared/service"
 )
 
 // Open connects to the --nats server for the --job of c, without setting anything up (unlike
@@ -23,7 +24,7 @@ func Open(ctx context.Context, c *cli.Context, name string) (*nats.Conn, jetstre
 	if err := config.ValidateJobName(job); err != nil {
 		return nil, nil, bus.Names{}, fmt.Errorf("--job: %w", err)
 	}
-	nc, js, err := bus.Connect(ctx, c.String("nats"), name)
+	nc, js, err := service.Connect(ctx, c, name)
 	if err != nil {
 		return nil, nil, bus.Names{}, err
 	}

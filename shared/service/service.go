@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"strings"
 
 	"github.com/nats-io/nats.go"
@@ -26,13 +27,66 @@ import (
 // GlobalFlags are the flags of the ferry app itself, shared by every subcommand.
 func GlobalFlags() []cli.Flag {
 	return []cli.Flag{
-		&cli.StringFlag{Name: "nats", Value: "nats://127.0.0.1:4222", EnvVars: []string{"FERRY_NATS"}, Usage: "NATS server URL (JetStream enabled)"},
+		&cli.StringFlag{Name: "nats", Value: "nats://127.0.0.1:4222", EnvVars: []string{"FERRY_NATS"}, Usage: "NATS server URL (JetStream enabled); a cluster's servers separated by commas"},
+		&cli.StringFlag{Name: "nats-creds", EnvVars: []string{"FERRY_NATS_CREDS"}, Category: natsCategory, Usage: "NATS user credentials file (JWT and NKEY seed)"},
+		&cli.StringFlag{Name: "nats-nkey", EnvVars: []string{"FERRY_NATS_NKEY"}, Category: natsCategory, Usage: "NATS NKEY seed file"},
+		&cli.StringFlag{Name: "nats-user", EnvVars: []string{"FERRY_NATS_USER"}, Category: natsCategory, Usage: "NATS user; its password from $FERRY_NATS_PASSWORD or --nats-password-file"},
+		&cli.StringFlag{Name: "nats-password-file", EnvVars: []string{"FERRY_NATS_PASSWORD_FILE"}, Category: natsCategory, Usage: "file holding the --nats-user password (first line)"},
+		&cli.StringFlag{Name: "nats-ca", EnvVars: []string{"FERRY_NATS_CA"}, Category: natsCategory, Usage: "PEM file of the CAs that sign the NATS server certificate (TLS)"},
+		&cli.StringFlag{Name: "nats-cert", EnvVars: []string{"FERRY_NATS_CERT"}, Category: natsCategory, Usage: "PEM client certificate for NATS (mutual TLS), with --nats-key"},
+		&cli.StringFlag{Name: "nats-key", EnvVars: []string{"FERRY_NATS_KEY"}, Category: natsCategory, Usage: "PEM private key of --nats-cert"},
 		&cli.StringFlag{Name: "job", Value: "default", EnvVars: []string{"FERRY_JOB"}, Usage: "job name: letters, digits, '_' and '-'; names the streams"},
 		&cli.StringFlag{Name: "config", Value: "ferry.yaml", EnvVars: []string{"FERRY_CONFIG"}, Usage: "job file: source read targets, destination, key rules"},
 		&cli.StringFlag{Name: "log-level", Value: "info", EnvVars: []string{"FERRY_LOG_LEVEL"}, Usage: "debug, info, warn or error"},
 		&cli.StringFlag{Name: "log-format", Value: "text", EnvVars: []string{"FERRY_LOG_FORMAT"}, Usage: "text or json"},
 		&cli.StringFlag{Name: "metrics-addr", EnvVars: []string{"FERRY_METRICS_ADDR"}, Usage: "serve Prometheus /metrics, /healthz, /readyz and /debug/pprof on this address (e.g. 127.0.0.1:9100); empty: off"},
 	}
+}
+
+const natsCategory = "NATS connection (secrets only in files or the environment)"
+
+// PasswordEnv holds the --nats-user password. There is no password flag: a command line shows in
+// ps and shell history.
+const PasswordEnv = "FERRY_NATS_PASSWORD"
+
+// NATSClient reads the NATS authentication and TLS flags of c; the password comes from
+// $FERRY_NATS_PASSWORD or --nats-password-file.
+func NATSClient(c *cli.Context) (bus.Client, error) {
+	cl := bus.Client{Creds: c.String("nats-creds"), NKey: c.String("nats-nkey"), User: c.String("nats-user"),
+		Password: os.Getenv(PasswordEnv), CA: c.String("nats-ca"), Cert: c.String("nats-cert"), Key: c.String("nats-key")}
+	if f := c.String("nats-password-file"); f != "" {
+		if cl.Password != "" {
+			return cl, config.Invalid(fmt.Errorf("--nats-password-file and $%s: give one", PasswordEnv))
+		}
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return cl, config.Invalid(fmt.Errorf("--nats-password-file: %w", err))
+		}
+		cl.Password, _, _ = strings.Cut(string(b), "\n")
+		cl.Password = strings.TrimRight(cl.Password, "\r")
+		if cl.Password == "" {
+			return cl, config.Invalid(fmt.Errorf("--nats-password-file %s: empty", f))
+		}
+	}
+	return cl, nil
+}
+
+// Connect connects to the --nats servers with the authentication and TLS flags of c, without
+// setting anything up: for commands that only read a job or delete it.
+func Connect(ctx context.Context, c *cli.Context, name string) (*nats.Conn, jetstream.JetStream, error) {
+	return connect(ctx, c, c.String("nats"), name)
+}
+
+func connect(ctx context.Context, c *cli.Context, url, name string) (*nats.Conn, jetstream.JetStream, error) {
+	cl, err := NATSClient(c)
+	if err != nil {
+		return nil, nil, err
+	}
+	opts, err := cl.Options()
+	if err != nil {
+		return nil, nil, config.Invalid(err)
+	}
+	return bus.Connect(ctx, url, name, opts...)
 }
 
 // Env is an open service environment. Close it when done.
@@ -55,7 +109,7 @@ type Env struct {
 // Options say what Open needs beyond the global flags.
 type Options struct {
 	Name       string       // process name shown to NATS
-	NatsURL    string       // overrides the --nats flag (ferry run's embedded server)
+	NatsURL    string       // overrides --nats and its authentication (ferry run's embedded server)
 	Settings   bus.Settings // stream settings applied with bus.Setup
 	NeedConfig bool         // load and validate the job file
 	Update     bool         // apply Settings to existing streams and consumers (ferry setup)
@@ -81,11 +135,12 @@ func Open(ctx context.Context, c *cli.Context, o Options) (*Env, error) {
 			return nil, err
 		}
 	}
-	url := o.NatsURL
-	if url == "" {
-		url = c.String("nats")
+	if o.NatsURL != "" { // an embedded server: no authentication, no TLS
+		e.NC, e.JS, err = bus.Connect(ctx, o.NatsURL, o.Name)
+	} else {
+		e.NC, e.JS, err = connect(ctx, c, c.String("nats"), o.Name)
 	}
-	if e.NC, e.JS, err = bus.Connect(ctx, url, o.Name); err != nil {
+	if err != nil {
 		return nil, err
 	}
 	if err := bus.Setup(ctx, e.JS, e.Names, o.Settings, o.Update); err != nil {
