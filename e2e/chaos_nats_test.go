@@ -52,11 +52,26 @@ func natsServerBin(t *testing.T) string {
 // startNATS starts n nats-servers (a cluster when n > 1) with the local stack's settings
 // (JetStream, max_payload 8MB) and waits until JetStream is ready. They are killed at the end.
 func startNATS(t *testing.T, n int) *natsCluster {
+	return startNATSWith(t, natsSpec{nodes: n})
+}
+
+// natsSpec describes the servers of startNATSWith.
+type natsSpec struct {
+	nodes int
+	name  func(i int) string // server_name of node i; default chaos-nats-<i>
+	extra string             // appended to every node's configuration (TLS, accounts)
+}
+
+func startNATSWith(t *testing.T, spec natsSpec) *natsCluster {
 	t.Helper()
+	n := spec.nodes
+	if spec.name == nil {
+		spec.name = func(i int) string { return fmt.Sprintf("chaos-nats-%d", i) }
+	}
 	dir := t.TempDir()
 	c := &natsCluster{t: t}
 	for i := range n {
-		c.nodes = append(c.nodes, &natsNode{name: fmt.Sprintf("chaos-nats-%d", i), port: freePort(t),
+		c.nodes = append(c.nodes, &natsNode{name: spec.name(i), port: freePort(t),
 			clusterPort: freePort(t), http: freePort(t)})
 	}
 	var routes []string
@@ -73,6 +88,7 @@ func startNATS(t *testing.T, n int) *natsCluster {
 		if n > 1 {
 			fmt.Fprintf(&b, "cluster {\n  name: ferry-chaos\n  listen: 127.0.0.1:%d\n  routes: [%s]\n}\n", nd.clusterPort, strings.Join(routes, ", "))
 		}
+		b.WriteString(spec.extra)
 		if err := os.WriteFile(nd.conf, []byte(b.String()), 0o644); err != nil {
 			t.Fatal(err)
 		}
