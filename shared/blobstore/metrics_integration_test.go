@@ -11,6 +11,7 @@ import (
 // TestMiddlewareAgainstServer records real calls against versitygw: a single PUT, a multipart
 // upload (create, parts, complete), HEADs and a GET, with their bytes.
 func TestMiddlewareAgainstServer(t *testing.T) {
+	forgetEndpoints(t)
 	c, prefix := testClient(t)
 	ctx := context.Background()
 	before := snapshot(t)

@@ -93,7 +93,17 @@ func delta(before, after map[string]float64) map[string]float64 {
 	return d
 }
 
+// forgetEndpoints clears the process-wide readiness state: another test of this package may have
+// left an endpoint that never answered (integration_test.go dials port 1 on purpose).
+func forgetEndpoints(t *testing.T) {
+	t.Helper()
+	endpointsMu.Lock()
+	endpoints = map[string]*endpointState{}
+	endpointsMu.Unlock()
+}
+
 func TestMiddlewareRecords(t *testing.T) {
+	forgetEndpoints(t)
 	srv, drop := fakeS3(t)
 	c := fakeClient(t, srv.URL)
 	ctx := context.Background()
