@@ -44,7 +44,7 @@ func TestMetricsEndpoints(t *testing.T) {
 	h.run("setup")
 	addr := map[string]string{}
 	for _, s := range []string{"fetcher", "uploader", "verifier"} {
-		addr[s] = metricsListenAddr(t)
+		addr[s] = freeAddr(t)
 		// Low concurrency: the scrapes should see the run in progress.
 		h.start(s, "--metrics-addr", addr[s], s, "--concurrency", "4")
 	}
@@ -166,16 +166,6 @@ func deleteObjects(t *testing.T, keys []string) {
 			}
 		}
 	}
-}
-
-func metricsListenAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
 }
 
 // httpGet returns the status and body of http://addr/path; 0 while the process is not listening yet.
