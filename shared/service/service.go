@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -189,10 +190,27 @@ func (e *Env) Job() *config.Job { return e.job }
 // SetJob sets the job of an Env built by hand (tests, embedding).
 func (e *Env) SetJob(j *config.Job) { e.job = j }
 
-// Close drains the connection: pending publishes and acks are flushed before it closes.
+// closeWait bounds how long Close waits for the drain: the subscriptions are stopped by then, so
+// what is left is flushing buffered publishes and acks (milliseconds unless NATS is unreachable).
+const closeWait = 5 * time.Second
+
+// Close drains the connection and waits until it is closed, so the pending publishes and acks are
+// flushed before it returns. Drain alone only starts that: a process that exits right after it
+// loses the acks of its last messages, and they come back after the ack wait.
 func (e *Env) Close() {
-	if e.NC != nil {
-		_ = e.NC.Drain()
+	if e.NC == nil {
+		return
+	}
+	if err := e.NC.Drain(); err != nil { // not connected: nothing can be flushed
+		e.NC.Close()
+		return
+	}
+	for deadline := time.Now().Add(closeWait); !e.NC.IsClosed(); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			e.Log.Warn("NATS connection not drained in time; closing it", "wait", closeWait)
+			e.NC.Close()
+			return
+		}
 	}
 }
 
