@@ -165,6 +165,7 @@ type rigOptions struct {
 	noProxy bool              // services talk to S3 directly
 	edit    func(*config.Job) // changes to the job file
 	env     []string          // extra environment of every service
+	connect []nats.Option     // authentication and TLS of the rig's own connection
 }
 
 type rig struct {
@@ -219,7 +220,7 @@ func newRig(t *testing.T, scenario, prefix string, o rigOptions) *rig {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if r.nc, r.js, err = bus.Connect(ctx, r.url, "chaos"); err != nil {
+	if r.nc, r.js, err = bus.Connect(ctx, r.url, "chaos", o.connect...); err != nil {
 		t.Fatalf("NATS %s not running? (make up): %v", r.url, err)
 	}
 	t.Cleanup(r.cleanup)

@@ -43,6 +43,9 @@ func Connect(ctx context.Context, url, name string, opts ...nats.Option) (*nats.
 		if errors.Is(err, nats.ErrAuthorization) {
 			return nil, nil, fmt.Errorf("connect to nats %s: %w (check the user and its password, --nats-creds, --nats-nkey or the client certificate)", shown, err)
 		}
+		if strings.Contains(strings.ToLower(err.Error()), "tls") || errors.Is(err, nats.ErrSecureConnRequired) {
+			return nil, nil, fmt.Errorf("connect to nats %s: %w (check --nats-ca, and --nats-cert/--nats-key if the server asks for a client certificate)", shown, err)
+		}
 		return nil, nil, fmt.Errorf("connect to nats %s: %w", shown, err)
 	}
 	// Bounded async publishing: past a few thousand outstanding publishes the client stalls.
