@@ -7,6 +7,8 @@ import (
 	"bytes"
 	"context"
 	"crypto/md5"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
@@ -14,6 +16,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"time"
 
@@ -53,11 +56,14 @@ type Client struct {
 	bucket       string
 	storageClass string
 	timeout      time.Duration
+	sse          string // server-side encryption of new objects; empty: the bucket's default
+	kmsKeyID     string // with sse aws:kms
 }
 
 // New builds a client for d. Credentials come only from the standard AWS chain (environment, shared
 // files, web identity, instance role); concurrency sizes the keep-alive pool so that every worker
-// reuses a connection instead of paying a handshake per object.
+// reuses a connection instead of paying a handshake per object. HTTPS trusts the system's CAs plus
+// d.CABundle and AWS_CA_BUNDLE; a server certificate that does not verify is a Fatal error.
 func New(ctx context.Context, d config.Destination, concurrency int) (*Client, error) {
 	if concurrency < 1 {
 		return nil, fmt.Errorf("s3 client for bucket %s: concurrency %d must be at least 1", d.Bucket, concurrency)
@@ -69,6 +75,10 @@ func New(ctx context.Context, d config.Destination, concurrency int) (*Client, e
 	timeout := d.Timeout
 	if timeout <= 0 {
 		timeout = 60 * time.Second
+	}
+	roots, err := rootCAs(d.CABundle)
+	if err != nil {
+		return nil, fmt.Errorf("s3 client for bucket %s: %w", d.Bucket, err)
 	}
 	httpClient := awshttp.NewBuildableClient().
 		WithDialerOptions(func(dl *net.Dialer) {
@@ -83,6 +93,12 @@ func New(ctx context.Context, d config.Destination, concurrency int) (*Client, e
 			// A stalled server must not hold a worker until the whole request timeout.
 			t.ResponseHeaderTimeout = timeout
 			t.ExpectContinueTimeout = time.Second
+			if roots != nil {
+				if t.TLSClientConfig == nil {
+					t.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+				}
+				t.TLSClientConfig.RootCAs = roots
+			}
 		})
 
 	cfg, err := awsconfig.LoadDefaultConfig(ctx,
@@ -115,10 +131,75 @@ func New(ctx context.Context, d config.Destination, concurrency int) (*Client, e
 			o.BaseEndpoint = aws.String(d.Endpoint)
 		}
 		o.UsePathStyle = d.PathStyle
+		o.HTTPClient = trustHint{o.HTTPClient}
 		// Latency, bytes and reachability of every operation (metrics.go).
 		o.APIOptions = append(o.APIOptions, st.instrument)
 	})
-	return &Client{s3: client, bucket: d.Bucket, storageClass: d.StorageClass, timeout: timeout}, nil
+	return &Client{s3: client, bucket: d.Bucket, storageClass: d.StorageClass, timeout: timeout,
+		sse: d.ServerSideEncryption, kmsKeyID: d.SSEKMSKeyID}, nil
+}
+
+// rootCAs is the pool of CAs trusted for HTTPS: the system's plus the destination's ca_bundle and
+// AWS_CA_BUNDLE; nil (Go's default, the system's) when neither is set. The SDK also reads
+// AWS_CA_BUNDLE, but on its own it trusts that bundle alone, and a file without a certificate in
+// it goes unnoticed; here it adds to the system's like ca_bundle, and a bad file stops the start.
+func rootCAs(caBundle string) (*x509.CertPool, error) {
+	env := os.Getenv("AWS_CA_BUNDLE")
+	if caBundle == "" && env == "" {
+		return nil, nil
+	}
+	pool, err := x509.SystemCertPool()
+	if err != nil {
+		pool = x509.NewCertPool()
+	}
+	for _, b := range []struct{ path, name string }{{caBundle, "destination.ca_bundle"}, {env, "AWS_CA_BUNDLE"}} {
+		if b.path == "" {
+			continue
+		}
+		certs, err := config.LoadCABundle(b.path)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", b.name, err)
+		}
+		for _, c := range certs {
+			pool.AddCert(c)
+		}
+	}
+	return pool, nil
+}
+
+// trustHint makes a server certificate that does not verify a Fatal error that says what to fix:
+// every request would fail the same way until the CA is configured.
+type trustHint struct{ s3.HTTPClient }
+
+func (h trustHint) Do(r *http.Request) (*http.Response, error) {
+	resp, err := h.HTTPClient.Do(r)
+	if err != nil {
+		if hint := certHint(err); hint != "" {
+			err = &kindError{kind: Fatal, err: fmt.Errorf("%w (%s)", err, hint)}
+		}
+	}
+	return resp, err
+}
+
+// certHint says what to check when err is a failed verification of the server's certificate.
+func certHint(err error) string {
+	var (
+		host    x509.HostnameError
+		unknown x509.UnknownAuthorityError
+		invalid x509.CertificateInvalidError
+		verify  *tls.CertificateVerificationError
+	)
+	switch {
+	case errors.As(err, &host):
+		return "the S3 server's certificate is not valid for this host: check destination.endpoint"
+	case errors.As(err, &unknown):
+		return "the S3 server's certificate is signed by a CA this process does not trust: set destination.ca_bundle (or AWS_CA_BUNDLE) to a PEM file of that CA"
+	case errors.As(err, &invalid):
+		return "the S3 server's certificate is invalid (expired or not for serving): check it, and destination.ca_bundle"
+	case errors.As(err, &verify):
+		return "the S3 server's certificate does not verify: check destination.ca_bundle (or AWS_CA_BUNDLE) and destination.endpoint"
+	}
+	return ""
 }
 
 // Bucket is the bucket this client writes to.
@@ -222,6 +303,12 @@ func (c *Client) putSingle(ctx context.Context, in PutInput, meta map[string]str
 	if class != "" {
 		input.StorageClass = types.StorageClass(class)
 	}
+	if c.sse != "" {
+		input.ServerSideEncryption = types.ServerSideEncryption(c.sse)
+	}
+	if c.kmsKeyID != "" {
+		input.SSEKMSKeyId = aws.String(c.kmsKeyID)
+	}
 	if in.IfAbsent {
 		input.IfNoneMatch = aws.String("*")
 	}
@@ -251,6 +338,12 @@ func (c *Client) putMultipart(ctx context.Context, in PutInput, meta map[string]
 	}
 	if class != "" {
 		create.StorageClass = types.StorageClass(class)
+	}
+	if c.sse != "" {
+		create.ServerSideEncryption = types.ServerSideEncryption(c.sse)
+	}
+	if c.kmsKeyID != "" {
+		create.SSEKMSKeyId = aws.String(c.kmsKeyID)
 	}
 	rctx, cancel := c.reqCtx(ctx)
 	created, err := c.s3.CreateMultipartUpload(rctx, create)

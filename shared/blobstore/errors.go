@@ -132,6 +132,9 @@ func Classify(err error) Kind {
 	if errors.As(err, &ke) {
 		return ke.kind
 	}
+	if certHint(err) != "" {
+		return Fatal // the server's certificate will not verify on the next try either
+	}
 	switch {
 	case errors.Is(err, ErrNoBucket):
 		return Fatal

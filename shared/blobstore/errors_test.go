@@ -3,6 +3,8 @@ package blobstore
 import (
 	"context"
 	"crypto/md5"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -77,6 +79,9 @@ func TestClassify(t *testing.T) {
 		{"HEAD 403 without code", opErr(403, code("Forbidden", "")), Fatal},
 		{"HEAD 301 wrong region", opErr(301, code("MovedPermanently", "")), Fatal},
 		{"check: no bucket", fmt.Errorf("check s3://b: %w: %w", ErrNoBucket, opErr(404, code("NotFound", ""))), Fatal},
+		{"server CA not trusted", sendErr(&tls.CertificateVerificationError{Err: x509.UnknownAuthorityError{}}), Fatal},
+		{"certificate for another host", sendErr(&tls.CertificateVerificationError{Err: x509.HostnameError{Host: "s3.example"}}), Fatal},
+		{"certificate expired", sendErr(x509.CertificateInvalidError{Reason: x509.Expired}), Fatal},
 		{"part size config", &kindError{kind: Fatal, err: errors.New("part size")}, Fatal},
 
 		{"entity too large", opErr(400, code("EntityTooLarge", "")), Permanent},

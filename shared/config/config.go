@@ -5,6 +5,8 @@
 package config
 
 import (
+	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"net/url"
@@ -51,7 +53,21 @@ type Destination struct {
 	PathStyle    bool          `yaml:"path_style"`    // needed by most S3-compatible servers
 	StorageClass string        `yaml:"storage_class"` // empty: the bucket's default
 	Timeout      time.Duration `yaml:"timeout"`       // per request; default 60s
+	// CABundle is a PEM file of CA certificates trusted for the endpoint's HTTPS, in addition to
+	// the system's (a private CA of an S3-compatible server).
+	CABundle string `yaml:"ca_bundle"`
+	// ServerSideEncryption asks S3 to encrypt each object at rest: "AES256" (S3-managed keys) or
+	// "aws:kms"; empty: the bucket's default encryption.
+	ServerSideEncryption string `yaml:"server_side_encryption"`
+	// SSEKMSKeyID is the KMS key (ID, ARN or alias) with aws:kms; empty: the account's S3 key.
+	SSEKMSKeyID string `yaml:"sse_kms_key_id"`
 }
+
+// SSE values of Destination.ServerSideEncryption.
+const (
+	SSEAES256 = "AES256"
+	SSEKMS    = "aws:kms"
+)
 
 // KeyRules turn a source key into an S3 key. They are configuration, not code: see keyrules.
 type KeyRules struct {
@@ -238,7 +254,52 @@ func (d Destination) Validate() error {
 	if d.Timeout < 0 {
 		errs = append(errs, errors.New("timeout: must not be negative"))
 	}
+	if d.CABundle != "" {
+		if _, err := LoadCABundle(d.CABundle); err != nil {
+			errs = append(errs, fmt.Errorf("ca_bundle: %w", err))
+		} else if strings.HasPrefix(d.Endpoint, "http://") {
+			errs = append(errs, fmt.Errorf("ca_bundle: set, but endpoint %q is plain http: use https://", d.Endpoint))
+		}
+	}
+	switch d.ServerSideEncryption {
+	case "", SSEAES256, SSEKMS:
+	default:
+		errs = append(errs, fmt.Errorf("server_side_encryption: %q is not %s or %s", d.ServerSideEncryption, SSEAES256, SSEKMS))
+	}
+	if d.SSEKMSKeyID != "" && d.ServerSideEncryption != SSEKMS {
+		errs = append(errs, fmt.Errorf("sse_kms_key_id: needs server_side_encryption: %s", SSEKMS))
+	}
 	return errors.Join(errs...)
+}
+
+// LoadCABundle reads a PEM file of CA certificates: ca_bundle, or AWS_CA_BUNDLE. Anything but
+// certificates in it is an error, as is a file without any: a typo'd path or a key file must not
+// leave the client trusting only the system's CAs without a word.
+func LoadCABundle(path string) ([]*x509.Certificate, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var certs []*x509.Certificate
+	for n := 1; ; n++ {
+		var blk *pem.Block
+		blk, b = pem.Decode(b)
+		if blk == nil {
+			break
+		}
+		if blk.Type != "CERTIFICATE" {
+			return nil, fmt.Errorf("%s: PEM block %d is a %q, want CERTIFICATE", path, n, blk.Type)
+		}
+		c, err := x509.ParseCertificate(blk.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("%s: PEM block %d: %w", path, n, err)
+		}
+		certs = append(certs, c)
+	}
+	if len(certs) == 0 {
+		return nil, fmt.Errorf("%s: no PEM certificate in it", path)
+	}
+	return certs, nil
 }
 
 // Validate checks the key rules compile.

@@ -1,9 +1,18 @@
 package config
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestLocalJobFileIsValid(t *testing.T) {
@@ -68,4 +77,64 @@ func TestLoadMissingFile(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "read config") {
 		t.Fatalf("Load = %v", err)
 	}
+}
+
+func TestDestinationTLSAndSSE(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, body string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	ca := write("ca.pem", string(testCAPEM(t)))
+	notPEM := write("notpem.pem", "hello\n")
+	key := write("key.pem", "-----BEGIN EC PRIVATE KEY-----\nAAAA\n-----END EC PRIVATE KEY-----\n")
+	base := "source: {targets: [{hosts: [127.0.0.1], table: ks.t}]}\ndestination: {bucket: my-bucket, endpoint: 'https://s3.example:9000', %s}\n"
+	if _, err := Parse([]byte(strings.Replace(strings.Replace(base, "https:", "http:", 1), "%s", "ca_bundle: "+ca, 1)), "job.yaml"); err == nil || !strings.Contains(err.Error(), "plain http") {
+		t.Errorf("ca_bundle with an http endpoint: %v", err)
+	}
+	for _, tt := range []struct{ dest, wantErr string }{
+		{"ca_bundle: " + ca, ""},
+		{"ca_bundle: " + ca + ", path_style: true", ""},
+		{"ca_bundle: " + filepath.Join(dir, "missing.pem"), "ca_bundle: open " + filepath.Join(dir, "missing.pem")},
+		{"ca_bundle: " + notPEM, "ca_bundle: " + notPEM + ": no PEM certificate"},
+		{"ca_bundle: " + key, `is a "EC PRIVATE KEY", want CERTIFICATE`},
+		{"server_side_encryption: AES256", ""},
+		{"server_side_encryption: 'aws:kms', sse_kms_key_id: alias/ferry", ""},
+		{"server_side_encryption: aes256", "server_side_encryption: \"aes256\" is not AES256 or aws:kms"},
+		{"sse_kms_key_id: alias/ferry", "sse_kms_key_id: needs server_side_encryption: aws:kms"},
+		{"server_side_encryption: AES256, sse_kms_key_id: alias/ferry", "sse_kms_key_id: needs"},
+	} {
+		j, err := Parse([]byte(strings.Replace(base, "%s", tt.dest, 1)), "job.yaml")
+		if tt.wantErr == "" {
+			if err != nil {
+				t.Errorf("%s: %v", tt.dest, err)
+			} else if strings.Contains(tt.dest, "ca_bundle") && j.Destination.CABundle != ca {
+				t.Errorf("%s: CABundle = %q", tt.dest, j.Destination.CABundle)
+			}
+			continue
+		}
+		if err == nil || !strings.Contains(err.Error(), tt.wantErr) || !IsInvalid(err) {
+			t.Errorf("%s: error %v, want a config error containing %q", tt.dest, err, tt.wantErr)
+		}
+	}
+}
+
+// testCAPEM is a self-signed CA certificate.
+func testCAPEM(t *testing.T) []byte {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
 }
