@@ -217,8 +217,11 @@ func (c *Client) Check(ctx context.Context) error {
 	_, err := c.s3.HeadBucket(rctx, &s3.HeadBucketInput{Bucket: aws.String(c.bucket)})
 	if err != nil {
 		// HEAD responses have no body, so a missing bucket shows only as a bare 404.
-		if statusOf(err) == http.StatusNotFound {
+		switch statusOf(err) {
+		case http.StatusNotFound:
 			return fmt.Errorf("check s3://%s: %w: %w", c.bucket, ErrNoBucket, err)
+		case http.StatusForbidden: // no code either: a wrong secret looks like a denied policy
+			return fmt.Errorf("check s3://%s: %w (access denied: check the credentials of the AWS chain, e.g. AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, and the bucket's policy)", c.bucket, err)
 		}
 		return fmt.Errorf("check s3://%s: %w", c.bucket, err)
 	}
