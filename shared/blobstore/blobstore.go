@@ -140,9 +140,8 @@ func New(ctx context.Context, d config.Destination, concurrency int) (*Client, e
 }
 
 // rootCAs is the pool of CAs trusted for HTTPS: the system's plus the destination's ca_bundle and
-// AWS_CA_BUNDLE; nil (Go's default, the system's) when neither is set. The SDK also reads
-// AWS_CA_BUNDLE, but on its own it trusts that bundle alone, and a file without a certificate in
-// it goes unnoticed; here it adds to the system's like ca_bundle, and a bad file stops the start.
+// AWS_CA_BUNDLE; nil (Go's default, the system's) when neither is set. The SDK reads AWS_CA_BUNDLE
+// too, but on its own it trusts that bundle alone; here it adds to the system's like ca_bundle.
 func rootCAs(caBundle string) (*x509.CertPool, error) {
 	env := os.Getenv("AWS_CA_BUNDLE")
 	if caBundle == "" && env == "" {
