@@ -4,6 +4,9 @@ package cass
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -18,6 +21,48 @@ import (
 // PasswordEnv names the environment variable holding the Cassandra password. It is never in the
 // job file, so the file can be shared and committed.
 const PasswordEnv = "FERRY_CASSANDRA_PASSWORD"
+
+// password is the target's: its password_file (first line) if set, else $FERRY_CASSANDRA_PASSWORD.
+// The errors never hold the password.
+func password(t config.Target) (string, error) {
+	if t.PasswordFile != "" {
+		pw, err := config.ReadPasswordFile(t.PasswordFile)
+		if err != nil {
+			return "", config.Invalid(fmt.Errorf("cassandra target %s: password_file: %w", t.Name, err))
+		}
+		return pw, nil
+	}
+	pw := os.Getenv(PasswordEnv)
+	if pw == "" {
+		return "", config.Invalid(fmt.Errorf("cassandra target %s: username %q is set but %s is empty and there is no password_file", t.Name, t.Username, PasswordEnv))
+	}
+	return pw, nil
+}
+
+// TLSConfig is the client TLS of a read target: RootCAs from ca_file (the system's if empty), the
+// client certificate if given, and the nodes verified by name (server_name, else each node's
+// address) unless insecure_skip_verify.
+func TLSConfig(c config.TargetTLS) (*tls.Config, error) {
+	tc := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: c.ServerName, InsecureSkipVerify: c.InsecureSkipVerify}
+	if c.CAFile != "" {
+		certs, err := config.LoadCABundle(c.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("ca_file: %w", err)
+		}
+		tc.RootCAs = x509.NewCertPool()
+		for _, cert := range certs {
+			tc.RootCAs.AddCert(cert)
+		}
+	}
+	if c.CertFile != "" || c.KeyFile != "" {
+		cert, err := tls.LoadX509KeyPair(c.CertFile, c.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("cert_file, key_file: %w", err)
+		}
+		tc.Certificates = []tls.Certificate{cert}
+	}
+	return tc, nil
+}
 
 // ClusterConfig is the gocql configuration for target t, for up to concurrency queries in flight.
 // NewSession uses it as is; the seed takes it and drops the host filter, since it writes to every DC.
@@ -54,11 +99,19 @@ func ClusterConfig(t config.Target, concurrency int) (*gocql.ClusterConfig, erro
 	c.ReconnectInterval = 10 * time.Second
 	c.ReconnectionPolicy = &gocql.ExponentialReconnectionPolicy{MaxRetries: 8, InitialInterval: 500 * time.Millisecond, MaxInterval: 10 * time.Second}
 	if t.Username != "" {
-		pw := os.Getenv(PasswordEnv)
-		if pw == "" {
-			return nil, fmt.Errorf("cassandra target %s: username %q is set but %s is empty", t.Name, t.Username, PasswordEnv)
+		pw, err := password(t)
+		if err != nil {
+			return nil, err
 		}
 		c.Authenticator = gocql.PasswordAuthenticator{Username: t.Username, Password: pw}
+	}
+	if t.TLS != nil {
+		tc, err := TLSConfig(*t.TLS)
+		if err != nil {
+			return nil, config.Invalid(fmt.Errorf("cassandra target %s: tls: %w", t.Name, err))
+		}
+		// With Config set, gocql verifies the node unless Config.InsecureSkipVerify says otherwise.
+		c.SslOpts = &gocql.SslOptions{Config: tc, EnableHostVerification: !t.TLS.InsecureSkipVerify}
 	}
 	c.Logger = driverLogger{target: t.Name}
 	// Query latency by result, hosts up and readiness by target (metrics.go).
@@ -123,11 +176,34 @@ func connectError(t config.Target, c *gocql.ClusterConfig, err error) error {
 		// The most common mistake: a local_dc no node has, or contact points from another DC.
 		where += fmt.Sprintf(" (local_dc %s: only nodes of that DC are used)", t.LocalDC)
 	}
-	err = fmt.Errorf("cassandra target %s: connect to %s: %w", t.Name, where, err)
+	err = fmt.Errorf("cassandra target %s: connect to %s: %w%s", t.Name, where, err, hint(t, err))
 	if strings.Contains(err.Error(), "host was filtered") {
 		return config.Invalid(err) // every contact point is outside local_dc: a configuration error
 	}
 	return err
+}
+
+// hint names the setting to check when a connect failed on TLS or authentication.
+func hint(t config.Target, err error) string {
+	msg := err.Error()
+	var unknown x509.UnknownAuthorityError
+	var name x509.HostnameError
+	var invalid x509.CertificateInvalidError
+	switch {
+	case errors.As(err, &unknown) || strings.Contains(msg, "certificate signed by unknown authority"):
+		return " (check tls.ca_file: the PEM CAs that sign the nodes' certificates)"
+	case errors.As(err, &name) || strings.Contains(msg, "x509: certificate is valid for") ||
+		strings.Contains(msg, "x509: certificate is not valid for any names"):
+		return " (check tls.server_name: the name in the nodes' certificates; empty means each node's address)"
+	case errors.As(err, &invalid) || strings.Contains(msg, "x509: ") || strings.Contains(msg, "tls: "):
+		return " (check the target's tls settings: ca_file, cert_file, key_file, server_name)"
+	case strings.Contains(msg, "username") && strings.Contains(msg, "password"),
+		strings.Contains(msg, "authentication required"):
+		return " (check username and password_file or " + PasswordEnv + ")"
+	case t.TLS == nil && (strings.Contains(msg, "EOF") || strings.Contains(msg, "connection reset")):
+		return " (the node closed the connection: does it require TLS? set the target's tls)"
+	}
+	return ""
 }
 
 // driverLogger sends gocql's own messages (hosts going down, reconnects) to slog, tagged with the

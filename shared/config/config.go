@@ -1,10 +1,12 @@
 // Package config holds the job's configuration: the source (ordered Cassandra read targets), the
 // destination (an S3 bucket), the key rules, and their validation. It is loaded from one YAML file
 // so that every service of a job reads the same settings; credentials never live in it (the S3
-// client takes them from the standard AWS chain).
+// client takes them from the standard AWS chain; a Cassandra password from a file it names or the
+// environment).
 package config
 
 import (
+	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
@@ -42,7 +44,23 @@ type Target struct {
 	Query       string        `yaml:"query"`        // full CQL with one ?; overrides table and columns
 	Timeout     time.Duration `yaml:"timeout"`      // per query; default 5s
 	ConnTimeout time.Duration `yaml:"conn_timeout"` // default 5s
-	Username    string        `yaml:"username"`     // password from FERRY_CASSANDRA_PASSWORD, never the file
+	Username    string        `yaml:"username"`     // PasswordAuthenticator; see PasswordFile
+	// PasswordFile holds the username's password (its first line), read at start. Without it the
+	// password comes from FERRY_CASSANDRA_PASSWORD; never from the job file or the command line.
+	PasswordFile string `yaml:"password_file"`
+	// TLS turns on client-to-node TLS; absent: clear text. "tls: {}" verifies against the system's CAs.
+	TLS *TargetTLS `yaml:"tls"`
+}
+
+// TargetTLS is client-to-node TLS for a read target (client_encryption_options on the nodes).
+type TargetTLS struct {
+	CAFile   string `yaml:"ca_file"`   // PEM CAs that sign the nodes' certificates; empty: the system's
+	CertFile string `yaml:"cert_file"` // client certificate (PEM), with key_file: for require_client_auth
+	KeyFile  string `yaml:"key_file"`  //
+	// ServerName is the name every node's certificate must hold; empty: each node's address.
+	ServerName string `yaml:"server_name"`
+	// InsecureSkipVerify accepts any certificate: encryption without authentication of the node.
+	InsecureSkipVerify bool `yaml:"insecure_skip_verify"`
 }
 
 // Destination is the S3 bucket the objects go to.
@@ -225,6 +243,59 @@ func (t Target) Validate() error {
 	}
 	if t.Timeout < 0 || t.ConnTimeout < 0 {
 		errs = append(errs, errors.New("timeout: must not be negative"))
+	}
+	if t.PasswordFile != "" {
+		if t.Username == "" {
+			errs = append(errs, errors.New("password_file: set, but username is empty"))
+		} else if _, err := ReadPasswordFile(t.PasswordFile); err != nil {
+			errs = append(errs, fmt.Errorf("password_file: %w", err))
+		}
+	}
+	if t.TLS != nil {
+		if err := t.TLS.Validate(); err != nil {
+			errs = append(errs, fmt.Errorf("tls: %w", err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// ReadPasswordFile returns the first line of a password file (without its line end). An empty
+// first line is an error. The error never holds the file's content.
+func ReadPasswordFile(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", err
+	}
+	pw, _, _ := strings.Cut(string(b), "\n")
+	pw = strings.TrimRight(pw, "\r")
+	if pw == "" {
+		return "", fmt.Errorf("%s: the first line is empty", path)
+	}
+	return pw, nil
+}
+
+// Validate checks a read target's TLS settings; the files are read here so that a typo'd path
+// stops the service at start.
+func (c TargetTLS) Validate() error {
+	var errs []error
+	if c.CAFile != "" {
+		if _, err := LoadCABundle(c.CAFile); err != nil {
+			errs = append(errs, fmt.Errorf("ca_file: %w", err))
+		}
+		if c.InsecureSkipVerify {
+			errs = append(errs, errors.New("insecure_skip_verify: true ignores ca_file: give one"))
+		}
+	}
+	switch {
+	case (c.CertFile == "") != (c.KeyFile == ""):
+		errs = append(errs, errors.New("cert_file and key_file: give both or neither"))
+	case c.CertFile != "":
+		if _, err := tls.LoadX509KeyPair(c.CertFile, c.KeyFile); err != nil {
+			errs = append(errs, fmt.Errorf("cert_file, key_file: %w", err))
+		}
+	}
+	if c.ServerName != "" && (strings.ContainsAny(c.ServerName, " /:") || strings.TrimSpace(c.ServerName) != c.ServerName) {
+		errs = append(errs, fmt.Errorf("server_name: %q is not a host name", c.ServerName))
 	}
 	return errors.Join(errs...)
 }

@@ -7,7 +7,9 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"fmt"
 	"math/big"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -137,4 +139,82 @@ func testCAPEM(t *testing.T) []byte {
 		t.Fatal(err)
 	}
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+}
+
+func TestTargetPasswordFileAndTLS(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, body string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	const secret = "pw-only-in-the-file"
+	pw := write("pw", secret+"\r\nsecond line\n")
+	emptyPW := write("empty", "\nsecret on line 2\n")
+	missing := filepath.Join(dir, "missing")
+	ca := write("ca.pem", string(testCAPEM(t)))
+	certPEM, keyPEM := testKeyPair(t)
+	cert, key := write("cert.pem", string(certPEM)), write("key.pem", string(keyPEM))
+	for _, tt := range []struct{ target, wantErr string }{
+		{"username: ferry, password_file: " + pw, ""},
+		{"username: ferry", ""}, // the password then comes from the environment, checked at connect
+		{"password_file: " + pw, "password_file: set, but username is empty"},
+		{"username: ferry, password_file: " + missing, "password_file: open " + missing},
+		{"username: ferry, password_file: " + emptyPW, "password_file: " + emptyPW + ": the first line is empty"},
+		{"tls: {}", ""},
+		{"tls: {ca_file: " + ca + "}", ""},
+		{"tls: {ca_file: " + ca + ", server_name: cass.example, cert_file: " + cert + ", key_file: " + key + "}", ""},
+		{"tls: {insecure_skip_verify: true}", ""},
+		{"tls: {ca_file: " + missing + "}", "tls: ca_file: open " + missing},
+		{"tls: {ca_file: " + key + "}", `tls: ca_file: ` + key + `: PEM block 1 is a "EC PRIVATE KEY"`},
+		{"tls: {ca_file: " + ca + ", insecure_skip_verify: true}", "insecure_skip_verify: true ignores ca_file"},
+		{"tls: {cert_file: " + cert + "}", "tls: cert_file and key_file: give both or neither"},
+		{"tls: {key_file: " + key + "}", "tls: cert_file and key_file: give both or neither"},
+		{"tls: {cert_file: " + cert + ", key_file: " + ca + "}", "tls: cert_file, key_file:"},
+		{"tls: {server_name: 'a b'}", `tls: server_name: "a b" is not a host name`},
+		{"tls: {cafile: x}", "field cafile not found"},
+	} {
+		doc := fmt.Sprintf("source: {targets: [{hosts: [127.0.0.3], table: ks.t, %s}]}\ndestination: {bucket: my-bucket}\n", tt.target)
+		j, err := Parse([]byte(doc), "job.yaml")
+		if tt.wantErr == "" {
+			if err != nil {
+				t.Errorf("%s: %v", tt.target, err)
+			} else if strings.Contains(tt.target, "tls") != (j.Source.Targets[0].TLS != nil) {
+				t.Errorf("%s: TLS = %+v", tt.target, j.Source.Targets[0].TLS)
+			}
+			continue
+		}
+		if err == nil || !strings.Contains(err.Error(), tt.wantErr) || !IsInvalid(err) {
+			t.Errorf("%s: error %v, want a config error containing %q", tt.target, err, tt.wantErr)
+		} else if strings.Contains(err.Error(), secret) {
+			t.Errorf("%s: the error shows the password: %v", tt.target, err)
+		}
+	}
+	if got, err := ReadPasswordFile(pw); err != nil || got != secret {
+		t.Errorf("ReadPasswordFile = %q, %v; want the first line without \\r", got, err)
+	}
+}
+
+// testKeyPair is a self-signed certificate for 127.0.0.1 and its key, PEM.
+func testKeyPair(t *testing.T) (certPEM, keyPEM []byte) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "ferry"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+		pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder})
 }
