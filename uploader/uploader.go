@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -69,7 +70,7 @@ func (u *Uploader) Handle(ctx context.Context, msg jetstream.Msg) error {
 	}
 	body := msg.Data()
 	if object != "" {
-		body, err = u.Objects.GetBytes(ctx, object)
+		body, err = u.objectBytes(ctx, object)
 		if errors.Is(err, jetstream.ErrObjectNotFound) {
 			if headErr != nil { // S3 could not say whether an earlier delivery uploaded it: ask again later
 				return fmt.Errorf("key %q: large blob %s is gone from the object store and S3 did not answer: %w", key, object, headErr)
@@ -268,4 +269,21 @@ func metaValue(key string) string {
 		}
 	}
 	return key
+}
+
+// objectBytes reads a large blob from the object store. With replicated streams a follower may
+// answer a read (direct gets) before it has applied the put, most likely right after a leader
+// change, so "not found" is asked again twice before it counts.
+func (u *Uploader) objectBytes(ctx context.Context, name string) ([]byte, error) {
+	for attempt := 1; ; attempt++ {
+		b, err := u.Objects.GetBytes(ctx, name)
+		if !errors.Is(err, jetstream.ErrObjectNotFound) || attempt == 3 {
+			return b, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(time.Duration(attempt) * 500 * time.Millisecond):
+		}
+	}
 }
