@@ -12,25 +12,6 @@ NODES=(
 TIMEOUT=${CASS_TIMEOUT:-180}
 CQLPING=$DEPLOY/cassandra/cqlping.py
 
-java_major() { "$1" -version 2>&1 | sed -n '1s/.*version "\([0-9]*\).*/\1/p'; }
-find_java() {
-  local j
-  if [[ -n ${FERRY_JAVA:-} ]]; then
-    [[ -x $FERRY_JAVA ]] || die "FERRY_JAVA=$FERRY_JAVA is not an executable java"
-    local m; m=$(java_major "$FERRY_JAVA")
-    [[ $m =~ ^[0-9]+$ ]] && ((m >= 17 && m < 24)) ||
-      die "FERRY_JAVA=$FERRY_JAVA is Java ${m:-?}; Cassandra 5.0 needs Java 17 (JDK 24+ refuses its security manager).
-  Install it:  apt-get install -y openjdk-17-jre-headless"
-    ((m == 17)) || msg "warning: FERRY_JAVA is Java $m, only 17 is tested"
-    echo "$FERRY_JAVA"; return
-  fi
-  for j in /usr/lib/jvm/java-17-openjdk-amd64/bin/java /usr/lib/jvm/*17*/bin/java "$(command -v java || true)"; do
-    [[ -n $j && -x $j && $(java_major "$j") == 17 ]] && { echo "$j"; return; }
-  done
-  die "Java 17 is required for Cassandra 5.0 (newer JDKs refuse its security manager) and none was found.
-  Install it:  apt-get install -y openjdk-17-jre-headless   (or set FERRY_JAVA=/path/to/java17/bin/java)"
-}
-
 launch() { # launch N IP DC TOKEN JMX
   local n=$1 ip=$2 dc=$3 name=cassandra-$3
   if pid_of "$name" >/dev/null; then return 0; fi

@@ -6,9 +6,13 @@ Without QUERY it checks that HOST's node sees every other node as alive: a read 
 of system_traces.sessions (SimpleStrategy, RF 2, so with our two nodes every partition lives on both)
 fails with Unavailable unless the coordinator's failure detector marks the peer UP, and it succeeds
 only after the peer answered over the internode connection.
+QUERY "-" runs each non-empty line of stdin as one statement, in order, on one connection (so a
+statement holding a password is never on a command line).
+Env (the secured test node, deploy/local/cassandra-secure.sh): CQLPING_CA=PEM file turns TLS on and
+verifies the node against it; CQLPING_USER and CQLPING_PASSWORD answer PasswordAuthenticator.
 Prints rows as tab-separated text; exits 1 on any error.
 """
-import socket, struct, sys, uuid, ipaddress
+import os, socket, ssl, struct, sys, uuid, ipaddress
 
 CONS = {'ONE': 1, 'QUORUM': 4, 'ALL': 5, 'LOCAL_ONE': 10, 'LOCAL_QUORUM': 6}
 
@@ -63,17 +67,39 @@ def render(t, v):
     return v.hex()
 
 
+def connect(host):
+    s = socket.create_connection((host, 9042), timeout=5)
+    ca = os.environ.get('CQLPING_CA')
+    if ca:
+        s = ssl.create_default_context(cafile=ca).wrap_socket(s, server_hostname=host)
+    op, body = request(s, 0x01, struct.pack('>H', 1) + string('CQL_VERSION') + string('3.0.0'))
+    if op == 0x03:  # AUTHENTICATE: SASL PLAIN
+        token = b'\0' + os.environ.get('CQLPING_USER', '').encode() + b'\0' + os.environ.get('CQLPING_PASSWORD', '').encode()
+        op, body = request(s, 0x0F, struct.pack('>i', len(token)) + token)
+        if op == 0x00:
+            b = Buf(body); b.int()
+            raise SystemExit(f'{host}: login: {b.string()}')
+        if op != 0x10:
+            raise SystemExit(f'{host}: AUTH_RESPONSE answered opcode {op}')
+    elif op != 0x02:
+        raise SystemExit(f'{host}: STARTUP answered opcode {op}')
+    return s
+
+
 def main():
     host = sys.argv[1]
     query = sys.argv[2] if len(sys.argv) > 2 else \
         "SELECT session_id FROM system_traces.sessions WHERE session_id = 00000000-0000-0000-0000-000000000000"
     cons = CONS[(sys.argv[3] if len(sys.argv) > 3 else 'ALL').upper()]
-    with socket.create_connection((host, 9042), timeout=5) as s:
-        op, body = request(s, 0x01, struct.pack('>H', 1) + string('CQL_VERSION') + string('3.0.0'))
-        if op != 0x02:
-            raise SystemExit(f'{host}: STARTUP answered opcode {op}')
-        q = query.encode()
-        op, body = request(s, 0x07, struct.pack('>i', len(q)) + q + struct.pack('>HB', cons, 0))
+    queries = [l.strip() for l in sys.stdin if l.strip()] if query == '-' else [query]
+    with connect(host) as s:
+        for query in queries:
+            q = query.encode()
+            op, body = request(s, 0x07, struct.pack('>i', len(q)) + q + struct.pack('>HB', cons, 0))
+            show(host, op, body)
+
+
+def show(host, op, body):
     b = Buf(body)
     if op == 0x00:
         code = b.int()

@@ -3,17 +3,27 @@
 # usage: node.sh N IP DC TOKEN JMXPORT     e.g. node.sh 1 127.0.0.1 dc1 -9223372036854775808 7199
 # Env: FERRY_ROOT (checkout), CASS_JAVA (a Java 17 `java`, chosen by deploy/local/cassandra.sh),
 #      CASS_HEAP (default 1G). Node folder: .local/data/cassandra/nodeN/{conf,data,commitlog,...}.
+#      A separate cluster (deploy/local/cassandra-secure.sh) also sets CASS_DATA (the folder holding
+#      nodeN), CASS_CLUSTER, CASS_SEEDS, CASS_AUTHENTICATOR, CASS_AUTHORIZER and CASS_YAML_EXTRA (a
+#      file appended to cassandra.yaml); unset, they give the main stack's two nodes.
 set -euo pipefail
 N=$1 IP=$2 DC=$3 TOKEN=$4 JMX=$5
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=${FERRY_ROOT:-$(cd "$HERE/../../.." && pwd)}
 LIB=$ROOT/.local/cassandra/lib
-D=$ROOT/.local/data/cassandra/node$N
+D=${CASS_DATA:-$ROOT/.local/data/cassandra}/node$N
 JAVA=${CASS_JAVA:?set CASS_JAVA to a Java 17 java binary}   # never JDK 24+: it refuses the security manager
 HEAP=${CASS_HEAP:-1G}
 [[ -f $LIB/jamm-0.4.0.jar ]] || { echo "no Cassandra jars in $LIB: run make tools" >&2; exit 1; }
 mkdir -p "$D/conf" "$D/data" "$D/commitlog" "$D/saved_caches" "$D/hints" "$D/cdc_raw" "$D/logs" "$D/tmp" "$D/triggers"
-sed -e "s|@IP@|$IP|g" -e "s|@TOKEN@|$TOKEN|g" -e "s|@DIR@|$D|g" "$HERE/cassandra.yaml.tmpl" >"$D/conf/cassandra.yaml"
+sed -e "s|@IP@|$IP|g" -e "s|@TOKEN@|$TOKEN|g" -e "s|@DIR@|$D|g" -e "s|@CLUSTER@|${CASS_CLUSTER:-ferry-local}|g" \
+  -e "s|@SEEDS@|${CASS_SEEDS:-127.0.0.1:7000,127.0.0.2:7000}|g" \
+  -e "s|@AUTHENTICATOR@|${CASS_AUTHENTICATOR:-AllowAllAuthenticator}|g" \
+  -e "s|@AUTHORIZER@|${CASS_AUTHORIZER:-AllowAllAuthorizer}|g" "$HERE/cassandra.yaml.tmpl" >"$D/conf/cassandra.yaml"
+if [[ -n ${CASS_YAML_EXTRA:-} ]]; then
+  chmod 600 "$D/conf/cassandra.yaml"   # the extra settings may hold a keystore password
+  cat "$CASS_YAML_EXTRA" >>"$D/conf/cassandra.yaml"
+fi
 printf 'dc=%s\nrack=rack1\n' "$DC" >"$D/conf/cassandra-rackdc.properties"
 cp "$HERE/logback.xml" "$D/conf/logback.xml"
 ulimit -n 100000 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true

@@ -1,0 +1,178 @@
+//go:build integration
+
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ferry-migrate/ferry/shared/cass"
+	"github.com/ferry-migrate/ferry/shared/config"
+)
+
+// secureCassandra runs deploy/local/cassandra-secure.sh with one argument (start, stop, status).
+func secureCassandra(t *testing.T, timeout time.Duration, arg string) (string, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "bash", filepath.Join(repoRoot(t), "deploy/local/cassandra-secure.sh"), arg)
+	cmd.Env = append(os.Environ(), "FERRY_ROOT="+repoRoot(t))
+	cmd.WaitDelay = 5 * time.Second
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+// TestCassandraSecurity starts the secured single-node cluster of deploy/local/cassandra-secure.sh
+// (127.0.0.3: TLS required, PasswordAuthenticator, role ferry with a generated password and SELECT
+// on ferry_secure), writes a few rows as the superuser, then reads them as ferry through a job
+// file's target with username, password_file and tls.ca_file. A wrong password, TLS without
+// ca_file, a wrong server_name, a clear-text client and no password must each fail with a one-line
+// error that says what to check; neither ferry's password nor the wrong one may be in an error, a
+// log line (ours, gocql's), the script's output or the node's log. The node is stopped at the end.
+func TestCassandraSecurity(t *testing.T) {
+	start := time.Now()
+	out, err := secureCassandra(t, 4*time.Minute, "start")
+	t.Cleanup(func() {
+		if out, err := secureCassandra(t, 2*time.Minute, "stop"); err != nil {
+			t.Errorf("cassandra-secure.sh stop: %v\n%s", err, out)
+		}
+	})
+	if err != nil {
+		t.Fatalf("cassandra-secure.sh start: %v\n%s", err, out)
+	}
+	t.Logf("secured node up in %s", time.Since(start).Round(100*time.Millisecond))
+	sd := filepath.Join(repoRoot(t), ".local/data/cassandra-secure")
+	pwFile, ca := filepath.Join(sd, "ferry.password"), filepath.Join(sd, "ca.pem")
+	secret, err := config.ReadPasswordFile(pwFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	write := func(name, body string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	wrong := "wrong-" + randHex(t, 8)
+	passwords := []string{secret, wrong} // not the superuser's "cassandra": it names everything here
+
+	// Every log line (gocql's own go to slog) is kept to be searched for the passwords.
+	var logs bytes.Buffer
+	prev := slog.Default()
+	slog.SetDefault(slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	defer slog.SetDefault(prev)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+
+	// The table and its rows, as the superuser.
+	super := config.Target{Name: "secure-admin", Hosts: []string{"127.0.0.3"}, LocalDC: "secure1",
+		Username: "cassandra", PasswordFile: write("super.password", "cassandra\n"), TLS: &config.TargetTLS{CAFile: ca}}
+	c, err := cass.ClusterConfig(super, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Timeout = 20 * time.Second
+	s, err := cass.Open(ctx, super, c)
+	if err != nil {
+		t.Fatalf("superuser over TLS: %v", err)
+	}
+	rows := map[string]string{}
+	for _, q := range []string{`CREATE TABLE IF NOT EXISTS ferry_secure.blobs (key text PRIMARY KEY, data blob)`} {
+		if err := s.Query(q).WithContext(ctx).Exec(); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	for i := range 5 {
+		k, v := fmt.Sprintf("sec-%d", i), fmt.Sprintf("blob %d %s", i, randHex(t, 8))
+		rows[k] = v
+		if err := s.Query(`INSERT INTO ferry_secure.blobs (key, data) VALUES (?, ?)`, k, []byte(v)).WithContext(ctx).Exec(); err != nil {
+			t.Fatalf("insert: %v", err)
+		}
+	}
+	s.Close()
+
+	// ferry's read target, from a job file.
+	job := func(name, extra string) config.Target {
+		t.Helper()
+		y := fmt.Sprintf("source:\n  targets:\n    - {name: secure, hosts: [127.0.0.3], local_dc: secure1, table: ferry_secure.blobs, conn_timeout: 3s, %s}\ndestination: {bucket: ferry-demo}\n", extra)
+		j, err := config.Load(write(name, y))
+		if err != nil {
+			t.Fatalf("job file %s: %v", name, err)
+		}
+		return j.Source.Targets[0]
+	}
+	good := job("good.yaml", fmt.Sprintf("username: ferry, password_file: %s, tls: {ca_file: %s}", pwFile, ca))
+	r, err := cass.NewReader(ctx, good, 4)
+	if err != nil {
+		t.Fatalf("ferry with username, password_file and tls.ca_file: %v", err)
+	}
+	for k, v := range rows {
+		got, err := r.Read(ctx, k)
+		if err != nil || string(got) != v {
+			t.Errorf("read %s = %q, %v; want %q", k, got, err, v)
+		}
+	}
+	if _, err := r.Read(ctx, "sec-absent"); err == nil {
+		t.Error("an absent key read without error")
+	}
+	r.Close()
+	// Role ferry only reads.
+	if c, err := cass.ClusterConfig(good, 1); err != nil {
+		t.Fatal(err)
+	} else if s, err := cass.Open(ctx, good, c); err != nil {
+		t.Fatal(err)
+	} else {
+		err := s.Query(`INSERT INTO ferry_secure.blobs (key, data) VALUES ('x', 0x00)`).WithContext(ctx).Exec()
+		s.Close()
+		if err == nil || !strings.Contains(err.Error(), "has no MODIFY permission") {
+			t.Errorf("role ferry wrote a row: %v, want Unauthorized", err)
+		}
+	}
+
+	var errs []string
+	fails := func(what string, target config.Target, want string) {
+		t.Helper()
+		t0 := time.Now()
+		r, err := cass.NewReader(ctx, target, 4)
+		if err == nil {
+			r.Close()
+			t.Errorf("%s: connected", what)
+			return
+		}
+		msg := err.Error()
+		errs = append(errs, msg)
+		if !strings.Contains(msg, want) || strings.Contains(msg, "\n") {
+			t.Errorf("%s: %q, want one line containing %q", what, msg, want)
+		} else {
+			t.Logf("%s (%s): %s", what, time.Since(t0).Round(10*time.Millisecond), msg)
+		}
+	}
+	fails("wrong password", job("wrong.yaml", fmt.Sprintf("username: ferry, password_file: %s, tls: {ca_file: %s}",
+		write("wrong.password", wrong+"\n"), ca)), "check username and password_file")
+	fails("TLS without ca_file", job("noca.yaml", fmt.Sprintf("username: ferry, password_file: %s, tls: {}", pwFile)), "check tls.ca_file")
+	fails("wrong server_name", job("name.yaml", fmt.Sprintf("username: ferry, password_file: %s, tls: {ca_file: %s, server_name: cass.example}", pwFile, ca)),
+		"check tls.server_name")
+	fails("clear text", job("plain.yaml", fmt.Sprintf("username: ferry, password_file: %s", pwFile)), "does it require TLS?")
+	t.Setenv(cass.PasswordEnv, "")
+	fails("no password", job("nopw.yaml", "username: ferry, tls: {ca_file: "+ca+"}"), "FERRY_CASSANDRA_PASSWORD is empty")
+
+	nodeLog, _ := os.ReadFile(filepath.Join(repoRoot(t), ".local/logs/cassandra-secure.log"))
+	all := strings.Join(errs, "\n") + "\n" + logs.String() + "\n" + out + "\n" + string(nodeLog)
+	for _, pw := range passwords {
+		if strings.Contains(all, pw) {
+			t.Errorf("a password (%d chars) is in an error or a log line", len(pw))
+		}
+	}
+	t.Logf("whole test %s (incl. node start)", time.Since(start).Round(100*time.Millisecond))
+}
