@@ -3,6 +3,7 @@
 package e2e
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -39,6 +40,26 @@ func TestNATSCluster(t *testing.T) {
 			t.Errorf("stream %s: %d replicas (cluster %+v), want 3", s, info.Config.Replicas, info.Cluster)
 		}
 	}
+
+	// On failure, while the cluster still runs: each stage's stream and consumer state.
+	t.Cleanup(func() {
+		if !t.Failed() {
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		for _, sc := range [][2]string{{r.names.Keys, "fetcher"}, {r.names.Blobs, "uploader"}, {r.names.Uploaded, "verifier"}} {
+			if info, ok := r.streamInfo(sc[0]); ok {
+				t.Logf("stream %s: state %+v cluster %+v", sc[0], info.State, info.Cluster)
+			}
+			if c, err := r.js.Consumer(ctx, sc[0], sc[1]); err == nil {
+				if ci, err := c.Info(ctx); err == nil {
+					t.Logf("consumer %s: delivered %+v ack floor %+v pending %d ack pending %d redelivered %d cluster %+v",
+						sc[1], ci.Delivered, ci.AckFloor, ci.NumPending, ci.NumAckPending, ci.NumRedelivered, ci.Cluster)
+				}
+			}
+		}
+	})
 
 	file := r.writeKeys("keys.txt", all)
 	c := r.crew()
