@@ -20,6 +20,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/ferry-migrate/ferry/seed"
+	"github.com/ferry-migrate/ferry/shared/casstest"
 	"github.com/ferry-migrate/ferry/shared/config"
 	"github.com/ferry-migrate/ferry/shared/service"
 )
@@ -28,14 +29,7 @@ import (
 
 func jobFile(t *testing.T) (string, *config.Job) {
 	t.Helper()
-	path := os.Getenv("FERRY_CONFIG")
-	if path == "" {
-		path = "../deploy/local/ferry.yaml"
-	}
-	job, err := config.Load(path)
-	if err != nil {
-		t.Fatal(err)
-	}
+	job, path := casstest.LocalJob(t)
 	if os.Getenv("AWS_ACCESS_KEY_ID") == "" {
 		t.Setenv("AWS_ACCESS_KEY_ID", "ferrylocal")
 	}

@@ -10,7 +10,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -19,7 +18,7 @@ import (
 
 	"github.com/ferry-migrate/ferry/shared/blobstore"
 	"github.com/ferry-migrate/ferry/shared/bustest"
-	"github.com/ferry-migrate/ferry/shared/config"
+	"github.com/ferry-migrate/ferry/shared/casstest"
 	"github.com/ferry-migrate/ferry/shared/service"
 )
 
@@ -28,14 +27,7 @@ import (
 func TestRunS3Lists(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	path := os.Getenv("FERRY_CONFIG")
-	if path == "" {
-		path = "../deploy/local/ferry.yaml"
-	}
-	job, err := config.Load(path)
-	if err != nil {
-		t.Fatal(err)
-	}
+	job, _ := casstest.LocalJob(t)
 	dest := job.Destination
 	dest.Bucket = "ferry-test"
 	s3, err := blobstore.New(ctx, dest, 4)

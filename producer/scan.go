@@ -280,8 +280,10 @@ func (sc *scanner) scanRange(ctx context.Context, i int) error {
 		next := iter.PageState()
 		rows := iter.Scanner()
 		for ctx.Err() == nil && rows.Next() {
-			if err := rows.Scan(&tok, &key); err != nil {
-				return fmt.Errorf("producer: scan %s %v: %w", sc.plan.Table, r, err)
+			if err := rows.Scan(&tok, &key); err != nil { // a key column ferry cannot read as text
+				_ = rows.Err() // closes the iterator
+				q.Release()
+				return fmt.Errorf("producer: scan %s %v: read a row: %w", sc.plan.Table, r, err)
 			}
 			if have && tok != cur {
 				safe = cur

@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
-	"os"
 	"strconv"
 	"testing"
 	"time"
@@ -24,14 +23,7 @@ const scanRows = 20_000
 // scanTable is the job whose first target reads ferry_scan_test.keys, and every key's token.
 func scanTable(t *testing.T) (*config.Job, map[string]int64) {
 	t.Helper()
-	path := os.Getenv("FERRY_CONFIG")
-	if path == "" {
-		path = "../deploy/local/ferry.yaml"
-	}
-	job, err := config.Load(path)
-	if err != nil {
-		t.Fatal(err)
-	}
+	job, _ := casstest.LocalJob(t)
 	tg := &job.Source.Targets[0]
 	tg.Table, tg.KeyColumn, tg.BlobColumn = "ferry_scan_test.keys", "key", "data"
 	return job, casstest.KeyTable(t, *tg, tg.Table, scanRows, func(i int) string { return fmt.Sprintf("scan/%06d.jpg", i) })

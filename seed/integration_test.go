@@ -14,27 +14,20 @@ import (
 	"time"
 
 	"github.com/ferry-migrate/ferry/shared/cass"
-	"github.com/ferry-migrate/ferry/shared/config"
+	"github.com/ferry-migrate/ferry/shared/casstest"
 )
 
 func TestSeedCommand(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	path := os.Getenv("FERRY_CONFIG")
-	if path == "" {
-		path = "../deploy/local/ferry.yaml"
-	}
-	job, err := config.Load(path)
-	if err != nil {
-		t.Fatal(err)
-	}
+	job, path := casstest.LocalJob(t)
 	keysOut := filepath.Join(t.TempDir(), "keys.txt")
 	const seed = 91002
 
 	a := app()
 	var out, progress bytes.Buffer
 	a.Writer, a.ErrWriter = &out, &progress
-	err = a.RunContext(ctx, []string{"ferry", "--config", path, "seed", "--count", "50", "--absent", "3",
+	err := a.RunContext(ctx, []string{"ferry", "--config", path, "seed", "--count", "50", "--absent", "3",
 		"--fallback", "3", "--sizes", "0,1048577", "--keys-out", keysOut, "--seed", "91002", "--concurrency", "8"})
 	t.Log(progress.String() + out.String())
 	if err != nil {

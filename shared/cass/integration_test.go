@@ -8,7 +8,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -18,6 +17,7 @@ import (
 
 	"github.com/ferry-migrate/ferry/seed"
 	"github.com/ferry-migrate/ferry/shared/cass"
+	"github.com/ferry-migrate/ferry/shared/casstest"
 	"github.com/ferry-migrate/ferry/shared/config"
 )
 
@@ -26,14 +26,7 @@ const testSeed = 91001
 
 func loadJob(t *testing.T) *config.Job {
 	t.Helper()
-	path := os.Getenv("FERRY_CONFIG")
-	if path == "" {
-		path = "../../deploy/local/ferry.yaml"
-	}
-	job, err := config.Load(path)
-	if err != nil {
-		t.Fatal(err)
-	}
+	job, path := casstest.LocalJob(t)
 	if len(job.Source.Targets) < 2 {
 		t.Fatalf("%s: want two read targets (one per DC)", path)
 	}

@@ -1,9 +1,12 @@
-// Package casstest gives integration tests a small table of keys on the local Cassandra.
+// Package casstest gives integration tests the local stack's job file and a small table of keys
+// on the local Cassandra.
 package casstest
 
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -98,4 +101,33 @@ func Covered(tokens map[string]int64, starts, ends, last []int64) int {
 		}
 	}
 	return n
+}
+
+// LocalJob loads the job file of the local stack, $FERRY_CONFIG, else deploy/local/ferry.yaml
+// of the module the test runs in, and says its path.
+func LocalJob(tb testing.TB) (*config.Job, string) {
+	tb.Helper()
+	path := os.Getenv("FERRY_CONFIG")
+	if path == "" {
+		dir, err := os.Getwd()
+		if err != nil {
+			tb.Fatal(err)
+		}
+		for {
+			if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+				break
+			}
+			parent := filepath.Dir(dir)
+			if parent == dir {
+				tb.Fatal("no go.mod above the test's folder: set FERRY_CONFIG")
+			}
+			dir = parent
+		}
+		path = filepath.Join(dir, "deploy/local/ferry.yaml")
+	}
+	job, err := config.Load(path)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return job, path
 }
