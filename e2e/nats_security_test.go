@@ -77,19 +77,9 @@ func TestNATSSecurity(t *testing.T) {
 	srv.rewrite(t, "photos", r.job) // the config was written for the job name only newRig knows
 	all, want := r.keySet(keys, envInt("FERRY_E2E_SECURE_KEYS", 150), 5)
 
-	// Services alone may not create streams: setup is the admin's.
-	if out, code := r.runFerry(time.Minute, []string{"FERRY_NATS_NKEY=" + seeds["producer"]}, "setup"); code == 0 || !strings.Contains(strings.ToLower(out), "permissions violation") {
-		t.Errorf("setup as the producer user: exit %d, want a permissions violation:\n%s", code, out)
-	}
-	if out, code := r.runFerry(time.Minute, admin, "setup"); code != 0 {
-		t.Fatalf("setup as admin: exit %d\n%s", code, out)
-	}
-	file := r.writeKeys("keys.txt", all)
-	c := r.crew()
-	c.addEnv("producer", []string{"FERRY_NATS_NKEY=" + seeds["producer"]}, "producer", "--keys", file)
-	c.addEnv("fetcher", []string{"FERRY_NATS_NKEY=" + seeds["fetcher"]}, "fetcher", "--concurrency", "8")
-	c.addEnv("uploader", []string{"FERRY_NATS_NKEY=" + seeds["uploader"]}, "uploader", "--concurrency", "8")
-	c.addEnv("verifier", []string{"FERRY_NATS_NKEY=" + seeds["verifier"]}, "verifier", "--concurrency", "8")
+	user := func(svc string) []string { return []string{"FERRY_NATS_NKEY=" + seeds[svc], inboxEnv(svc)} }
+	setupAsAdmin(r, user("producer"), admin)
+	c := startServices(r, r.writeKeys("keys.txt", all), user)
 	c.settle(3 * time.Minute)
 	// The throttle (KV watch) and status as admin, the password from a file this time.
 	pwFile := filepath.Join(dir, "admin.pw")
@@ -115,52 +105,12 @@ func TestNATSSecurity(t *testing.T) {
 	}
 	t.Logf("migration through TLS and per-service users: %s", time.Since(start).Round(time.Second))
 
-	// One service cannot touch another stage's subjects. A JetStream publish the server refuses
-	// gets no reply: the violation arrives as an async error, the call waits out its context.
-	errs := make(chan error, 16)
-	prodOpts := []nats.Option{nats.RootCAs(pki.path("ca.pem")), nats.ClientCert(pki.path("client.pem"), pki.path("client-key.pem")),
-		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { errs <- err })}
+	// One service cannot touch another stage's subjects.
 	nk, err := nats.NkeyOptionFromSeed(seeds["producer"])
 	if err != nil {
 		t.Fatal(err)
 	}
-	op := func() context.Context {
-		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-		t.Cleanup(cancel)
-		return ctx
-	}
-	nc, js, err := bus.Connect(op(), url, "intruder", append(prodOpts, nk)...)
-	if err != nil {
-		t.Fatalf("producer user: %v", err)
-	}
-	defer nc.Close()
-	if _, err := js.Publish(op(), r.names.KeysSubject, []byte("allowed-probe")); err != nil {
-		t.Errorf("producer publishing a key: %v", err)
-	}
-	if _, err := js.Publish(op(), r.names.BlobsSubject, []byte("x")); !isViolation(err, errs) {
-		t.Errorf("producer publishing to %s: %v, want a permissions violation", r.names.BlobsSubject, err)
-	}
-	cons, err := js.Consumer(op(), r.names.Keys, r.names.Fetcher)
-	if err != nil {
-		t.Fatalf("consumer info as the producer: %v", err)
-	}
-	batch, err := cons.Fetch(1, jetstream.FetchMaxWait(2*time.Second))
-	if err == nil {
-		for m := range batch.Messages() {
-			t.Errorf("producer user pulled %q from the fetcher's consumer", m.Data())
-		}
-		err = batch.Error()
-	}
-	if !isViolation(err, errs) {
-		t.Errorf("producer pulling as the fetcher: %v, want a permissions violation", err)
-	}
-	if _, err := js.Publish(op(), r.names.DoneSubject, []byte("x")); !isViolation(err, errs) {
-		t.Errorf("producer publishing to DONE: %v, want a permissions violation", err)
-	}
-	if err := js.DeleteStream(op(), r.names.Done); !isViolation(err, errs) {
-		t.Errorf("producer deleting DONE: %v, want a permissions violation", err)
-	}
-	t.Logf("the producer's user is refused BLOBS, DONE, the fetcher's consumer and stream deletes")
+	checkProducerConfined(r, url, nk, nats.RootCAs(pki.path("ca.pem")), nats.ClientCert(pki.path("client.pem"), pki.path("client-key.pem")))
 
 	// Refused with a clear error: a wrong password, a certificate of another CA, no certificate.
 	for _, tc := range []struct {
@@ -199,6 +149,97 @@ func TestNATSSecurity(t *testing.T) {
 		}
 	}
 	t.Logf("whole test %s", time.Since(start).Round(time.Second))
+}
+
+// inboxEnv gives service svc its own inbox prefix, the only one its user may subscribe to
+// (secure.conf: _INBOX_<service>.>).
+func inboxEnv(svc string) string { return "FERRY_NATS_INBOX_PREFIX=_INBOX_" + svc }
+
+// setupAsAdmin runs `ferry setup`: first as a service's user (env producer), which may not create
+// streams, then as the admin (env admin).
+func setupAsAdmin(r *rig, producer, admin []string) {
+	r.t.Helper()
+	if out, code := r.runFerry(time.Minute, producer, "setup"); code == 0 || !strings.Contains(strings.ToLower(out), "permissions violation") {
+		r.t.Errorf("setup as the producer user: exit %d, want a permissions violation:\n%s", code, out)
+	} else {
+		r.t.Logf("setup as the producer user: %s", lastLine(out))
+	}
+	if out, code := r.runFerry(time.Minute, admin, "setup"); code != 0 {
+		r.t.Fatalf("setup as admin: exit %d\n%s", code, out)
+	}
+}
+
+// startServices starts the producer on the key list file and a fetcher, an uploader and a
+// verifier, each with the environment user(service) gives it (its NATS user and inbox prefix).
+func startServices(r *rig, keyFile string, user func(svc string) []string) *crew {
+	c := r.crew()
+	c.addEnv("producer", user("producer"), "producer", "--keys", keyFile)
+	for _, svc := range []string{"fetcher", "uploader", "verifier"} {
+		c.addEnv(svc, user(svc), svc, "--concurrency", "8")
+	}
+	return c
+}
+
+// checkProducerConfined connects as the producer's user (auth and tls: its credentials and TLS
+// options, with its inbox prefix added here) and checks that it may publish keys and nothing of
+// another stage: not BLOBS nor DONE, not pull as the fetcher, not delete a stream, not subscribe
+// to the fetcher's replies. A JetStream publish the server refuses gets no reply: the violation
+// arrives as an async error, the call waits out its context.
+func checkProducerConfined(r *rig, url string, auth ...nats.Option) {
+	t := r.t
+	t.Helper()
+	errs := make(chan error, 16)
+	opts := append(auth, nats.CustomInboxPrefix("_INBOX_producer"),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { errs <- err }))
+	op := func() context.Context {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		t.Cleanup(cancel)
+		return ctx
+	}
+	nc, js, err := bus.Connect(op(), url, "intruder", opts...)
+	if err != nil {
+		t.Fatalf("producer user: %v", err)
+	}
+	defer nc.Close()
+	if _, err := js.Publish(op(), r.names.KeysSubject, []byte("allowed-probe")); err != nil {
+		t.Errorf("producer publishing a key: %v", err)
+	}
+	if _, err := js.Publish(op(), r.names.BlobsSubject, []byte("x")); !isViolation(err, errs) {
+		t.Errorf("producer publishing to %s: %v, want a permissions violation", r.names.BlobsSubject, err)
+	}
+	cons, err := js.Consumer(op(), r.names.Keys, r.names.Fetcher)
+	if err != nil {
+		t.Fatalf("consumer info as the producer: %v", err)
+	}
+	batch, err := cons.Fetch(1, jetstream.FetchMaxWait(2*time.Second))
+	if err == nil {
+		for m := range batch.Messages() {
+			t.Errorf("producer user pulled %q from the fetcher's consumer", m.Data())
+		}
+		err = batch.Error()
+	}
+	if !isViolation(err, errs) {
+		t.Errorf("producer pulling as the fetcher: %v, want a permissions violation", err)
+	}
+	if _, err := js.Publish(op(), r.names.DoneSubject, []byte("x")); !isViolation(err, errs) {
+		t.Errorf("producer publishing to DONE: %v, want a permissions violation", err)
+	}
+	if err := js.DeleteStream(op(), r.names.Done); !isViolation(err, errs) {
+		t.Errorf("producer deleting DONE: %v, want a permissions violation", err)
+	}
+	// Replies are per service: the fetcher's inbox prefix, or the shared default one, is not the
+	// producer's to read.
+	for _, inbox := range []string{"_INBOX_fetcher.>", "_INBOX.>"} {
+		sub, err := nc.SubscribeSync(inbox)
+		if err == nil {
+			err = nc.FlushTimeout(3 * time.Second) // the server's -ERR comes before its PONG
+			_ = sub.Unsubscribe()
+		}
+		if !isViolation(err, errs) {
+			t.Errorf("producer subscribing to %s: %v, want a permissions violation", inbox, err)
+		}
+	}
+	t.Logf("the producer's user is refused BLOBS, DONE, the fetcher's consumer, stream deletes and the fetcher's and the shared inboxes")
 }
 
 // addEnv adds a service with its own environment (its NATS user), restarted with it by tend.
@@ -318,9 +359,13 @@ func (s *secureNATS) reloads() int {
 
 var violationRE = regexp.MustCompile(`(?m)^.* Violation - .*$`)
 
-// violations are the server's permissions-violation lines so far of the clients named.
-func (s *secureNATS) violations(clients ...string) []string {
-	b, _ := os.ReadFile(s.nodes[0].log)
+// violations are the servers' permissions-violation lines so far of the clients named.
+func (c *natsCluster) violations(clients ...string) []string {
+	var b []byte
+	for _, nd := range c.nodes {
+		l, _ := os.ReadFile(nd.log)
+		b = append(b, l...)
+	}
 	var out []string
 	for _, l := range violationRE.FindAllString(string(b), -1) {
 		for _, c := range clients {

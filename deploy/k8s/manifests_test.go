@@ -291,6 +291,9 @@ func check(t *testing.T, o *objects, image string) {
 	if u, err := url.Parse(env.Data["FERRY_NATS"]); err != nil || u.Scheme != "nats" || u.Port() == "" {
 		t.Errorf("ferry-env FERRY_NATS %q: want nats://host:port", env.Data["FERRY_NATS"])
 	}
+	if _, ok := env.Data["FERRY_NATS_INBOX_PREFIX"]; ok {
+		t.Errorf("ferry-env sets FERRY_NATS_INBOX_PREFIX: it is per service (each workload's env)")
+	}
 	if env.Data["FERRY_LOG_FORMAT"] != "json" {
 		t.Errorf("ferry-env FERRY_LOG_FORMAT %q, want json", env.Data["FERRY_LOG_FORMAT"])
 	}
@@ -342,6 +345,7 @@ func check(t *testing.T, o *objects, image string) {
 		}
 		checkPod(t, o, "Deployment "+name, ps, image, cfgPath)
 		checkProbes(t, "Deployment "+name, c, metricsPort)
+		checkInbox(t, "Deployment "+name, c, stage)
 		if g := ps.TerminationGracePeriodSeconds; g == nil || *g <= drainSeconds {
 			t.Errorf("Deployment %s: terminationGracePeriodSeconds must exceed the %d s drain", name, drainSeconds)
 		}
@@ -458,6 +462,7 @@ func check(t *testing.T, o *objects, image string) {
 			if !slices.Contains(args, "--keys") && !slices.Contains(args, "--scan") {
 				t.Errorf("Job %s: producer without --keys or --scan: %q", name, args)
 			}
+			checkInbox(t, "Job "+name, ps.Containers[0], "producer")
 		default:
 			t.Errorf("Job %s: runs %q; want setup or producer", name, args)
 		}
@@ -732,4 +737,19 @@ func TestNATSValues(t *testing.T) {
 			t.Errorf("ScaledObject %s: natsServerMonitoringEndpoint %s, want %s (the release's headless service)", name, got, want)
 		}
 	}
+}
+
+// checkInbox: a service's container sets FERRY_NATS_INBOX_PREFIX to _INBOX_<service>, the only
+// inbox deploy/nats/secure.conf lets that service's user subscribe to.
+func checkInbox(t *testing.T, what string, c corev1.Container, service string) {
+	t.Helper()
+	for _, e := range c.Env {
+		if e.Name == "FERRY_NATS_INBOX_PREFIX" {
+			if e.Value != "_INBOX_"+service {
+				t.Errorf("%s: FERRY_NATS_INBOX_PREFIX %q, want _INBOX_%s (deploy/nats/secure.conf)", what, e.Value, service)
+			}
+			return
+		}
+	}
+	t.Errorf("%s: no FERRY_NATS_INBOX_PREFIX (want _INBOX_%s, its replies only, as deploy/nats/secure.conf allows)", what, service)
 }

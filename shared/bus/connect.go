@@ -11,9 +11,11 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nats-io/jwt/v2"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nkeys"
 )
 
 // MaxAsyncPending is how many async publishes a connection allows outstanding; publishers that
@@ -38,6 +40,9 @@ func Connect(ctx context.Context, url, name string, opts ...nats.Option) (*nats.
 			}
 		}),
 		nats.ReconnectHandler(func(c *nats.Conn) { slog.Info("nats reconnected", "url", c.ConnectedUrlRedacted()) }),
+		// Async errors (a permissions violation, a slow consumer) in the service's log, not
+		// printed raw on stderr by nats.go's default handler.
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { slog.Warn("nats async error", "err", err) }),
 	}, opts...)...)
 	if err != nil {
 		if errors.Is(err, nats.ErrAuthorization) {
@@ -54,11 +59,55 @@ func Connect(ctx context.Context, url, name string, opts ...nats.Option) (*nats.
 		nc.Close()
 		return nil, nil, fmt.Errorf("jetstream on %s: %w", shown, err)
 	}
-	if _, err := js.AccountInfo(ctx); err != nil {
+	if err := accountInfo(ctx, nc, js); err != nil {
 		nc.Close()
+		if errors.Is(err, nats.ErrPermissionViolation) {
+			hint := "the user may not use the JetStream API: check its permissions"
+			if strings.Contains(err.Error(), "Subscription to") {
+				hint = "check --nats-inbox-prefix: the user may receive replies only under its own inbox prefix"
+			}
+			return nil, nil, fmt.Errorf("jetstream on %s: %w (%s)", shown, err, hint)
+		}
 		return nil, nil, fmt.Errorf("jetstream is not enabled on %s for this user: %w", shown, err)
 	}
 	return nc, js, nil
+}
+
+// accountInfo asks for the account's JetStream info, ending the wait at the first permissions
+// violation (WhileAllowed).
+func accountInfo(ctx context.Context, nc *nats.Conn, js jetstream.JetStream) error {
+	ctx, cancel := WhileAllowed(ctx, nc)
+	defer cancel()
+	_, err := js.AccountInfo(ctx)
+	if err != nil && errors.Is(context.Cause(ctx), nats.ErrPermissionViolation) {
+		return context.Cause(ctx)
+	}
+	return err
+}
+
+// WhileAllowed returns a context that ends, with the violation as its cause, when the server
+// reports a permissions violation on nc. A request the server refuses (a publish the user may
+// not make, or a reply inbox it may not subscribe to) gets no reply, only that async error: use
+// it at start, where any violation is the request's, so that the request fails at once instead of
+// after its timeout.
+func WhileAllowed(ctx context.Context, nc *nats.Conn) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	go func() {
+		tick := time.NewTicker(20 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+				if err := nc.LastError(); errors.Is(err, nats.ErrPermissionViolation) {
+					cancel(err)
+					return
+				}
+			}
+		}
+	}()
+	return ctx, func() { cancel(nil) }
 }
 
 // Redact replaces the passwords (and tokens) in a comma-separated list of NATS URLs, for messages.
@@ -94,7 +143,14 @@ type Client struct {
 	Password  string
 	CA        string // PEM file of the CAs that sign the server's certificate (else the system's)
 	Cert, Key string // PEM files of the client certificate and its key (mutual TLS)
+	// InboxPrefix replaces _INBOX in the subjects replies come back on (requests, pulls, publish
+	// acks), so that a server can let each service's user subscribe to its own replies only.
+	// Empty: _INBOX.
+	InboxPrefix string
 }
+
+// DefaultInboxPrefix is the inbox prefix of NATS clients that set none.
+const DefaultInboxPrefix = "_INBOX"
 
 // Options turns c into nats options, checking that the files it names can be read; errors name
 // the flag and the file, never a secret.
@@ -123,6 +179,9 @@ func (c Client) Options() ([]nats.Option, error) {
 	}
 	switch {
 	case c.Creds != "":
+		if err := checkCreds(c.Creds); err != nil {
+			return nil, fmt.Errorf("--nats-creds %s: %w", c.Creds, err)
+		}
 		opts = append(opts, nats.UserCredentials(c.Creds))
 	case c.NKey != "":
 		o, err := nats.NkeyOptionFromSeed(c.NKey)
@@ -132,6 +191,12 @@ func (c Client) Options() ([]nats.Option, error) {
 		opts = append(opts, o)
 	case c.User != "":
 		opts = append(opts, nats.UserInfo(c.User, c.Password))
+	}
+	if c.InboxPrefix != "" {
+		if err := checkInboxPrefix(c.InboxPrefix); err != nil {
+			return nil, fmt.Errorf("--nats-inbox-prefix %q: %w", c.InboxPrefix, err)
+		}
+		opts = append(opts, nats.CustomInboxPrefix(c.InboxPrefix))
 	}
 	if c.CA != "" {
 		opts = append(opts, nats.RootCAs(c.CA))
@@ -146,6 +211,52 @@ func (c Client) Options() ([]nats.Option, error) {
 		opts = append(opts, nats.ClientCert(c.Cert, c.Key))
 	}
 	return opts, nil
+}
+
+// checkCreds reads a .creds file as nats.go will at each connect, to say at start what is wrong
+// with it: no user JWT, no seed, a seed of another user, a JWT past its expiry (the server
+// would only answer Authorization Violation). Errors never quote the file.
+func checkCreds(path string) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	defer clear(b)
+	tok, err := nkeys.ParseDecoratedJWT(b)
+	if err != nil {
+		return errors.New("not a creds file (a user JWT and its NKEY seed, e.g. from nsc generate creds)")
+	}
+	uc, err := jwt.DecodeUserClaims(tok)
+	if err != nil {
+		return errors.New("no user JWT in it: not a creds file (a user JWT and its NKEY seed, e.g. from nsc generate creds)")
+	}
+	kp, err := nkeys.ParseDecoratedUserNKey(b)
+	if err != nil {
+		return errors.New("no user NKEY seed in it: not a creds file (a user JWT and its NKEY seed, e.g. from nsc generate creds)")
+	}
+	defer kp.Wipe()
+	if pub, err := kp.PublicKey(); err != nil || pub != uc.Subject {
+		return fmt.Errorf("its seed is not the one of its JWT's user %s", uc.Subject)
+	}
+	if uc.Expires > 0 && time.Now().Unix() > uc.Expires {
+		return fmt.Errorf("the user JWT of %s expired at %s: get new credentials", uc.Subject, time.Unix(uc.Expires, 0).UTC().Format(time.RFC3339))
+	}
+	return nil
+}
+
+// checkInboxPrefix: p is one or more subject tokens without wildcards, like _INBOX_fetcher.
+func checkInboxPrefix(p string) error {
+	for tok := range strings.SplitSeq(p, ".") {
+		switch {
+		case tok == "":
+			return errors.New("an empty token (a leading, trailing or double dot)")
+		case strings.ContainsAny(tok, "*>"):
+			return errors.New("no wildcards (* or >): the client adds the rest of each inbox")
+		case strings.ContainsFunc(tok, func(r rune) bool { return r <= ' ' || r == 0x7f }):
+			return errors.New("no spaces or control characters")
+		}
+	}
+	return nil
 }
 
 // Embedded runs a JetStream server inside the process (for `ferry run` and tests).

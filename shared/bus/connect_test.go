@@ -8,7 +8,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/jwt/v2"
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nkeys"
 )
 
 func TestRedact(t *testing.T) {
@@ -88,5 +92,207 @@ func TestConnectUserPassword(t *testing.T) {
 	_, _, err = Connect(ctx, strings.Replace(srv.ClientURL(), "://", "://ferry:wrong-pw@", 1), "test")
 	if err == nil || strings.Contains(err.Error(), "wrong-pw") {
 		t.Errorf("password in the URL: %v", err)
+	}
+}
+
+func TestClientInboxPrefix(t *testing.T) {
+	for _, tc := range []struct {
+		prefix string
+		want   string // the inbox prefix the connection gets; "" with err
+		err    string
+	}{
+		{"", "", ""}, // no option: nats.go's own _INBOX
+		{"_INBOX", "_INBOX", ""},
+		{"_INBOX_fetcher", "_INBOX_fetcher", ""},
+		{"ferry.photos.inbox", "ferry.photos.inbox", ""},
+		{"_INBOX.", "", "empty token"},
+		{".x", "", "empty token"},
+		{"a..b", "", "empty token"},
+		{"_INBOX_*", "", "no wildcards"},
+		{"x.>", "", "no wildcards"},
+		{"_INBOX fetcher", "", "no spaces"},
+		{"_INBOX\tx", "", "no spaces"},
+	} {
+		opts, err := Client{InboxPrefix: tc.prefix}.Options()
+		if tc.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.err) || !strings.Contains(err.Error(), "--nats-inbox-prefix") {
+				t.Errorf("%q: error %v, want --nats-inbox-prefix ... %q", tc.prefix, err, tc.err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("%q: %v", tc.prefix, err)
+			continue
+		}
+		o := nats.GetDefaultOptions()
+		for _, opt := range opts {
+			if err := opt(&o); err != nil {
+				t.Errorf("%q: nats refuses the option: %v", tc.prefix, err)
+			}
+		}
+		if o.InboxPrefix != tc.want {
+			t.Errorf("%q: inbox prefix %q, want %q", tc.prefix, o.InboxPrefix, tc.want)
+		}
+	}
+}
+
+// TestConnectInboxPrefix: a user that may subscribe only to _INBOX_fetcher.> works with that
+// prefix, JetStream requests, publish acks (sync and async) and pull consumers included; with the
+// default prefix or another service's it is refused at connect, quickly, with a hint at the flag.
+func TestConnectInboxPrefix(t *testing.T) {
+	srv, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: server.RANDOM_PORT, NoSigs: true, NoLog: true,
+		JetStream: true, StoreDir: t.TempDir(), Users: []*server.User{{Username: "fetcher", Password: "pw",
+			Permissions: &server.Permissions{
+				Publish:   &server.SubjectPermission{Allow: []string{">"}},
+				Subscribe: &server.SubjectPermission{Allow: []string{"_INBOX_fetcher.>"}},
+			}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.Start()
+	defer srv.Shutdown()
+	if !srv.ReadyForConnections(10 * time.Second) {
+		t.Fatal("not ready")
+	}
+	for _, tc := range []struct {
+		prefix string
+		ok     bool
+	}{
+		{"_INBOX_fetcher", true},
+		{"", false},
+		{"_INBOX", false},
+		{"_INBOX_uploader", false},
+	} {
+		t.Run("prefix="+tc.prefix, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			opts, err := Client{User: "fetcher", Password: "pw", InboxPrefix: tc.prefix}.Options()
+			if err != nil {
+				t.Fatal(err)
+			}
+			start := time.Now()
+			nc, js, err := Connect(ctx, srv.ClientURL(), "test", opts...)
+			if !tc.ok {
+				if err == nil {
+					nc.Close()
+					t.Fatal("connected, want a permissions violation")
+				}
+				if msg := err.Error(); !strings.Contains(msg, "Permissions Violation for Subscription") ||
+					!strings.Contains(msg, "--nats-inbox-prefix") || strings.Contains(msg, "\n") {
+					t.Errorf("error %q: want one line with the violation and a hint at --nats-inbox-prefix", msg)
+				}
+				if d := time.Since(start); d > 4*time.Second { // the request timeout is 5 s
+					t.Errorf("refused after %s: waited out the request instead of the violation", d)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer nc.Close()
+			if got := nc.NewInbox(); !strings.HasPrefix(got, tc.prefix+".") {
+				t.Errorf("inbox %q", got)
+			}
+			s, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "P", Subjects: []string{"p"}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := js.Publish(ctx, "p", []byte("sync")); err != nil {
+				t.Fatal(err)
+			}
+			f, err := js.PublishAsync("p", []byte("async"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case <-f.Ok():
+			case err := <-f.Err():
+				t.Fatal(err)
+			case <-ctx.Done():
+				t.Fatal("no async publish ack")
+			}
+			cons, err := s.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{Durable: "c", AckPolicy: jetstream.AckExplicitPolicy})
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := 0
+			cc, err := cons.Consume(func(m jetstream.Msg) {
+				if err := m.DoubleAck(ctx); err != nil {
+					t.Error(err)
+				}
+				got++
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer cc.Stop()
+			for got < 2 && ctx.Err() == nil {
+				time.Sleep(10 * time.Millisecond)
+			}
+			if got < 2 {
+				t.Errorf("pulled %d of 2 messages", got)
+			}
+		})
+	}
+}
+
+// TestClientCreds: a .creds file is checked at start; what is wrong with it is named, the seed
+// never.
+func TestClientCreds(t *testing.T) {
+	dir := t.TempDir()
+	acc, _ := nkeys.CreateAccount()
+	user := func(expires int64) (string, []byte) {
+		kp, _ := nkeys.CreateUser()
+		pub, _ := kp.PublicKey()
+		seed, _ := kp.Seed()
+		uc := jwt.NewUserClaims(pub)
+		uc.Expires = expires
+		tok, err := uc.Encode(acc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok, seed
+	}
+	tok, seed := user(0)
+	old, oldSeed := user(time.Now().Add(-time.Minute).Unix())
+	later, laterSeed := user(time.Now().Add(time.Hour).Unix())
+	_, otherSeed := user(0)
+	creds := func(tok string, seed []byte) string {
+		b, err := jwt.FormatUserConfig(tok, seed)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	good := creds(tok, seed)
+	jwtOnly, _, _ := strings.Cut(good, "************************* IMPORTANT")
+	for _, tc := range []struct {
+		name, file, want string // want "": accepted
+	}{
+		{"good", good, ""},
+		{"expires in an hour", creds(later, laterSeed), ""},
+		{"expired", creds(old, oldSeed), "expired at"},
+		{"JWT only", jwtOnly, "no user NKEY seed"},
+		{"seed only", string(seed) + "\n", "no user JWT"},
+		{"another user's seed", strings.Replace(good, string(seed), string(otherSeed), 1), "its seed is not the one of its JWT's user"},
+		{"junk", "not a creds file\n", "no user JWT"},
+	} {
+		path := filepath.Join(dir, strings.ReplaceAll(tc.name, " ", "_")+".creds")
+		if err := os.WriteFile(path, []byte(tc.file), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		_, err := Client{Creds: path}.Options()
+		switch {
+		case tc.want == "" && err != nil:
+			t.Errorf("%s: %v", tc.name, err)
+		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), "--nats-creds "+path)):
+			t.Errorf("%s: error %v, want --nats-creds %s: ... %q", tc.name, err, path, tc.want)
+		case err != nil:
+			for _, s := range [][]byte{seed, oldSeed, otherSeed} {
+				if strings.Contains(err.Error(), string(s)) {
+					t.Errorf("%s: error %q shows a seed", tc.name, err)
+				}
+			}
+		}
 	}
 }

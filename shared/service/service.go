@@ -36,6 +36,7 @@ func GlobalFlags() []cli.Flag {
 		&cli.StringFlag{Name: "nats-ca", EnvVars: []string{"FERRY_NATS_CA"}, Category: natsCategory, Usage: "PEM file of the CAs that sign the NATS server certificate (TLS)"},
 		&cli.StringFlag{Name: "nats-cert", EnvVars: []string{"FERRY_NATS_CERT"}, Category: natsCategory, Usage: "PEM client certificate for NATS (mutual TLS), with --nats-key"},
 		&cli.StringFlag{Name: "nats-key", EnvVars: []string{"FERRY_NATS_KEY"}, Category: natsCategory, Usage: "PEM private key of --nats-cert"},
+		&cli.StringFlag{Name: "nats-inbox-prefix", Value: bus.DefaultInboxPrefix, EnvVars: []string{"FERRY_NATS_INBOX_PREFIX"}, Category: natsCategory, Usage: "subject prefix of the replies this process receives, e.g. _INBOX_fetcher, so that the server can keep each service's replies to its own user"},
 		&cli.StringFlag{Name: "job", Value: "default", EnvVars: []string{"FERRY_JOB"}, Usage: "job name: letters, digits, '_' and '-'; names the streams"},
 		&cli.StringFlag{Name: "config", Value: "ferry.yaml", EnvVars: []string{"FERRY_CONFIG"}, Usage: "job file: source read targets, destination, key rules"},
 		&cli.StringFlag{Name: "log-level", Value: "info", EnvVars: []string{"FERRY_LOG_LEVEL"}, Usage: "debug, info, warn or error"},
@@ -54,7 +55,8 @@ const PasswordEnv = "FERRY_NATS_PASSWORD"
 // $FERRY_NATS_PASSWORD or --nats-password-file.
 func NATSClient(c *cli.Context) (bus.Client, error) {
 	cl := bus.Client{Creds: c.String("nats-creds"), NKey: c.String("nats-nkey"), User: c.String("nats-user"),
-		Password: os.Getenv(PasswordEnv), CA: c.String("nats-ca"), Cert: c.String("nats-cert"), Key: c.String("nats-key")}
+		Password: os.Getenv(PasswordEnv), CA: c.String("nats-ca"), Cert: c.String("nats-cert"), Key: c.String("nats-key"),
+		InboxPrefix: c.String("nats-inbox-prefix")}
 	if f := c.String("nats-password-file"); f != "" {
 		if cl.Password != "" {
 			return cl, config.Invalid(fmt.Errorf("--nats-password-file and $%s: give one", PasswordEnv))
@@ -144,7 +146,13 @@ func Open(ctx context.Context, c *cli.Context, o Options) (*Env, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := bus.Setup(ctx, e.JS, e.Names, o.Settings, o.Update); err != nil {
+	sctx, cancel := bus.WhileAllowed(ctx, e.NC)
+	err = bus.Setup(sctx, e.JS, e.Names, o.Settings, o.Update)
+	cancel()
+	if err != nil {
+		if cause := context.Cause(sctx); errors.Is(cause, nats.ErrPermissionViolation) {
+			err = fmt.Errorf("%w (refused: %v; check the user's permissions: run ferry setup as a user that may create the streams)", err, cause)
+		}
 		e.NC.Close()
 		return nil, err
 	}
