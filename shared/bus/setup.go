@@ -79,10 +79,42 @@ func (s Settings) Validate() error {
 // Setup creates every stream, consumer and bucket of the job that is missing; with update it also
 // applies s to those that exist. Every service calls it at start without update (so a service
 // started with default flags never undoes `ferry setup --ack-wait 5m`); `ferry setup` updates.
+//
+// A cluster that is still forming answers "no suitable peers" or "temporarily unavailable" for a
+// while (a Kubernetes setup Job usually starts with the NATS pods); Setup retries those for up to
+// clusterWait before it gives up.
 func Setup(ctx context.Context, js jetstream.JetStream, n Names, s Settings, update bool) error {
 	if err := s.Validate(); err != nil {
 		return err
 	}
+	deadline := time.Now().Add(clusterWait)
+	for {
+		err := setup(ctx, js, n, s, update)
+		if err == nil || !clusterForming(err) {
+			return err
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%w (retried for %s: is every JetStream server of the cluster up, and are there at least --replicas %d of them?)", err, clusterWait, s.Replicas)
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// clusterWait bounds how long Setup waits for a forming cluster.
+var clusterWait = time.Minute
+
+// clusterForming tells the JetStream API errors of a cluster that has not yet elected its leaders
+// or seen all its peers: 503s and "no suitable peers for placement" (10005).
+func clusterForming(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && (apiErr.Code == 503 || apiErr.ErrorCode == 10005)
+}
+
+func setup(ctx context.Context, js jetstream.JetStream, n Names, s Settings, update bool) error {
 	work := func(name, subject string, maxBytes int64) jetstream.StreamConfig {
 		return jetstream.StreamConfig{
 			Name: name, Subjects: []string{subject},
