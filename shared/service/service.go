@@ -107,6 +107,7 @@ type Env struct {
 
 	configPath string
 	job        *config.Job
+	stopServe  func() // ends the metrics server, at the very end of Close
 }
 
 // Options say what Open needs beyond the global flags.
@@ -156,7 +157,7 @@ func Open(ctx context.Context, c *cli.Context, o Options) (*Env, error) {
 		e.NC.Close()
 		return nil, err
 	}
-	if err := telemetry.Serve(ctx, c.String("metrics-addr"), e.Registry, e.Checks, e.Log); err != nil {
+	if e.stopServe, err = telemetry.Serve(ctx, c.String("metrics-addr"), e.Registry, e.Checks, e.Log); err != nil {
 		e.NC.Close()
 		return nil, err
 	}
@@ -205,7 +206,13 @@ const closeWait = 5 * time.Second
 // Close drains the connection and waits until it is closed, so the pending publishes and acks are
 // flushed before it returns. Drain alone only starts that: a process that exits right after it
 // loses the acks of its last messages, and they come back after the ack wait.
+//
+// The metrics server stops last: through the drain /healthz stays 200 (no liveness restart
+// mid-drain) and /readyz says "shutting down".
 func (e *Env) Close() {
+	if e.stopServe != nil {
+		defer e.stopServe()
+	}
 	if e.NC == nil {
 		return
 	}

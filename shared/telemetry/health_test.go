@@ -98,21 +98,39 @@ func TestServe(t *testing.T) {
 	c := NewChecks()
 	c.Add("nats", func() error { return errors.New("not connected") })
 	reg.MustRegister(ReadyCollector(c))
-	if err := Serve(ctx, addr, reg, c, slog.New(slog.DiscardHandler)); err != nil {
+	stop, err := Serve(ctx, addr, reg, c, slog.New(slog.DiscardHandler))
+	if err != nil {
 		t.Fatal(err)
 	}
-	for path, want := range map[string]int{"/healthz": 200, "/readyz": 503, "/metrics": 200, "/debug/pprof/": 200} {
+	get := func(path string) (int, string) {
 		resp, err := http.Get("http://" + addr + path)
 		if err != nil {
 			t.Fatal(err)
 		}
 		body, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
-		if resp.StatusCode != want {
-			t.Errorf("GET %s = %d, want %d: %s", path, resp.StatusCode, want, body)
+		return resp.StatusCode, string(body)
+	}
+	for path, want := range map[string]int{"/healthz": 200, "/readyz": 503, "/metrics": 200, "/debug/pprof/": 200} {
+		code, body := get(path)
+		if code != want {
+			t.Errorf("GET %s = %d, want %d: %s", path, code, want, body)
 		}
-		if path == "/metrics" && !strings.Contains(string(body), `ferry_ready{check="nats"} 0`) {
+		if path == "/metrics" && !strings.Contains(body, `ferry_ready{check="nats"} 0`) {
 			t.Errorf("/metrics lacks ferry_ready: %s", body)
 		}
+	}
+
+	// Shutdown signalled, drain under way: still live and scrapeable, not ready.
+	c.Add("nats", func() error { return nil })
+	cancel()
+	for path, want := range map[string]int{"/healthz": 200, "/readyz": 503, "/metrics": 200} {
+		if code, body := get(path); code != want {
+			t.Errorf("during the drain, GET %s = %d, want %d: %s", path, code, want, body)
+		}
+	}
+	stop()
+	if _, err := http.Get("http://" + addr + "/healthz"); err == nil {
+		t.Error("the server still answers after stop")
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"net/http/pprof"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -45,15 +46,17 @@ func NewRegistry() *prometheus.Registry {
 }
 
 // Serve exposes /metrics, /healthz (live), /readyz (checks) and the Go profiler under
-// /debug/pprof/ on addr until ctx ends, so any service can be watched, probed and profiled in place
-// (`go tool pprof http://addr/debug/pprof/profile?seconds=30`). An empty addr serves nothing.
-func Serve(ctx context.Context, addr string, reg *prometheus.Registry, checks *Checks, log *slog.Logger) error {
+// /debug/pprof/ on addr until stop is called, so any service can be watched, probed and profiled
+// in place (`go tool pprof http://addr/debug/pprof/profile?seconds=30`). An empty addr serves
+// nothing. Once ctx ends (the shutdown signal) /readyz answers 503 "shutting down", but the server
+// keeps answering until stop: a service draining its in-flight work stays scrapeable and live.
+func Serve(ctx context.Context, addr string, reg *prometheus.Registry, checks *Checks, log *slog.Logger) (stop func(), err error) {
 	if addr == "" {
-		return nil
+		return func() {}, nil
 	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return fmt.Errorf("--metrics-addr %s: %w", addr, err)
+		return nil, fmt.Errorf("--metrics-addr %s: %w", addr, err)
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
@@ -69,16 +72,17 @@ func Serve(ctx context.Context, addr string, reg *prometheus.Registry, checks *C
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() {
-		<-ctx.Done()
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(sctx)
-	}()
-	go func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.Error("metrics server", "err", err)
 		}
 	}()
 	log.Info("metrics", "addr", ln.Addr().String())
-	return nil
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			_ = srv.Shutdown(sctx)
+		})
+	}, nil
 }
