@@ -157,9 +157,9 @@ func (o *Options) defaults() {
 		}
 	}
 	if o.Log == nil {
-		o.Log = slog.Default()
+		o.Log = slog.Default().With("job", o.Names.Job) // a service's logger names the job already
 	}
-	o.Log = o.Log.With("job", o.Names.Job, "stage", o.Stage)
+	o.Log = o.Log.With("stage", o.Stage)
 	if o.ExhaustedReason == "" {
 		o.ExhaustedReason = bus.ReasonMaxDeliveries
 	}
