@@ -48,7 +48,7 @@ func (o *options) flags() []cli.Flag {
 	return []cli.Flag{
 		&cli.IntFlag{Name: "keys", Value: 50000, EnvVars: []string{"BENCH_KEYS"}, Destination: &o.Keys, Usage: "seeded keys to migrate"},
 		&cli.IntFlag{Name: "concurrency", Value: 64, EnvVars: []string{"BENCH_CONCURRENCY"}, Destination: &o.Concurrency, Usage: "workers of every variant (and of each ferry stage)"},
-		&cli.IntFlag{Name: "seed", Value: 1000, EnvVars: []string{"BENCH_SEED"}, Destination: &o.Seed, Usage: "`ferry seed --seed`: the same seed gives the same keys, so seeding is done once"},
+		&cli.IntFlag{Name: "seed", Value: 1000, EnvVars: []string{"BENCH_SEED"}, Destination: &o.Seed, Usage: "'ferry seed --seed': the same seed gives the same keys, so seeding is done once"},
 		&cli.StringFlag{Name: "variants", Value: strings.Join(allVariants, ","), EnvVars: []string{"BENCH_VARIANTS"}, Destination: &o.Variants, Usage: "which variants to run, comma-separated"},
 		&cli.StringFlag{Name: "config", Value: "deploy/local/ferry.yaml", EnvVars: []string{"FERRY_CONFIG"}, Destination: &o.Config, Usage: "job file of the local stack (each variant writes under its own S3 prefix)"},
 		&cli.StringFlag{Name: "nats", Value: "nats://127.0.0.1:4222", EnvVars: []string{"FERRY_NATS"}, Destination: &o.NATS, Usage: "the local nats-server (ferry-split)"},

@@ -31,10 +31,10 @@ type Config struct {
 // Flags are the fetcher's flags.
 func (c *Config) Flags() []cli.Flag {
 	return append([]cli.Flag{
-		&cli.IntFlag{Name: "concurrency", Aliases: []string{"c"}, Value: 64, EnvVars: []string{"FERRY_FETCHER_CONCURRENCY"}, Destination: &c.Concurrency, Usage: "concurrent Cassandra reads at most (`ferry throttle --concurrency` lowers it live)"},
+		&cli.IntFlag{Name: "concurrency", Aliases: []string{"c"}, Value: 64, EnvVars: []string{"FERRY_FETCHER_CONCURRENCY"}, Destination: &c.Concurrency, Usage: "concurrent Cassandra reads at most ('ferry throttle --concurrency' lowers it live)"},
 		&cli.BoolFlag{Name: "adaptive", EnvVars: []string{"FERRY_FETCHER_ADAPTIVE"}, Destination: &c.Adaptive, Usage: "adapt the reads in flight to Cassandra's latency and timeouts, under --concurrency"},
-		&cli.Float64Flag{Name: "read-rate", EnvVars: []string{"FERRY_READ_RATE"}, Destination: &c.ReadRate, Usage: "cap on Cassandra reads/s of this process until `ferry throttle` sets one for all fetchers (0: none)"},
-		&cli.Float64Flag{Name: "byte-rate", EnvVars: []string{"FERRY_BYTE_RATE"}, Destination: &c.ByteRate, Usage: "cap on blob bytes/s read by this process until `ferry throttle` sets one (0: none)"},
+		&cli.Float64Flag{Name: "read-rate", EnvVars: []string{"FERRY_READ_RATE"}, Destination: &c.ReadRate, Usage: "cap on Cassandra reads/s of this process until 'ferry throttle' sets one for all fetchers (0: none)"},
+		&cli.Float64Flag{Name: "byte-rate", EnvVars: []string{"FERRY_BYTE_RATE"}, Destination: &c.ByteRate, Usage: "cap on blob bytes/s read by this process until 'ferry throttle' sets one (0: none)"},
 		&cli.IntFlag{Name: "inline-limit", Value: 1 << 20, EnvVars: []string{"FERRY_INLINE_LIMIT"}, Destination: &c.InlineLimit, Usage: "blobs above this many bytes travel through the object store (clamped below the server's max_payload)"},
 		&cli.Int64Flag{Name: "max-size", Value: 256 << 20, EnvVars: []string{"FERRY_MAX_SIZE"}, Destination: &c.MaxSize, Usage: "blobs above this many bytes are dead-lettered as too_large"},
 	}, c.Settings.Flags()...)

@@ -50,7 +50,7 @@ func (c *Config) Flags() []cli.Flag {
 		&cli.IntFlag{Name: "uploaders", Value: 64, EnvVars: []string{"FERRY_UPLOADER_CONCURRENCY"}, Destination: &c.Uploader.Concurrency, Usage: "concurrent S3 uploads"},
 		&cli.IntFlag{Name: "verifiers", Value: 64, EnvVars: []string{"FERRY_VERIFIER_CONCURRENCY"}, Destination: &c.Verifier.Concurrency, Usage: "concurrent HEAD checks"},
 		&cli.BoolFlag{Name: "adaptive", EnvVars: []string{"FERRY_ADAPTIVE"}, Destination: &c.Adaptive, Usage: "adapt the fetchers' and uploaders' work in flight to Cassandra's and S3's latency, under --fetchers and --uploaders"},
-		&cli.Float64Flag{Name: "read-rate", EnvVars: []string{"FERRY_READ_RATE"}, Destination: &c.Fetcher.ReadRate, Usage: "cap on Cassandra reads/s until `ferry throttle` sets one (0: none)"},
+		&cli.Float64Flag{Name: "read-rate", EnvVars: []string{"FERRY_READ_RATE"}, Destination: &c.Fetcher.ReadRate, Usage: "cap on Cassandra reads/s until 'ferry throttle' sets one (0: none)"},
 		&cli.Float64Flag{Name: "byte-rate", EnvVars: []string{"FERRY_BYTE_RATE"}, Destination: &c.Fetcher.ByteRate, Usage: "cap on blob bytes/s read (0: none)"},
 		&cli.IntFlag{Name: "inline-limit", Value: 1 << 20, EnvVars: []string{"FERRY_INLINE_LIMIT"}, Destination: &c.Fetcher.InlineLimit, Usage: "blobs above this many bytes travel through the object store"},
 		&cli.Int64Flag{Name: "max-size", Value: 256 << 20, EnvVars: []string{"FERRY_MAX_SIZE"}, Destination: &c.Fetcher.MaxSize, Usage: "blobs above this many bytes are dead-lettered as too_large"},
