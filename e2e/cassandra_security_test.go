@@ -10,10 +10,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/ferry-migrate/ferry/seed"
 	"github.com/ferry-migrate/ferry/shared/cass"
 	"github.com/ferry-migrate/ferry/shared/config"
 )
@@ -35,8 +37,10 @@ func secureCassandra(t *testing.T, timeout time.Duration, arg string) (string, e
 // on ferry_secure), writes a few rows as the superuser, then reads them as ferry through a job
 // file's target with username, password_file and tls.ca_file. A wrong password, TLS without
 // ca_file, a wrong server_name, a clear-text client and no password must each fail with a one-line
-// error that says what to check; neither ferry's password nor the wrong one may be in an error, a
-// log line (ours, gocql's), the script's output or the node's log. The node is stopped at the end.
+// error that says what to check. Then a migration through the four services with that target (see
+// secureMigration). Neither ferry's password nor the wrong one may be in an error, a log line (ours,
+// gocql's), the script's output, an output of the migration (each service's log included) or the
+// node's log. The node starts once and is stopped at the end.
 func TestCassandraSecurity(t *testing.T) {
 	start := time.Now()
 	out, err := secureCassandra(t, 4*time.Minute, "start")
@@ -167,12 +171,85 @@ func TestCassandraSecurity(t *testing.T) {
 	t.Setenv(cass.PasswordEnv, "")
 	fails("no password", job("nopw.yaml", "username: ferry, tls: {ca_file: "+ca+"}"), "FERRY_CASSANDRA_PASSWORD is empty")
 
+	// A migration through the four services, reading as ferry.
+	admin := good
+	admin.Name, admin.Username, admin.PasswordFile = "secure-admin", "cassandra", super.PasswordFile
+	outputs := secureMigration(t, good, admin)
+	migrated := len(outputs)
+
 	nodeLog, _ := os.ReadFile(filepath.Join(repoRoot(t), ".local/logs/cassandra-secure.log"))
-	all := strings.Join(errs, "\n") + "\n" + logs.String() + "\n" + out + "\n" + string(nodeLog)
-	for _, pw := range passwords {
-		if strings.Contains(all, pw) {
-			t.Errorf("a password (%d chars) is in an error or a log line", len(pw))
+	outputs = append(outputs, "errors:\n"+strings.Join(errs, "\n"), "test log lines:\n"+logs.String(),
+		"cassandra-secure.sh start:\n"+out, "cassandra-secure.log:\n"+string(nodeLog))
+	t.Logf("%d outputs searched (the migration's %d)", len(outputs), migrated)
+	for _, o := range outputs {
+		name, _, _ := strings.Cut(o, ":\n")
+		for _, pw := range passwords {
+			if strings.Contains(o, pw) {
+				t.Errorf("a password (%d chars) is in %s", len(pw), name)
+			}
 		}
 	}
 	t.Logf("whole test %s (incl. node start)", time.Since(start).Round(100*time.Millisecond))
+}
+
+// secureMigration runs a migration from the secured node to S3 with the ferry binary. `ferry seed`
+// writes the seed's keys (its realistic sizes, plus blobs of 0 B, 1.5 MB and 17 MiB: inline, the
+// object store, a multipart upload) to target's table as admin; then `ferry setup` and a producer
+// with a key list, a fetcher, an uploader and a verifier, each its own process, move them with
+// target (username, password_file, tls.ca_file) as the job's only read target; a few absent keys
+// are in the list. Every present key must be verified with its bytes in S3, every absent one
+// dead-lettered fetcher/not_found, none lost. It returns every output of the run (the seed's,
+// setup's, each service's log), each headed "name:\n", to be searched for the passwords.
+func secureMigration(t *testing.T, target, admin config.Target) []string {
+	t.Helper()
+	const seedN, count, absent = 95001, 32, 3
+	sizes := []int{0, 1_500_000, 17 << 20}
+	start := time.Now()
+	// Room for a busy machine and a 17 MiB read over TLS.
+	target.ConnTimeout, target.Timeout = 10*time.Second, 20*time.Second
+	r := newRig(t, "secured Cassandra: TLS, password_file", "secure", rigOptions{noProxy: true,
+		edit: func(j *config.Job) { j.Source.Targets = []config.Target{target} }})
+	seedJob := r.jobCfg
+	seedJob.Source.Targets = []config.Target{admin}
+	sizeList := make([]string, len(sizes))
+	for i, n := range sizes {
+		sizeList[i] = strconv.Itoa(n)
+	}
+	outputs := []string{"seed:\n" + r.must("--config", r.writeJob("seed.yaml", &seedJob), "seed",
+		"--count", strconv.Itoa(count), "--sizes", strings.Join(sizeList, ","), "--seed", strconv.Itoa(seedN),
+		"--replication", target.LocalDC+":1", "--concurrency", "4", "--keys-out", filepath.Join(r.dir, "seeded.txt"))}
+	keys := seed.PlanKeys(seedN, count, 0, 0, sizes)
+	list, want := r.keySet(keys, 0, absent)
+
+	outputs = append(outputs, "setup:\n"+r.must("setup"))
+	c := r.crew()
+	c.add("producer", 1, "producer", "--keys", r.writeKeys("keys.txt", list))
+	c.add("fetcher", 1, "fetcher", "--concurrency", "4")
+	c.add("uploader", 1, "uploader", "--concurrency", "4")
+	c.add("verifier", 1, "verifier", "--concurrency", "4")
+	c.settle(5 * time.Minute)
+	c.stop()
+	if len(c.exits) > 0 {
+		t.Errorf("services exited by themselves: %v", c.exits)
+	}
+	rw := r.reconcile(plan{want: want})
+	if rw.verified != len(keys.Main) || rw.dead["fetcher/not_found"] != absent || len(rw.dead) != 1 || rw.lost != 0 {
+		t.Errorf("migration from the secured node: %d verified (want %d), DLQ %s (want fetcher/not_found %d), %d lost",
+			rw.verified, len(keys.Main), rw.deadString(), absent, rw.lost)
+	}
+	t.Logf("migration of %d keys from the secured node: %s", len(list), time.Since(start).Round(100*time.Millisecond))
+
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, p := range r.procs {
+		b, err := os.ReadFile(p.log)
+		if err != nil {
+			t.Error(err)
+		}
+		if len(b) == 0 {
+			t.Errorf("%s wrote no log: nothing to search", p.name)
+		}
+		outputs = append(outputs, p.name+" log:\n"+string(b))
+	}
+	return outputs
 }
