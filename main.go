@@ -17,6 +17,7 @@ import (
 	"github.com/ferry-migrate/ferry/fetcher"
 	"github.com/ferry-migrate/ferry/keydiff"
 	"github.com/ferry-migrate/ferry/producer"
+	"github.com/ferry-migrate/ferry/repair"
 	"github.com/ferry-migrate/ferry/report"
 	"github.com/ferry-migrate/ferry/run"
 	"github.com/ferry-migrate/ferry/seed"
@@ -79,6 +80,7 @@ func app() *cli.App {
 			keydiff.Command(),
 			status.Command(),
 			report.Command(),
+			repair.Command(),
 		},
 		OnUsageError: onUsageError,
 	}

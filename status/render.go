@@ -54,18 +54,39 @@ func JSON(w io.Writer, st *Status) error {
 // Print writes st as a screen for people.
 func Print(w io.Writer, st *Status) {
 	fmt.Fprintf(w, "ferry status — job %s — %s\n\n", st.Job, st.Time.Format("2006-01-02 15:04:05 UTC"))
+	// The ORPHANED column shows only when a stage has orphans: normally it would be all zeros.
+	var orphaned uint64
+	var orphanedBy []string
+	for _, s := range st.Stages {
+		if s.Orphaned > 0 {
+			orphaned += s.Orphaned
+			orphanedBy = append(orphanedBy, fmt.Sprintf("%s %d", s.Stage, s.Orphaned))
+		}
+	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "STAGE\tSTREAM\tMESSAGES\tBYTES\tPENDING\tACK PENDING\tREDELIVERED\tWAITING\tPROCESSED\tPER SECOND")
+	head := "STAGE\tSTREAM\tMESSAGES\tBYTES\tPENDING\tACK PENDING\tREDELIVERED\tWAITING\tPROCESSED\tPER SECOND"
+	if orphaned > 0 {
+		head += "\tORPHANED"
+	}
+	fmt.Fprintln(tw, head)
 	for _, s := range st.Stages {
 		rate := "-"
 		if s.PerSecond != nil {
 			rate = fmt.Sprintf("%.0f", *s.PerSecond)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%d\t%d\t%d\t%d\t%d\t%s\n", s.Stage, s.Stream, s.Messages, iec(s.Bytes),
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%d\t%d\t%d\t%d\t%d\t%s", s.Stage, s.Stream, s.Messages, iec(s.Bytes),
 			s.Pending, s.AckPending, s.Redelivered, s.Waiting, s.Processed, rate)
+		if orphaned > 0 {
+			fmt.Fprintf(tw, "\t%d", s.Orphaned)
+		}
+		fmt.Fprintln(tw)
 	}
 	tw.Flush()
 	fmt.Fprintln(w)
+	if orphaned > 0 {
+		fmt.Fprintf(w, "orphaned      %d in the work queues that no consumer will deliver (%s); if it stays, run `ferry repair --dry-run`, then `ferry repair`\n",
+			orphaned, strings.Join(orphanedBy, ", "))
+	}
 	v := st.Verified
 	fmt.Fprintf(w, "verified      %d (%s), %d in the last %s: %.1f/s\n", v.Messages, v.Stream, v.LastMinute, span(v.WindowSeconds), v.PerSecond)
 	d := st.DeadLetters

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -62,6 +63,27 @@ type Stage struct {
 	// PerSecond is Processed's growth per second between samples (`--watch` only); null in a
 	// single snapshot.
 	PerSecond *float64 `json:"per_second"`
+	// Orphaned is Messages − Pending − AckPending, less the stage's max-deliveries advisories
+	// still waiting for the advisor (0 if negative, and 0 while the consumer does not exist):
+	// messages in the work queue that its consumer will neither deliver nor wait for an ack of.
+	// NATS cluster bugs can leave such messages after a consumer leader change (nats-server
+	// #4736, #7680); they never drain by themselves, and `ferry repair` requeues them.
+	//
+	// It can be above 0 for a moment without any bug: an ack moves the consumer's numbers before
+	// the work queue deletes the message, and the stream and consumer info are two requests. Only
+	// a count that stays across snapshots means orphans; `ferry repair` acts only on messages that
+	// are provably orphaned (at or below the consumer's ack floor, still there after a pause).
+	Orphaned uint64 `json:"orphaned"`
+}
+
+// Orphans is Stage.Orphaned's arithmetic: messages in a work queue minus those its consumer
+// has pending or ack-pending and those the advisor has yet to dead-letter, at least 0.
+func Orphans(messages, pending uint64, ackPending int, awaitingAdvisor uint64) uint64 {
+	held := pending + uint64(max(ackPending, 0)) + awaitingAdvisor
+	if messages <= held {
+		return 0
+	}
+	return messages - held
 }
 
 // Verified is the DONE stream: one entry per verified key.
@@ -147,9 +169,13 @@ func Collect(ctx context.Context, js jetstream.JetStream, n bus.Names, now time.
 		if err == nil { // a missing consumer shows zeros: its stage has never started
 			ci := c.CachedInfo()
 			sg.Pending, sg.AckPending, sg.Redelivered, sg.Waiting = ci.NumPending, ci.NumAckPending, ci.NumRedelivered, ci.NumWaiting
+			sg.Orphaned = Orphans(sg.Messages, sg.Pending, sg.AckPending, 0) // less the advisor's share below
 		}
 		st.Stages = append(st.Stages, sg)
 		st.Backlog += sg.Messages
+	}
+	if err := subtractAdvisories(ctx, js, n, st.Stages); err != nil {
+		return nil, err
 	}
 
 	since := now.Add(-RateWindow)
@@ -191,6 +217,49 @@ func Collect(ctx context.Context, js jetstream.JetStream, n bus.Names, now time.
 		return nil, err
 	}
 	return st, nil
+}
+
+// AdvisoryPrefix starts the subject of a max-deliveries advisory; the stream and the consumer
+// follow it: $JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.<stream>.<consumer>.
+const AdvisoryPrefix = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES."
+
+// AwaitingAdvisor counts the max-deliveries advisories in the job's ADVISORIES stream by the
+// work queue they are about. Each stands for a message that ran out of deliveries: it stays in
+// its work queue below the consumer's ack floor until the advisor dead-letters and deletes it.
+func AwaitingAdvisor(ctx context.Context, js jetstream.JetStream, n bus.Names) (map[string]uint64, error) {
+	s, err := Lookup(ctx, js, n, n.Advisories)
+	if err != nil {
+		return nil, err
+	}
+	info, err := s.Info(ctx, jetstream.WithSubjectFilter(">"))
+	if err != nil {
+		return nil, fmt.Errorf("stream info %s: %w", n.Advisories, err)
+	}
+	by := map[string]uint64{}
+	for subj, k := range info.State.Subjects {
+		if stream, _, ok := strings.Cut(strings.TrimPrefix(subj, AdvisoryPrefix), "."); ok && strings.HasPrefix(subj, AdvisoryPrefix) {
+			by[stream] += k
+		}
+	}
+	return by, nil
+}
+
+// subtractAdvisories takes the messages waiting for the advisor out of the stages' orphan counts.
+// Only asked when some stage has one: the common case costs no request.
+func subtractAdvisories(ctx context.Context, js jetstream.JetStream, n bus.Names, stages []Stage) error {
+	if !slices.ContainsFunc(stages, func(s Stage) bool { return s.Orphaned > 0 }) {
+		return nil
+	}
+	by, err := AwaitingAdvisor(ctx, js, n)
+	if err != nil {
+		return err
+	}
+	for i, s := range stages {
+		if s.Orphaned > 0 {
+			stages[i].Orphaned = Orphans(s.Messages, s.Pending, s.AckPending, by[s.Stream])
+		}
+	}
+	return nil
 }
 
 // window is the span a last-minute count covers: RateWindow, or since the stream's first entry

@@ -109,6 +109,9 @@ func TestCollect(t *testing.T) {
 		if sg.Pending != ci.NumPending || sg.AckPending != ci.NumAckPending || sg.Redelivered != ci.NumRedelivered || sg.Waiting != ci.NumWaiting {
 			t.Errorf("%s: %+v, consumer info pending %d ack %d redelivered %d waiting %d", sg.Stage, sg, ci.NumPending, ci.NumAckPending, ci.NumRedelivered, ci.NumWaiting)
 		}
+		if sg.Orphaned != 0 { // every message is pending or in flight
+			t.Errorf("%s: %d orphaned, want 0", sg.Stage, sg.Orphaned)
+		}
 	}
 	f := st.Stages[0]
 	if f.Stage != "fetcher" || f.Messages != 6 || f.Published != 10 || f.Processed != 4 || f.Pending != 5 || f.AckPending != 1 {
@@ -196,6 +199,30 @@ func TestScanProgress(t *testing.T) {
 	}
 }
 
+func TestOrphans(t *testing.T) {
+	for _, tc := range []struct {
+		name                          string
+		messages, pending             uint64
+		ackPending                    int
+		awaitingAdvisor, wantOrphaned uint64
+	}{
+		{"empty", 0, 0, 0, 0, 0},
+		{"all pending or in flight", 120, 100, 20, 0, 0},
+		{"one neither pending nor ack-pending", 121, 100, 20, 0, 1},
+		{"below the ack floor", 10, 7, 0, 0, 3},
+		{"out of deliveries: the advisor's", 10, 7, 0, 3, 0},
+		{"some the advisor's, one orphaned", 10, 7, 0, 2, 1},
+		{"acked, not yet deleted the other way round: never negative", 5, 5, 3, 0, 0},
+		{"advisories beyond the stream (already handled)", 2, 1, 0, 5, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := Orphans(tc.messages, tc.pending, tc.ackPending, tc.awaitingAdvisor); got != tc.wantOrphaned {
+				t.Errorf("Orphans(%d, %d, %d, %d) = %d, want %d", tc.messages, tc.pending, tc.ackPending, tc.awaitingAdvisor, got, tc.wantOrphaned)
+			}
+		})
+	}
+}
+
 func TestRates(t *testing.T) {
 	t0 := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
 	snap := func(at time.Duration, processed uint64) *Status {
@@ -260,6 +287,14 @@ func TestPrint(t *testing.T) {
 			"producer      /k.txt: line 1000, offset 19.5 KiB, done",
 			"880        -",
 		}},
+		{"orphans", func(s *Status) {
+			s.Stages = append(s.Stages, Stage{Stage: "uploader", Stream: "FERRY_photos_BLOBS", Consumer: "uploader", Messages: 1, Orphaned: 1})
+		}, []string{
+			"REDELIVERED  WAITING  PROCESSED  PER SECOND  ORPHANED",
+			"880        12          0",
+			"uploader  FERRY_photos_BLOBS  1         0 B      0        0            0            0        0          -           1",
+			"orphaned      1 in the work queues that no consumer will deliver (uploader 1); if it stays, run `ferry repair --dry-run`, then `ferry repair`",
+		}},
 		{"stalled, scanning", func(s *Status) {
 			s.ETASeconds = nil
 			s.Producer.Scans = []Scan{{Table: "ks.t", Ranges: 64, RangesDone: 16, Fraction: 0.25, Keys: 5000}}
@@ -277,6 +312,9 @@ func TestPrint(t *testing.T) {
 				if !strings.Contains(b.String(), w) {
 					t.Errorf("output lacks %q:\n%s", w, b.String())
 				}
+			}
+			if tc.name != "orphans" && strings.Contains(strings.ToLower(b.String()), "orphaned") {
+				t.Errorf("no orphans, yet the output mentions them:\n%s", b.String())
 			}
 		})
 	}
@@ -303,7 +341,7 @@ func TestJSONFields(t *testing.T) {
 		}
 	}
 	stage := doc["stages"].([]any)[0].(map[string]any)
-	for _, k := range []string{"stage", "stream", "consumer", "messages", "bytes", "published", "pending", "ack_pending", "redelivered", "waiting", "processed", "per_second"} {
+	for _, k := range []string{"stage", "stream", "consumer", "messages", "bytes", "published", "pending", "ack_pending", "redelivered", "waiting", "processed", "per_second", "orphaned"} {
 		if _, ok := stage[k]; !ok {
 			t.Errorf("stage JSON lacks %q", k)
 		}

@@ -1,0 +1,117 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/ferry-migrate/ferry/shared/bus"
+	"github.com/ferry-migrate/ferry/shared/bustest"
+	"github.com/ferry-migrate/ferry/shared/config"
+)
+
+// TestRepairCommand runs `ferry repair` as the binary does (the app, its global flags) against an
+// in-process nats-server with two orphans in BLOBS: the dry run lists them and changes nothing,
+// the repair requeues them and says so per stage, bad input is a usage error (exit 2).
+func TestRepairCommand(t *testing.T) {
+	ctx := context.Background()
+	srv, err := bus.StartEmbedded(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Shutdown)
+	nc, js, err := bus.Connect(ctx, srv.URL(), "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	n := bus.For("t")
+	if err := bus.Setup(ctx, js, n, bus.DefaultSettings(), true); err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i <= 5; i++ {
+		m := nats.NewMsg(n.BlobsSubject)
+		m.Header.Set(bus.HdrKey, fmt.Sprintf("photos/%d.jpg", i))
+		m.Data = []byte("blob")
+		if _, err := js.PublishMsg(ctx, m, jetstream.WithMsgID(fmt.Sprintf("fetcher:%d", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	bustest.Orphan(t, js, n.Blobs, n.Uploader, 3) // #1 and #2 orphaned
+
+	run := func(args ...string) (string, error) {
+		a := app()
+		var b bytes.Buffer
+		a.Writer = &b
+		err := a.RunContext(ctx, append([]string{"ferry", "--nats", srv.URL(), "--job", "t"}, args...))
+		return b.String(), err
+	}
+	expect := func(out string, want ...string) {
+		t.Helper()
+		for _, w := range want {
+			if !strings.Contains(out, w) {
+				t.Errorf("output lacks %q:\n%s", w, out)
+			}
+		}
+	}
+
+	out, err := run("repair", "--dry-run", "--stage", "uploader")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("dry run:\n%s", out)
+	expect(out,
+		"uploader  FERRY_t_BLOBS #1  photos/1.jpg\n",
+		"uploader  FERRY_t_BLOBS #2  photos/2.jpg\n",
+		"uploader  FERRY_t_BLOBS: 2 orphaned (at or below #2, the consumer's ack floor), would requeue 2\n",
+		"would requeue 2 orphaned messages (--dry-run: nothing changed)\n")
+	if strings.Contains(out, "fetcher") || bustest.Msgs(t, js, n.Blobs) != 5 {
+		t.Errorf("--stage uploader dry run: other stages shown, or BLOBS changed (%d messages):\n%s", bustest.Msgs(t, js, n.Blobs), out)
+	}
+	s, err := js.Stream(ctx, n.Blobs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if raw, err := s.GetMsg(ctx, 1); err != nil || raw.Header.Get(bus.HdrKey) != "photos/1.jpg" {
+		t.Errorf("after the dry run #1 is %v, %v", raw, err)
+	}
+
+	out, err = run("repair")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("repair:\n%s", out)
+	expect(out,
+		"fetcher   FERRY_t_KEYS: none orphaned (at or below #0, the consumer's ack floor)\n",
+		"uploader  FERRY_t_BLOBS: 2 orphaned (at or below #2, the consumer's ack floor), 2 requeued\n",
+		"verifier  FERRY_t_UPLOADED: none orphaned",
+		"advisor   FERRY_t_ADVISORIES: none orphaned",
+		"requeued 2 orphaned messages\n")
+	if strings.Contains(out, "photos/") {
+		t.Errorf("a repair lists keys only with --dry-run:\n%s", out)
+	}
+	if si, _ := s.Info(ctx); si.State.Msgs != 5 || si.State.FirstSeq != 3 || si.State.LastSeq != 7 {
+		t.Errorf("BLOBS after repair: %+v, want 5 messages, #3..#7", si.State)
+	}
+	c, _ := js.Consumer(ctx, n.Blobs, n.Uploader)
+	if ci, _ := c.Info(ctx); ci.NumPending != 5 {
+		t.Errorf("uploader consumer: %d pending, want all 5", ci.NumPending)
+	}
+
+	out, err = run("repair")
+	if err != nil || !strings.Contains(out, "requeued 0 orphaned messages\n") {
+		t.Errorf("second repair: %v\n%s", err, out)
+	}
+
+	if _, err := run("repair", "--stage", "producer"); err == nil || !config.IsInvalid(err) || !strings.Contains(err.Error(), `--stage "producer"`) {
+		t.Errorf("unknown stage: %v, want a usage error", err)
+	}
+	if out, err := run("--job", "nope", "repair", "--stage", "uploader"); err == nil || !config.IsInvalid(err) || !strings.Contains(err.Error(), `job "nope" not found`) || out != "" {
+		t.Errorf("unknown job: %v, %q; want a usage error and no output", err, out)
+	}
+}
