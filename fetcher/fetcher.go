@@ -102,7 +102,11 @@ func (f *Fetcher) Handle(ctx context.Context, msg jetstream.Msg) error {
 	if len(blob) > f.InlineLimit {
 		// The object name is the key's id: a redelivery overwrites the same object.
 		if _, err := f.Objects.Put(ctx, jetstream.ObjectMeta{Name: id}, bytes.NewReader(blob)); err != nil {
-			return fmt.Errorf("key %q: store %d-byte blob in object store: %w", key, len(blob), err)
+			err = fmt.Errorf("key %q: store %d-byte blob in object store: %w", key, len(blob), err)
+			if bus.Unavailable(err) {
+				return stage.Outage(err)
+			}
+			return err
 		}
 		out.Header.Set(bus.HdrObject, id)
 	} else {
@@ -172,7 +176,11 @@ func (f *Fetcher) publish(ctx context.Context, out *nats.Msg) error {
 			return nil
 		}
 		if !strings.Contains(err.Error(), "maximum bytes exceeded") {
-			return fmt.Errorf("publish to %s: %w", f.Names.Blobs, err)
+			err = fmt.Errorf("publish to %s: %w", f.Names.Blobs, err)
+			if bus.Unavailable(err) { // no stream leader yet, reconnecting: not the key's fault
+				return stage.Outage(err)
+			}
+			return err
 		}
 		select {
 		case <-ctx.Done():

@@ -78,7 +78,11 @@ func (u *Uploader) Handle(ctx context.Context, msg jetstream.Msg) error {
 			return stage.Permanent(bus.ReasonSourceError, fmt.Errorf("key %q: large blob %s is gone from the object store and not in S3; replay the key", key, object))
 		}
 		if err != nil {
-			return fmt.Errorf("key %q: get %s from object store: %w", key, object, err)
+			err = fmt.Errorf("key %q: get %s from object store: %w", key, object, err)
+			if bus.Unavailable(err) {
+				return stage.Outage(err)
+			}
+			return err
 		}
 	}
 	if int64(len(body)) != size {
@@ -157,7 +161,11 @@ func (u *Uploader) done(ctx context.Context, msg jetstream.Msg, etag string) err
 	_, err := u.JS.PublishMsg(ctx, out, jetstream.WithMsgID(bus.MsgID("uploaded", in.Get(bus.HdrID))),
 		jetstream.WithExpectStream(u.Names.Uploaded))
 	if err != nil {
-		return fmt.Errorf("key %q: publish to %s: %w", in.Get(bus.HdrKey), u.Names.Uploaded, err)
+		err = fmt.Errorf("key %q: publish to %s: %w", in.Get(bus.HdrKey), u.Names.Uploaded, err)
+		if bus.Unavailable(err) { // no stream leader yet, reconnecting: not the key's fault
+			return stage.Outage(err)
+		}
+		return err
 	}
 	return nil
 }

@@ -77,7 +77,11 @@ func (v *Verifier) Handle(ctx context.Context, msg jetstream.Msg) error {
 	}
 	if _, err := v.JS.PublishMsg(ctx, out, jetstream.WithMsgID(bus.MsgID("done", h.Get(bus.HdrID))),
 		jetstream.WithExpectStream(v.Names.Done)); err != nil {
-		return fmt.Errorf("key %q: publish to %s: %w", key, v.Names.Done, err)
+		err = fmt.Errorf("key %q: publish to %s: %w", key, v.Names.Done, err)
+		if bus.Unavailable(err) { // no stream leader yet, reconnecting: not the key's fault
+			return stage.Outage(err)
+		}
+		return err
 	}
 	return nil
 }
