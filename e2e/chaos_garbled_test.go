@@ -87,7 +87,7 @@ func TestChaosGarbled(t *testing.T) {
 func garbledScenario(t *testing.T, scenario string, rounds, good int) {
 	keys, _ := seeded(t)
 	r := newRig(t, scenario, "garbled", rigOptions{})
-	// Three deliveries: the BadDigest message, retried as transient, is dead-lettered in seconds.
+	// Three deliveries, so that any message retried as transient is dead-lettered in seconds.
 	r.must("setup", "--max-deliver", "3", "--ack-wait", "10s", "--dedupe-window", "2m")
 	job, err := config.Load(r.direct)
 	if err != nil {

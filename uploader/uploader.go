@@ -5,6 +5,7 @@
 package uploader
 
 import (
+	"bytes"
 	"context"
 	"crypto/md5"
 	"encoding/hex"
@@ -117,6 +118,12 @@ func (u *Uploader) Handle(ctx context.Context, msg jetstream.Msg) error {
 		default: // the same key with new bytes: the source changed since the last run
 			in.IfAbsent = false
 			res, err = u.Store.Put(ctx, in)
+		}
+	}
+	if err != nil && blobstore.IsBadDigest(err) {
+		if got := md5.Sum(body); !bytes.Equal(got[:], sum) {
+			// The message's bytes never matched its Ferry-MD5: no retry can fix that.
+			return stage.Permanent(bus.ReasonUploadError, fmt.Errorf("key %q: blob bytes have MD5 %x, the message says %x: the message is damaged; replay the key: %w", key, got, sum, err))
 		}
 	}
 	if err != nil {

@@ -93,6 +93,8 @@ func TestHandle(t *testing.T) {
 	body := []byte("the blob")
 	accessDenied := &smithy.GenericAPIError{Code: "AccessDenied", Message: "Access Denied"}
 	slowDown := &smithy.GenericAPIError{Code: "SlowDown", Message: "reduce your request rate"}
+	badDigest := &smithy.GenericAPIError{Code: "BadDigest", Message: "The Content-MD5 you specified did not match what we received."}
+	otherMD5 := func(h nats.Header) { s := md5.Sum([]byte("other bytes")); h.Set(bus.HdrMD5, hex.EncodeToString(s[:])) }
 	tests := []struct {
 		name         string
 		object       bool   // the blob travels through the object store
@@ -120,6 +122,9 @@ func TestHandle(t *testing.T) {
 		{name: "slow down is retried", putErr: slowDown, wantErr: true, wantPuts: 1},
 		{name: "size header disagrees with the body", mutate: func(h nats.Header) { h.Set(bus.HdrSize, "3") }, wantReason: bus.ReasonUploadError},
 		{name: "malformed md5", mutate: func(h nats.Header) { h.Set(bus.HdrMD5, "zz") }, wantReason: bus.ReasonUploadError},
+		// BadDigest: the uploader hashes the body to tell damage on the way from a damaged message.
+		{name: "bad digest, body matches its md5: damaged on the way, retried", putErr: badDigest, wantErr: true, wantPuts: 1},
+		{name: "bad digest, body does not match its md5: dead-lettered at once", putErr: badDigest, mutate: otherMD5, wantReason: bus.ReasonUploadError, wantPuts: 1},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -182,3 +182,12 @@ func isCode(err error, code string) bool {
 	var apiErr smithy.APIError
 	return errors.As(err, &apiErr) && apiErr.ErrorCode() == code
 }
+
+// IsBadDigest reports whether a PUT failed because the body did not match the MD5 sent with it:
+// ErrBadDigest (checked here before a multipart upload) or S3's BadDigest on a single PUT. The
+// caller tells bytes damaged on the way (retry) from a body that never matched (replay) by
+// hashing the body itself; doing so only on this error keeps MD5 off the normal path.
+func IsBadDigest(err error) bool {
+	var apiErr smithy.APIError
+	return errors.Is(err, ErrBadDigest) || errors.As(err, &apiErr) && apiErr.ErrorCode() == "BadDigest"
+}

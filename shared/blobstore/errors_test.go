@@ -167,3 +167,22 @@ func TestPutRejectsBadInput(t *testing.T) {
 		t.Errorf("multipart with wrong md5: err %v kind %v, want ErrBadDigest transient", err, Classify(err))
 	}
 }
+
+func TestIsBadDigest(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		err  error
+		want bool
+	}{
+		{"s3 BadDigest", opErr(400, code("BadDigest", "The Content-MD5 you specified did not match")), true},
+		{"checked before multipart", fmt.Errorf("put s3://b/k: %w (body 00, given 01)", ErrBadDigest), true},
+		{"other 400", opErr(400, code("InvalidArgument", "bad")), false},
+		{"nil", nil, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := IsBadDigest(tc.err); got != tc.want {
+				t.Errorf("IsBadDigest(%v) = %v, want %v", tc.err, got, tc.want)
+			}
+		})
+	}
+}
