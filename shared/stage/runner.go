@@ -68,27 +68,21 @@ func Run(ctx context.Context, cons jetstream.Consumer, h Handler, o Options) err
 	hctx, cancelHandlers := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelHandlers()
 
-	// Workers pull from one message iterator (Next is safe for concurrent use). Unlike a Consume
-	// callback, which must block while every worker is busy and then misses the server's idle
-	// heartbeats, an iterator only watches heartbeats while someone waits in Next.
-	it, err := cons.Messages(
-		// Prefetch no more than the workers can start soon: prefetched messages age against AckWait.
-		jetstream.PullMaxMessages(o.Workers),
-		// Short-lived pull requests: a request the server stops serving (seen under CPU starvation
-		// as 20-30 s without deliveries, the default expiry) is replaced within seconds.
-		jetstream.PullExpiry(5*time.Second),
-		jetstream.WithMessagesErrOnMissingHeartbeat(false),
-	)
+	// Workers pull from one message iterator. Unlike a Consume callback, which must block while
+	// every worker is busy and then misses the server's idle heartbeats, an iterator only watches
+	// heartbeats while someone waits in Next. Its prefetch follows the limit (intake).
+	src, err := newIntake(cons, o.Limiter.Limit(), o.Log)
 	if err != nil {
 		return fmt.Errorf("%s: consume %s: %w", o.Stage, info.Config.Durable, err)
 	}
+	go src.follow(o.Limiter, o.Workers, time.Second, r.stop)
 	var wg sync.WaitGroup
 	for range o.Workers {
 		wg.Go(func() {
 			for {
 				// A slot first, then a message: workers above the limit wait without holding one.
 				s := o.Limiter.acquire(r.stop)
-				msg, err := it.Next()
+				msg, err := src.next()
 				if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
 					o.Limiter.release(s, 0, sampleNone)
 					return
@@ -110,7 +104,7 @@ func Run(ctx context.Context, cons jetstream.Consumer, h Handler, o Options) err
 	}
 	r.stopping.Store(true)
 	close(r.stop)
-	it.Drain() // hands out what is buffered (process naks it), then closes
+	src.drain() // hands out what is buffered (process naks it), then closes
 	grace := time.AfterFunc(o.Grace, cancelHandlers)
 	defer grace.Stop()
 	wg.Wait()

@@ -202,3 +202,65 @@ func TestRunLimiter(t *testing.T) {
 		t.Errorf("peak in flight %d after the limit went to 1", p)
 	}
 }
+
+// TestRunPrefetchFollowsLimit: when the limit falls far below the workers, the prefetch falls
+// with it, so messages do not wait in the client's buffer while their ack wait runs out. The
+// consumer's ack-pending count (in flight plus prefetched) shows it.
+func TestRunPrefetchFollowsLimit(t *testing.T) {
+	js, n := bustest.Job(t)
+	keys := make([]string, 400)
+	for i := range keys {
+		keys[i] = fmt.Sprintf("k%d", i)
+	}
+	publishKeys(t, js, n, keys...)
+	cons, err := js.Consumer(context.Background(), n.Keys, n.Fetcher)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lim := stage.NewLimiter(32, false)
+	var done atomic.Int32
+	h := func(context.Context, jetstream.Msg) error {
+		time.Sleep(100 * time.Millisecond)
+		done.Add(1)
+		return nil
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ran := make(chan error, 1)
+	go func() {
+		ran <- stage.Run(ctx, cons, h, stage.Options{Stage: bus.StageFetcher, Names: n, JS: js, Workers: 32, Limiter: lim})
+	}()
+	ackPending := func() int {
+		ci, err := cons.Info(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ci.NumAckPending
+	}
+	eventually := func(what string, cond func(int) bool) int {
+		t.Helper()
+		var got int
+		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+			if got = ackPending(); cond(got) {
+				return got
+			}
+		}
+		ci, _ := cons.Info(context.Background())
+		t.Fatalf("ack pending %d, want %s (handled %d; consumer: delivered %+v, ack floor %+v, waiting %d, redelivered %d)",
+			got, what, done.Load(), ci.Delivered, ci.AckFloor, ci.NumWaiting, ci.NumRedelivered)
+		return got
+	}
+	before := eventually("about 32 at a limit of 32", func(p int) bool { return p >= 24 })
+	lim.SetCeiling(2)
+	after := eventually("at most 6 (2 in flight, 2 prefetched, slack) at a limit of 2", func(p int) bool { return p <= 6 })
+	lim.SetCeiling(32)
+	again := eventually("about 32 again at a limit of 32", func(p int) bool { return p >= 24 })
+	t.Logf("ack pending: %d at 32, %d at 2, %d at 32 again", before, after, again)
+	cancel()
+	if err := <-ran; err != nil {
+		t.Fatal(err)
+	}
+	if got := bustest.Msgs(t, js, n.Keys); got+uint64(done.Load()) != uint64(len(keys)) {
+		t.Errorf("KEYS holds %d after %d handled, want %d in all", got, done.Load(), len(keys))
+	}
+}
