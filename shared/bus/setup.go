@@ -80,9 +80,10 @@ func (s Settings) Validate() error {
 // applies s to those that exist. Every service calls it at start without update (so a service
 // started with default flags never undoes `ferry setup --ack-wait 5m`); `ferry setup` updates.
 //
-// A cluster that is still forming answers "no suitable peers" or "temporarily unavailable" for a
-// while (a Kubernetes setup Job usually starts with the NATS pods); Setup retries those for up to
-// clusterWait before it gives up.
+// A cluster that is still forming answers "no suitable peers" or "temporarily unavailable", or
+// lets a request time out, for a while (a Kubernetes setup Job usually starts with the NATS pods);
+// Setup retries those for up to clusterWait before it gives up. ctx ending (a permissions
+// violation, see WhileAllowed) stops it at once.
 func Setup(ctx context.Context, js jetstream.JetStream, n Names, s Settings, update bool) error {
 	if err := s.Validate(); err != nil {
 		return err
@@ -90,7 +91,7 @@ func Setup(ctx context.Context, js jetstream.JetStream, n Names, s Settings, upd
 	deadline := time.Now().Add(clusterWait)
 	for {
 		err := setup(ctx, js, n, s, update)
-		if err == nil || !clusterForming(err) {
+		if err == nil || !(clusterForming(err) || Unavailable(err)) {
 			return err
 		}
 		if time.Now().After(deadline) {
