@@ -71,7 +71,7 @@ func (u *Uploader) Handle(ctx context.Context, msg jetstream.Msg) error {
 	}
 	body := msg.Data()
 	if object != "" {
-		body, err = u.objectBytes(ctx, object)
+		body, err = u.objectBytes(ctx, object, size)
 		if errors.Is(err, jetstream.ErrObjectNotFound) {
 			if headErr != nil { // S3 could not say whether an earlier delivery uploaded it: ask again later
 				return fmt.Errorf("key %q: large blob %s is gone from the object store and S3 did not answer: %w", key, object, headErr)
@@ -289,7 +289,13 @@ func metaValue(key string) string {
 // objectBytes reads a large blob from the object store. With replicated streams a follower may
 // answer a read (direct gets) before it has applied the put, most likely right after a leader
 // change, so "not found" is asked again twice before it counts.
-func (u *Uploader) objectBytes(ctx context.Context, name string) ([]byte, error) {
+//
+// The read gets 30 s plus a second per MiB: without a deadline of its own it would get the
+// client's 5 s default for the whole object, and a timeout is an outage (held and retried), so a
+// large blob on a slow link must not time out every time.
+func (u *Uploader) objectBytes(ctx context.Context, name string, size int64) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second+time.Duration(size>>20)*time.Second)
+	defer cancel()
 	for attempt := 1; ; attempt++ {
 		b, err := u.Objects.GetBytes(ctx, name)
 		if !errors.Is(err, jetstream.ErrObjectNotFound) || attempt == 3 {

@@ -64,16 +64,8 @@ func TestClientOptionsErrors(t *testing.T) {
 // TestConnectUserPassword: a server with a user and password takes the right one; a wrong one is
 // an authorization error that says what to check and does not repeat the password.
 func TestConnectUserPassword(t *testing.T) {
-	srv, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: server.RANDOM_PORT, NoSigs: true, NoLog: true,
+	srv := startServer(t, &server.Options{Host: "127.0.0.1", Port: server.RANDOM_PORT, NoSigs: true, NoLog: true,
 		JetStream: true, StoreDir: t.TempDir(), Username: "ferry", Password: "right-pw"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv.Start()
-	defer srv.Shutdown()
-	if !srv.ReadyForConnections(10 * time.Second) {
-		t.Fatal("not ready")
-	}
 	ctx := context.Background()
 	opts, err := Client{User: "ferry", Password: "right-pw"}.Options()
 	if err != nil {
@@ -140,20 +132,12 @@ func TestClientInboxPrefix(t *testing.T) {
 // prefix, JetStream requests, publish acks (sync and async) and pull consumers included; with the
 // default prefix or another service's it is refused at connect, quickly, with a hint at the flag.
 func TestConnectInboxPrefix(t *testing.T) {
-	srv, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: server.RANDOM_PORT, NoSigs: true, NoLog: true,
+	srv := startServer(t, &server.Options{Host: "127.0.0.1", Port: server.RANDOM_PORT, NoSigs: true, NoLog: true,
 		JetStream: true, StoreDir: t.TempDir(), Users: []*server.User{{Username: "fetcher", Password: "pw",
 			Permissions: &server.Permissions{
 				Publish:   &server.SubjectPermission{Allow: []string{">"}},
 				Subscribe: &server.SubjectPermission{Allow: []string{"_INBOX_fetcher.>"}},
 			}}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv.Start()
-	defer srv.Shutdown()
-	if !srv.ReadyForConnections(10 * time.Second) {
-		t.Fatal("not ready")
-	}
 	for _, tc := range []struct {
 		prefix string
 		ok     bool
@@ -295,4 +279,19 @@ func TestClientCreds(t *testing.T) {
 			}
 		}
 	}
+}
+
+// startServer runs an in-process nats-server with opts until the test ends.
+func startServer(t *testing.T, opts *server.Options) *server.Server {
+	t.Helper()
+	srv, err := server.NewServer(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.Start()
+	t.Cleanup(srv.Shutdown)
+	if !srv.ReadyForConnections(10 * time.Second) {
+		t.Fatal("not ready")
+	}
+	return srv
 }

@@ -166,6 +166,7 @@ func (r *runner) fatalErr() error {
 }
 
 func (r *runner) setFatal(err error) {
+	r.stopping.Store(true) // workers hand back what they take from here on
 	r.fatalMu.Lock()
 	if r.firstFatal == nil {
 		r.firstFatal = err
@@ -213,9 +214,10 @@ func (r *runner) process(ctx context.Context, msg jetstream.Msg) (time.Duration,
 		}
 		m.count(r.o, "ok")
 	case IsFatal(err):
+		// Shutdown first: the nak redelivers at once, and no other worker may run it again.
+		r.setFatal(fmt.Errorf("%s: %w", r.o.Stage, err))
 		_ = msg.Nak()
 		m.count(r.o, "fatal")
-		r.setFatal(fmt.Errorf("%s: %w", r.o.Stage, err))
 	case permanent:
 		r.deadLetter(ctx, msg, md, reason, err)
 	case r.stopping.Load() && (ctx.Err() != nil || IsOutage(err)):

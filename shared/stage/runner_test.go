@@ -147,9 +147,11 @@ func TestRunOutcomes(t *testing.T) {
 
 // TestRunLimiter: the runner never has more handlers in flight than the limiter allows, and a
 // lowered limit holds while running.
-func TestRunLimiter(t *testing.T) {
+// keysBacklog is a job whose KEYS holds count keys, and the fetcher's consumer on it.
+func keysBacklog(t *testing.T, count int) (jetstream.JetStream, bus.Names, jetstream.Consumer, []string) {
+	t.Helper()
 	js, n := bustest.Job(t)
-	keys := make([]string, 60)
+	keys := make([]string, count)
 	for i := range keys {
 		keys[i] = fmt.Sprintf("k%d", i)
 	}
@@ -158,6 +160,11 @@ func TestRunLimiter(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return js, n, cons, keys
+}
+
+func TestRunLimiter(t *testing.T) {
+	js, n, cons, keys := keysBacklog(t, 60)
 	lim := stage.NewLimiter(4, false)
 	var inflight, peak, done atomic.Int32
 	lowered := make(chan struct{})
@@ -207,16 +214,7 @@ func TestRunLimiter(t *testing.T) {
 // with it, so messages do not wait in the client's buffer while their ack wait runs out. The
 // consumer's ack-pending count (in flight plus prefetched) shows it.
 func TestRunPrefetchFollowsLimit(t *testing.T) {
-	js, n := bustest.Job(t)
-	keys := make([]string, 400)
-	for i := range keys {
-		keys[i] = fmt.Sprintf("k%d", i)
-	}
-	publishKeys(t, js, n, keys...)
-	cons, err := js.Consumer(context.Background(), n.Keys, n.Fetcher)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js, n, cons, keys := keysBacklog(t, 400)
 	lim := stage.NewLimiter(32, false)
 	var done atomic.Int32
 	h := func(context.Context, jetstream.Msg) error {
