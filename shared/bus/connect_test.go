@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -199,22 +200,22 @@ func TestConnectInboxPrefix(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			got := 0
+			var got atomic.Int32 // the callback runs on the subscription's goroutine
 			cc, err := cons.Consume(func(m jetstream.Msg) {
 				if err := m.DoubleAck(ctx); err != nil {
 					t.Error(err)
 				}
-				got++
+				got.Add(1)
 			})
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer cc.Stop()
-			for got < 2 && ctx.Err() == nil {
+			for got.Load() < 2 && ctx.Err() == nil {
 				time.Sleep(10 * time.Millisecond)
 			}
-			if got < 2 {
-				t.Errorf("pulled %d of 2 messages", got)
+			if n := got.Load(); n < 2 {
+				t.Errorf("pulled %d of 2 messages", n)
 			}
 		})
 	}
