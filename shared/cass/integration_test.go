@@ -5,6 +5,7 @@
 package cass_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -56,25 +57,6 @@ func TestReaderBothDCs(t *testing.T) {
 		t.Fatal(err)
 	}
 	keys := seed.PlanKeys(testSeed, 5, 0, 0, []int{0, 3145728, 17825792}).Main
-
-	// A row whose blob is null: it exists, so it reads as an empty blob, not as not found.
-	nullKey := seed.SizedKey(testSeed, 99, 0)
-	wc, err := cass.ClusterConfig(job.Source.Targets[0], 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	wc.HostFilter, wc.Consistency = nil, gocql.All
-	ws, err := cass.Open(ctx, job.Source.Targets[0], wc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ws.Close()
-	first := job.Source.Targets[0]
-	insert := fmt.Sprintf("INSERT INTO %s (%s, %s) VALUES (?, null)", first.Table, first.KeyColumn, first.BlobColumn)
-	if err := ws.Query(insert, nullKey).WithContext(ctx).Exec(); err != nil {
-		t.Fatal(err)
-	}
-	keys = append(keys, nullKey)
 
 	dc1, dc2 := targets(job)
 	for _, target := range []config.Target{dc1, dc2} {
@@ -152,6 +134,73 @@ func TestNewReaderBadConfig(t *testing.T) {
 	t.Log(err)
 	if err == nil || !strings.Contains(err.Error(), "local_dc dc9") {
 		t.Errorf("unknown DC: err = %v, want an error naming local_dc", err)
+	}
+}
+
+// TestReaderNullBlob: a row whose blob is NULL (written as null, or never written) is "not found
+// at this target", so the fetcher asks the next target and dead-letters not_found when none has
+// it; a blob of 0 bytes is a real, empty blob. Rows are written to dc1's table only.
+func TestReaderNullBlob(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	job := loadJob(t)
+	first := job.Source.Targets[0]
+	wc, err := cass.ClusterConfig(first, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wc.HostFilter, wc.Consistency = nil, gocql.All
+	ws, err := cass.Open(ctx, first, wc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.Close()
+	table, kc, bc := first.Table, first.KeyColumn, first.BlobColumn
+	tests := []struct {
+		name     string
+		cql      string // writes the key's row; "" writes nothing
+		args     []any  // after the key
+		want     []byte // nil: ErrNotFound
+		notFound bool
+	}{
+		{name: "null blob", cql: fmt.Sprintf("INSERT INTO %s (%s, %s) VALUES (?, null)", table, kc, bc), notFound: true},
+		{name: "blob column never written", cql: fmt.Sprintf("INSERT INTO %s (%s) VALUES (?)", table, kc), notFound: true},
+		{name: "blob deleted", cql: fmt.Sprintf("DELETE %s FROM %s WHERE %s = ?", bc, table, kc), notFound: true},
+		{name: "0-byte blob", cql: fmt.Sprintf("INSERT INTO %s (%s, %s) VALUES (?, ?)", table, kc, bc), args: []any{[]byte{}}, want: []byte{}},
+		{name: "3-byte blob", cql: fmt.Sprintf("INSERT INTO %s (%s, %s) VALUES (?, ?)", table, kc, bc), args: []any{[]byte("abc")}, want: []byte("abc")},
+		{name: "no row", notFound: true},
+	}
+	r, err := cass.NewReader(ctx, first, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	for i, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			key := seed.SizedKey(testSeed, 200+i, 0)
+			// A fresh row each run: drop what an earlier run wrote.
+			if err := ws.Query(fmt.Sprintf("DELETE FROM %s WHERE %s = ?", table, kc), key).WithContext(ctx).Exec(); err != nil {
+				t.Fatal(err)
+			}
+			if tc.cql != "" {
+				if err := ws.Query(tc.cql, append([]any{key}, tc.args...)...).WithContext(ctx).Exec(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			b, err := r.Read(ctx, key)
+			if tc.notFound {
+				if !errors.Is(err, cass.ErrNotFound) || !strings.Contains(err.Error(), key) {
+					t.Fatalf("Read = %d bytes (nil %v), %v; want ErrNotFound naming the key", len(b), b == nil, err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if b == nil || !bytes.Equal(b, tc.want) {
+				t.Fatalf("Read = %q (nil %v), want %q (non-nil)", b, b == nil, tc.want)
+			}
+		})
 	}
 }
 

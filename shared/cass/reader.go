@@ -1,6 +1,7 @@
 package cass
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -48,32 +49,43 @@ func NewReader(ctx context.Context, t config.Target, concurrency int) (*Reader, 
 // Name is the target's name, for the BLOBS Source header and metrics.
 func (r *Reader) Name() string { return r.name }
 
-// Read returns the blob stored under key. A missing row is ErrNotFound; a row whose blob is null
-// or empty gives an empty, non-nil slice, since a 0-byte object is a valid thing to migrate.
+// Read returns the blob stored under key. A missing row and a row whose blob is NULL are both
+// ErrNotFound: the target does not have the blob, so the fetcher asks the next one (or
+// dead-letters not_found) instead of migrating an empty object in its place. A blob of 0 bytes
+// is a real, empty blob and gives an empty, non-nil slice.
 func (r *Reader) Read(ctx context.Context, key string) ([]byte, error) {
 	b, err := r.scan(ctx, key)
-	if err != nil {
-		if errors.Is(err, gocql.ErrNotFound) {
-			return nil, fmt.Errorf("cassandra target %s: key %q: %w", r.name, key, ErrNotFound)
-		}
+	switch {
+	case errors.Is(err, gocql.ErrNotFound):
+		return nil, fmt.Errorf("cassandra target %s: key %q: %w", r.name, key, ErrNotFound)
+	case err != nil:
 		return nil, fmt.Errorf("cassandra target %s: read key %q: %w", r.name, key, err)
-	}
-	if b == nil {
-		b = []byte{}
+	case b == nil:
+		return nil, fmt.Errorf("cassandra target %s: key %q: blob is null: %w", r.name, key, ErrNotFound)
 	}
 	bytesRead.WithLabelValues(r.name).Add(float64(len(b)))
 	return b, nil
 }
 
-// scan runs the SELECT for key. The driver prepares the statement on first use and caches it per
-// node. Scanning into a []byte costs one copy out of the response frame and nothing more: no
-// reflection, no map, no second buffer.
+// scan runs the SELECT for key; the blob is nil if and only if it is NULL. The driver prepares the
+// statement on first use and caches it per node. Scanning costs one copy out of the response
+// frame and nothing more: no reflection, no map, no second buffer.
 func (r *Reader) scan(ctx context.Context, key string) ([]byte, error) {
 	q := r.session.Query(r.cql, key).WithContext(ctx).Idempotent(true)
 	defer q.Release()
-	var b []byte
+	var b blobCell
 	err := q.Scan(&b)
 	return b, err
+}
+
+// blobCell keeps NULL and 0 bytes apart: the driver's own *[]byte scan turns both into nil. The
+// driver hands UnmarshalCQL nil for NULL and an empty, non-nil slice for 0 bytes, and reuses the
+// frame's buffer afterwards, hence the copy.
+type blobCell []byte
+
+func (c *blobCell) UnmarshalCQL(_ gocql.TypeInfo, data []byte) error {
+	*c = bytes.Clone(data)
+	return nil
 }
 
 // Close closes the session. Reads after Close fail.
