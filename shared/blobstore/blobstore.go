@@ -13,6 +13,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"net"
 	"net/http"
@@ -58,6 +59,7 @@ type Client struct {
 	timeout      time.Duration
 	sse          string // server-side encryption of new objects; empty: the bucket's default
 	kmsKeyID     string // with sse aws:kms
+	checksums    bool   // send a full-object CRC32C with every object (destination.checksum)
 }
 
 // New builds a client for d. Credentials come only from the standard AWS chain (environment, shared
@@ -136,7 +138,7 @@ func New(ctx context.Context, d config.Destination, concurrency int) (*Client, e
 		o.APIOptions = append(o.APIOptions, st.instrument)
 	})
 	return &Client{s3: client, bucket: d.Bucket, storageClass: d.StorageClass, timeout: timeout,
-		sse: d.ServerSideEncryption, kmsKeyID: d.SSEKMSKeyID}, nil
+		sse: d.ServerSideEncryption, kmsKeyID: d.SSEKMSKeyID, checksums: d.Checksum != config.ChecksumOff}, nil
 }
 
 // rootCAs is the pool of CAs trusted for HTTPS: the system's plus the destination's ca_bundle and
@@ -238,9 +240,9 @@ type PutInput struct {
 	// PartSize is both the multipart threshold and the part size; at least MinPartSize, 0 means
 	// DefaultPartSize. It grows when Body would need more than 10,000 parts.
 	PartSize int64
-	// IfAbsent makes a single PUT conditional (If-None-Match: *): an existing object is left alone
-	// and Put returns ErrExists. Multipart uploads are not conditional. Servers that ignore the
-	// header overwrite as an unconditional PUT would.
+	// IfAbsent makes the write conditional (If-None-Match: * on the single PUT and on
+	// CompleteMultipartUpload): an existing object is left alone and Put returns ErrExists. Servers
+	// that ignore the header overwrite as an unconditional write would.
 	IfAbsent bool
 	// Progress, if set, is called after each part so that the caller can extend its message's ack
 	// deadline during a long upload.
@@ -251,6 +253,20 @@ type PutInput struct {
 type PutResult struct {
 	ETag      string // unquoted
 	Multipart bool
+	// CRC32C is the whole object's CRC32C (base64, as S3 writes it) that S3 checked the bytes
+	// against and keeps with the object; empty when the destination has checksums off.
+	CRC32C string
+}
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// CRC32C is the base64 form S3 uses for the CRC32C of b.
+func CRC32C(b []byte) string {
+	return crcString(crc32.Checksum(b, castagnoli))
+}
+
+func crcString(c uint32) string {
+	return base64.StdEncoding.EncodeToString([]byte{byte(c >> 24), byte(c >> 16), byte(c >> 8), byte(c)})
 }
 
 // Put stores in.Body under in.Key. The server checks every byte against an MD5: the object's with a
@@ -314,6 +330,11 @@ func (c *Client) putSingle(ctx context.Context, in PutInput, meta map[string]str
 	if in.IfAbsent {
 		input.IfNoneMatch = aws.String("*")
 	}
+	var crc string
+	if c.checksums {
+		crc = CRC32C(in.Body)
+		input.ChecksumCRC32C = aws.String(crc)
+	}
 	out, err := c.s3.PutObject(rctx, input)
 	if err != nil {
 		if in.IfAbsent && statusOf(err) == http.StatusPreconditionFailed {
@@ -321,7 +342,7 @@ func (c *Client) putSingle(ctx context.Context, in PutInput, meta map[string]str
 		}
 		return PutResult{}, fmt.Errorf("put s3://%s/%s: %w", c.bucket, in.Key, err)
 	}
-	return PutResult{ETag: unquote(out.ETag)}, nil
+	return PutResult{ETag: unquote(out.ETag), CRC32C: crc}, nil
 }
 
 func (c *Client) putMultipart(ctx context.Context, in PutInput, meta map[string]string, class string, partSize int64) (PutResult, error) {
@@ -347,6 +368,12 @@ func (c *Client) putMultipart(ctx context.Context, in PutInput, meta map[string]
 	if c.kmsKeyID != "" {
 		create.SSEKMSKeyId = aws.String(c.kmsKeyID)
 	}
+	if c.checksums {
+		// A full-object CRC32C (not a composite of the parts) so that HEAD reports the same
+		// checksum for any part size, and the verifier can compare it with the source's.
+		create.ChecksumAlgorithm = types.ChecksumAlgorithmCrc32c
+		create.ChecksumType = types.ChecksumTypeFullObject
+	}
 	rctx, cancel := c.reqCtx(ctx)
 	created, err := c.s3.CreateMultipartUpload(rctx, create)
 	cancel()
@@ -355,7 +382,7 @@ func (c *Client) putMultipart(ctx context.Context, in PutInput, meta map[string]
 	}
 	uploadID := created.UploadId
 
-	etag, err := c.uploadParts(ctx, in, uploadID, partSize)
+	etag, crc, err := c.uploadParts(ctx, in, uploadID, partSize)
 	if err != nil {
 		actx, acancel := context.WithTimeout(context.WithoutCancel(ctx), abortTimeout)
 		defer acancel()
@@ -367,18 +394,18 @@ func (c *Client) putMultipart(ctx context.Context, in PutInput, meta map[string]
 		}
 		return PutResult{}, fmt.Errorf("put s3://%s/%s: %w", c.bucket, in.Key, err)
 	}
-	return PutResult{ETag: etag, Multipart: true}, nil
+	return PutResult{ETag: etag, Multipart: true, CRC32C: crc}, nil
 }
 
 // uploadParts sends the parts in order and completes the upload; the caller aborts on error.
 // Parts go one at a time: ferry's parallelism is across objects, one worker per object.
-func (c *Client) uploadParts(ctx context.Context, in PutInput, uploadID *string, partSize int64) (string, error) {
+func (c *Client) uploadParts(ctx context.Context, in PutInput, uploadID *string, partSize int64) (etag, crc string, err error) {
 	var parts []types.CompletedPart
+	var whole uint32
 	for off, n := int64(0), int32(1); off < int64(len(in.Body)); off, n = off+partSize, n+1 {
 		part := in.Body[off:min(off+partSize, int64(len(in.Body)))]
 		sum := md5.Sum(part)
-		rctx, cancel := c.reqCtx(ctx)
-		out, err := c.s3.UploadPart(rctx, &s3.UploadPartInput{
+		input := &s3.UploadPartInput{
 			Bucket:        aws.String(c.bucket),
 			Key:           aws.String(in.Key),
 			UploadId:      uploadID,
@@ -386,28 +413,52 @@ func (c *Client) uploadParts(ctx context.Context, in PutInput, uploadID *string,
 			Body:          bytes.NewReader(part),
 			ContentLength: aws.Int64(int64(len(part))),
 			ContentMD5:    aws.String(base64.StdEncoding.EncodeToString(sum[:])),
-		})
+		}
+		completed := types.CompletedPart{PartNumber: aws.Int32(n)}
+		if c.checksums {
+			input.ChecksumCRC32C = aws.String(CRC32C(part))
+			completed.ChecksumCRC32C = input.ChecksumCRC32C
+			whole = crc32.Update(whole, castagnoli, part)
+		}
+		rctx, cancel := c.reqCtx(ctx)
+		out, err := c.s3.UploadPart(rctx, input)
 		cancel()
 		if err != nil {
-			return "", fmt.Errorf("upload part %d: %w", n, err)
+			return "", "", fmt.Errorf("upload part %d: %w", n, err)
 		}
-		parts = append(parts, types.CompletedPart{ETag: out.ETag, PartNumber: aws.Int32(n)})
+		completed.ETag = out.ETag
+		parts = append(parts, completed)
 		if in.Progress != nil {
 			in.Progress()
 		}
 	}
-	rctx, cancel := c.reqCtx(ctx)
-	defer cancel()
-	out, err := c.s3.CompleteMultipartUpload(rctx, &s3.CompleteMultipartUploadInput{
+	complete := &s3.CompleteMultipartUploadInput{
 		Bucket:          aws.String(c.bucket),
 		Key:             aws.String(in.Key),
 		UploadId:        uploadID,
 		MultipartUpload: &types.CompletedMultipartUpload{Parts: parts},
-	})
-	if err != nil {
-		return "", fmt.Errorf("complete multipart upload: %w", err)
+		MpuObjectSize:   aws.Int64(int64(len(in.Body))),
 	}
-	return unquote(out.ETag), nil
+	if c.checksums {
+		crc = crcString(whole)
+		complete.ChecksumCRC32C = aws.String(crc)
+		complete.ChecksumType = types.ChecksumTypeFullObject
+	}
+	if in.IfAbsent {
+		// The condition is checked when the object would appear: an object another key completed
+		// meanwhile is refused here like on a single PUT.
+		complete.IfNoneMatch = aws.String("*")
+	}
+	rctx, cancel := c.reqCtx(ctx)
+	defer cancel()
+	out, err := c.s3.CompleteMultipartUpload(rctx, complete)
+	if err != nil {
+		if in.IfAbsent && statusOf(err) == http.StatusPreconditionFailed {
+			return "", "", fmt.Errorf("complete multipart upload: %w", ErrExists)
+		}
+		return "", "", fmt.Errorf("complete multipart upload: %w", err)
+	}
+	return unquote(out.ETag), crc, nil
 }
 
 // HeadResult is what S3 says about a stored object.
@@ -417,13 +468,18 @@ type HeadResult struct {
 	ETag      string // unquoted
 	Metadata  map[string]string
 	Multipart bool // the ETag has a part count ("…-N"), so it is not the object's MD5
+	// CRC32C is the whole object's CRC32C kept by S3 (base64); empty when the object has none or
+	// only a composite of its parts' checksums.
+	CRC32C string
 }
 
-// Head reads an object's size, ETag and metadata; a missing object is ErrNotFound.
+// Head reads an object's size, ETag, metadata and full-object CRC32C; a missing object is
+// ErrNotFound.
 func (c *Client) Head(ctx context.Context, key string) (HeadResult, error) {
 	rctx, cancel := c.reqCtx(ctx)
 	defer cancel()
-	out, err := c.s3.HeadObject(rctx, &s3.HeadObjectInput{Bucket: aws.String(c.bucket), Key: aws.String(key)})
+	out, err := c.s3.HeadObject(rctx, &s3.HeadObjectInput{Bucket: aws.String(c.bucket), Key: aws.String(key),
+		ChecksumMode: types.ChecksumModeEnabled})
 	if err != nil {
 		if statusOf(err) == http.StatusNotFound {
 			return HeadResult{}, fmt.Errorf("head s3://%s/%s: %w", c.bucket, key, ErrNotFound)
@@ -431,31 +487,64 @@ func (c *Client) Head(ctx context.Context, key string) (HeadResult, error) {
 		return HeadResult{}, fmt.Errorf("head s3://%s/%s: %w", c.bucket, key, err)
 	}
 	etag := unquote(out.ETag)
-	return HeadResult{
+	h := HeadResult{
 		Key:       key,
 		Size:      aws.ToInt64(out.ContentLength),
 		ETag:      etag,
 		Metadata:  out.Metadata,
 		Multipart: strings.Contains(etag, "-"),
-	}, nil
+	}
+	if crc := aws.ToString(out.ChecksumCRC32C); crc != "" && !strings.Contains(crc, "-") &&
+		out.ChecksumType != types.ChecksumTypeComposite {
+		h.CRC32C = crc
+	}
+	return h, nil
 }
 
-// Matches reports whether the object holds size bytes with the given MD5: by the ETag for a single
-// PUT, by MD5Meta for multipart. The result is nil or a *MismatchError.
+// Want is what a stored object must hold: its size, the MD5 of its source bytes, and (when known)
+// their CRC32C.
+type Want struct {
+	Size   int64
+	MD5    []byte
+	CRC32C string // base64; empty: not known
+}
+
+// Matches reports whether the object holds size bytes with the given MD5; see Check.
 func (h HeadResult) Matches(size int64, sum []byte) error {
-	want := hex.EncodeToString(sum)
-	if h.Size != size {
-		return &MismatchError{Key: h.Key, Field: "size", Want: fmt.Sprint(size), Got: fmt.Sprint(h.Size)}
+	return h.Check(Want{Size: size, MD5: sum})
+}
+
+// Check reports whether the object holds what w describes. The result is nil or a *MismatchError.
+//
+// Every checksum the object carries must agree: S3's full-object CRC32C (when w knows the CRC32C
+// too) and ferry's MD5 in the metadata MD5Meta. The ETag is compared only when neither is there,
+// because it is the MD5 of the bytes only for a single PUT without SSE-KMS or SSE-C; an object
+// with nothing to compare does not match.
+func (h HeadResult) Check(w Want) error {
+	if h.Size != w.Size {
+		return &MismatchError{Key: h.Key, Field: "size", Want: fmt.Sprint(w.Size), Got: fmt.Sprint(h.Size)}
 	}
-	if !h.Multipart {
-		if !strings.EqualFold(h.ETag, want) {
-			return &MismatchError{Key: h.Key, Field: "etag", Want: want, Got: h.ETag}
+	want := hex.EncodeToString(w.MD5)
+	checked := false
+	if w.CRC32C != "" && h.CRC32C != "" {
+		if h.CRC32C != w.CRC32C {
+			return &MismatchError{Key: h.Key, Field: "crc32c", Want: w.CRC32C, Got: h.CRC32C}
 		}
-		return nil
+		checked = true
 	}
-	got := metaValue(h.Metadata, MD5Meta)
-	if !strings.EqualFold(got, want) {
-		return &MismatchError{Key: h.Key, Field: MD5Meta, Want: want, Got: got}
+	if got := metaValue(h.Metadata, MD5Meta); got != "" {
+		if !strings.EqualFold(got, want) {
+			return &MismatchError{Key: h.Key, Field: MD5Meta, Want: want, Got: got}
+		}
+		checked = true
+	}
+	switch {
+	case checked:
+		return nil
+	case h.Multipart:
+		return &MismatchError{Key: h.Key, Field: MD5Meta, Want: want}
+	case !strings.EqualFold(h.ETag, want):
+		return &MismatchError{Key: h.Key, Field: "etag", Want: want, Got: h.ETag}
 	}
 	return nil
 }
@@ -503,4 +592,32 @@ func metaValue(m map[string]string, key string) string {
 		}
 	}
 	return ""
+}
+
+// ProbeWrite asks S3 whether these credentials may write to the bucket at all, without leaving an
+// object behind: it starts a multipart upload under probeKey (authorized like a PUT, with this
+// client's encryption and storage class) and aborts it. A refused object tells a refusal of that
+// object (an object lock, a policy on its prefix) from one of every object by asking this.
+func (c *Client) ProbeWrite(ctx context.Context, probeKey string) error {
+	create := &s3.CreateMultipartUploadInput{Bucket: aws.String(c.bucket), Key: aws.String(probeKey)}
+	if c.storageClass != "" {
+		create.StorageClass = types.StorageClass(c.storageClass)
+	}
+	if c.sse != "" {
+		create.ServerSideEncryption = types.ServerSideEncryption(c.sse)
+	}
+	if c.kmsKeyID != "" {
+		create.SSEKMSKeyId = aws.String(c.kmsKeyID)
+	}
+	rctx, cancel := c.reqCtx(ctx)
+	defer cancel()
+	out, err := c.s3.CreateMultipartUpload(rctx, create)
+	if err != nil {
+		return fmt.Errorf("probe write s3://%s/%s: %w", c.bucket, probeKey, err)
+	}
+	if _, err := c.s3.AbortMultipartUpload(rctx, &s3.AbortMultipartUploadInput{
+		Bucket: aws.String(c.bucket), Key: aws.String(probeKey), UploadId: out.UploadId}); err != nil {
+		return fmt.Errorf("probe write s3://%s/%s: abort: %w", c.bucket, probeKey, err)
+	}
+	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"strings"
 
 	"github.com/aws/smithy-go"
@@ -59,7 +60,7 @@ func (e *kindError) Unwrap() error { return e.err }
 // MismatchError is a stored object that differs from what was expected.
 type MismatchError struct {
 	Key   string
-	Field string // "size", "etag" or MD5Meta
+	Field string // "size", "crc32c", "etag" or MD5Meta
 	Want  string
 	Got   string // empty when the object lacks MD5Meta
 }
@@ -190,4 +191,33 @@ func isCode(err error, code string) bool {
 func IsBadDigest(err error) bool {
 	var apiErr smithy.APIError
 	return errors.Is(err, ErrBadDigest) || errors.As(err, &apiErr) && apiErr.ErrorCode() == "BadDigest"
+}
+
+// IsAccessDenied reports whether S3 refused a request for lack of permission (AccessDenied, or a
+// bare 403 where the answer has no body), as opposed to bad credentials or a missing bucket.
+func IsAccessDenied(err error) bool {
+	var apiErr smithy.APIError
+	if errors.As(err, &apiErr) {
+		switch apiErr.ErrorCode() {
+		case "AccessDenied", "AccessForbidden":
+			return true
+		case "InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken", "NoSuchBucket":
+			return false
+		}
+	}
+	return statusOf(err) == 403
+}
+
+// IsUnreachable reports whether err means S3 could not be reached at all (connection refused, no
+// route, DNS failure): an outage of the destination, not a fault of the object.
+func IsUnreachable(err error) bool {
+	if statusOf(err) != 0 {
+		return false // S3 answered
+	}
+	var opErr *net.OpError
+	if errors.As(err, &opErr) && opErr.Op == "dial" {
+		return true
+	}
+	var dnsErr *net.DNSError
+	return errors.As(err, &dnsErr)
 }

@@ -111,24 +111,35 @@ func TestMatches(t *testing.T) {
 	sum := md5.Sum(body)
 	hexSum := fmt.Sprintf("%x", sum)
 	other := md5.Sum([]byte("other"))
+	crc, otherCRC := CRC32C(body), CRC32C([]byte("other"))
+	random := "5f1d2c0a9b8e7d6c5b4a39281706f5e4" // an SSE-KMS or SSE-C ETag: not the MD5
+	meta := map[string]string{MD5Meta: hexSum}
 	tests := []struct {
 		name  string
 		head  HeadResult
+		crc   string // the CRC32C the caller knows; "" = none
 		field string // "" = match
 	}{
-		{"single part", HeadResult{Size: 11, ETag: hexSum}, ""},
-		{"single part upper-case etag", HeadResult{Size: 11, ETag: fmt.Sprintf("%X", sum)}, ""},
-		{"size differs", HeadResult{Size: 10, ETag: hexSum}, "size"},
-		{"etag differs", HeadResult{Size: 11, ETag: fmt.Sprintf("%x", other)}, "etag"},
-		{"multipart via metadata", HeadResult{Size: 11, ETag: "abc-2", Multipart: true, Metadata: map[string]string{MD5Meta: hexSum}}, ""},
-		{"multipart metadata case", HeadResult{Size: 11, ETag: "abc-2", Multipart: true, Metadata: map[string]string{"Ferry-Md5": hexSum}}, ""},
-		{"multipart metadata differs", HeadResult{Size: 11, ETag: "abc-2", Multipart: true, Metadata: map[string]string{MD5Meta: fmt.Sprintf("%x", other)}}, MD5Meta},
-		{"multipart without metadata", HeadResult{Size: 11, ETag: "abc-2", Multipart: true}, MD5Meta},
+		{"random etag, metadata", HeadResult{Size: 11, ETag: random, Metadata: meta}, "", ""},
+		{"random etag, crc32c and metadata", HeadResult{Size: 11, ETag: random, Metadata: meta, CRC32C: crc}, crc, ""},
+		{"random etag, crc32c only", HeadResult{Size: 11, ETag: random, CRC32C: crc}, crc, ""},
+		{"crc32c differs", HeadResult{Size: 11, ETag: hexSum, Metadata: meta, CRC32C: otherCRC}, crc, "crc32c"},
+		{"crc32c agrees, metadata differs", HeadResult{Size: 11, ETag: hexSum, CRC32C: crc, Metadata: map[string]string{MD5Meta: fmt.Sprintf("%x", other)}}, crc, MD5Meta},
+		{"crc32c unknown to the caller, metadata decides", HeadResult{Size: 11, ETag: random, CRC32C: otherCRC, Metadata: meta}, "", ""},
+		{"random etag, nothing else", HeadResult{Size: 11, ETag: random}, "", "etag"},
+		{"single part", HeadResult{Size: 11, ETag: hexSum}, "", ""},
+		{"single part upper-case etag", HeadResult{Size: 11, ETag: fmt.Sprintf("%X", sum)}, "", ""},
+		{"size differs", HeadResult{Size: 10, ETag: hexSum}, "", "size"},
+		{"etag differs", HeadResult{Size: 11, ETag: fmt.Sprintf("%x", other)}, "", "etag"},
+		{"multipart via metadata", HeadResult{Size: 11, ETag: "abc-2", Multipart: true, Metadata: map[string]string{MD5Meta: hexSum}}, "", ""},
+		{"multipart metadata case", HeadResult{Size: 11, ETag: "abc-2", Multipart: true, Metadata: map[string]string{"Ferry-Md5": hexSum}}, "", ""},
+		{"multipart metadata differs", HeadResult{Size: 11, ETag: "abc-2", Multipart: true, Metadata: map[string]string{MD5Meta: fmt.Sprintf("%x", other)}}, "", MD5Meta},
+		{"multipart without metadata", HeadResult{Size: 11, ETag: "abc-2", Multipart: true}, "", MD5Meta},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			tt.head.Key = "k"
-			err := tt.head.Matches(int64(len(body)), sum[:])
+			err := tt.head.Check(Want{Size: int64(len(body)), MD5: sum[:], CRC32C: tt.crc})
 			if tt.field == "" {
 				if err != nil {
 					t.Fatalf("Matches: %v", err)

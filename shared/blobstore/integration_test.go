@@ -118,8 +118,14 @@ func TestIntegrationSinglePut(t *testing.T) {
 			if err := h.Matches(int64(size)+1, sum[:]); !errors.As(err, &me) || me.Field != "size" {
 				t.Errorf("Matches with wrong size = %v, want size mismatch", err)
 			}
-			if err := h.Matches(int64(size), other[:]); !errors.As(err, &me) || me.Field != "etag" {
-				t.Errorf("Matches with wrong md5 = %v, want etag mismatch", err)
+			if err := h.Matches(int64(size), other[:]); !errors.As(err, &me) || me.Field != MD5Meta {
+				t.Errorf("Matches with wrong md5 = %v, want %s mismatch", err, MD5Meta)
+			}
+			if h.CRC32C == "" || h.CRC32C != res.CRC32C || res.CRC32C != CRC32C(body) {
+				t.Errorf("Head CRC32C %q, Put %q, want %q", h.CRC32C, res.CRC32C, CRC32C(body))
+			}
+			if err := h.Check(Want{Size: int64(size), MD5: sum[:], CRC32C: CRC32C(append(body, 1))}); !errors.As(err, &me) || me.Field != "crc32c" {
+				t.Errorf("Check with wrong crc32c = %v, want crc32c mismatch", err)
 			}
 		})
 	}
@@ -176,8 +182,11 @@ func TestIntegrationMultipart(t *testing.T) {
 	if !h.Multipart || h.Size != int64(len(body)) || h.ETag != res.ETag {
 		t.Errorf("Head %+v, want multipart, size %d, ETag %s", h, len(body), res.ETag)
 	}
-	if err := h.Matches(int64(len(body)), sum[:]); err != nil {
-		t.Errorf("Matches: %v", err)
+	if err := h.Check(Want{Size: int64(len(body)), MD5: sum[:], CRC32C: CRC32C(body)}); err != nil {
+		t.Errorf("Check: %v", err)
+	}
+	if h.CRC32C == "" || h.CRC32C != res.CRC32C {
+		t.Errorf("Head CRC32C %q, Put %q, want the full object's %q", h.CRC32C, res.CRC32C, CRC32C(body))
 	}
 	other := md5.Sum(body[1:])
 	var me *MismatchError

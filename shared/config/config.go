@@ -79,7 +79,18 @@ type Destination struct {
 	ServerSideEncryption string `yaml:"server_side_encryption"`
 	// SSEKMSKeyID is the KMS key (ID, ARN or alias) with aws:kms; empty: the account's S3 key.
 	SSEKMSKeyID string `yaml:"sse_kms_key_id"`
+	// Checksum is the flexible checksum S3 checks each object against and keeps with it, and the
+	// verifier compares: "crc32c" (default: a full-object CRC32C, also for multipart uploads) or
+	// "off" for servers that do not support S3's checksums; the verifier then relies on ferry's
+	// MD5 in the object's metadata.
+	Checksum string `yaml:"checksum"`
 }
+
+// Checksum values of Destination.Checksum.
+const (
+	ChecksumCRC32C = "crc32c"
+	ChecksumOff    = "off"
+)
 
 // SSE values of Destination.ServerSideEncryption.
 const (
@@ -339,6 +350,11 @@ func (d Destination) Validate() error {
 	}
 	if d.SSEKMSKeyID != "" && d.ServerSideEncryption != SSEKMS {
 		errs = append(errs, fmt.Errorf("sse_kms_key_id: needs server_side_encryption: %s", SSEKMS))
+	}
+	switch d.Checksum {
+	case "", ChecksumCRC32C, ChecksumOff:
+	default:
+		errs = append(errs, fmt.Errorf("checksum: %q is not %s or %s", d.Checksum, ChecksumCRC32C, ChecksumOff))
 	}
 	return errors.Join(errs...)
 }
