@@ -2,12 +2,13 @@ package capacity
 
 import (
 	"bufio"
-	"bytes"
 	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
 	"os"
+
+	"github.com/ferry-migrate/ferry/shared/keylist"
 )
 
 // maxLine bounds a key line; longer lines are skipped (a key is at most 1 KiB anyway).
@@ -41,8 +42,8 @@ func sampleKeys(path string, n int, rng *rand.Rand) (keySample, error) {
 
 // reservoir keeps a uniform random sample of at most n of r's keys (Vitter's algorithm R): every
 // key ends in the sample with the same probability n/lines, the input is read once, and memory is
-// n keys however long it is. Lines are read as the producer reads them: whitespace and CR trimmed,
-// blank lines skipped. The same rng state gives the same sample.
+// n keys however long it is. Lines are read as the producer reads them (keylist.Key), blank lines
+// skipped. The same rng state gives the same sample.
 func reservoir(r io.Reader, n int, rng *rand.Rand) (keySample, error) {
 	var s keySample
 	if n < 1 {
@@ -50,6 +51,7 @@ func reservoir(r io.Reader, n int, rng *rand.Rand) (keySample, error) {
 	}
 	br := bufio.NewReaderSize(r, maxLine)
 	long := false // inside a line that did not fit the buffer
+	first := true
 	for {
 		line, err := br.ReadSlice('\n')
 		switch {
@@ -64,7 +66,7 @@ func reservoir(r io.Reader, n int, rng *rand.Rand) (keySample, error) {
 		}
 		if long {
 			long = false
-		} else if key := bytes.TrimSpace(line); len(key) > 0 {
+		} else if key := keylist.Key(line, first); len(key) > 0 {
 			if s.Lines < int64(n) {
 				s.Keys = append(s.Keys, string(key))
 			} else if j := rng.Int64N(s.Lines + 1); j < int64(n) {
@@ -72,6 +74,7 @@ func reservoir(r io.Reader, n int, rng *rand.Rand) (keySample, error) {
 			}
 			s.Lines++
 		}
+		first = false
 		if err != nil { // io.EOF, after the last, unterminated line
 			return s, nil
 		}

@@ -19,9 +19,9 @@ import (
 func mapDiff(a, b []byte) (onlyA, onlyB []string) {
 	set := func(in []byte) map[string]bool {
 		m := map[string]bool{}
-		in = bytes.TrimPrefix(in, bom)
+		in = bytes.TrimPrefix(in, []byte("\xef\xbb\xbf"))
 		for _, l := range strings.Split(string(in), "\n") {
-			if k := strings.TrimSpace(l); k != "" {
+			if k := strings.Trim(l, " \t\r"); k != "" {
 				m[k] = true
 			}
 		}

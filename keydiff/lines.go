@@ -2,17 +2,15 @@ package keydiff
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"io"
+
+	"github.com/ferry-migrate/ferry/shared/keylist"
 )
 
-var bom = []byte("\xef\xbb\xbf")
-
-// readLines calls add with each key of r, as the producer reads them: surrounding whitespace and
-// CR trimmed, a UTF-8 byte order mark at the start dropped, blank lines skipped. The slice given to
-// add is reused afterwards.
+// readLines calls add with each key of r, as the producer reads them (keylist.Key), blank lines
+// skipped. The slice given to add is reused afterwards.
 func readLines(ctx context.Context, r io.Reader, add func(line []byte) error) error {
 	br := bufio.NewReaderSize(r, 1<<20)
 	var long []byte
@@ -30,11 +28,9 @@ func readLines(ctx context.Context, r io.Reader, add func(line []byte) error) er
 			}
 			line = long
 		}
-		if first {
-			line = bytes.TrimPrefix(line, bom)
-			first = false
-		}
-		if key := bytes.TrimSpace(line); len(key) > 0 {
+		key := keylist.Key(line, first)
+		first = false
+		if len(key) > 0 {
 			if aerr := add(key); aerr != nil {
 				return aerr
 			}

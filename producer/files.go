@@ -2,7 +2,6 @@ package producer
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -178,10 +177,7 @@ func (lr *listReader) lines(ctx context.Context, br *bufio.Reader, name string) 
 		line++
 		offset += n
 		s.lines.Add(1)
-		key := bytes.TrimSpace(raw)
-		if offset == n { // the file's first line: a UTF-8 byte order mark is not part of the key
-			key = bytes.TrimSpace(bytes.TrimPrefix(key, []byte("\xef\xbb\xbf")))
-		}
+		key := keylist.Key(raw, offset == n)
 		origin := name + ":" + strconv.FormatInt(line, 10)
 		switch {
 		case len(key) == 0 && !long:

@@ -9,10 +9,12 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/klauspost/compress/zstd"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/urfave/cli/v2"
 
 	"github.com/ferry-migrate/ferry/shared/bustest"
@@ -175,6 +177,67 @@ func TestValidate(t *testing.T) {
 				t.Errorf("error %v, want one about %s", err, tt.want)
 			case err != nil && !config.IsInvalid(err):
 				t.Errorf("error %v is not a configuration error (exit 2)", err)
+			}
+		})
+	}
+}
+
+// keysIn is the bodies (source keys) of the messages in a stream, in order.
+func keysIn(t *testing.T, js jetstream.JetStream, stream string) []string {
+	t.Helper()
+	ctx := context.Background()
+	st, err := js.Stream(ctx, stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for seq := info.State.FirstSeq; seq <= info.State.LastSeq && info.State.Msgs > 0; seq++ {
+		m, err := st.GetMsg(ctx, seq)
+		if err != nil {
+			t.Fatalf("%s #%d: %v", stream, seq, err)
+		}
+		out = append(out, string(m.Data))
+	}
+	return out
+}
+
+// TestRunKeyTrim: only ASCII space, tab and CR around a line (and a BOM starting the list) are not
+// part of its key; any other whitespace is, so keys differing only by it stay distinct.
+func TestRunKeyTrim(t *testing.T) {
+	tests := []struct {
+		name    string
+		list    string
+		keys    []string // in KEYS, in order
+		invalid int64
+	}{
+		{"NBSP is part of the key", "photo.jpg\nphoto.jpg\u00a0\n", []string{"photo.jpg", "photo.jpg\u00a0"}, 0},
+		{"em space, ideographic space and NEL are kept", "other.jpg\u2003\n\u3000x\ny\u0085\n",
+			[]string{"other.jpg\u2003", "\u3000x", "y\u0085"}, 0},
+		{"ASCII space, tab and CR are trimmed", " \tk1\t \r\nk2\r\n", []string{"k1", "k2"}, 0},
+		{"a BOM only at the start of the list", "\ufeffk1\n\ufeffk2\n", []string{"k1", "\ufeffk2"}, 0},
+		{"vertical tab and form feed are key bytes (control characters: invalid)", "\vk\f\nk\n", []string{"k"}, 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			js, n := bustest.Job(t)
+			env := &service.Env{Names: n, JS: js, Log: slog.Default()}
+			file := filepath.Join(t.TempDir(), "keys.txt")
+			if err := os.WriteFile(file, []byte(tt.list), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			st, err := Run(context.Background(), env, Config{Keys: *cli.NewStringSlice(file), InFlight: 4, HighWater: 1000})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := keysIn(t, js, n.Keys); !slices.Equal(got, tt.keys) {
+				t.Errorf("KEYS = %q, want %q", got, tt.keys)
+			}
+			if st.Invalid != tt.invalid || st.Published != int64(len(tt.keys)) {
+				t.Errorf("stats = %+v, want %d published and %d invalid", st, len(tt.keys), tt.invalid)
 			}
 		})
 	}

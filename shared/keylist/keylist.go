@@ -338,3 +338,18 @@ func (c *countingReader) Read(p []byte) (int, error) {
 	c.n.Add(int64(n))
 	return n, err
 }
+
+// bom is the UTF-8 byte order mark some editors and exporters start a text file with.
+var bom = []byte("\xef\xbb\xbf")
+
+// Key is the key on a line of a list: the line without its line ending and without the ASCII
+// spaces, tabs and CRs around it; when first (the list's first line), also without a leading
+// UTF-8 byte order mark. Every other byte is part of the key, Unicode spaces (NBSP, U+2003,
+// U+3000, NEL) included: they make a key distinct, and the key rules decide whether it is valid.
+// Every reader of key lists trims with this, so they agree on what the keys are.
+func Key(line []byte, first bool) []byte {
+	if first {
+		line = bytes.TrimPrefix(line, bom)
+	}
+	return bytes.Trim(line, " \t\r\n")
+}

@@ -247,3 +247,33 @@ func TestExpand(t *testing.T) {
 		t.Error("Expand of an s3 prefix without a client succeeded")
 	}
 }
+
+func TestKey(t *testing.T) {
+	tests := []struct {
+		name  string
+		line  string
+		first bool // the list's first line
+		want  string
+	}{
+		{"line ending", "k\n", false, "k"},
+		{"CRLF", "k\r\n", false, "k"},
+		{"ASCII space and tab around", " \t k \t\r\n", false, "k"},
+		{"inner spaces kept", "a b\tc\n", false, "a b\tc"},
+		{"blank", " \t\r\n", false, ""},
+		{"NBSP kept", "photo.jpg\u00a0\n", false, "photo.jpg\u00a0"},
+		{"em space kept", "other.jpg\u2003", false, "other.jpg\u2003"},
+		{"ideographic space kept", "\u3000x\n", false, "\u3000x"},
+		{"NEL kept", "y\u0085\n", false, "y\u0085"},
+		{"vertical tab and form feed kept", "\vk\f\n", false, "\vk\f"},
+		{"BOM on the first line dropped", "\ufeff k\n", true, "k"},
+		{"BOM elsewhere kept", "\ufeffk\n", false, "\ufeffk"},
+		{"BOM after a space kept", " \ufeffk\n", true, "\ufeffk"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := Key([]byte(tt.line), tt.first); string(got) != tt.want {
+				t.Errorf("Key(%q, %v) = %q, want %q", tt.line, tt.first, got, tt.want)
+			}
+		})
+	}
+}
