@@ -20,7 +20,7 @@ import (
 // the repair requeues them and says so per stage, bad input is a usage error (exit 2).
 func TestRepairCommand(t *testing.T) {
 	ctx := context.Background()
-	srv, err := bus.StartEmbedded(t.TempDir())
+	srv, err := bus.StartEmbedded(t.TempDir(), bus.Sync{})
 	if err != nil {
 		t.Fatal(err)
 	}

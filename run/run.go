@@ -36,6 +36,9 @@ type Config struct {
 	Verifier verifier.Config
 	Settings bus.Settings
 	Wait     bool // keep running when the work is done (a long-lived single-machine service)
+	// NATSSync is --nats-sync-interval; Validate parses it into Sync.
+	NATSSync string
+	Sync     bus.Sync
 	Adaptive bool // adaptive concurrency for the fetcher and the uploader
 }
 
@@ -43,6 +46,7 @@ type Config struct {
 func (c *Config) Flags() []cli.Flag {
 	f := []cli.Flag{
 		&cli.StringFlag{Name: "data", Value: "ferry-data", EnvVars: []string{"FERRY_DATA"}, Destination: &c.Data, Usage: "store folder of the embedded JetStream server (unused with --nats)"},
+		&cli.StringFlag{Name: "nats-sync-interval", Value: "always", EnvVars: []string{"FERRY_NATS_SYNC_INTERVAL"}, Destination: &c.NATSSync, Usage: "how the embedded JetStream server puts its store on disk: always (fsync before it confirms; survives a power loss) or an interval such as 2m (nats-server's default; faster, but a host crash loses up to that much confirmed work); unused with --nats"},
 		&cli.StringSliceFlag{Name: "keys", Aliases: []string{"k"}, EnvVars: []string{"FERRY_KEYS"}, Destination: &c.Producer.Keys, Usage: "key list(s) to publish first (files, globs, s3://, .gz, .zst); none and no --scan: finish the backlog"},
 		&cli.BoolFlag{Name: "progress", Value: true, EnvVars: []string{"FERRY_PROGRESS"}, Destination: &c.Producer.Progress, Usage: "print progress on stderr"},
 		&cli.BoolFlag{Name: "wait", EnvVars: []string{"FERRY_WAIT"}, Destination: &c.Wait, Usage: "keep running after the backlog is done, until interrupted"},
@@ -70,6 +74,10 @@ func (c *Config) Validate() error {
 		*s = c.Settings
 	}
 	errs := []error{c.Fetcher.Validate(), c.Uploader.Validate(), c.Verifier.Validate()}
+	var err error
+	if c.Sync, err = bus.ParseSync(c.NATSSync); err != nil {
+		errs = append(errs, fmt.Errorf("--nats-sync-interval %w", err))
+	}
 	if len(c.Producer.Keys.Value()) > 0 || c.Producer.Scan.Enabled {
 		errs = append(errs, c.Producer.Validate())
 	}
@@ -98,11 +106,7 @@ func Command() *cli.Command {
 			}
 			url := ""
 			if !c.IsSet("nats") {
-				dir, err := filepath.Abs(filepath.Join(cfg.Data, "nats"))
-				if err != nil {
-					return err
-				}
-				srv, err := bus.StartEmbedded(dir)
+				srv, err := startEmbedded(cfg)
 				if err != nil {
 					return err
 				}
@@ -114,11 +118,25 @@ func Command() *cli.Command {
 				return err
 			}
 			defer env.Close()
+			if url != "" && !cfg.Sync.Always {
+				env.Log.Warn("the embedded NATS server syncs its store to disk in the background: a power loss or kernel crash of this host loses up to that much confirmed work, keys that then never arrive (--nats-sync-interval always prevents it)",
+					"sync_interval", cfg.Sync)
+			}
 			s, err := Run(c.Context, env, cfg)
 			s.Print(os.Stdout)
 			return err
 		},
 	}
+}
+
+// startEmbedded starts the embedded JetStream server in <--data>/nats, syncing as
+// --nats-sync-interval says.
+func startEmbedded(cfg Config) (*bus.Embedded, error) {
+	dir, err := filepath.Abs(filepath.Join(cfg.Data, "nats"))
+	if err != nil {
+		return nil, fmt.Errorf("--data: %w", err)
+	}
+	return bus.StartEmbedded(dir, cfg.Sync)
 }
 
 // Summary is what a run did.

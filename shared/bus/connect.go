@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/nats-io/jwt/v2"
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nkeys"
@@ -257,34 +256,4 @@ func checkInboxPrefix(p string) error {
 		}
 	}
 	return nil
-}
-
-// Embedded runs a JetStream server inside the process (for `ferry run` and tests).
-type Embedded struct{ srv *server.Server }
-
-// StartEmbedded starts a JetStream server storing under dir, on a random loopback port, with an
-// 8 MB payload limit like the local stack.
-func StartEmbedded(dir string) (*Embedded, error) {
-	srv, err := server.NewServer(&server.Options{
-		Host: "127.0.0.1", Port: server.RANDOM_PORT, NoSigs: true, NoLog: true,
-		JetStream: true, StoreDir: dir, MaxPayload: 8 << 20,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("embedded nats in %s: %w", dir, err)
-	}
-	srv.Start()
-	if !srv.ReadyForConnections(30 * time.Second) {
-		srv.Shutdown()
-		return nil, fmt.Errorf("embedded nats in %s: not ready after 30s", dir)
-	}
-	return &Embedded{srv: srv}, nil
-}
-
-// URL is the client URL of the embedded server.
-func (e *Embedded) URL() string { return e.srv.ClientURL() }
-
-// Shutdown stops the server and waits for it, flushing the store.
-func (e *Embedded) Shutdown() {
-	e.srv.Shutdown()
-	e.srv.WaitForShutdown()
 }

@@ -13,7 +13,7 @@ import (
 // Job starts an embedded server for the test's lifetime and sets up job "t" on it.
 func Job(t testing.TB) (jetstream.JetStream, bus.Names) {
 	t.Helper()
-	srv, err := bus.StartEmbedded(t.TempDir())
+	srv, err := bus.StartEmbedded(t.TempDir(), bus.Sync{})
 	if err != nil {
 		t.Fatal(err)
 	}

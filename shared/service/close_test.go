@@ -15,7 +15,7 @@ import (
 // buffered delivered; a process exits right after it, so a Drain that only starts would lose the
 // acks of the last messages.
 func TestCloseWaitsForDrain(t *testing.T) {
-	srv, err := bus.StartEmbedded(t.TempDir())
+	srv, err := bus.StartEmbedded(t.TempDir(), bus.Sync{})
 	if err != nil {
 		t.Fatal(err)
 	}
