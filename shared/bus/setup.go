@@ -21,8 +21,12 @@ type Settings struct {
 	MaxAckPending int           // must cover all workers' in-flight messages of a consumer
 	Dedupe        time.Duration // Nats-Msg-Id window; must exceed AckWait (redelivery after a crash)
 	BlobsMaxBytes int64         // cap of BLOBS: a slow S3 makes the fetcher wait, not read more
-	ObjectTTL     time.Duration // large blobs left in the object store by a crash expire after this
-	Replicas      int
+	// ObjectsMaxBytes caps the object store of blobs above the inline limit, as BlobsMaxBytes caps
+	// BLOBS: without it a stopped uploader lets the fetchers park every large blob of the backlog
+	// on the broker's disk until it is full, and then DLQ writes and checkpoints fail too.
+	ObjectsMaxBytes int64
+	ObjectTTL       time.Duration // large blobs left in the object store by a crash expire after this
+	Replicas        int
 }
 
 // DefaultSettings are used when no flag is given.
@@ -33,8 +37,10 @@ func DefaultSettings() Settings {
 		MaxAckPending: 10000,
 		Dedupe:        3 * time.Minute,
 		BlobsMaxBytes: 1 << 30,
-		ObjectTTL:     7 * 24 * time.Hour,
-		Replicas:      1,
+		// Room for four blobs at the fetcher's default --max-size (256 MiB) in flight.
+		ObjectsMaxBytes: 1 << 30,
+		ObjectTTL:       7 * 24 * time.Hour,
+		Replicas:        1,
 	}
 }
 
@@ -47,6 +53,7 @@ func (s *Settings) Flags() []cli.Flag {
 		&cli.IntFlag{Name: "max-ack-pending", Value: d.MaxAckPending, EnvVars: []string{"FERRY_MAX_ACK_PENDING"}, Destination: &s.MaxAckPending, Usage: "in-flight messages per consumer, all workers together", Category: "streams"},
 		&cli.DurationFlag{Name: "dedupe-window", Value: d.Dedupe, EnvVars: []string{"FERRY_DEDUPE_WINDOW"}, Destination: &s.Dedupe, Usage: "Nats-Msg-Id duplicate window (longer than --ack-wait)", Category: "streams"},
 		&cli.Int64Flag{Name: "blobs-max-bytes", Value: d.BlobsMaxBytes, EnvVars: []string{"FERRY_BLOBS_MAX_BYTES"}, Destination: &s.BlobsMaxBytes, Usage: "byte cap of the BLOBS stream (fetchers wait when it is full)", Category: "streams"},
+		&cli.Int64Flag{Name: "objects-max-bytes", Value: d.ObjectsMaxBytes, EnvVars: []string{"FERRY_OBJECTS_MAX_BYTES"}, Destination: &s.ObjectsMaxBytes, Usage: "byte cap of the object store of blobs above the inline limit (fetchers wait when it is full)", Category: "streams"},
 		&cli.DurationFlag{Name: "object-ttl", Value: d.ObjectTTL, EnvVars: []string{"FERRY_OBJECT_TTL"}, Destination: &s.ObjectTTL, Usage: "expiry of large blobs left in the object store", Category: "streams"},
 		&cli.IntFlag{Name: "replicas", Value: d.Replicas, EnvVars: []string{"FERRY_REPLICAS"}, Destination: &s.Replicas, Usage: "stream replicas (1, 3 or 5; a clustered NATS for more than 1)", Category: "streams"},
 	}
@@ -69,6 +76,9 @@ func (s Settings) Validate() error {
 	}
 	if s.BlobsMaxBytes < 16<<20 {
 		errs = append(errs, fmt.Errorf("--blobs-max-bytes %d: must be at least 16 MiB", s.BlobsMaxBytes))
+	}
+	if s.ObjectsMaxBytes < 16<<20 {
+		errs = append(errs, fmt.Errorf("--objects-max-bytes %d: must be at least 16 MiB", s.ObjectsMaxBytes))
 	}
 	if s.Replicas != 1 && s.Replicas != 3 && s.Replicas != 5 {
 		errs = append(errs, fmt.Errorf("--replicas %d: must be 1, 3 or 5", s.Replicas))
@@ -182,7 +192,7 @@ func setup(ctx context.Context, js jetstream.JetStream, n Names, s Settings, upd
 	if _, err := js.ObjectStore(ctx, n.Objects); err != nil || update {
 		if _, err := js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
 			Bucket: n.Objects, Description: "ferry job " + n.Job + ": blobs above the inline limit, in transit",
-			TTL: s.ObjectTTL, Storage: jetstream.FileStorage, Replicas: s.Replicas,
+			TTL: s.ObjectTTL, MaxBytes: s.ObjectsMaxBytes, Storage: jetstream.FileStorage, Replicas: s.Replicas,
 		}); err != nil {
 			return fmt.Errorf("create object store %s: %w", n.Objects, err)
 		}
