@@ -11,8 +11,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"net"
 	"net/url"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -30,6 +30,7 @@ import (
 type Store interface {
 	Put(ctx context.Context, in blobstore.PutInput) (blobstore.PutResult, error)
 	Head(ctx context.Context, key string) (blobstore.HeadResult, error)
+	ProbeWrite(ctx context.Context, probeKey string) error
 }
 
 // Uploader is the BLOBS handler.
@@ -42,6 +43,8 @@ type Uploader struct {
 	StorageClass string
 	SkipExisting bool
 	Limits       *stage.Rates // PUTs/s and bytes/s to S3; nil: none
+
+	denials denials
 }
 
 // Handle is the stage.Handler.
@@ -50,16 +53,18 @@ func (u *Uploader) Handle(ctx context.Context, msg jetstream.Msg) error {
 	key, s3Key, object := h.Get(bus.HdrKey), h.Get(bus.HdrS3Key), h.Get(bus.HdrObject)
 	size := bus.SizeOf(h)
 	sum, err := hex.DecodeString(h.Get(bus.HdrMD5))
-	if s3Key == "" || size < 0 || err != nil || len(sum) != md5.Size {
-		return stage.Permanent(bus.ReasonUploadError, fmt.Errorf("key %q: malformed BLOBS message (S3 key %q, size %q, md5 %q)", key, s3Key, h.Get(bus.HdrSize), h.Get(bus.HdrMD5)))
+	crc, crcErr := sourceCRC(h)
+	if s3Key == "" || size < 0 || err != nil || len(sum) != md5.Size || crcErr != nil {
+		return stage.Permanent(bus.ReasonUploadError, fmt.Errorf("key %q: malformed BLOBS message (S3 key %q, size %q, md5 %q, crc32c %q)", key, s3Key, h.Get(bus.HdrSize), h.Get(bus.HdrMD5), h.Get(bus.HdrCRC32C)))
 	}
+	want := blobstore.Want{Size: size, MD5: sum, CRC32C: crc}
 	var headErr error
 	if u.SkipExisting || object != "" {
 		// A large blob whose object-store copy is gone was uploaded by an earlier delivery that
 		// died before its ack; S3 is the proof.
 		head, err := u.Store.Head(ctx, s3Key)
 		switch {
-		case err == nil && head.Matches(size, sum) == nil:
+		case err == nil && head.Check(want) == nil:
 			if err := u.done(ctx, msg, head.ETag); err != nil {
 				return err
 			}
@@ -92,7 +97,7 @@ func (u *Uploader) Handle(ctx context.Context, msg jetstream.Msg) error {
 	in := blobstore.PutInput{
 		Key: s3Key, Body: body, MD5: sum, ContentType: h.Get(bus.HdrContentType),
 		Metadata:     map[string]string{"ferry-key": metaValue(key)},
-		StorageClass: u.StorageClass, PartSize: u.PartSize, IfAbsent: true,
+		StorageClass: u.StorageClass, PartSize: u.PartSize, IfAbsent: true, CRC32C: crc,
 		Progress: func() { _ = msg.InProgress() },
 	}
 	if err := u.Limits.Wait(ctx); err != nil {
@@ -111,7 +116,7 @@ func (u *Uploader) Handle(ctx context.Context, msg jetstream.Msg) error {
 		switch {
 		case herr != nil:
 			err = fmt.Errorf("head after a refused conditional put: %w", herr)
-		case head.Matches(size, sum) == nil:
+		case head.Check(want) == nil:
 			return u.done(ctx, msg, head.ETag)
 		case owner != "" && owner != metaValue(key):
 			return stage.Permanent(bus.ReasonUploadError, fmt.Errorf("key %q: S3 key %q already holds other bytes of source key %q: two source keys map to one S3 key; fix the key rules and replay", key, s3Key, owner))
@@ -128,19 +133,24 @@ func (u *Uploader) Handle(ctx context.Context, msg jetstream.Msg) error {
 	}
 	if err != nil {
 		err = fmt.Errorf("key %q: %w", key, err)
+		if blobstore.IsAccessDenied(err) {
+			u.denials.record(true)
+			return u.refused(ctx, err)
+		}
+		u.denials.record(false)
 		switch blobstore.Classify(err) {
 		case blobstore.Fatal:
 			return stage.Fatal(err)
 		case blobstore.Permanent:
 			return stage.Permanent(bus.ReasonUploadError, err)
 		default:
-			var opErr *net.OpError
-			if errors.As(err, &opErr) && opErr.Op == "dial" {
+			if blobstore.IsUnreachable(err) {
 				return stage.Outage(err) // S3 unreachable: wait, don't burn deliveries
 			}
 			return stage.Transient(bus.ReasonUploadError, err)
 		}
 	}
+	u.denials.record(false)
 	if err := u.done(ctx, msg, res.ETag); err != nil {
 		return err
 	}
@@ -161,8 +171,10 @@ func (u *Uploader) done(ctx context.Context, msg jetstream.Msg, etag string) err
 	in := msg.Headers()
 	out := nats.NewMsg(u.Names.UploadedSubject)
 	bus.Carry(out.Header, in)
-	for _, k := range []string{bus.HdrS3Key, bus.HdrSize, bus.HdrMD5, bus.HdrSource} {
-		out.Header.Set(k, in.Get(k))
+	for _, k := range []string{bus.HdrS3Key, bus.HdrSize, bus.HdrMD5, bus.HdrCRC32C, bus.HdrSource} {
+		if v := in.Get(k); v != "" {
+			out.Header.Set(k, v)
+		}
 	}
 	out.Header.Set(bus.HdrETag, etag)
 	_, err := u.JS.PublishMsg(ctx, out, jetstream.WithMsgID(bus.MsgID("uploaded", in.Get(bus.HdrID))),
@@ -275,15 +287,26 @@ func Run(ctx context.Context, env *service.Env, cfg Config) error {
 	return err
 }
 
-// metaValue makes a source key safe as an x-amz-meta value (HTTP headers carry ASCII): keys that
-// are not printable ASCII are stored query-escaped.
+// metaValue makes a source key safe as an x-amz-meta value (HTTP headers carry ASCII): a key of
+// printable ASCII without '%' is stored as it is, any other key query-escaped. Escaping every key
+// that holds a '%' keeps the mapping one-to-one: "é" and the literal "%C3%A9" stay two owners.
 func metaValue(key string) string {
 	for i := 0; i < len(key); i++ {
-		if key[i] < 0x20 || key[i] > 0x7e {
+		if key[i] < 0x20 || key[i] > 0x7e || key[i] == '%' {
 			return url.QueryEscape(key)
 		}
 	}
 	return key
+}
+
+// sourceCRC is the CRC32C the fetcher computed from the source bytes, in S3's base64 form; ""
+// when the message has none.
+func sourceCRC(h nats.Header) (string, error) {
+	c, ok, err := bus.CRC32COf(h)
+	if !ok || err != nil {
+		return "", err
+	}
+	return blobstore.CRC32COf(c), nil
 }
 
 // objectBytes reads a large blob from the object store. With replicated streams a follower may
@@ -307,4 +330,86 @@ func (u *Uploader) objectBytes(ctx context.Context, name string, size int64) ([]
 		case <-time.After(time.Duration(attempt) * 500 * time.Millisecond):
 		}
 	}
+}
+
+// probeKeyPrefix is where the uploader asks S3 whether it may write at all; ProbeWrite leaves
+// nothing there.
+const probeKeyPrefix = ".ferry-probe/"
+
+// refused decides what an AccessDenied on one object means. If S3 lets this process write
+// elsewhere in the bucket (a probe), the refusal belongs to the object (an object lock, a policy
+// on its prefix): that key is dead-lettered and the rest go on. If the probe is refused too, or
+// most recent uploads were refused, every key would be: the uploader stops instead of
+// dead-lettering the backlog.
+func (u *Uploader) refused(ctx context.Context, err error) error {
+	if denied, of := u.denials.recentDenied(); denied >= minDenied && 2*denied >= of {
+		return stage.Fatal(fmt.Errorf("%w (S3 refused %d of the last %d uploads: fix the bucket policy or credentials, then replay the dead-lettered keys)", err, denied, of))
+	}
+	perr := u.denials.probe(ctx, func(ctx context.Context) error {
+		return u.Store.ProbeWrite(ctx, probeKeyPrefix+u.Names.Job)
+	})
+	switch {
+	case perr == nil:
+		return stage.Permanent(bus.ReasonUploadError, fmt.Errorf("%w: S3 refuses this object but lets ferry write others (an object lock, or a policy on its prefix); fix that and replay the key", err))
+	case blobstore.IsAccessDenied(perr) || blobstore.Classify(perr) == blobstore.Fatal:
+		return stage.Fatal(fmt.Errorf("%w (a write probe was refused too: %v)", err, perr))
+	case blobstore.IsUnreachable(perr):
+		return stage.Outage(fmt.Errorf("%w (the write probe found S3 unreachable: %v)", err, perr))
+	}
+	return stage.Transient(bus.ReasonUploadError, fmt.Errorf("%w (the write probe failed: %v)", err, perr))
+}
+
+const (
+	// minDenied refusals among the recent uploads, half of them or more, mean a policy refuses
+	// this job's objects even when the probe's key is allowed.
+	minDenied = 20
+	// probeFor is how long a probe's answer stands: a prefix of a million refused keys costs one
+	// probe every probeFor, not one per key.
+	probeFor = 30 * time.Second
+)
+
+// denials keeps the outcomes of the recent uploads and the last write probe.
+type denials struct {
+	mu       sync.Mutex
+	recent   [100]bool // true: AccessDenied
+	n, next  int
+	denied   int
+	probedAt time.Time
+	probeErr error
+}
+
+func (d *denials) record(denied bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.n == len(d.recent) {
+		if d.recent[d.next] {
+			d.denied--
+		}
+	} else {
+		d.n++
+	}
+	d.recent[d.next] = denied
+	if denied {
+		d.denied++
+	}
+	d.next = (d.next + 1) % len(d.recent)
+}
+
+// recentDenied is how many of the last of uploads S3 refused.
+func (d *denials) recentDenied() (denied, of int) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.denied, d.n
+}
+
+// probe runs fn, or returns its last answer if that is younger than probeFor.
+func (d *denials) probe(ctx context.Context, fn func(context.Context) error) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if !d.probedAt.IsZero() && time.Since(d.probedAt) < probeFor {
+		return d.probeErr
+	}
+	d.probeErr = fn(ctx)
+	d.probedAt = time.Now()
+	return d.probeErr
 }

@@ -6,11 +6,14 @@ import (
 	"crypto/md5"
 	"encoding/hex"
 	"errors"
+	"hash/crc32"
+	"net/http"
 	"strconv"
 	"testing"
 	"time"
 
 	"github.com/aws/smithy-go"
+	smithyhttp "github.com/aws/smithy-go/transport/http"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -22,15 +25,24 @@ import (
 
 // fakeStore keeps objects in a map; putErr, when set, fails every Put.
 type fakeStore struct {
-	objects map[string][]byte
-	owners  map[string]string // ferry-key metadata
-	puts    int
-	putErr  error
-	headErr error // every Head fails with this
+	objects  map[string][]byte
+	owners   map[string]string // ferry-key metadata
+	puts     int
+	putErr   error
+	headErr  error // every Head fails with this
+	probeErr error // every ProbeWrite fails with this
+	probes   int
+	lastCRC  string // PutInput.CRC32C of the last Put
+}
+
+func (f *fakeStore) ProbeWrite(context.Context, string) error {
+	f.probes++
+	return f.probeErr
 }
 
 func (f *fakeStore) Put(_ context.Context, in blobstore.PutInput) (blobstore.PutResult, error) {
 	f.puts++
+	f.lastCRC = in.CRC32C
 	if f.putErr != nil {
 		return blobstore.PutResult{}, f.putErr
 	}
@@ -67,6 +79,7 @@ func blobMsg(t *testing.T, js jetstream.JetStream, n bus.Names, key string, body
 	m.Header.Set(bus.HdrS3Key, "p/"+key)
 	m.Header.Set(bus.HdrSize, strconv.Itoa(len(body)))
 	m.Header.Set(bus.HdrMD5, hex.EncodeToString(sum[:]))
+	m.Header.Set(bus.HdrCRC32C, strconv.FormatUint(uint64(crc32.Checksum(body, crc32.MakeTable(crc32.Castagnoli))), 10))
 	if object != "" {
 		m.Header.Set(bus.HdrObject, object)
 	} else {
@@ -93,6 +106,8 @@ func TestHandle(t *testing.T) {
 	body := []byte("the blob")
 	accessDenied := &smithy.GenericAPIError{Code: "AccessDenied", Message: "Access Denied"}
 	slowDown := &smithy.GenericAPIError{Code: "SlowDown", Message: "reduce your request rate"}
+	badKey := &smithy.GenericAPIError{Code: "InvalidAccessKeyId", Message: "The AWS Access Key Id you provided does not exist in our records."}
+	forbidden := &smithyhttp.ResponseError{Response: &smithyhttp.Response{Response: &http.Response{StatusCode: 403}}, Err: errors.New("forbidden")}
 	badDigest := &smithy.GenericAPIError{Code: "BadDigest", Message: "The Content-MD5 you specified did not match what we received."}
 	otherMD5 := func(h nats.Header) { s := md5.Sum([]byte("other bytes")); h.Set(bus.HdrMD5, hex.EncodeToString(s[:])) }
 	tests := []struct {
@@ -103,6 +118,7 @@ func TestHandle(t *testing.T) {
 		inS3As       string // ... written by this source key, with other bytes
 		putErr       error  // every Put fails with this
 		headErr      error  // every Head fails with this
+		probeErr     error  // every write probe fails with this
 		mutate       func(nats.Header)
 		wantUploaded bool
 		wantPuts     int
@@ -118,7 +134,12 @@ func TestHandle(t *testing.T) {
 		{name: "same key, same bytes already in S3: no overwrite", inS3: true, wantUploaded: true, wantPuts: 1},
 		{name: "same key, new bytes: overwritten", inS3As: "k1", wantUploaded: true, wantPuts: 2},
 		{name: "another key's object is never overwritten", inS3As: "other", wantReason: bus.ReasonUploadError, wantPuts: 1},
-		{name: "access denied stops the uploader", putErr: accessDenied, wantFatal: true, wantPuts: 1},
+		{name: "access denied on this object, others writable: dead-lettered", putErr: accessDenied, wantReason: bus.ReasonUploadError, wantPuts: 1},
+		{name: "access denied everywhere: stops the uploader", putErr: accessDenied, probeErr: accessDenied, wantFatal: true, wantPuts: 1},
+		{name: "bare 403 everywhere: stops the uploader", putErr: forbidden, probeErr: forbidden, wantFatal: true, wantPuts: 1},
+		{name: "access denied, probe unanswered: retried", putErr: accessDenied, probeErr: slowDown, wantErr: true, wantPuts: 1},
+		{name: "wrong credentials stop the uploader without a probe", putErr: badKey, wantFatal: true, wantPuts: 1},
+		{name: "malformed crc32c", mutate: func(h nats.Header) { h.Set(bus.HdrCRC32C, "x") }, wantReason: bus.ReasonUploadError},
 		{name: "slow down is retried", putErr: slowDown, wantErr: true, wantPuts: 1},
 		{name: "size header disagrees with the body", mutate: func(h nats.Header) { h.Set(bus.HdrSize, "3") }, wantReason: bus.ReasonUploadError},
 		{name: "malformed md5", mutate: func(h nats.Header) { h.Set(bus.HdrMD5, "zz") }, wantReason: bus.ReasonUploadError},
@@ -134,7 +155,7 @@ func TestHandle(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			store := &fakeStore{objects: map[string][]byte{}, owners: map[string]string{}, putErr: tt.putErr, headErr: tt.headErr}
+			store := &fakeStore{objects: map[string][]byte{}, owners: map[string]string{}, putErr: tt.putErr, headErr: tt.headErr, probeErr: tt.probeErr}
 			if tt.inS3 {
 				store.objects["p/k1"], store.owners["p/k1"] = body, "k1"
 			}
@@ -191,9 +212,72 @@ func TestHandle(t *testing.T) {
 }
 
 func TestMetaValue(t *testing.T) {
-	for in, want := range map[string]string{"t01a.jpg": "t01a.jpg", "päth/ü.jpg": "p%C3%A4th%2F%C3%BC.jpg", "a\nb": "a%0Ab"} {
+	for in, want := range map[string]string{"t01a.jpg": "t01a.jpg", "päth/ü.jpg": "p%C3%A4th%2F%C3%BC.jpg", "a\nb": "a%0Ab",
+		"100%.jpg": "100%25.jpg", "%C3%A9": "%25C3%25A9", "é": "%C3%A9"} {
 		if got := metaValue(in); got != want {
 			t.Errorf("metaValue(%q) = %q, want %q", in, got, want)
 		}
+	}
+	// Owners are compared by metaValue: two keys must never share one.
+	seen := map[string]string{}
+	for _, k := range []string{"é", "%C3%A9", "a b", "a+b", "a%20b", "a\x00", "a%00", "x", "%78"} {
+		if other, ok := seen[metaValue(k)]; ok {
+			t.Errorf("keys %q and %q share the owner %q", other, k, metaValue(k))
+		}
+		seen[metaValue(k)] = k
+	}
+}
+
+// Refusals of most recent uploads stop the uploader even when the probe's key may be written: a
+// policy on the prefix of every key must not dead-letter the whole backlog.
+func TestRefusalsStopTheUploader(t *testing.T) {
+	js, n := bustest.Job(t)
+	ctx := context.Background()
+	store := &fakeStore{objects: map[string][]byte{}, owners: map[string]string{},
+		putErr: &smithy.GenericAPIError{Code: "AccessDenied", Message: "Access Denied"}}
+	u := &Uploader{Names: n, JS: js, Store: store, PartSize: 16 << 20}
+	var dead, fatalAt int
+	for i := 1; i <= 2*minDenied && fatalAt == 0; i++ {
+		err := u.Handle(ctx, blobMsg(t, js, n, "k"+strconv.Itoa(i), []byte("b"), "", nil))
+		switch _, permanent := stage.IsPermanent(err); {
+		case permanent:
+			dead++
+		case stage.IsFatal(err):
+			fatalAt = i
+		default:
+			t.Fatalf("key %d: Handle = %v; want dead-lettered or fatal", i, err)
+		}
+	}
+	if fatalAt != minDenied || dead != minDenied-1 {
+		t.Errorf("fatal at upload %d after %d dead letters; want fatal at %d", fatalAt, dead, minDenied)
+	}
+	if store.probes != 1 {
+		t.Errorf("%d write probes; want 1 (its answer stands for %v)", store.probes, probeFor)
+	}
+}
+
+// The CRC32C the fetcher computed from the source goes to S3 with the bytes and on to UPLOADED.
+func TestSourceCRCTravels(t *testing.T) {
+	js, n := bustest.Job(t)
+	ctx := context.Background()
+	store := &fakeStore{objects: map[string][]byte{}, owners: map[string]string{}}
+	u := &Uploader{Names: n, JS: js, Store: store, PartSize: 16 << 20}
+	body := []byte("the blob")
+	if err := u.Handle(ctx, blobMsg(t, js, n, "k1", body, "", nil)); err != nil {
+		t.Fatal(err)
+	}
+	if store.lastCRC != blobstore.CRC32C(body) {
+		t.Errorf("Put got CRC32C %q, want the source's %q", store.lastCRC, blobstore.CRC32C(body))
+	}
+	st, err := js.Stream(ctx, n.Uploaded)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := st.GetLastMsgForSubject(ctx, n.UploadedSubject)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := m.Header.Get(bus.HdrCRC32C); got != strconv.FormatUint(uint64(crc32.Checksum(body, crc32.MakeTable(crc32.Castagnoli))), 10) {
+		t.Errorf("UPLOADED %s = %q", bus.HdrCRC32C, got)
 	}
 }

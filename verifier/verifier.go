@@ -43,27 +43,29 @@ func (v *Verifier) Handle(ctx context.Context, msg jetstream.Msg) error {
 	key, s3Key := h.Get(bus.HdrKey), h.Get(bus.HdrS3Key)
 	size := bus.SizeOf(h)
 	sum, err := hex.DecodeString(h.Get(bus.HdrMD5))
-	if s3Key == "" || size < 0 || err != nil || len(sum) != md5.Size {
-		return stage.Permanent(bus.ReasonVerifyMismatch, fmt.Errorf("key %q: malformed UPLOADED message (S3 key %q, size %q, md5 %q)", key, s3Key, h.Get(bus.HdrSize), h.Get(bus.HdrMD5)))
+	crc, crcErr := sourceCRC(h)
+	if s3Key == "" || size < 0 || err != nil || len(sum) != md5.Size || crcErr != nil {
+		return stage.Permanent(bus.ReasonVerifyMismatch, fmt.Errorf("key %q: malformed UPLOADED message (S3 key %q, size %q, md5 %q, crc32c %q)", key, s3Key, h.Get(bus.HdrSize), h.Get(bus.HdrMD5), h.Get(bus.HdrCRC32C)))
 	}
 	head, err := v.Store.Head(ctx, s3Key)
 	switch {
 	case errors.Is(err, blobstore.ErrNotFound):
 		return stage.Permanent(bus.ReasonVerifyMissing, fmt.Errorf("key %q: %w", key, err))
 	case err != nil:
-		err = fmt.Errorf("key %q: %w", key, err)
-		if blobstore.Classify(err) == blobstore.Fatal {
-			return stage.Fatal(err)
-		}
-		return err
+		return s3Failure(fmt.Errorf("key %q: %w", key, err))
 	}
-	if err := head.Matches(size, sum); err != nil {
+	// The source's CRC32C against S3's own, and ferry's MD5 in the metadata: never the ETag alone
+	// when those are there (with SSE-KMS or SSE-C it is not the MD5).
+	if err := head.Check(blobstore.Want{Size: size, MD5: sum, CRC32C: crc}); err != nil {
 		return stage.Permanent(bus.ReasonVerifyMismatch, fmt.Errorf("key %q: %w", key, err))
 	}
 	if v.Sample > 0 && rand.Float64() < v.Sample {
 		body, err := v.Store.Get(ctx, s3Key)
+		if errors.Is(err, blobstore.ErrNotFound) {
+			return stage.Permanent(bus.ReasonVerifyMissing, fmt.Errorf("key %q: deep check: %w", key, err))
+		}
 		if err != nil {
-			return fmt.Errorf("key %q: deep check: %w", key, err)
+			return s3Failure(fmt.Errorf("key %q: deep check: %w", key, err))
 		}
 		if got := md5.Sum(body); !bytes.Equal(got[:], sum) {
 			return stage.Permanent(bus.ReasonVerifyMismatch, fmt.Errorf("key %q: deep check: s3://%s reads back with md5 %x, want %x", key, s3Key, got, sum))
@@ -72,8 +74,10 @@ func (v *Verifier) Handle(ctx context.Context, msg jetstream.Msg) error {
 	out := nats.NewMsg(v.Names.DoneSubject)
 	out.Data = []byte(key)
 	bus.Carry(out.Header, h)
-	for _, k := range []string{bus.HdrS3Key, bus.HdrSize, bus.HdrMD5, bus.HdrETag, bus.HdrSource} {
-		out.Header.Set(k, h.Get(k))
+	for _, k := range []string{bus.HdrS3Key, bus.HdrSize, bus.HdrMD5, bus.HdrCRC32C, bus.HdrETag, bus.HdrSource} {
+		if v := h.Get(k); v != "" {
+			out.Header.Set(k, v)
+		}
 	}
 	if _, err := v.JS.PublishMsg(ctx, out, jetstream.WithMsgID(bus.MsgID("done", h.Get(bus.HdrID))),
 		jetstream.WithExpectStream(v.Names.Done)); err != nil {
@@ -84,6 +88,29 @@ func (v *Verifier) Handle(ctx context.Context, msg jetstream.Msg) error {
 		return err
 	}
 	return nil
+}
+
+// s3Failure sorts an S3 error the way the uploader does: an unreachable S3 is an outage (the
+// message is held, no delivery used up, so a long outage does not dead-letter the backlog), an
+// error that every key would get stops the verifier, anything else is retried with backoff.
+func s3Failure(err error) error {
+	switch {
+	case blobstore.IsUnreachable(err):
+		return stage.Outage(err)
+	case blobstore.Classify(err) == blobstore.Fatal:
+		return stage.Fatal(err)
+	}
+	return err
+}
+
+// sourceCRC is the CRC32C the fetcher computed from the source bytes, in S3's base64 form; ""
+// when the message has none.
+func sourceCRC(h nats.Header) (string, error) {
+	c, ok, err := bus.CRC32COf(h)
+	if !ok || err != nil {
+		return "", err
+	}
+	return blobstore.CRC32COf(c), nil
 }
 
 // Config is the verifier's flags.

@@ -247,6 +247,9 @@ type PutInput struct {
 	// Progress, if set, is called after each part so that the caller can extend its message's ack
 	// deadline during a long upload.
 	Progress func()
+	// CRC32C is the CRC32C of the source bytes (base64, see CRC32C), computed where they were
+	// read, so that S3 checks the bytes end to end; empty: computed here from Body.
+	CRC32C string
 }
 
 // PutResult is what S3 answered.
@@ -264,6 +267,9 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 func CRC32C(b []byte) string {
 	return crcString(crc32.Checksum(b, castagnoli))
 }
+
+// CRC32COf is the base64 form of a CRC32C value.
+func CRC32COf(c uint32) string { return crcString(c) }
 
 func crcString(c uint32) string {
 	return base64.StdEncoding.EncodeToString([]byte{byte(c >> 24), byte(c >> 16), byte(c >> 8), byte(c)})
@@ -332,7 +338,10 @@ func (c *Client) putSingle(ctx context.Context, in PutInput, meta map[string]str
 	}
 	var crc string
 	if c.checksums {
-		crc = CRC32C(in.Body)
+		crc = in.CRC32C
+		if crc == "" {
+			crc = CRC32C(in.Body)
+		}
 		input.ChecksumCRC32C = aws.String(crc)
 	}
 	out, err := c.s3.PutObject(rctx, input)
@@ -441,6 +450,9 @@ func (c *Client) uploadParts(ctx context.Context, in PutInput, uploadID *string,
 	}
 	if c.checksums {
 		crc = crcString(whole)
+		if in.CRC32C != "" && in.CRC32C != crc {
+			return "", "", fmt.Errorf("%w (crc32c of the body %s, of the source %s)", ErrBadDigest, crc, in.CRC32C)
+		}
 		complete.ChecksumCRC32C = aws.String(crc)
 		complete.ChecksumType = types.ChecksumTypeFullObject
 	}

@@ -1,6 +1,7 @@
 package bus
 
 import (
+	"fmt"
 	"strconv"
 
 	"github.com/nats-io/nats.go"
@@ -42,6 +43,20 @@ func SizeOf(h nats.Header) int64 {
 		return -1
 	}
 	return n
+}
+
+// CRC32COf parses the Ferry-CRC32C header (the CRC32C of the source bytes, in decimal); ok is
+// false when the message has none (published before the fetcher set it).
+func CRC32COf(h nats.Header) (crc uint32, ok bool, err error) {
+	v := h.Get(HdrCRC32C)
+	if v == "" {
+		return 0, false, nil
+	}
+	n, err := strconv.ParseUint(v, 10, 32)
+	if err != nil {
+		return 0, false, fmt.Errorf("%s %q: %w", HdrCRC32C, v, err)
+	}
+	return uint32(n), true, nil
 }
 
 // KeyMsg is a KEYS message for key; id is its Ferry-Id (KeyID, or a replay's own id) and origin
