@@ -23,9 +23,16 @@ const (
 	vSeedDesign = "seed-design"
 	vSplit      = "ferry-split"
 	vRun        = "ferry-run"
+	// vRunSync2m is ferry run with --nats-sync-interval 2m: nats-server's default background
+	// sync instead of an fsync per write, to measure what the safe default costs.
+	vRunSync2m = "ferry-run-sync-2m"
 )
 
-var allVariants = []string{vDirect, vSeedDesign, vSplit, vRun}
+// allVariants run by default; knownVariants may be chosen with --variants.
+var (
+	allVariants   = []string{vDirect, vSeedDesign, vSplit, vRun}
+	knownVariants = append(slices.Clone(allVariants), vRunSync2m)
+)
 
 // options are the harness's flags; `make bench` sets them from BENCH_* variables.
 type options struct {
@@ -42,6 +49,7 @@ type options struct {
 	Results        string
 	ProfileSeconds int
 	KeepObjects    bool
+	Repeat         int
 }
 
 func (o *options) flags() []cli.Flag {
@@ -58,6 +66,7 @@ func (o *options) flags() []cli.Flag {
 		&cli.StringFlag{Name: "work", Value: ".local/bench", EnvVars: []string{"BENCH_WORK"}, Destination: &o.Work, Usage: "scratch folder: key lists, seed marker, logs of each run"},
 		&cli.StringFlag{Name: "results", Value: "benchmarks/results", EnvVars: []string{"BENCH_RESULTS"}, Destination: &o.Results, Usage: "where the report and profiles go"},
 		&cli.IntFlag{Name: "profile-seconds", Value: 15, EnvVars: []string{"BENCH_PROFILE_SECONDS"}, Destination: &o.ProfileSeconds, Usage: "CPU profile length taken from each ferry-split process (0: none)"},
+		&cli.IntFlag{Name: "repeat", Value: 1, EnvVars: []string{"BENCH_REPEAT"}, Destination: &o.Repeat, Usage: "run the variants this many times, taking turns (noise on the machine hits each alike); the report adds each variant's median and range"},
 		&cli.BoolFlag{Name: "keep-objects", EnvVars: []string{"BENCH_KEEP_OBJECTS"}, Destination: &o.KeepObjects, Usage: "leave each variant's objects in the bucket"},
 	}
 }
@@ -71,9 +80,12 @@ func (o *options) validate() error {
 		errs = append(errs, fmt.Errorf("--concurrency %d: must be 1..4096", o.Concurrency))
 	}
 	for v := range strings.SplitSeq(o.Variants, ",") {
-		if !slices.Contains(allVariants, strings.TrimSpace(v)) {
-			errs = append(errs, fmt.Errorf("--variants: unknown %q (want some of %s)", v, strings.Join(allVariants, ",")))
+		if !slices.Contains(knownVariants, strings.TrimSpace(v)) {
+			errs = append(errs, fmt.Errorf("--variants: unknown %q (want some of %s)", v, strings.Join(knownVariants, ",")))
 		}
+	}
+	if o.Repeat < 1 || o.Repeat > 100 {
+		errs = append(errs, fmt.Errorf("--repeat %d: must be 1..100", o.Repeat))
 	}
 	if o.Ferry == "" {
 		self, err := os.Executable()
@@ -111,6 +123,7 @@ type bench struct {
 	dir    string      // scratch folder of this run
 	self   string      // this binary, for the worker subcommands
 	commit string
+	runs   int // ferry runs so far: each gets its own job and data folder
 }
 
 func newBench(o options) (*bench, error) {
@@ -170,29 +183,38 @@ func (b *bench) run(ctx context.Context) error {
 		GoVersion: runtime.Version(), Keys: o.Keys, Concurrency: o.Concurrency, Seed: o.Seed, RunID: b.id,
 	}
 	profDir := filepath.Join(o.Results, name)
-	for _, v := range o.variants() {
-		logf("== %s", v)
-		busy := startBusy()
-		var r *variantResult
-		switch v {
-		case vDirect:
-			r, err = b.runWorker(ctx, vDirect, keys, true)
-		case vSeedDesign:
-			r, err = b.runSeedDesign(ctx, keys)
-		case vSplit:
-			r, err = b.runSplit(ctx, keys, o.Keys, profDir)
-		case vRun:
-			r, err = b.runFerry(ctx, keys, o.Keys, profDir)
+	for i := range o.Repeat {
+		for _, v := range o.variants() {
+			if o.Repeat > 1 {
+				logf("== %s (round %d of %d)", v, i+1, o.Repeat)
+			} else {
+				logf("== %s", v)
+			}
+			busy := startBusy()
+			var r *variantResult
+			switch v {
+			case vDirect:
+				r, err = b.runWorker(ctx, vDirect, keys, true)
+			case vSeedDesign:
+				r, err = b.runSeedDesign(ctx, keys)
+			case vSplit:
+				r, err = b.runSplit(ctx, keys, o.Keys, profDir)
+			case vRun, vRunSync2m:
+				r, err = b.runFerry(ctx, v, keys, o.Keys, profDir)
+			}
+			if err != nil {
+				return fmt.Errorf("%s: %w", v, err)
+			}
+			r.MachineBusy = busy.percent()
+			logf("%s", r.summary())
+			rep.Variants = append(rep.Variants, *r)
+			if err := b.cleanObjects(ctx, b.prefix(v)+"/"); err != nil {
+				return err
+			}
 		}
-		if err != nil {
-			return fmt.Errorf("%s: %w", v, err)
-		}
-		r.MachineBusy = busy.percent()
-		logf("%s", r.summary())
-		rep.Variants = append(rep.Variants, *r)
-		if err := b.cleanObjects(ctx, b.prefix(v)+"/"); err != nil {
-			return err
-		}
+	}
+	if o.Repeat > 1 {
+		rep.medians(o.variants())
 	}
 	rep.ratios()
 	fmt.Println()

@@ -214,14 +214,17 @@ func streamMsgs(ctx context.Context, js jetstream.JetStream, name string) (uint6
 
 // runFerry runs `ferry run` on its embedded server (a fresh data folder, no FERRY_NATS) until it
 // exits by itself, following its metrics for the moments all keys were uploaded and verified.
-// It also takes a CPU profile and, halfway, a heap profile of the process into profDir.
-func (b *bench) runFerry(ctx context.Context, keys string, n int, profDir string) (*variantResult, error) {
-	job := b.id + "-run"
-	cfg, err := b.variantConfig(vRun)
+// It also takes a CPU profile and, halfway, a heap profile of the process into profDir. v is
+// vRun (the embedded server syncs every write, ferry run's default) or vRunSync2m (nats-server's
+// 2-minute background sync), so the cost of the sync shows side by side.
+func (b *bench) runFerry(ctx context.Context, v, keys string, n int, profDir string) (*variantResult, error) {
+	b.runs++
+	job := fmt.Sprintf("%s-run%d", b.id, b.runs)
+	cfg, err := b.variantConfig(v)
 	if err != nil {
 		return nil, err
 	}
-	data := filepath.Join(b.dir, "run-data")
+	data := filepath.Join(b.dir, fmt.Sprintf("run-data-%d", b.runs))
 	defer os.RemoveAll(data)
 	port, err := freePort()
 	if err != nil {
@@ -229,16 +232,23 @@ func (b *bench) runFerry(ctx context.Context, keys string, n int, profDir string
 	}
 	addr := "127.0.0.1:" + strconv.Itoa(port)
 	conc := strconv.Itoa(b.o.Concurrency)
+	sync := "always"
+	if v == vRunSync2m {
+		sync = "2m"
+	}
 	args := append(b.ferryArgs(job, cfg, addr, false), "run", "--data", data, "--keys", keys,
-		"--fetchers", conc, "--uploaders", conc, "--verifiers", conc)
+		"--fetchers", conc, "--uploaders", conc, "--verifiers", conc, "--nats-sync-interval", sync)
 	name := fmt.Sprintf("run-%d", n)
+	if b.o.Repeat > 1 {
+		name = fmt.Sprintf("run-%d-%d", n, b.runs)
+	}
 	c, err := startLogged(ctx, b.dir, name, childEnv(), args...)
 	if err != nil {
 		return nil, err
 	}
 	defer c.stop(45 * time.Second)
 
-	r := &variantResult{Name: vRun, Keys: n, BrokerCPU: -1}
+	r := &variantResult{Name: v, Keys: n, BrokerCPU: -1}
 	prof := newProfiler(ctx, profDir, b.o.ProfileSeconds)
 	procs, addrs := map[string]*child{name: c}, map[string]string{name: addr}
 	heapTaken := b.o.ProfileSeconds <= 0
@@ -282,7 +292,7 @@ func (b *bench) runFerry(ctx context.Context, keys string, n int, profDir string
 		}
 		if time.Since(lastProgress) >= 5*time.Second {
 			lastProgress = time.Now()
-			logf("  %s: %.0f fetched, %.0f uploaded, %.0f verified of %d, %.0f files/s verified", vRun,
+			logf("  %s: %.0f fetched, %.0f uploaded, %.0f verified of %d, %.0f files/s verified", v,
 				last.fetched, last.uploaded, last.verified, n, last.verified/elapsed.Seconds())
 		}
 		if time.Since(lastChange) > stall {

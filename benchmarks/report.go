@@ -111,6 +111,56 @@ type report struct {
 	RunID       string          `json:"run_id"`
 	Variants    []variantResult `json:"variants"`
 	Ratios      []ratio         `json:"ratios"`
+	Medians     []median        `json:"medians,omitempty"` // with --repeat
+}
+
+// spread is the median and range of one measure over a variant's runs.
+type spread struct {
+	Median float64 `json:"median"`
+	Min    float64 `json:"min"`
+	Max    float64 `json:"max"`
+}
+
+func spreadOf(xs []float64) spread {
+	xs = slices.Clone(xs)
+	slices.Sort(xs)
+	if len(xs) == 0 {
+		return spread{}
+	}
+	m := xs[len(xs)/2]
+	if len(xs)%2 == 0 {
+		m = (xs[len(xs)/2-1] + xs[len(xs)/2]) / 2
+	}
+	return spread{Median: m, Min: xs[0], Max: xs[len(xs)-1]}
+}
+
+func (s spread) text(format string) string {
+	return fmt.Sprintf(format+" ("+format+"–"+format+")", s.Median, s.Min, s.Max)
+}
+
+// median is a variant over its repeated runs.
+type median struct {
+	Name     string `json:"name"`
+	Runs     int    `json:"runs"`
+	Uploaded spread `json:"uploaded_files_per_s"`
+	Verified spread `json:"verified_files_per_s"`
+	CPUPer1k spread `json:"cpu_seconds_per_1k_files"`
+}
+
+// medians summarizes each of the variants over its runs, in the order given.
+func (rep *report) medians(variants []string) {
+	for _, name := range variants {
+		var up, ver, cpu []float64
+		for _, r := range rep.Variants {
+			if r.Name == name {
+				up, ver, cpu = append(up, r.UploadedRate), append(ver, r.VerifiedRate), append(cpu, r.CPUPer1k)
+			}
+		}
+		if len(up) > 0 {
+			rep.Medians = append(rep.Medians, median{Name: name, Runs: len(up),
+				Uploaded: spreadOf(up), Verified: spreadOf(ver), CPUPer1k: spreadOf(cpu)})
+		}
+	}
 }
 
 func (rep *report) variant(name string) *variantResult {
@@ -150,11 +200,20 @@ func (rep *report) table() string {
 		switch {
 		case r.BrokerCPU >= 0:
 			broker = fmt.Sprintf("%.2f (%s)", r.BrokerCPUPer1k, r.BrokerName)
-		case r.Name == vRun:
+		case r.Name == vRun || r.Name == vRunSync2m:
 			broker = "in the process (embedded)"
 		}
 		fmt.Fprintf(&b, "| %s | %d | %d | %s | %s | %.2f | %s | %.2f | %s | %.0f%% |\n", r.Name, r.Files, r.Failed,
 			rate(r.UploadedRate), rate(r.VerifiedRate), r.CPUPer1k, r.rss(), r.ReadsPerFile, broker, r.MachineBusy)
+	}
+	if len(rep.Medians) > 0 {
+		first := rep.Medians[0]
+		fmt.Fprintf(&b, "\n| variant | runs | files/s to all verified: median (min–max) | files/s to all uploaded | CPU s / 1k files | verified median / %s's |\n", first.Name)
+		b.WriteString("| --- | ---: | ---: | ---: | ---: | ---: |\n")
+		for _, m := range rep.Medians {
+			fmt.Fprintf(&b, "| %s | %d | %s | %s | %s | %s |\n", m.Name, m.Runs, m.Verified.text("%.0f"), m.Uploaded.text("%.0f"),
+				m.CPUPer1k.text("%.2f"), ratioText(m.Verified.Median/max(first.Verified.Median, 1e-9)))
+		}
 	}
 	if len(rep.Ratios) > 0 {
 		b.WriteString("\n| ratio | files/s uploaded | files/s verified | CPU per file |\n| --- | ---: | ---: | ---: |\n")

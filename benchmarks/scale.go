@@ -96,7 +96,7 @@ func (b *bench) scale(ctx context.Context, sizes []int, lines int) error {
 		}
 		logf("== ferry run, %d keys", n)
 		busy := startBusy()
-		r, err := b.runFerry(ctx, keys, n, filepath.Join(b.o.Results, name))
+		r, err := b.runFerry(ctx, vRun, keys, n, filepath.Join(b.o.Results, name))
 		if err != nil {
 			return fmt.Errorf("ferry run at %d keys: %w", n, err)
 		}
