@@ -113,7 +113,8 @@ func Run(ctx context.Context, env *service.Env, cfg Config) error {
 	f := &Fetcher{
 		Names: env.Names, JS: env.JS, Objects: objects, Readers: readers, Rules: rules,
 		InlineLimit: inline, MaxSize: cfg.MaxSize, Limits: limits.Rates,
-		Gate: StartGate(ctx, blobs, 500*time.Millisecond, env.Log),
+		Gate: StartGate(ctx, 500*time.Millisecond, env.Log,
+			StreamGauge("BLOBS", blobs), ObjectsGauge("object store", objects)),
 	}
 	f.Register(env.Registry)
 	if err := stage.WatchThrottle(ctx, env.JS, env.Names, limits, env.Registry, env.Log); err != nil {

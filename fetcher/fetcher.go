@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"math/rand/v2"
 	"strconv"
 	"strings"
 	"time"
@@ -41,7 +42,7 @@ type Fetcher struct {
 	InlineLimit int          // bytes; larger blobs go through the object store
 	MaxSize     int64        // bytes; larger blobs are dead-lettered too_large
 	Limits      *stage.Rates // reads/s and bytes/s against Cassandra; nil: none
-	Gate        *Gate        // BLOBS backpressure; nil: none
+	Gate        *Gate        // backpressure of BLOBS and the object store; nil: none
 	metrics     *metrics
 }
 
@@ -100,12 +101,7 @@ func (f *Fetcher) Handle(ctx context.Context, msg jetstream.Msg) error {
 	out.Header.Set(bus.HdrContentType, f.Rules.ContentType(s3Key))
 	out.Header.Set(bus.HdrSource, source)
 	if len(blob) > f.InlineLimit {
-		// The object name is the key's id: a redelivery overwrites the same object.
-		if _, err := f.Objects.Put(ctx, jetstream.ObjectMeta{Name: id}, bytes.NewReader(blob)); err != nil {
-			err = fmt.Errorf("key %q: store %d-byte blob in object store: %w", key, len(blob), err)
-			if bus.Unavailable(err) {
-				return stage.Outage(err)
-			}
+		if err := f.putObject(ctx, key, id, blob); err != nil {
 			return err
 		}
 		out.Header.Set(bus.HdrObject, id)
@@ -166,6 +162,57 @@ func (f *Fetcher) read(ctx context.Context, key string) ([]byte, string, error) 
 	return nil, "", stage.Permanent(bus.ReasonNotFound, fmt.Errorf("key %q: %w on every read target", key, cass.ErrNotFound))
 }
 
+// putObject stores a blob above the inline limit in the object store. The object name is the
+// key's id: a redelivery overwrites the same object. When the store is full (its byte cap) it
+// waits and tries again, as publish does for BLOBS: the blob is already read, and a retry by
+// redelivery would read it from Cassandra again. Waiters retry with jitter, since a refused Put
+// first stores some chunks (the client purges them), and waiters in step would keep refusing
+// each other. A blob that would not fit even in an empty store is too_large: waiting cannot help.
+func (f *Fetcher) putObject(ctx context.Context, key, id string, blob []byte) error {
+	for wait := 100 * time.Millisecond; ; wait = min(wait*2, 2*time.Second) {
+		_, err := f.Objects.Put(ctx, jetstream.ObjectMeta{Name: id}, bytes.NewReader(blob))
+		if err == nil {
+			return nil
+		}
+		err = fmt.Errorf("key %q: store %d-byte blob in object store: %w", key, len(blob), err)
+		if !streamFull(err) { // checked first: JetStream answers a full stream with a 503
+			if bus.Unavailable(err) {
+				return stage.Outage(err)
+			}
+			return err
+		}
+		if maxBytes := f.objectsCap(ctx); maxBytes > 0 && objectBytes(len(blob)) > maxBytes {
+			return stage.Permanent(bus.ReasonTooLarge, fmt.Errorf("key %q: blob of %d bytes does not fit in the object store's %d-byte cap (ferry setup --objects-max-bytes)", key, len(blob), maxBytes))
+		}
+		d := wait/2 + rand.N(wait)
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("key %q: store in object store (full): %w", key, ctx.Err())
+		case <-time.After(d):
+			stage.Waited(ctx, d) // backpressure, not Cassandra: keep it out of the adaptive limit
+		}
+	}
+}
+
+// objectBytes is what a blob of size bytes takes in the object store: its 128 KiB chunks each
+// carry a subject and a record header (under 0.2%), and the object's metadata is one more message.
+func objectBytes(size int) int64 { return int64(size) + int64(size)/512 + 16<<10 }
+
+// objectsCap is the object store's byte cap; 0 when unknown or none.
+func (f *Fetcher) objectsCap(ctx context.Context) int64 {
+	st, err := f.Objects.Status(ctx)
+	if err != nil {
+		return 0
+	}
+	if b, ok := st.(*jetstream.ObjectBucketStatus); ok {
+		return b.StreamInfo().Config.MaxBytes
+	}
+	return 0
+}
+
+// streamFull reports a publish refused because the stream is at its byte cap (DiscardNew).
+func streamFull(err error) bool { return strings.Contains(err.Error(), "maximum bytes exceeded") }
+
 // publish stores out in BLOBS. When BLOBS is full (its byte cap) it waits and tries again rather
 // than failing: the blob is already read, and reading it again would only load Cassandra more.
 func (f *Fetcher) publish(ctx context.Context, out *nats.Msg) error {
@@ -175,7 +222,7 @@ func (f *Fetcher) publish(ctx context.Context, out *nats.Msg) error {
 		if err == nil {
 			return nil
 		}
-		if !strings.Contains(err.Error(), "maximum bytes exceeded") {
+		if !streamFull(err) {
 			err = fmt.Errorf("publish to %s: %w", f.Names.Blobs, err)
 			if bus.Unavailable(err) { // no stream leader yet, reconnecting: not the key's fault
 				return stage.Outage(err)

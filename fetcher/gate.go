@@ -2,6 +2,7 @@ package fetcher
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"sync"
 	"time"
@@ -11,19 +12,60 @@ import (
 	"github.com/ferry-migrate/ferry/shared/stage"
 )
 
-// Gate holds fetchers back while BLOBS is nearly full, before they read from Cassandra: a slow S3
-// must never turn into extra load on the source cluster. One poller serves every worker.
+// Gate holds fetchers back while BLOBS or the object store of large blobs is nearly full, before
+// they read from Cassandra: a slow S3 must never turn into extra load on the source cluster, and
+// every blob read goes into one of the two. One poller serves every worker.
 type Gate struct {
 	mu   sync.Mutex
 	cond *sync.Cond
 	open bool
 }
 
-// StartGate polls the stream every interval until ctx ends; the gate closes above 90% of its
-// byte cap and opens again below 70%.
-func StartGate(ctx context.Context, s jetstream.Stream, interval time.Duration, log *slog.Logger) *Gate {
+// Gauge says how full one store is: the bytes it holds and its byte cap (≤ 0: no cap).
+type Gauge struct {
+	Name string // in log lines
+	Fill func(ctx context.Context) (bytes uint64, maxBytes int64, err error)
+}
+
+// StreamGauge measures a stream.
+func StreamGauge(name string, s jetstream.Stream) Gauge {
+	return Gauge{Name: name, Fill: func(ctx context.Context) (uint64, int64, error) {
+		info, err := s.Info(ctx)
+		if err != nil {
+			return 0, 0, err
+		}
+		return info.State.Bytes, info.Config.MaxBytes, nil
+	}}
+}
+
+// ObjectsGauge measures an object store: the stream beneath it, chunks and metadata together.
+func ObjectsGauge(name string, o jetstream.ObjectStore) Gauge {
+	return Gauge{Name: name, Fill: func(ctx context.Context) (uint64, int64, error) {
+		st, err := o.Status(ctx)
+		if err != nil {
+			return 0, 0, err
+		}
+		b, ok := st.(*jetstream.ObjectBucketStatus)
+		if !ok {
+			return 0, 0, fmt.Errorf("object store %s: status of type %T has no stream info", name, st)
+		}
+		info := b.StreamInfo()
+		return info.State.Bytes, info.Config.MaxBytes, nil
+	}}
+}
+
+// StartGate polls every gauge every interval until ctx ends. The gate closes when any store is
+// above 90% of its byte cap and opens again when every store is below 70%. A gauge that cannot
+// be read keeps its last reading.
+func StartGate(ctx context.Context, interval time.Duration, log *slog.Logger, gauges ...Gauge) *Gate {
 	g := &Gate{open: true}
 	g.cond = sync.NewCond(&g.mu)
+	type reading struct {
+		bytes    uint64
+		maxBytes int64
+		used     float64
+	}
+	last := make([]reading, len(gauges))
 	go func() {
 		t := time.NewTicker(interval)
 		defer t.Stop()
@@ -34,20 +76,31 @@ func StartGate(ctx context.Context, s jetstream.Stream, interval time.Duration, 
 				return
 			case <-t.C:
 			}
-			info, err := s.Info(ctx)
-			if err != nil || info.Config.MaxBytes <= 0 {
+			fullest := 0
+			for i, gauge := range gauges {
+				if b, maxBytes, err := gauge.Fill(ctx); err == nil {
+					last[i] = reading{bytes: b, maxBytes: maxBytes}
+					if maxBytes > 0 {
+						last[i].used = float64(b) / float64(maxBytes)
+					}
+				}
+				if last[i].used > last[fullest].used {
+					fullest = i
+				}
+			}
+			if len(gauges) == 0 {
 				continue
 			}
-			used := float64(info.State.Bytes) / float64(info.Config.MaxBytes)
+			top := last[fullest]
 			g.mu.Lock()
 			was := g.open
 			g.mu.Unlock()
 			switch {
-			case was && used > 0.9:
-				log.Info("BLOBS nearly full, fetchers wait", "bytes", info.State.Bytes, "max_bytes", info.Config.MaxBytes)
+			case was && top.used > 0.9:
+				log.Info(gauges[fullest].Name+" nearly full, fetchers wait", "bytes", top.bytes, "max_bytes", top.maxBytes)
 				g.set(false)
-			case !was && used < 0.7:
-				log.Info("BLOBS drained, fetchers resume", "bytes", info.State.Bytes)
+			case !was && top.used < 0.7:
+				log.Info(gauges[fullest].Name+" drained, fetchers resume", "bytes", top.bytes)
 				g.set(true)
 			}
 		}
