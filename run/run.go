@@ -88,6 +88,10 @@ func (c *Config) Validate() error {
 // the uploaders and the process peaked at 1.4 GiB RSS, mostly the embedded server's block cache.
 const runBlobsMaxBytes = 128 << 20
 
+// runObjectsMaxBytes is ferry run's cap of the object store of large blobs, for the same reason:
+// half the 1 GiB elsewhere, and still room for two blobs at the default --max-size (256 MiB).
+const runObjectsMaxBytes = 512 << 20
+
 // Command is `ferry run`.
 func Command() *cli.Command {
 	var cfg Config
@@ -96,10 +100,14 @@ func Command() *cli.Command {
 		Usage: "run every stage in one process (embedded JetStream unless --nats is set) until all keys are verified or dead-lettered",
 		Flags: cfg.Flags(),
 		Description: "In one process a deep BLOBS buffer only costs memory (the embedded server keeps it\n" +
-			"cached), so --blobs-max-bytes defaults to 128 MiB here instead of 1 GiB.",
+			"cached), so --blobs-max-bytes defaults to 128 MiB here instead of 1 GiB, and\n" +
+			"--objects-max-bytes to 512 MiB.",
 		Action: func(c *cli.Context) error {
 			if !c.IsSet("blobs-max-bytes") {
 				cfg.Settings.BlobsMaxBytes = runBlobsMaxBytes
+			}
+			if !c.IsSet("objects-max-bytes") {
+				cfg.Settings.ObjectsMaxBytes = runObjectsMaxBytes
 			}
 			if err := cfg.Validate(); err != nil {
 				return err
