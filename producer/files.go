@@ -126,13 +126,20 @@ func (s *sink) file(ctx context.Context, name string, s3 keylist.Getter, fp *fil
 	err = lr.lines(ctx, bufio.NewReaderSize(counted, 64<<10), lr.cp.Path)
 	// Whatever happened, confirm what is outstanding and save how far that got; bounded, so a
 	// producer stopped while NATS is down still exits (its checkpoint only trails, dedupe covers it).
-	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	// A stopping producer waits one ack timeout for PubAcks already on their way, no more.
+	wait := 30 * time.Second
+	if ctx.Err() != nil {
+		wait = s.ackTimeout
+	}
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), wait)
 	defer cancel()
-	werr := lr.w.drain(fctx)
+	werr := lr.w.drain(dctx)
 	if err == nil && werr == nil && ctx.Err() == nil {
 		lr.cp.Done = true
 	}
-	if serr := lr.save(fctx); serr != nil && err == nil {
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	if serr := lr.save(sctx); serr != nil && err == nil {
 		err = serr
 	}
 	return errors.Join(err, werr)

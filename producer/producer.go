@@ -5,6 +5,7 @@
 package producer
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -32,6 +33,8 @@ type Config struct {
 	Progress  bool  // a progress line on stderr
 	Scan      ScanConfig
 	Settings  bus.Settings
+
+	ackTimeout time.Duration // how long a PubAck may take before the key is republished (0: pubAckTimeout); tests shorten it
 }
 
 // Flags are the producer's flags.
@@ -147,7 +150,12 @@ func Run(ctx context.Context, env *service.Env, cfg Config) (Stats, error) {
 		readers = cfg.Scan.Concurrency
 	}
 	cfg.InFlight = max(1, min(cfg.InFlight, bus.MaxAsyncPending/max(readers, 1)))
-	s := &sink{env: env, cfg: cfg, kv: kv}
+	ackTimeout := cmp.Or(cfg.ackTimeout, pubAckTimeout)
+	js, err := keysJetStream(env, ackTimeout)
+	if err != nil {
+		return Stats{}, err
+	}
+	s := &sink{env: env, cfg: cfg, js: js, kv: kv, ackTimeout: ackTimeout}
 	s.gate = &backlogGate{s: s, high: uint64(cfg.HighWater)}
 	p := &tracker{s: s, start: time.Now(), on: cfg.Progress}
 	stop := p.run()

@@ -19,13 +19,32 @@ import (
 // maxKey is the longest source key the producer publishes; longer ones are dead-lettered.
 const maxKey = 1024
 
+// pubAckTimeout is how long a KEYS publish waits for its PubAck before the key is published again.
+// A PubAck can be lost (a connection or stream leader lost between the store and the reply) and
+// nothing else would end the wait; a PubAck of a healthy stream takes milliseconds.
+const pubAckTimeout = 10 * time.Second
+
+// keysJetStream is a JetStream context on env's connection whose async publishes time out after
+// timeout, so a lost PubAck frees its slot of the connection's cap and fails its future.
+func keysJetStream(env *service.Env, timeout time.Duration) (jetstream.JetStream, error) {
+	js, err := jetstream.New(env.JS.Conn(), jetstream.WithPublishAsyncMaxPending(bus.MaxAsyncPending),
+		jetstream.WithPublishAsyncTimeout(timeout))
+	if err != nil {
+		return nil, fmt.Errorf("producer: jetstream: %w", err)
+	}
+	return js, nil
+}
+
 // sink publishes keys to KEYS and dead-letters invalid ones. Every reader of a run (key lists
 // read in parallel, token ranges) shares one; each has its own window.
 type sink struct {
 	env  *service.Env
 	cfg  Config
+	js   jetstream.JetStream // KEYS publishes: env.JS's connection, with a PubAck timeout
 	kv   jetstream.KeyValue
 	gate *backlogGate
+
+	ackTimeout time.Duration
 
 	lines, published, duplicates, invalid, blank, skipped atomic.Int64
 }
@@ -81,7 +100,7 @@ func (w *window) publish(ctx context.Context, key []byte, origin string, pos pos
 	}
 	names := w.s.env.Names
 	m := bus.KeyMsg(names, string(key), bus.KeyID(names.Job, string(key)), origin)
-	fut, err := w.s.env.JS.PublishMsgAsync(m, jetstream.WithMsgID(bus.MsgID("keys", m.Header.Get(bus.HdrID))))
+	fut, err := w.s.js.PublishMsgAsync(m, jetstream.WithMsgID(bus.MsgID("keys", m.Header.Get(bus.HdrID))))
 	// The connection's outstanding publishes are capped (other windows share them): a stall is
 	// backpressure, so confirm what this window has out and try again.
 	for attempt := 1; errors.Is(err, jetstream.ErrTooManyStalledMsgs) && ctx.Err() == nil; attempt++ {
@@ -90,9 +109,12 @@ func (w *window) publish(ctx context.Context, key []byte, origin string, pos pos
 				return err
 			}
 		} else {
-			time.Sleep(min(time.Duration(attempt)*10*time.Millisecond, time.Second))
+			select {
+			case <-ctx.Done():
+			case <-time.After(min(time.Duration(attempt)*10*time.Millisecond, time.Second)):
+			}
 		}
-		fut, err = w.s.env.JS.PublishMsgAsync(m, jetstream.WithMsgID(bus.MsgID("keys", m.Header.Get(bus.HdrID))))
+		fut, err = w.s.js.PublishMsgAsync(m, jetstream.WithMsgID(bus.MsgID("keys", m.Header.Get(bus.HdrID))))
 	}
 	if err != nil {
 		return fmt.Errorf("producer: publish key %q (%s): %w", key, origin, err)
@@ -101,20 +123,27 @@ func (w *window) publish(ctx context.Context, key []byte, origin string, pos pos
 	return nil
 }
 
-// confirm waits for the oldest n publishes, re-publishing (same Nats-Msg-Id) any that failed, and
-// advances done past them.
+// confirm waits for the oldest n publishes, re-publishing (same Nats-Msg-Id) any that failed or
+// whose PubAck did not come within the ack timeout, and advances done past them. It returns when
+// ctx ends; done never passes a publish whose PubAck was not received.
 func (w *window) confirm(ctx context.Context, n int) error {
 	for i := 0; i < n && len(w.pend) > 0; i++ {
 		pd := w.pend[0]
 		var ack *jetstream.PubAck
+		retried := false
 		select {
 		case ack = <-pd.fut.Ok():
 		case err := <-pd.fut.Err():
 			if ack, err = w.s.retry(ctx, pd.fut.Msg(), err); err != nil {
 				return err
 			}
+			retried = true
+		case <-ctx.Done():
+			return fmt.Errorf("producer: publish key %q: %w", pd.fut.Msg().Data, ctx.Err())
 		}
-		if ack.Duplicate {
+		// A republished key is a duplicate when its first PubAck was lost after the store: it
+		// was published, once.
+		if ack.Duplicate && !retried {
 			w.s.duplicates.Add(1)
 		} else {
 			w.s.published.Add(1)
@@ -136,8 +165,8 @@ func (s *sink) retry(ctx context.Context, m *nats.Msg, cause error) (*jetstream.
 			return nil, fmt.Errorf("producer: publish key %q: %w (last error: %v)", m.Data, ctx.Err(), cause)
 		case <-time.After(min(time.Duration(attempt)*200*time.Millisecond, 5*time.Second)):
 		}
-		pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		ack, err := s.env.JS.PublishMsg(pctx, m, jetstream.WithMsgID(m.Header.Get(nats.MsgIdHdr)))
+		pctx, cancel := context.WithTimeout(ctx, s.ackTimeout)
+		ack, err := s.js.PublishMsg(pctx, m, jetstream.WithMsgID(m.Header.Get(nats.MsgIdHdr)))
 		cancel()
 		if err == nil {
 			return ack, nil
