@@ -309,8 +309,13 @@ func TestRepairTwice(t *testing.T) {
 // and still in the work queue, but its advisory waits for the advisor, which dead-letters it;
 // neither status nor repair counts it as orphaned.
 func TestRepairLeavesAdvisorsWork(t *testing.T) {
-	js, n := bustest.Job(t) // MaxDeliver 3
+	js, n := bustest.Job(t)
 	ctx := context.Background()
+	s := bus.DefaultSettings()
+	s.MaxDeliver, s.Backstop = 3, 3 // the server gives up after 3 deliveries
+	if err := bus.Setup(ctx, js, n, s, true); err != nil {
+		t.Fatal(err)
+	}
 	q := Queue{bus.StageFetcher, n.Keys, n.Fetcher}
 	publishN(t, js, n, q, n.KeysSubject, 1)
 	c, err := js.Consumer(ctx, n.Keys, n.Fetcher)

@@ -31,8 +31,9 @@ type Names struct {
 
 	Fetcher, Uploader, Verifier, Advisor string // durable consumer names
 
-	KV      string // checkpoints and live settings
-	Objects string // object store for blobs above the inline limit
+	KV       string // checkpoints and live settings
+	Objects  string // object store for blobs above the inline limit
+	Attempts string // handler runs of messages that failed, by stream and sequence (stage.Run)
 }
 
 // For returns the names of job j. The job must already be validated (config.ValidateJobName).
@@ -56,6 +57,7 @@ func For(j string) Names {
 		Advisor:         "advisor",
 		KV:              "FERRY_" + j,
 		Objects:         "FERRY_" + j + "_LARGE",
+		Attempts:        "FERRY_" + j + "_ATTEMPTS",
 	}
 	for _, s := range []string{n.Keys, n.Blobs, n.Uploaded} {
 		n.AdvisorySubjects = append(n.AdvisorySubjects, "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES."+s+".*")

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -17,7 +18,8 @@ import (
 // (or the same flags on each service) rather than by hand.
 type Settings struct {
 	AckWait       time.Duration // redelivery after a worker dies; long work sends InProgress
-	MaxDeliver    int           // deliveries before a message is dead-lettered
+	MaxDeliver    int           // handler runs before a message is dead-lettered (stage.Run counts them)
+	Backstop      int           // the consumers' MaxDeliver; 0: DeliveryBackstop(MaxDeliver)
 	MaxAckPending int           // must cover all workers' in-flight messages of a consumer
 	Dedupe        time.Duration // Nats-Msg-Id window; must exceed AckWait (redelivery after a crash)
 	BlobsMaxBytes int64         // cap of BLOBS: a slow S3 makes the fetcher wait, not read more
@@ -49,7 +51,7 @@ func (s *Settings) Flags() []cli.Flag {
 	d := DefaultSettings()
 	return []cli.Flag{
 		&cli.DurationFlag{Name: "ack-wait", Value: d.AckWait, EnvVars: []string{"FERRY_ACK_WAIT"}, Destination: &s.AckWait, Usage: "time before an unacknowledged message is redelivered", Category: "streams"},
-		&cli.IntFlag{Name: "max-deliver", Value: d.MaxDeliver, EnvVars: []string{"FERRY_MAX_DELIVER"}, Destination: &s.MaxDeliver, Usage: "deliveries of a message before it is dead-lettered", Category: "streams"},
+		&cli.IntFlag{Name: "max-deliver", Value: d.MaxDeliver, EnvVars: []string{"FERRY_MAX_DELIVER"}, Destination: &s.MaxDeliver, Usage: "handler runs of a message before it is dead-lettered (a delivery that no handler ran, after a stop or crash, does not count; the server gives up at 10 times this plus 100 deliveries)", Category: "streams"},
 		&cli.IntFlag{Name: "max-ack-pending", Value: d.MaxAckPending, EnvVars: []string{"FERRY_MAX_ACK_PENDING"}, Destination: &s.MaxAckPending, Usage: "in-flight messages per consumer, all workers together", Category: "streams"},
 		&cli.DurationFlag{Name: "dedupe-window", Value: d.Dedupe, EnvVars: []string{"FERRY_DEDUPE_WINDOW"}, Destination: &s.Dedupe, Usage: "Nats-Msg-Id duplicate window (longer than --ack-wait)", Category: "streams"},
 		&cli.Int64Flag{Name: "blobs-max-bytes", Value: d.BlobsMaxBytes, EnvVars: []string{"FERRY_BLOBS_MAX_BYTES"}, Destination: &s.BlobsMaxBytes, Usage: "byte cap of the BLOBS stream (fetchers wait when it is full)", Category: "streams"},
@@ -68,6 +70,9 @@ func (s Settings) Validate() error {
 	if s.MaxDeliver < 1 {
 		errs = append(errs, fmt.Errorf("--max-deliver %d: must be at least 1", s.MaxDeliver))
 	}
+	if s.Backstop != 0 && s.Backstop < s.MaxDeliver {
+		errs = append(errs, fmt.Errorf("delivery backstop %d: must be at least --max-deliver %d", s.Backstop, s.MaxDeliver))
+	}
 	if s.MaxAckPending < 1 {
 		errs = append(errs, fmt.Errorf("--max-ack-pending %d: must be at least 1", s.MaxAckPending))
 	}
@@ -84,6 +89,32 @@ func (s Settings) Validate() error {
 		errs = append(errs, fmt.Errorf("--replicas %d: must be 1, 3 or 5", s.Replicas))
 	}
 	return config.Invalid(errors.Join(errs...))
+}
+
+// MetaBudget is the consumer metadata entry that holds --max-deliver, the handler runs a message
+// gets before it is dead-lettered. The consumer's own MaxDeliver counts deliveries, and a stop or
+// crash delivers prefetched messages that no handler ran (nakked, or timed out), so the server's
+// count is only the backstop (DeliveryBackstop) and stage.Run counts runs. A consumer without the
+// entry predates that: the runner takes its MaxDeliver as the budget until `ferry setup` runs.
+const MetaBudget = "ferry.max_deliver"
+
+// AttemptsTTL is how long a recorded handler run counts against its message's budget.
+const AttemptsTTL = 24 * time.Hour
+
+// DeliveryBackstop is the consumers' MaxDeliver for a budget of handler runs. stage.Run
+// dead-letters a message at the budget, including one whose process dies while its handler runs
+// (a redelivery records its run before the handler starts), so the server gives up only when the
+// runner's count is lost (its record expired or unwritable). Each restart of a service uses one
+// delivery of every message it had prefetched, the same head-of-queue messages each time: at the
+// default 10, 200 deliveries is 190 restarts, about 16 hours of a Kubernetes crash loop at its
+// 5-minute back-off, before a key never tried is dead-lettered max_deliveries.
+func DeliveryBackstop(budget int) int { return budget*10 + 100 }
+
+func (s Settings) backstop() int {
+	if s.Backstop > 0 {
+		return s.Backstop
+	}
+	return DeliveryBackstop(s.MaxDeliver)
 }
 
 // Setup creates every stream, consumer and bucket of the job that is missing; with update it also
@@ -166,11 +197,12 @@ func setup(ctx context.Context, js jetstream.JetStream, n Names, s Settings, upd
 	for _, c := range consumers {
 		cfg := jetstream.ConsumerConfig{
 			Durable: c.name, AckPolicy: jetstream.AckExplicitPolicy, AckWait: s.AckWait,
-			MaxDeliver: s.MaxDeliver, MaxAckPending: s.MaxAckPending,
+			MaxDeliver: s.backstop(), MaxAckPending: s.MaxAckPending,
+			Metadata: map[string]string{MetaBudget: strconv.Itoa(s.MaxDeliver)},
 			// Pull requests from many workers; the default 512 waiting pulls is plenty.
 		}
 		if c.stream == n.Advisories {
-			cfg.MaxDeliver = -1 // the advisor's own failures must never be dropped
+			cfg.MaxDeliver, cfg.Metadata = -1, nil // the advisor's own failures must never be dropped
 		}
 		if !update {
 			if _, err := js.Consumer(ctx, c.stream, c.name); err == nil {
@@ -187,6 +219,16 @@ func setup(ctx context.Context, js jetstream.JetStream, n Names, s Settings, upd
 			History: 1, Storage: jetstream.FileStorage, Replicas: s.Replicas,
 		}); err != nil {
 			return fmt.Errorf("create kv bucket %s: %w", n.KV, err)
+		}
+	}
+	if _, err := js.KeyValue(ctx, n.Attempts); err != nil || update {
+		if _, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+			Bucket: n.Attempts, Description: "ferry job " + n.Job + ": handler runs of messages that failed",
+			// A run older than this no longer counts: the key gets a fresh budget, which is
+			// harmless, and the bucket holds a day of failures at most.
+			TTL: AttemptsTTL, History: 1, Storage: jetstream.FileStorage, Replicas: s.Replicas,
+		}); err != nil {
+			return fmt.Errorf("create kv bucket %s: %w", n.Attempts, err)
 		}
 	}
 	if _, err := js.ObjectStore(ctx, n.Objects); err != nil || update {
@@ -209,8 +251,10 @@ func Delete(ctx context.Context, js jetstream.JetStream, n Names) error {
 			errs = append(errs, fmt.Errorf("delete stream %s: %w", s, err))
 		}
 	}
-	if err := js.DeleteKeyValue(ctx, n.KV); err != nil && !errors.Is(err, jetstream.ErrBucketNotFound) {
-		errs = append(errs, fmt.Errorf("delete kv %s: %w", n.KV, err))
+	for _, kv := range []string{n.KV, n.Attempts} {
+		if err := js.DeleteKeyValue(ctx, kv); err != nil && !errors.Is(err, jetstream.ErrBucketNotFound) {
+			errs = append(errs, fmt.Errorf("delete kv %s: %w", kv, err))
+		}
 	}
 	if err := js.DeleteObjectStore(ctx, n.Objects); err != nil && !errors.Is(err, jetstream.ErrBucketNotFound) && !errors.Is(err, jetstream.ErrStreamNotFound) {
 		errs = append(errs, fmt.Errorf("delete object store %s: %w", n.Objects, err))

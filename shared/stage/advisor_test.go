@@ -18,7 +18,8 @@ func TestAdvisorDeadLettersExhaustedMessages(t *testing.T) {
 	js, n := bustest.Job(t)
 	ctx := context.Background()
 	s := bus.DefaultSettings()
-	s.AckWait, s.Dedupe, s.MaxDeliver = time.Second, 2*time.Second, 1
+	// The server gives up at the first delivery: the backstop the advisor is for.
+	s.AckWait, s.Dedupe, s.MaxDeliver, s.Backstop = time.Second, 2*time.Second, 1, 1
 	if err := bus.Setup(ctx, js, n, s, true); err != nil {
 		t.Fatal(err)
 	}

@@ -28,10 +28,11 @@ type Options struct {
 	// Limiter caps the handlers in flight below Workers, live (ferry throttle --concurrency,
 	// adaptive concurrency); default a fixed limit of Workers.
 	Limiter *Limiter
-	// ExhaustedReason is the dead-letter reason when a transient error reaches the last delivery.
+	// ExhaustedReason is the dead-letter reason when a transient error uses up the budget.
 	ExhaustedReason string
-	// Backoff is the delay before redelivery after a transient error; default Backoff.
-	Backoff func(delivered uint64) time.Duration
+	// Backoff is the delay before redelivery after a transient error, given the handler runs so
+	// far; default Backoff.
+	Backoff func(runs uint64) time.Duration
 	// OutagePause is the first pause before retrying a message after an Outage error (it doubles
 	// up to a minute); default 2s.
 	OutagePause time.Duration
@@ -58,11 +59,25 @@ func Backoff(delivered uint64) time.Duration {
 // Run consumes cons until ctx ends or a handler returns a Fatal error, which Run returns. On
 // shutdown it stops pulling, naks what was prefetched but not started, lets in-flight handlers
 // finish (up to Grace), acks or naks them, and returns nil.
+//
+// A message's budget (the consumer's bus.MetaBudget, `--max-deliver`) counts handler runs, not
+// deliveries: each stop naks the prefetch and each crash lets it time out, and either would use a
+// delivery of messages no handler ran. See attempts.
 func Run(ctx context.Context, cons jetstream.Consumer, h Handler, o Options) error {
 	o.defaults()
 	info := cons.CachedInfo()
 	r := &runner{o: o, h: h, maxDeliver: info.Config.MaxDeliver, ackWait: info.Config.AckWait,
 		fatal: make(chan struct{}), stop: make(chan struct{})}
+	r.budget = budgetOf(info, o.Log)
+	if r.budget > 0 {
+		kv, err := o.JS.KeyValue(ctx, o.Names.Attempts)
+		if err != nil {
+			o.Log.Warn("attempts bucket missing: counting deliveries instead of handler runs; run ferry setup",
+				"bucket", o.Names.Attempts, "err", err)
+		} else {
+			r.attempts = &attempts{kv: kv}
+		}
+	}
 	// Handlers run on a context that outlives the shutdown signal by Grace, so a PUT that is almost
 	// done is finished and acked instead of repeated.
 	hctx, cancelHandlers := context.WithCancel(context.WithoutCancel(ctx))
@@ -114,7 +129,9 @@ func Run(ctx context.Context, cons jetstream.Consumer, h Handler, o Options) err
 type runner struct {
 	o          Options
 	h          Handler
-	maxDeliver int
+	maxDeliver int       // the consumer's: the server delivers a message no more often
+	budget     uint64    // handler runs before a transient error dead-letters; 0: no limit
+	attempts   *attempts // nil: runs are counted as deliveries
 	ackWait    time.Duration
 	stopping   atomic.Bool
 	fatalOnce  sync.Once
@@ -124,6 +141,8 @@ type runner struct {
 	firstFatal error
 	// lastOutageLog is when an outage was last logged (unix nanoseconds).
 	lastOutageLog atomic.Int64
+	// lastAttemptsLog is when a failure to read or write the attempts bucket was last logged.
+	lastAttemptsLog atomic.Int64
 }
 
 func (o *Options) defaults() {
@@ -189,6 +208,10 @@ func (r *runner) process(ctx context.Context, msg jetstream.Msg) (time.Duration,
 		_ = msg.Term()
 		return 0, sampleNone
 	}
+	runs, rec, ok := r.before(ctx, msg, md)
+	if !ok {
+		return 0, sampleNone
+	}
 	m := r.o.Metrics
 	m.inFlight(r.o).Inc()
 	start := time.Now()
@@ -205,7 +228,10 @@ func (r *runner) process(ctx context.Context, msg jetstream.Msg) (time.Duration,
 	m.inFlight(r.o).Dec()
 	m.observe(r.o, time.Since(start))
 
-	lastDelivery := r.maxDeliver > 0 && md.NumDelivered >= uint64(r.maxDeliver)
+	// The server's MaxDeliver is a backstop above the budget: at it, the server delivers the
+	// message no more, so this run is its last whatever the count says.
+	lastRun := r.budget > 0 && runs >= r.budget ||
+		r.maxDeliver > 0 && md.NumDelivered >= uint64(r.maxDeliver)
 	switch reason, permanent := IsPermanent(err); {
 	case err == nil:
 		if aerr := msg.Ack(); aerr != nil {
@@ -216,20 +242,25 @@ func (r *runner) process(ctx context.Context, msg jetstream.Msg) (time.Duration,
 	case IsFatal(err):
 		// Shutdown first: the nak redelivers at once, and no other worker may run it again.
 		r.setFatal(fmt.Errorf("%s: %w", r.o.Stage, err))
+		r.uncount(ctx, md, rec, runs)
 		_ = msg.Nak()
 		m.count(r.o, "fatal")
 	case permanent:
-		r.deadLetter(ctx, msg, md, reason, err)
+		r.deadLetter(ctx, msg, md, runs, reason, err)
 	case r.stopping.Load() && (ctx.Err() != nil || IsOutage(err)):
-		// Cut short by shutdown: not the message's fault, so no dead letter.
+		// Cut short by shutdown: not the message's fault, so no dead letter and no run counted.
+		r.uncount(ctx, md, rec, runs)
 		_ = msg.Nak()
 		m.count(r.o, "retry")
-	case lastDelivery:
-		r.deadLetter(ctx, msg, md, transientReason(err, r.o.ExhaustedReason), err)
+	case lastRun:
+		if !r.deadLetter(ctx, msg, md, runs, transientReason(err, r.o.ExhaustedReason), err) {
+			r.uncount(ctx, md, rec, runs) // the redelivery runs once more and dead-letters
+		}
 	default:
-		_ = msg.NakWithDelay(r.o.Backoff(md.NumDelivered))
+		r.record(ctx, md, rec, runs)
+		_ = msg.NakWithDelay(r.o.Backoff(runs))
 		m.count(r.o, "retry", transientReason(err, r.o.ExhaustedReason))
-		r.o.Log.Debug("retry", "key", r.o.KeyOf(msg), "delivered", md.NumDelivered, "err", err)
+		r.o.Log.Debug("retry", "key", r.o.KeyOf(msg), "runs", runs, "delivered", md.NumDelivered, "err", err)
 	}
 	if r.stopping.Load() && err != nil {
 		sample = sampleNone // cut short by shutdown: says nothing about the dependency
@@ -310,18 +341,22 @@ func (r *runner) call(ctx context.Context, msg jetstream.Msg) (latency time.Dura
 	return 0, r.h(ctx, msg)
 }
 
-func (r *runner) deadLetter(ctx context.Context, msg jetstream.Msg, md *jetstream.MsgMetadata, reason string, cause error) {
+// deadLetter stores msg in the DLQ with the handler runs it had, then terms it; false when the
+// dead letter could not be stored and msg was nakked instead.
+func (r *runner) deadLetter(ctx context.Context, msg jetstream.Msg, md *jetstream.MsgMetadata, runs uint64, reason string, cause error) bool {
 	d := bus.DeadLetter{Key: r.o.KeyOf(msg), Stage: r.o.Stage, Reason: reason, Err: cause.Error(),
-		Attempts: md.NumDelivered, From: msg.Headers()}
+		Attempts: runs, From: msg.Headers()}
 	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
 	if err := bus.PublishDeadLetter(pctx, r.o.JS, r.o.Names, d); err != nil {
 		// Never term without the dead letter stored: the key would be lost.
 		r.o.Log.Error("dead-letter failed; message will be redelivered", "err", err)
-		_ = msg.NakWithDelay(r.o.Backoff(md.NumDelivered))
+		_ = msg.NakWithDelay(r.o.Backoff(runs))
 		r.o.Metrics.count(r.o, "retry")
-		return
+		return false
 	}
 	_ = msg.TermWithReason(reason)
 	r.o.Metrics.count(r.o, "dead", reason)
+	r.o.Log.Debug("dead-lettered", "key", d.Key, "reason", reason, "runs", runs, "delivered", md.NumDelivered)
+	return true
 }

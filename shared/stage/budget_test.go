@@ -1,0 +1,300 @@
+package stage_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/ferry-migrate/ferry/shared/bus"
+	"github.com/ferry-migrate/ferry/shared/bustest"
+	"github.com/ferry-migrate/ferry/shared/stage"
+)
+
+// budgetJob starts a server with job "t" set up as `ferry setup --max-deliver budget --ack-wait
+// ackWait` sets it up, and returns the server's URL for connections of their own.
+func budgetJob(t *testing.T, budget int, ackWait time.Duration) (string, jetstream.JetStream, bus.Names) {
+	t.Helper()
+	srv, err := bus.StartEmbedded(t.TempDir(), bus.Sync{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Shutdown)
+	js, _ := connectTo(t, srv.URL())
+	n := bus.For("t")
+	s := bus.DefaultSettings()
+	s.MaxDeliver, s.AckWait, s.Dedupe = budget, ackWait, max(3*ackWait, time.Minute)
+	if err := bus.Setup(context.Background(), js, n, s, true); err != nil {
+		t.Fatal(err)
+	}
+	return srv.URL(), js, n
+}
+
+// connectTo is one "process": its own connection, closed at the end of the test at the latest.
+func connectTo(t *testing.T, url string) (jetstream.JetStream, func()) {
+	t.Helper()
+	nc, js, err := bus.Connect(context.Background(), url, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	return js, nc.Close
+}
+
+// handleAll runs a healthy runner until every key was handled once (or 15 s passed) and returns
+// the keys it handled.
+func handleAll(t *testing.T, js jetstream.JetStream, n bus.Names, keys []string) map[string]int {
+	t.Helper()
+	cons, err := js.Consumer(context.Background(), n.Keys, n.Fetcher)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	handled := map[string]int{}
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	h := func(_ context.Context, m jetstream.Msg) error {
+		mu.Lock()
+		defer mu.Unlock()
+		handled[string(m.Data())]++
+		if len(handled) == len(keys) {
+			cancel()
+		}
+		return nil
+	}
+	if err := stage.Run(ctx, cons, h, stage.Options{Stage: bus.StageFetcher, Names: n, JS: js, Workers: 16}); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	return handled
+}
+
+func checkAllHandled(t *testing.T, js jetstream.JetStream, n bus.Names, keys []string, handled map[string]int) {
+	t.Helper()
+	for _, k := range keys {
+		if handled[k] == 0 {
+			t.Errorf("key %s never handled by the healthy runner", k)
+		}
+	}
+	for _, reason := range bus.Reasons {
+		if got := dlqCount(t, js, n, bus.StageFetcher, reason); got != 0 {
+			t.Errorf("%d dead letters %s, want none: no handler failed", got, reason)
+		}
+	}
+}
+
+// TestRunStopsKeepBudget: a service stopped again and again — by a Fatal error (an S3 that
+// refuses every upload, a crash loop) or by a signal (a rolling deploy) — with a full prefetch,
+// more times than --max-deliver allows, must not use up the budget of the messages it prefetched
+// but never ran: a healthy runner afterwards handles every one of them.
+func TestRunStopsKeepBudget(t *testing.T) {
+	for _, mode := range []string{"fatal", "signal"} {
+		t.Run(mode, func(t *testing.T) {
+			const budget, restarts = 3, 6
+			_, js, n := budgetJob(t, budget, time.Minute)
+			keys := make([]string, 40)
+			for i := range keys {
+				keys[i] = fmt.Sprintf("k%d", i)
+			}
+			publishKeys(t, js, n, keys...)
+			cons, err := js.Consumer(context.Background(), n.Keys, n.Fetcher)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for round := range restarts {
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				var calls atomic.Int32
+				h := func(hctx context.Context, m jetstream.Msg) error {
+					calls.Add(1)
+					if mode == "fatal" {
+						return stage.Fatal(errors.New("access denied"))
+					}
+					<-hctx.Done() // held until the grace after the signal ends
+					return hctx.Err()
+				}
+				if mode == "signal" {
+					go func() { // the signal, once every worker runs a handler and the intake is full
+						for ctx.Err() == nil && calls.Load() < 16 {
+							time.Sleep(10 * time.Millisecond)
+						}
+						for ctx.Err() == nil {
+							if ci, err := cons.Info(ctx); err == nil && ci.NumAckPending >= 24 {
+								break
+							}
+							time.Sleep(10 * time.Millisecond)
+						}
+						cancel()
+					}()
+				}
+				err := stage.Run(ctx, cons, h, stage.Options{Stage: bus.StageFetcher, Names: n, JS: js,
+					Workers: 16, Grace: 100 * time.Millisecond})
+				cancel()
+				if mode == "fatal" != stage.IsFatal(err) {
+					t.Fatalf("round %d: Run returned %v", round, err)
+				}
+				if calls.Load() == 0 {
+					t.Fatalf("round %d: no handler ran", round)
+				}
+			}
+			checkAllHandled(t, js, n, keys, handleAll(t, js, n, keys))
+		})
+	}
+}
+
+// TestRunCrashesKeepBudget: processes that die with prefetched messages (never acked, never
+// nakked: their ack wait runs out) more often than --max-deliver must not use up those
+// messages' budget.
+func TestRunCrashesKeepBudget(t *testing.T) {
+	const budget, crashes = 3, 5
+	url, js, n := budgetJob(t, budget, time.Second)
+	keys := []string{"a", "b", "c", "d", "e", "f", "g", "h"}
+	publishKeys(t, js, n, keys...)
+	for crash := range crashes {
+		pjs, die := connectTo(t, url)
+		cons, err := pjs.Consumer(context.Background(), n.Keys, n.Fetcher)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := 0
+		for got < len(keys) { // redelivered once the previous process's ack wait ran out
+			batch, err := cons.Fetch(len(keys)-got, jetstream.FetchMaxWait(3*time.Second))
+			if err != nil {
+				t.Fatal(err)
+			}
+			before := got
+			for range batch.Messages() {
+				got++
+			}
+			if got == before {
+				t.Fatalf("crash %d: only %d of %d messages delivered", crash, got, len(keys))
+			}
+		}
+		die()
+	}
+	checkAllHandled(t, js, n, keys, handleAll(t, js, n, keys))
+}
+
+// TestRunTransientBudget: a message that fails every time is dead-lettered after exactly
+// --max-deliver handler runs, however many deliveries stops in between used, and its dead letter
+// says how many runs it had.
+func TestRunTransientBudget(t *testing.T) {
+	const budget = 3
+	_, js, n := budgetJob(t, budget, time.Minute)
+	keys := []string{"k0", "k1", "k2", "k3", "k4", "k5", "k6", "k7", "k8", "k9"}
+	publishKeys(t, js, n, keys...)
+	cons, err := js.Consumer(context.Background(), n.Keys, n.Fetcher)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var calls atomic.Int32
+	fail := func(context.Context, jetstream.Msg) error {
+		calls.Add(1)
+		return stage.Transient(bus.ReasonSourceError, errors.New("read timeout"))
+	}
+	// Stops with a full prefetch first: each uses a delivery of every key, and one run of the
+	// keys whose handler got to fail.
+	for round := range 4 {
+		ctx, cancel := context.WithCancel(context.Background())
+		h := func(ctx context.Context, m jetstream.Msg) error {
+			if calls.CompareAndSwap(0, 1) { // one key fails once, the rest is stopped
+				return stage.Transient(bus.ReasonSourceError, errors.New("read timeout"))
+			}
+			cancel()
+			return stage.Fatal(errors.New("stop"))
+		}
+		if err := stage.Run(ctx, cons, h, stage.Options{Stage: bus.StageFetcher, Names: n, JS: js, Workers: 4,
+			Backoff: func(uint64) time.Duration { return 10 * time.Millisecond }}); err != nil && !stage.IsFatal(err) {
+			t.Fatalf("round %d: %v", round, err)
+		}
+		cancel()
+	}
+	if calls.Load() != 1 {
+		t.Fatalf("%d failing runs before the stops' rounds ended, want 1", calls.Load())
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	go func() {
+		for ctx.Err() == nil && dlqCount(t, js, n, bus.StageFetcher, bus.ReasonSourceError) < uint64(len(keys)) {
+			time.Sleep(20 * time.Millisecond)
+		}
+		cancel()
+	}()
+	if err := stage.Run(ctx, cons, fail, stage.Options{Stage: bus.StageFetcher, Names: n, JS: js, Workers: 4,
+		Backoff: func(uint64) time.Duration { return 10 * time.Millisecond }}); err != nil {
+		t.Fatal(err)
+	}
+	if got := dlqCount(t, js, n, bus.StageFetcher, bus.ReasonSourceError); got != uint64(len(keys)) {
+		t.Fatalf("%d dead letters source_error, want %d", got, len(keys))
+	}
+	if got, want := calls.Load(), int32(budget*len(keys)); got != want {
+		t.Errorf("%d handler runs, want %d (%d per key)", got, want, budget)
+	}
+	dlq, err := js.Stream(context.Background(), n.DLQ)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for seq := uint64(1); seq <= uint64(len(keys)); seq++ {
+		m, err := dlq.GetMsg(context.Background(), seq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := m.Header.Get(bus.HdrAttempts); got != fmt.Sprint(budget) {
+			t.Errorf("dead letter of %s: attempts %s, want %d handler runs", m.Data, got, budget)
+		}
+	}
+}
+
+// TestRunCrashingMessageDeadLettered: a message whose handler never returns because the process
+// dies each time is dead-lettered by a runner once it has used its budget of runs, well before
+// the server's delivery backstop.
+func TestRunCrashingMessageDeadLettered(t *testing.T) {
+	const budget = 2
+	url, js, n := budgetJob(t, budget, time.Second)
+	publishKeys(t, js, n, "poison")
+	var calls atomic.Int32
+	for round := 0; dlqCount(t, js, n, bus.StageFetcher, bus.ReasonMaxDeliveries) == 0; round++ {
+		if round == budget+3 {
+			t.Fatalf("not dead-lettered after %d crashes (%d handler runs)", round, calls.Load())
+		}
+		pjs, die := connectTo(t, url)
+		cons, err := pjs.Consumer(context.Background(), n.Keys, n.Fetcher)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		started := make(chan struct{}, 1)
+		h := func(hctx context.Context, m jetstream.Msg) error {
+			calls.Add(1)
+			started <- struct{}{}
+			<-hctx.Done() // stuck until the process dies
+			return hctx.Err()
+		}
+		go func() {
+			select {
+			case <-started:
+				die() // the crash: no ack, nak or record written after this
+			case <-ctx.Done():
+			}
+			cancel()
+		}()
+		_ = stage.Run(ctx, cons, h, stage.Options{Stage: bus.StageFetcher, Names: n, JS: pjs, Workers: 2,
+			Grace: 50 * time.Millisecond})
+		cancel()
+		die()
+		time.Sleep(1100 * time.Millisecond) // the ack wait
+	}
+	// The first run is not recorded (only a redelivery records its run before the handler), so
+	// a message that kills its process has budget+1 runs.
+	if got := calls.Load(); got != budget+1 {
+		t.Errorf("%d handler runs, want %d", got, budget+1)
+	}
+	if got := bustest.Msgs(t, js, n.Keys); got != 0 {
+		t.Errorf("KEYS still holds %d messages", got)
+	}
+}
