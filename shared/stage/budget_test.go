@@ -298,3 +298,64 @@ func TestRunCrashingMessageDeadLettered(t *testing.T) {
 		t.Errorf("KEYS still holds %d messages", got)
 	}
 }
+
+// TestRunLegacyConsumerBudget: a consumer set up before runs were counted (MaxDeliver is the
+// budget, no bus.MetaBudget) keeps its budget; `ferry setup` turns its MaxDeliver into the
+// backstop and records the budget, and a service's own setup leaves it alone.
+func TestRunLegacyConsumerBudget(t *testing.T) {
+	const budget = 3
+	_, js, n := budgetJob(t, budget, time.Minute)
+	ctx := context.Background()
+	if _, err := js.UpdateConsumer(ctx, n.Keys, jetstream.ConsumerConfig{Durable: n.Fetcher,
+		AckPolicy: jetstream.AckExplicitPolicy, AckWait: time.Minute, MaxDeliver: budget, MaxAckPending: 10000}); err != nil {
+		t.Fatal(err)
+	}
+	publishKeys(t, js, n, "k")
+	cons, err := js.Consumer(ctx, n.Keys, n.Fetcher)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := cons.CachedInfo().Config.Metadata[bus.MetaBudget]; ok {
+		t.Fatal("legacy consumer still has a budget entry")
+	}
+	var calls atomic.Int32
+	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	go func() {
+		for rctx.Err() == nil && dlqCount(t, js, n, bus.StageFetcher, bus.ReasonSourceError) == 0 {
+			time.Sleep(20 * time.Millisecond)
+		}
+		cancel()
+	}()
+	h := func(context.Context, jetstream.Msg) error {
+		calls.Add(1)
+		return stage.Transient(bus.ReasonSourceError, errors.New("read timeout"))
+	}
+	if err := stage.Run(rctx, cons, h, stage.Options{Stage: bus.StageFetcher, Names: n, JS: js, Workers: 2,
+		Backoff: func(uint64) time.Duration { return 10 * time.Millisecond }}); err != nil {
+		t.Fatal(err)
+	}
+	if calls.Load() != budget || dlqCount(t, js, n, bus.StageFetcher, bus.ReasonSourceError) != 1 {
+		t.Errorf("%d runs, %d dead letters; want %d runs, 1 dead letter", calls.Load(),
+			dlqCount(t, js, n, bus.StageFetcher, bus.ReasonSourceError), budget)
+	}
+	s := bus.DefaultSettings()
+	s.MaxDeliver = budget
+	for _, update := range []bool{false, true} {
+		if err := bus.Setup(ctx, js, n, s, update); err != nil {
+			t.Fatal(err)
+		}
+		ci, err := js.Consumer(ctx, n.Keys, n.Fetcher)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := ci.CachedInfo().Config
+		want, wantMeta := budget, ""
+		if update {
+			want, wantMeta = bus.DeliveryBackstop(budget), fmt.Sprint(budget)
+		}
+		if c.MaxDeliver != want || c.Metadata[bus.MetaBudget] != wantMeta {
+			t.Errorf("setup (update %v): MaxDeliver %d, budget %q; want %d, %q", update, c.MaxDeliver, c.Metadata[bus.MetaBudget], want, wantMeta)
+		}
+	}
+}
