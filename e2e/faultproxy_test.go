@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"html"
 	"io"
 	"log"
 	"math/rand/v2"
@@ -15,6 +16,7 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"os"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -71,6 +73,14 @@ type faultProxy struct {
 
 	rates    atomic.Pointer[faultRates]
 	requests atomic.Int64
+	// randomETags replaces the ETag of every object write, HEAD and GET with a random value, as
+	// S3 does for SSE-KMS and SSE-C objects (part ETags pass: the SDK signs the body that lists them).
+	randomETags atomic.Bool
+	// deny, when set, answers 403 AccessDenied to every write of an object whose key it matches (a
+	// bucket policy on a prefix, an object lock).
+	deny   atomic.Pointer[func(key string) bool]
+	denied atomic.Int64
+	down   *http.Server // serving the proxy's address again after Down; nil while up or never down
 	mu       sync.Mutex
 	faults   map[faultKind]int
 	writes   map[string]int // object path -> object writes S3 acknowledged (PUT, CompleteMultipartUpload)
@@ -96,6 +106,9 @@ func newFaultProxy(t *testing.T, endpoint, bucket string, rates faultRates) *fau
 			p.mu.Lock()
 			p.writes[resp.Request.URL.Path]++
 			p.mu.Unlock()
+		}
+		if p.randomETags.Load() && resp.StatusCode/100 == 2 {
+			return randomizeETag(resp)
 		}
 		return nil
 	}
@@ -148,6 +161,13 @@ func (p *faultProxy) pick(r *http.Request) faultKind {
 
 func (p *faultProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	p.requests.Add(1)
+	if deny := p.deny.Load(); deny != nil && (r.Method == http.MethodPut || r.Method == http.MethodPost) &&
+		(*deny)(strings.TrimPrefix(r.URL.Path, "/"+p.bucket+"/")) {
+		p.denied.Add(1)
+		_, _ = io.Copy(io.Discard, r.Body)
+		s3Error(w, http.StatusForbidden, "AccessDenied", "Access Denied")
+		return
+	}
 	kind := p.pick(r)
 	if kind != "" {
 		p.mu.Lock()
@@ -171,6 +191,71 @@ func (p *faultProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	default:
 		p.rp.ServeHTTP(w, r)
 	}
+}
+
+// Deny makes S3 refuse (403 AccessDenied) every write of an object whose key matches; nil stops.
+func (p *faultProxy) Deny(match func(key string) bool) {
+	if match == nil {
+		p.deny.Store(nil)
+		return
+	}
+	p.deny.Store(&match)
+}
+
+// RandomETags turns the replacement of ETags on or off.
+func (p *faultProxy) RandomETags(on bool) { p.randomETags.Store(on) }
+
+// Down makes S3 unreachable: the proxy's port refuses connections and open ones are closed, as
+// when a whole S3 endpoint is gone. Up serves it again on the same address.
+func (p *faultProxy) Down(t *testing.T) {
+	t.Helper()
+	if p.down != nil {
+		_ = p.down.Close()
+		p.down = nil
+	} else {
+		_ = p.srv.Listener.Close()
+	}
+	p.srv.CloseClientConnections()
+}
+
+// Up ends a Down.
+func (p *faultProxy) Up(t *testing.T) {
+	t.Helper()
+	l, err := net.Listen("tcp", p.srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatalf("fault proxy up again: %v", err)
+	}
+	p.down = &http.Server{Handler: p, ErrorLog: log.New(io.Discard, "", 0)}
+	srv := p.down
+	go func() { _ = srv.Serve(l) }()
+	t.Cleanup(func() { _ = srv.Close() })
+}
+
+var etagXML = regexp.MustCompile(`<ETag>[^<]*</ETag>`)
+
+// randomizeETag gives resp a random ETag: in the header of a PUT, HEAD or GET, and in the XML of a
+// CompleteMultipartUpload. A part's ETag is left as it is.
+func randomizeETag(resp *http.Response) error {
+	q := resp.Request.URL.Query()
+	if q.Has("partNumber") {
+		return nil
+	}
+	fake := fmt.Sprintf(`"%016x%016x"`, rand.Uint64(), rand.Uint64())
+	if resp.Header.Get("ETag") != "" {
+		resp.Header.Set("ETag", fake)
+	}
+	if resp.Request.Method == http.MethodPost && q.Has("uploadId") {
+		b, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil {
+			return err
+		}
+		b = etagXML.ReplaceAll(b, []byte("<ETag>"+html.EscapeString(fake)+"</ETag>"))
+		resp.Body = io.NopCloser(bytes.NewReader(b))
+		resp.ContentLength = int64(len(b))
+		resp.Header.Set("Content-Length", strconv.Itoa(len(b)))
+	}
+	return nil
 }
 
 func s3Error(w http.ResponseWriter, status int, code, msg string) {

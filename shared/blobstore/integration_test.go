@@ -303,4 +303,12 @@ func TestIntegrationUnreachableIsTransient(t *testing.T) {
 	if err := c.Check(ctx); err == nil || Classify(err) != Transient {
 		t.Errorf("Check of an unreachable endpoint: %v (kind %v), want transient", err, Classify(err))
 	}
+	if _, err := c.Head(ctx, "k"); !IsUnreachable(err) {
+		t.Errorf("Head at an unreachable endpoint: %v, want IsUnreachable", err)
+	}
+	body := []byte("x")
+	sum := md5.Sum(body)
+	if _, err := c.Put(ctx, PutInput{Key: "k", Body: body, MD5: sum[:]}); !IsUnreachable(err) {
+		t.Errorf("Put at an unreachable endpoint: %v, want IsUnreachable", err)
+	}
 }
