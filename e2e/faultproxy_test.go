@@ -81,9 +81,9 @@ type faultProxy struct {
 	deny   atomic.Pointer[func(key string) bool]
 	denied atomic.Int64
 	down   *http.Server // serving the proxy's address again after Down; nil while up or never down
-	mu       sync.Mutex
-	faults   map[faultKind]int
-	writes   map[string]int // object path -> object writes S3 acknowledged (PUT, CompleteMultipartUpload)
+	mu     sync.Mutex
+	faults map[faultKind]int
+	writes map[string]int // object path -> object writes S3 acknowledged (PUT, CompleteMultipartUpload)
 }
 
 func newFaultProxy(t *testing.T, endpoint, bucket string, rates faultRates) *faultProxy {
