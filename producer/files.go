@@ -2,12 +2,15 @@ package producer
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"os"
 	"path/filepath"
@@ -20,12 +23,19 @@ import (
 	"github.com/ferry-migrate/ferry/shared/keylist"
 )
 
-// Checkpoint is a key list's position, stored in the job's KV under producer.<digest of the name>.
+// Checkpoint is a key list's position, stored in the job's KV under producer.<digest of the name>,
+// with what identifies the list it was saved for: the file's or object's identity (size and
+// modification time or ETag) and the SHA-256 of the list's first Offset (decompressed) bytes. A
+// list whose identity changed is resumed only when those bytes are unchanged. Checkpoints saved
+// before lists had an identity have no SHA256.
 type Checkpoint struct {
 	Path   string `json:"path"`
 	Offset int64  `json:"offset"` // bytes of the (decompressed) list whose keys are durably in KEYS
 	Line   int64  `json:"line"`
 	Done   bool   `json:"done"`
+	keylist.Identity
+	SHA256    string `json:"sha256,omitempty"`     // hex, of the list's first Offset (decompressed) bytes
+	HashState []byte `json:"hash_state,omitempty"` // that hash's state, to hash on from Offset without reading the bytes before it again
 }
 
 // checkpointLines bounds how far a checkpoint trails: a killed producer re-sends at most this many
@@ -79,39 +89,42 @@ func (s *sink) runFiles(ctx context.Context, names []string, s3 keylist.Getter, 
 
 // listReader publishes one key list.
 type listReader struct {
-	s          *sink
-	w          window
-	cp         Checkpoint
-	cpKey      string // empty for stdin: not checkpointed
+	s     *sink
+	w     window
+	cp    Checkpoint
+	cpKey string // empty for stdin: not checkpointed
+	id    keylist.Identity
+	// at is the position after the last line handled: its key published (perhaps not yet
+	// acknowledged) or dead-lettered, or it was blank. h is the SHA-256 of the bytes read so far,
+	// hashed of them; they differ from at only when a line was read but not handled.
+	at         position
+	h          hash.Hash
+	hashed     int64
+	partial    bool // the list is resumed after a last line that had no newline
 	lastSave   time.Time
 	savedLines int64
 }
 
 func (s *sink) file(ctx context.Context, name string, s3 keylist.Getter, fp *fileProgress) error {
-	lr := &listReader{s: s, w: window{s: s}, cp: Checkpoint{Path: name}}
-	if name != keylist.Stdin {
-		lr.cpKey = checkpointKey(listName(name))
-		lr.cp.Path = listName(name)
-		if !s.cfg.Restart {
-			if e, err := s.kv.Get(ctx, lr.cpKey); err == nil {
-				if err := json.Unmarshal(e.Value(), &lr.cp); err != nil {
-					return fmt.Errorf("producer: checkpoint %s of %s: %w", lr.cpKey, lr.cp.Path, err)
-				}
-			} else if !errors.Is(err, jetstream.ErrKeyNotFound) {
-				return fmt.Errorf("producer: read checkpoint of %s: %w", lr.cp.Path, err)
-			}
+	lr := &listReader{s: s, w: window{s: s}, cp: Checkpoint{Path: name}, h: sha256.New()}
+	var list *keylist.List
+	var err error
+	if name == keylist.Stdin {
+		list, err = keylist.Open(ctx, name, 0, s3)
+		if err != nil {
+			return fmt.Errorf("producer: %w", err)
 		}
-		if lr.cp.Done {
+	} else {
+		if list, err = lr.open(ctx, name, s3); err != nil {
+			return err
+		}
+		if list == nil {
 			s.skipped.Add(1)
-			s.env.Log.Info("key list already published; --restart to publish it again", "file", lr.cp.Path, "lines", lr.cp.Line)
 			return nil
 		}
 	}
-	list, err := keylist.Open(ctx, name, lr.cp.Offset, s3)
-	if err != nil {
-		return fmt.Errorf("producer: %w", err)
-	}
 	defer list.Close()
+	lr.id = list.Identity()
 	if lr.cp.Offset > 0 {
 		s.env.Log.Info("resuming key list from checkpoint", "file", lr.cp.Path, "line", lr.cp.Line, "offset", lr.cp.Offset)
 	}
@@ -122,8 +135,16 @@ func (s *sink) file(ctx context.Context, name string, s3 keylist.Getter, fp *fil
 	fp.consumed.Add(before)
 	fp.startConsumed.Add(before)
 	counted := &consumedCounter{list: list, fp: fp, last: before}
-	lr.w.done = position{at: lr.cp.Offset, n: lr.cp.Line}
-	err = lr.lines(ctx, bufio.NewReaderSize(counted, 64<<10), lr.cp.Path)
+	br := bufio.NewReaderSize(counted, 64<<10)
+	if _, err := br.Peek(1); err == nil && lr.partial {
+		// The list's last line, published as a key, had no newline, and the list goes on after
+		// it: that line is now another key.
+		return lr.changed()
+	}
+	lr.at = position{at: lr.cp.Offset, n: lr.cp.Line}
+	lr.hashed = lr.cp.Offset
+	lr.w.done = lr.at
+	err = lr.lines(ctx, br, lr.cp.Path)
 	// Whatever happened, confirm what is outstanding and save how far that got; bounded, so a
 	// producer stopped while NATS is down still exits (its checkpoint only trails, dedupe covers it).
 	// A stopping producer waits one ack timeout for PubAcks already on their way, no more.
@@ -134,7 +155,12 @@ func (s *sink) file(ctx context.Context, name string, s3 keylist.Getter, fp *fil
 	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), wait)
 	defer cancel()
 	werr := lr.w.drain(dctx)
-	if err == nil && werr == nil && ctx.Err() == nil {
+	if werr != nil || lr.hashed != lr.at.at {
+		// Keys read are unacknowledged, or a line was read but not handled: the last checkpoint
+		// saved stays, behind them.
+		return errors.Join(err, werr)
+	}
+	if err == nil && ctx.Err() == nil {
 		lr.cp.Done = true
 	}
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
@@ -142,7 +168,126 @@ func (s *sink) file(ctx context.Context, name string, s3 keylist.Getter, fp *fil
 	if serr := lr.save(sctx); serr != nil && err == nil {
 		err = serr
 	}
-	return errors.Join(err, werr)
+	return err
+}
+
+// open reads a list's checkpoint and opens the list where it says to resume, once the list is
+// known to be the one the checkpoint was saved for, or to begin with it; nil when the list is
+// published and unchanged.
+func (lr *listReader) open(ctx context.Context, name string, s3 keylist.Getter) (*keylist.List, error) {
+	s := lr.s
+	lr.cpKey = checkpointKey(listName(name))
+	lr.cp.Path = listName(name)
+	if !s.cfg.Restart {
+		if e, err := s.kv.Get(ctx, lr.cpKey); err == nil {
+			if err := json.Unmarshal(e.Value(), &lr.cp); err != nil {
+				return nil, fmt.Errorf("producer: checkpoint %s of %s: %w", lr.cpKey, lr.cp.Path, err)
+			}
+		} else if !errors.Is(err, jetstream.ErrKeyNotFound) {
+			return nil, fmt.Errorf("producer: read checkpoint of %s: %w", lr.cp.Path, err)
+		}
+	}
+	cp := lr.cp
+	switch {
+	case cp.SHA256 == "" && (cp.Offset > 0 || cp.Done):
+		s.oldCheckpoints.Do(func() {
+			s.env.Log.Warn("producer: checkpoints saved by an older ferry have no list identity: those lists are resumed by offset, unchecked, and saved with their identity from now on",
+				"file", cp.Path)
+		})
+		if cp.Done {
+			s.env.Log.Info("key list already published; --restart to publish it again", "file", cp.Path, "lines", cp.Line)
+			return nil, nil
+		}
+		// The bytes before the offset are read again, so that the next checkpoint has their hash.
+		l, err := keylist.OpenVerify(ctx, name, cp.Offset, lr.h, s3)
+		if err != nil {
+			return nil, fmt.Errorf("producer: %w", err)
+		}
+		return l, nil
+	case cp.SHA256 == "":
+		l, err := keylist.Open(ctx, name, 0, s3)
+		if err != nil {
+			return nil, fmt.Errorf("producer: %w", err)
+		}
+		return l, nil
+	case cp.Done:
+		id, err := keylist.Stat(ctx, name, s3)
+		if err != nil {
+			return nil, fmt.Errorf("producer: %w", err)
+		}
+		if cp.Identity.Same(id) {
+			s.env.Log.Info("key list already published; --restart to publish it again", "file", cp.Path, "lines", cp.Line)
+			return nil, nil
+		}
+		return lr.openChanged(ctx, name, s3)
+	}
+	l, err := keylist.Open(ctx, name, cp.Offset, s3)
+	if err == nil && cp.Identity.Same(l.Identity()) && lr.restoreHash() {
+		return l, nil
+	}
+	if err == nil {
+		l.Close()
+	} else if !errors.Is(err, keylist.ErrShort) {
+		return nil, fmt.Errorf("producer: %w", err)
+	}
+	return lr.openChanged(ctx, name, s3)
+}
+
+// openChanged opens a list whose identity is not the one its checkpoint was saved with, reading
+// its bytes before the checkpoint again: it is resumed when they hash the same (the list grew, or
+// was rewritten or touched) and refused when they do not.
+func (lr *listReader) openChanged(ctx context.Context, name string, s3 keylist.Getter) (*keylist.List, error) {
+	cp := lr.cp
+	lr.h = sha256.New()
+	last := &lastByte{w: lr.h}
+	l, err := keylist.OpenVerify(ctx, name, cp.Offset, last, s3)
+	if errors.Is(err, keylist.ErrShort) {
+		return nil, lr.changed()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("producer: %w", err)
+	}
+	if hex.EncodeToString(lr.h.Sum(nil)) != cp.SHA256 {
+		l.Close()
+		return nil, lr.changed()
+	}
+	lr.partial = cp.Offset > 0 && last.b != '\n'
+	if cp.Done {
+		lr.cp.Done = false
+		lr.s.env.Log.Info("key list changed since it was published, its published lines did not: publishing any after them",
+			"file", cp.Path, "line", cp.Line)
+	}
+	return l, nil
+}
+
+// changed is the error of a list whose published part changed since its checkpoint.
+func (lr *listReader) changed() error {
+	return fmt.Errorf("producer: key list %s changed since its checkpoint: its first %d lines (%d bytes), already published, are not the same any more; to publish it from its start, run with --restart",
+		lr.cp.Path, lr.cp.Line, lr.cp.Offset)
+}
+
+// restoreHash takes up the checkpoint's hash of the bytes before its offset.
+func (lr *listReader) restoreHash() bool {
+	h := sha256.New()
+	if err := h.(encoding.BinaryUnmarshaler).UnmarshalBinary(lr.cp.HashState); err != nil ||
+		hex.EncodeToString(h.Sum(nil)) != lr.cp.SHA256 {
+		return false
+	}
+	lr.h = h
+	return true
+}
+
+// lastByte passes writes through to w and remembers the last byte written.
+type lastByte struct {
+	w io.Writer
+	b byte
+}
+
+func (l *lastByte) Write(p []byte) (int, error) {
+	if len(p) > 0 {
+		l.b = p[len(p)-1]
+	}
+	return l.w.Write(p)
 }
 
 // consumedCounter passes a list's reads through and publishes how far into the underlying file
@@ -164,21 +309,30 @@ func (c *consumedCounter) Read(p []byte) (int, error) {
 // lines reads one key a line; a line longer than the buffer is read whole but dead-lettered.
 func (lr *listReader) lines(ctx context.Context, br *bufio.Reader, name string) error {
 	s := lr.s
-	line, offset := lr.cp.Line, lr.cp.Offset
+	line, offset := lr.at.n, lr.at.at
 	for ctx.Err() == nil {
 		raw, err := br.ReadSlice('\n')
+		lr.hash(raw)
 		n := int64(len(raw))
 		long := false
-		for errors.Is(err, bufio.ErrBufferFull) { // keep the start, skip the rest of the line
+		if errors.Is(err, bufio.ErrBufferFull) { // keep the start, skip the rest of the line
 			long = true
+			raw = bytes.Clone(raw) // the reads that skip the rest reuse the buffer
+		}
+		for errors.Is(err, bufio.ErrBufferFull) {
 			var more []byte
 			more, err = br.ReadSlice('\n')
+			lr.hash(more)
 			n += int64(len(more))
 		}
 		if n == 0 && err != nil {
 			if errors.Is(err, io.EOF) {
 				return nil
 			}
+			return fmt.Errorf("producer: read %s after line %d: %w", name, line, err)
+		}
+		if err != nil && !errors.Is(err, io.EOF) {
+			// A line cut short is not a key; a resumed run reads it again.
 			return fmt.Errorf("producer: read %s after line %d: %w", name, line, err)
 		}
 		line++
@@ -198,17 +352,21 @@ func (lr *listReader) lines(ctx context.Context, br *bufio.Reader, name string) 
 				return err
 			}
 		}
+		lr.at = position{at: offset, n: line}
 		if err != nil { // EOF without a final newline
-			if errors.Is(err, io.EOF) {
-				return nil
-			}
-			return fmt.Errorf("producer: read %s after line %d: %w", name, line, err)
+			return nil
 		}
 		if err := lr.tick(ctx, line); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// hash adds bytes read from the list to its hash.
+func (lr *listReader) hash(b []byte) {
+	lr.h.Write(b)
+	lr.hashed += int64(len(b))
 }
 
 // tick saves the checkpoint and applies backpressure, about once a second or every
@@ -227,12 +385,19 @@ func (lr *listReader) tick(ctx context.Context, line int64) error {
 	return nil
 }
 
+// save saves the checkpoint at lr.at, which the caller has made sure is acknowledged, with the
+// list's identity and the hash of the bytes before it.
 func (lr *listReader) save(ctx context.Context) error {
-	lr.cp.Offset, lr.cp.Line = lr.w.done.at, lr.w.done.n
-	lr.lastSave, lr.savedLines = time.Now(), lr.cp.Line
-	if lr.cpKey == "" {
+	lr.lastSave, lr.savedLines = time.Now(), lr.at.n
+	if lr.cpKey == "" || lr.hashed != lr.at.at {
 		return nil
 	}
+	state, err := lr.h.(encoding.BinaryMarshaler).MarshalBinary()
+	if err != nil {
+		return fmt.Errorf("producer: checkpoint of %s: hash state: %w", lr.cp.Path, err)
+	}
+	lr.cp.Offset, lr.cp.Line = lr.at.at, lr.at.n
+	lr.cp.Identity, lr.cp.SHA256, lr.cp.HashState = lr.id, hex.EncodeToString(lr.h.Sum(nil)), state
 	b, _ := json.Marshal(lr.cp)
 	return lr.s.putCheckpoint(ctx, lr.cpKey, b)
 }

@@ -2,6 +2,8 @@
 // local or in S3, several read in parallel) or by scanning the source table's token ranges. It
 // checkpoints how far each list or range has got in the job's KV bucket once the publishes before
 // that point are acknowledged, and holds back while the KEYS backlog is above a high-water mark.
+// A list's checkpoint records the list's identity and a hash of the part published, so a list
+// that grew is resumed and one whose published part changed is refused until --restart.
 package producer
 
 import (
@@ -44,7 +46,7 @@ func (c *Config) Flags() []cli.Flag {
 		&cli.IntFlag{Name: "parallel", Value: 4, EnvVars: []string{"FERRY_PRODUCER_PARALLEL"}, Destination: &c.Parallel, Usage: "key lists read at once"},
 		&cli.IntFlag{Name: "in-flight", Value: 1024, EnvVars: []string{"FERRY_PRODUCER_IN_FLIGHT"}, Destination: &c.InFlight, Usage: "publishes awaiting acknowledgement, per key list or token range (at most 2048 / readers)"},
 		&cli.Int64Flag{Name: "high-water", Value: 1_000_000, EnvVars: []string{"FERRY_PRODUCER_HIGH_WATER"}, Destination: &c.HighWater, Usage: "wait while the KEYS backlog holds more messages than this"},
-		&cli.BoolFlag{Name: "restart", EnvVars: []string{"FERRY_PRODUCER_RESTART"}, Destination: &c.Restart, Usage: "ignore checkpoints: publish every list from its start, scan the whole ring again"},
+		&cli.BoolFlag{Name: "restart", EnvVars: []string{"FERRY_PRODUCER_RESTART"}, Destination: &c.Restart, Usage: "ignore checkpoints: publish every list from its start, scan the whole ring again (needed for a list whose lines already published changed since its checkpoint: it is refused otherwise)"},
 		&cli.BoolFlag{Name: "progress", Value: true, EnvVars: []string{"FERRY_PROGRESS"}, Destination: &c.Progress, Usage: "print a progress line on stderr when it is a terminal"},
 	}, c.Scan.Flags()...), c.Settings.Flags()...)
 }
@@ -181,6 +183,7 @@ func Run(ctx context.Context, env *service.Env, cfg Config) (Stats, error) {
 	if s3 != nil {
 		lister, getter = s3, s3
 	}
+	var _ keylist.VersionGetter = s3 // so that an S3 list's checkpoint has its ETag
 	names, err := keylist.Expand(ctx, cfg.Keys.Value(), lister)
 	if err != nil {
 		return Stats{}, config.Invalid(fmt.Errorf("--keys: %w", err))

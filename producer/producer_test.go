@@ -59,8 +59,8 @@ func TestRun(t *testing.T) {
 	}
 	e, _ := kv.Get(context.Background(), keys[0])
 	var cp Checkpoint
-	if err := json.Unmarshal(e.Value(), &cp); err != nil || !cp.Done || cp.Line != 9 {
-		t.Errorf("checkpoint = %+v, %v; want done at line 9 (the last published key)", cp, err)
+	if err := json.Unmarshal(e.Value(), &cp); err != nil || !cp.Done || cp.Line != 10 {
+		t.Errorf("checkpoint = %+v, %v; want done at line 10 (the end of the list)", cp, err)
 	}
 	st, err = Run(context.Background(), env, cfg)
 	if err != nil || st.SkippedFiles != 1 || st.Published != 0 {

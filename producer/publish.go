@@ -47,6 +47,8 @@ type sink struct {
 	ackTimeout time.Duration
 
 	lines, published, duplicates, invalid, blank, skipped atomic.Int64
+
+	oldCheckpoints sync.Once // warns of checkpoints without a list identity
 }
 
 func (s *sink) stats() Stats {

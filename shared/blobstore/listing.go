@@ -20,32 +20,48 @@ import (
 // for the response headers is bounded. An offset at the end of the object gives an empty body; a
 // missing object is ErrNotFound.
 func (c *Client) GetRange(ctx context.Context, bucket, key string, offset int64) (io.ReadCloser, int64, error) {
+	body, size, _, err := c.GetVersion(ctx, bucket, key, offset, "")
+	return body, size, err
+}
+
+// GetVersion is GetRange that also returns the object's ETag (unquoted), which tells a key list's
+// versions apart. With ifMatch set it reads only the version with that ETag: a replaced object is
+// an error, not the other version's bytes.
+func (c *Client) GetVersion(ctx context.Context, bucket, key string, offset int64, ifMatch string) (io.ReadCloser, int64, string, error) {
 	if offset < 0 {
-		return nil, 0, fmt.Errorf("get s3://%s/%s: negative offset %d", bucket, key, offset)
+		return nil, 0, "", fmt.Errorf("get s3://%s/%s: negative offset %d", bucket, key, offset)
 	}
 	in := &s3.GetObjectInput{Bucket: aws.String(bucket), Key: aws.String(key)}
 	if offset > 0 {
 		in.Range = aws.String(fmt.Sprintf("bytes=%d-", offset))
+	}
+	if ifMatch != "" {
+		in.IfMatch = aws.String(`"` + ifMatch + `"`)
 	}
 	out, err := c.s3.GetObject(ctx, in)
 	if err != nil {
 		switch statusOf(err) {
 		case http.StatusNotFound:
 			if !isCode(err, "NoSuchBucket") {
-				return nil, 0, fmt.Errorf("get s3://%s/%s: %w", bucket, key, ErrNotFound)
+				return nil, 0, "", fmt.Errorf("get s3://%s/%s: %w", bucket, key, ErrNotFound)
 			}
+		case http.StatusPreconditionFailed:
+			return nil, 0, "", fmt.Errorf("get s3://%s/%s: replaced while being read (its ETag is no longer %s)", bucket, key, ifMatch)
 		case http.StatusRequestedRangeNotSatisfiable:
 			// S3 refuses a range that starts at the end; a checkpoint there means "all read".
-			size, herr := c.size(ctx, bucket, key)
+			size, etag, herr := c.Stat(ctx, bucket, key)
 			if herr != nil {
-				return nil, 0, herr
+				return nil, 0, "", herr
+			}
+			if ifMatch != "" && etag != ifMatch {
+				return nil, 0, "", fmt.Errorf("get s3://%s/%s: replaced while being read (its ETag is no longer %s)", bucket, key, ifMatch)
 			}
 			if size == offset {
-				return io.NopCloser(strings.NewReader("")), size, nil
+				return io.NopCloser(strings.NewReader("")), size, etag, nil
 			}
-			return nil, 0, fmt.Errorf("get s3://%s/%s: offset %d is past the end (%d bytes)", bucket, key, offset, size)
+			return nil, 0, "", fmt.Errorf("get s3://%s/%s: offset %d is past the end (%d bytes)", bucket, key, offset, size)
 		}
-		return nil, 0, fmt.Errorf("get s3://%s/%s: %w", bucket, key, err)
+		return nil, 0, "", fmt.Errorf("get s3://%s/%s: %w", bucket, key, err)
 	}
 	size := aws.ToInt64(out.ContentLength) + offset
 	if cr := aws.ToString(out.ContentRange); cr != "" { // "bytes 100-199/200"
@@ -57,23 +73,23 @@ func (c *Client) GetRange(ctx context.Context, bucket, key string, offset int64)
 	} else if offset > 0 {
 		// A server that ignores Range sends the whole object: never hand that out as the tail.
 		out.Body.Close()
-		return nil, 0, fmt.Errorf("get s3://%s/%s: the server ignored the range from byte %d", bucket, key, offset)
+		return nil, 0, "", fmt.Errorf("get s3://%s/%s: the server ignored the range from byte %d", bucket, key, offset)
 	}
-	return out.Body, size, nil
+	return out.Body, size, unquote(out.ETag), nil
 }
 
-// size HEADs an object in bucket.
-func (c *Client) size(ctx context.Context, bucket, key string) (int64, error) {
+// Stat HEADs an object in bucket: its size and ETag (unquoted).
+func (c *Client) Stat(ctx context.Context, bucket, key string) (int64, string, error) {
 	rctx, cancel := c.reqCtx(ctx)
 	defer cancel()
 	out, err := c.s3.HeadObject(rctx, &s3.HeadObjectInput{Bucket: aws.String(bucket), Key: aws.String(key)})
 	if err != nil {
 		if statusOf(err) == http.StatusNotFound {
-			return 0, fmt.Errorf("head s3://%s/%s: %w", bucket, key, ErrNotFound)
+			return 0, "", fmt.Errorf("head s3://%s/%s: %w", bucket, key, ErrNotFound)
 		}
-		return 0, fmt.Errorf("head s3://%s/%s: %w", bucket, key, err)
+		return 0, "", fmt.Errorf("head s3://%s/%s: %w", bucket, key, err)
 	}
-	return aws.ToInt64(out.ContentLength), nil
+	return aws.ToInt64(out.ContentLength), unquote(out.ETag), nil
 }
 
 // List calls fn for each object under prefix, in key order, until fn returns an error.

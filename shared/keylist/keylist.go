@@ -1,7 +1,8 @@
 // Package keylist opens key lists, one key a line: local files, stdin ("-") or S3 objects
 // (s3://bucket/key), plain or compressed with gzip or zstd (recognised by their magic bytes), and
 // expands glob patterns and s3:// prefixes into the lists they name. A list can be opened at an
-// offset of its decompressed bytes, where a producer's checkpoint says to resume.
+// offset of its decompressed bytes, where a producer's checkpoint says to resume, and says which
+// version of the file or object it reads (Identity), so a checkpoint can tell a changed list.
 package keylist
 
 import (
@@ -15,6 +16,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
@@ -31,6 +33,59 @@ type Lister interface {
 // Getter reads an object from an offset on and says its whole size (*blobstore.Client).
 type Getter interface {
 	GetRange(ctx context.Context, bucket, key string, offset int64) (io.ReadCloser, int64, error)
+}
+
+// VersionGetter is a Getter that also says which version of an object it reads, by its ETag
+// (*blobstore.Client). GetVersion with ifMatch set reads only that version. Without it, an S3
+// list's Identity has no ETag.
+type VersionGetter interface {
+	GetVersion(ctx context.Context, bucket, key string, offset int64, ifMatch string) (io.ReadCloser, int64, string, error)
+	Stat(ctx context.Context, bucket, key string) (size int64, etag string, err error)
+}
+
+// Identity tells versions of a list apart without reading it: a local file's size and
+// modification time, an S3 object's size and ETag. The size is of the file or object as stored
+// (compressed, if it is). Equal identities mean the same bytes, as far as the file system or the
+// S3 server can say; different ones may still hold the same lines (a file rewritten or touched).
+type Identity struct {
+	Size    int64     `json:"size"`
+	ModTime time.Time `json:"mtime,omitzero"`
+	ETag    string    `json:"etag,omitempty"`
+}
+
+// Known reports whether id can vouch for a list's bytes: it has a modification time or an ETag.
+func (id Identity) Known() bool { return !id.ModTime.IsZero() || id.ETag != "" }
+
+// Same reports whether id and o are known identities of the same version of a list.
+func (id Identity) Same(o Identity) bool {
+	return id.Known() && id.Size == o.Size && id.ModTime.Equal(o.ModTime) && id.ETag == o.ETag
+}
+
+// ErrShort is the error of opening a list at an offset past the end of its (decompressed) bytes.
+var ErrShort = errors.New("past the end")
+
+// Stat says the identity of name (a local path or s3://bucket/key) without opening it. An S3
+// object read with a Getter that is not a VersionGetter has no ETag: an unknown identity.
+func Stat(ctx context.Context, name string, s3 Getter) (Identity, error) {
+	if bucket, key, ok := ParseS3(name); ok {
+		vg, ok := s3.(VersionGetter)
+		if !ok {
+			return Identity{Size: -1}, nil
+		}
+		size, etag, err := vg.Stat(ctx, bucket, key)
+		if err != nil {
+			return Identity{}, fmt.Errorf("key list: %w", err)
+		}
+		return Identity{Size: size, ETag: etag}, nil
+	}
+	fi, err := os.Stat(name)
+	if err != nil {
+		return Identity{}, fmt.Errorf("key list: %w", err)
+	}
+	if !fi.Mode().IsRegular() {
+		return Identity{Size: -1}, nil
+	}
+	return Identity{Size: fi.Size(), ModTime: fi.ModTime()}, nil
 }
 
 // ParseS3 splits "s3://bucket/key" into bucket and key; ok is false for any other name.
@@ -114,6 +169,7 @@ func Expand(ctx context.Context, names []string, s3 Lister) ([]string, error) {
 type List struct {
 	name       string
 	size       int64
+	id         Identity
 	compressed bool
 	counter    *countingReader
 	r          io.Reader
@@ -129,17 +185,24 @@ var (
 // Open opens name ("-", a local path or s3://bucket/key) positioned offset bytes into its
 // decompressed content. A plain file seeks and a plain S3 object is read with a ranged GET; a
 // compressed one is decompressed from its start and offset bytes are discarded. s3 may be nil for
-// local names.
+// local names. An offset past the end is ErrShort.
 func Open(ctx context.Context, name string, offset int64, s3 Getter) (*List, error) {
+	return OpenVerify(ctx, name, offset, nil, s3)
+}
+
+// OpenVerify is Open that, when prefix is not nil, reads the (decompressed) bytes before offset
+// into prefix instead of seeking past them, so the caller can check they are the bytes it read
+// before.
+func OpenVerify(ctx context.Context, name string, offset int64, prefix io.Writer, s3 Getter) (*List, error) {
 	if offset < 0 {
 		return nil, fmt.Errorf("key list %s: negative offset %d", name, offset)
 	}
-	l := &List{name: name, size: -1}
+	l := &List{name: name, size: -1, id: Identity{Size: -1}}
 	var err error
 	if bucket, key, ok := ParseS3(name); ok {
-		err = l.openS3(ctx, bucket, key, offset, s3)
+		err = l.openS3(ctx, bucket, key, offset, prefix, s3)
 	} else {
-		err = l.openLocal(name, offset)
+		err = l.openLocal(name, offset, prefix)
 	}
 	if err != nil {
 		l.Close()
@@ -148,7 +211,7 @@ func Open(ctx context.Context, name string, offset int64, s3 Getter) (*List, err
 	return l, nil
 }
 
-func (l *List) openLocal(name string, offset int64) error {
+func (l *List) openLocal(name string, offset int64, prefix io.Writer) error {
 	var f *os.File
 	if name == Stdin {
 		f = os.Stdin
@@ -171,11 +234,12 @@ func (l *List) openLocal(name string, offset int64) error {
 		}
 		if st.Mode().IsRegular() {
 			l.size = st.Size()
+			l.id = Identity{Size: st.Size(), ModTime: st.ModTime()}
 		}
 	}
 	l.counter = newCounter(f, 0)
 	br := bufio.NewReaderSize(l.counter, 256<<10)
-	if l.size >= 0 && offset > 0 {
+	if l.size >= 0 && offset > 0 && prefix == nil {
 		// A regular file: if it is plain, seek instead of reading up to the offset.
 		head, err := br.Peek(len(zstdMagic))
 		if err != nil && !errors.Is(err, io.EOF) {
@@ -183,7 +247,7 @@ func (l *List) openLocal(name string, offset int64) error {
 		}
 		if kind(head) == "" {
 			if offset > l.size {
-				return fmt.Errorf("key list %s: offset %d is past the end (%d bytes)", l.name, offset, l.size)
+				return fmt.Errorf("key list %s: offset %d is %w (%d bytes)", l.name, offset, ErrShort, l.size)
 			}
 			if _, err := f.Seek(offset, io.SeekStart); err != nil {
 				return fmt.Errorf("key list %s: %w", l.name, err)
@@ -193,37 +257,46 @@ func (l *List) openLocal(name string, offset int64) error {
 			return nil
 		}
 	}
-	return l.decode(br, offset)
+	return l.decode(br, offset, prefix)
 }
 
-func (l *List) openS3(ctx context.Context, bucket, key string, offset int64, s3 Getter) error {
+func (l *List) openS3(ctx context.Context, bucket, key string, offset int64, prefix io.Writer, s3 Getter) error {
 	if bucket == "" || key == "" {
 		return fmt.Errorf("key list %q: want s3://bucket/key", l.name)
 	}
 	if s3 == nil {
 		return fmt.Errorf("key list %s: no S3 client", l.name)
 	}
-	body, size, err := s3.GetRange(ctx, bucket, key, 0)
+	// With a VersionGetter, the identity is the version read, and a second, ranged GET reads the
+	// same one.
+	get := func(offset int64, ifMatch string) (io.ReadCloser, int64, string, error) {
+		if vg, ok := s3.(VersionGetter); ok {
+			return vg.GetVersion(ctx, bucket, key, offset, ifMatch)
+		}
+		body, size, err := s3.GetRange(ctx, bucket, key, offset)
+		return body, size, "", err
+	}
+	body, size, etag, err := get(0, "")
 	if err != nil {
 		return fmt.Errorf("key list: %w", err)
 	}
-	l.size = size
+	l.size, l.id = size, Identity{Size: size, ETag: etag}
 	l.closers = append(l.closers, body.Close)
 	l.counter = newCounter(body, 0)
 	br := bufio.NewReaderSize(l.counter, 256<<10)
-	if offset > 0 {
+	if offset > 0 && prefix == nil {
 		head, err := br.Peek(len(zstdMagic))
 		if err != nil && !errors.Is(err, io.EOF) {
 			return fmt.Errorf("key list %s: %w", l.name, err)
 		}
 		if kind(head) == "" {
 			if offset > size {
-				return fmt.Errorf("key list %s: offset %d is past the end (%d bytes)", l.name, offset, size)
+				return fmt.Errorf("key list %s: offset %d is %w (%d bytes)", l.name, offset, ErrShort, size)
 			}
 			// Plain: start again from the offset rather than download what was already sent.
 			body.Close()
 			l.closers = l.closers[:0]
-			body, _, err := s3.GetRange(ctx, bucket, key, offset)
+			body, _, _, err := get(offset, etag)
 			if err != nil {
 				return fmt.Errorf("key list: %w", err)
 			}
@@ -233,7 +306,7 @@ func (l *List) openS3(ctx context.Context, bucket, key string, offset int64, s3 
 			return nil
 		}
 	}
-	return l.decode(br, offset)
+	return l.decode(br, offset, prefix)
 }
 
 // kind names the compression whose magic number starts head, or "" for none.
@@ -247,8 +320,9 @@ func kind(head []byte) string {
 	return ""
 }
 
-// decode wraps br in the decompressor its first bytes call for, then skips offset bytes.
-func (l *List) decode(br *bufio.Reader, offset int64) error {
+// decode wraps br in the decompressor its first bytes call for, then reads offset bytes into
+// prefix, or discards them when prefix is nil.
+func (l *List) decode(br *bufio.Reader, offset int64, prefix io.Writer) error {
 	head, err := br.Peek(len(zstdMagic))
 	if err != nil && !errors.Is(err, io.EOF) {
 		return fmt.Errorf("key list %s: %w", l.name, err)
@@ -272,10 +346,13 @@ func (l *List) decode(br *bufio.Reader, offset int64) error {
 		l.r = br
 	}
 	if offset > 0 {
-		n, err := io.CopyN(io.Discard, l.r, offset)
+		if prefix == nil {
+			prefix = io.Discard
+		}
+		n, err := io.CopyN(prefix, l.r, offset)
 		if err != nil {
 			if errors.Is(err, io.EOF) {
-				return fmt.Errorf("key list %s: offset %d is past the end (%d bytes)", l.name, offset, n)
+				return fmt.Errorf("key list %s: offset %d is %w (%d bytes)", l.name, offset, ErrShort, n)
 			}
 			return fmt.Errorf("key list %s: %w", l.name, err)
 		}
@@ -307,6 +384,10 @@ func (l *List) Name() string { return l.name }
 
 // Size is the size in bytes of the underlying file or object (compressed, if it is), -1 if unknown.
 func (l *List) Size() int64 { return l.size }
+
+// Identity is the identity of the version of the file or object being read; Size -1 for stdin
+// and other files that are not regular.
+func (l *List) Identity() Identity { return l.id }
 
 // Consumed is how far into the underlying file or object reading has got (compressed bytes, if it
 // is compressed; read-ahead included): against Size, the progress of the list.

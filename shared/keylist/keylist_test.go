@@ -3,6 +3,9 @@ package keylist
 import (
 	"bytes"
 	"context"
+	"crypto/md5"
+	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -275,5 +278,79 @@ func TestKey(t *testing.T) {
 				t.Errorf("Key(%q, %v) = %q, want %q", tt.line, tt.first, got, tt.want)
 			}
 		})
+	}
+}
+
+// versionedS3 is a fakeS3 that also says each object's ETag (its MD5), as *blobstore.Client does.
+type versionedS3 struct{ fakeS3 }
+
+func etagOf(b []byte) string { s := md5.Sum(b); return hex.EncodeToString(s[:]) }
+
+func (v versionedS3) GetVersion(ctx context.Context, bucket, key string, offset int64, ifMatch string) (io.ReadCloser, int64, string, error) {
+	b := v.fakeS3[bucket+"/"+key]
+	if ifMatch != "" && ifMatch != etagOf(b) {
+		return nil, 0, "", fmt.Errorf("get s3://%s/%s: replaced", bucket, key)
+	}
+	r, size, err := v.GetRange(ctx, bucket, key, offset)
+	return r, size, etagOf(b), err
+}
+
+func (v versionedS3) Stat(_ context.Context, bucket, key string) (int64, string, error) {
+	b, ok := v.fakeS3[bucket+"/"+key]
+	if !ok {
+		return 0, "", fmt.Errorf("head s3://%s/%s: object not found", bucket, key)
+	}
+	return int64(len(b)), etagOf(b), nil
+}
+
+// TestOpenVerify: the bytes before the offset are handed over, decompressed, whatever the list's
+// kind and place; the identity is the one of the version read; an offset past the end is ErrShort.
+func TestOpenVerify(t *testing.T) {
+	plain := content()
+	dir := t.TempDir()
+	bodies := map[string][]byte{"plain.txt": plain, "keys.gz": gz(t, plain[:10], plain[10:]), "keys.zst": zst(t, plain)}
+	s3 := versionedS3{fakeS3{}}
+	var names []string
+	for n, b := range bodies {
+		write(t, dir, n, b)
+		s3.fakeS3["b/"+n] = b
+		names = append(names, filepath.Join(dir, n), "s3://b/"+n)
+	}
+	ctx := context.Background()
+	for _, name := range names {
+		for _, off := range []int64{0, 7, int64(len(plain))} {
+			t.Run(fmt.Sprintf("%s@%d", name, off), func(t *testing.T) {
+				var prefix bytes.Buffer
+				l, err := OpenVerify(ctx, name, off, &prefix, s3)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer l.Close()
+				rest, err := io.ReadAll(l)
+				if err != nil || !bytes.Equal(prefix.Bytes(), plain[:off]) || !bytes.Equal(rest, plain[off:]) {
+					t.Fatalf("prefix %d bytes, rest %d bytes (%v); want %d and %d", prefix.Len(), len(rest), err, off, len(plain)-int(off))
+				}
+				body := bodies[filepath.Base(name)]
+				id, err := Stat(ctx, name, s3)
+				if err != nil || !id.Same(l.Identity()) || id.Size != int64(len(body)) {
+					t.Errorf("Stat = %+v, %v; list's identity %+v; want the same, of %d bytes", id, err, l.Identity(), len(body))
+				}
+				if _, _, isS3 := ParseS3(name); isS3 && id.ETag != etagOf(body) {
+					t.Errorf("ETag %q, want %q", id.ETag, etagOf(body))
+				}
+			})
+		}
+		for _, verify := range []bool{false, true} {
+			var prefix io.Writer
+			if verify {
+				prefix = io.Discard
+			}
+			if _, err := OpenVerify(ctx, name, int64(len(plain))+1, prefix, s3); !errors.Is(err, ErrShort) {
+				t.Errorf("%s past the end (verify %v): %v, want ErrShort", name, verify, err)
+			}
+		}
+	}
+	if id, err := Stat(ctx, "s3://b/plain.txt", s3.fakeS3); err != nil || id.Known() {
+		t.Errorf("Stat without versions = %+v, %v; want an unknown identity", id, err)
 	}
 }
