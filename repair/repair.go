@@ -1,36 +1,42 @@
 // Package repair is `ferry repair`: it finds the messages a NATS cluster bug left behind in a
 // work queue, which its consumer will never deliver (nats-server #4736, #7680: after a consumer
 // leader change the ack floor can move past a message the work queue still holds), and requeues
-// each of them: a copy to the same subject first, then the original is deleted.
-//
-// Only provably orphaned messages are touched: those at or below the consumer's ack floor (or,
-// when it has nothing ack-pending, at or below the last sequence it delivered) that are still
-// in the stream after a pause, less those waiting for the advisor. A crash between the publish
-// and the delete leaves a duplicate, never a loss, and the stages downstream are idempotent.
+// each of them: a copy to the same subject first, then the original is deleted. The work is
+// shared/orphan's, which every service's sweeper also runs once a minute; `ferry repair` is for
+// now, for a dry run, and for deployments whose services are all stopped.
 package repair
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
-	"strconv"
 	"strings"
-	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/ferry-migrate/ferry/shared/bus"
 	"github.com/ferry-migrate/ferry/shared/config"
+	"github.com/ferry-migrate/ferry/shared/orphan"
 	"github.com/ferry-migrate/ferry/status"
 )
 
-// Queue is a work queue and its durable consumer.
-type Queue struct {
-	Stage, Stream, Consumer string
-}
+// The types and rules of orphaned messages, under the names `ferry repair` has always used.
+type (
+	Queue   = orphan.Queue
+	Options = orphan.Options
+	Orphan  = orphan.Orphan
+	Result  = orphan.Result
+)
+
+// DefaultSettle is Options.Settle of `ferry repair`.
+const DefaultSettle = orphan.DefaultSettle
+
+// Bound is orphan.Bound: the highest sequence a consumer will provably never deliver again.
+func Bound(ci *jetstream.ConsumerInfo) (uint64, bool) { return orphan.Bound(ci) }
+
+// ID is orphan.ID: the Nats-Msg-Id of a requeued copy.
+func ID(id string, seq uint64) string { return orphan.ID(id, seq) }
 
 // Stages are the stages whose work queue can be repaired, in pipeline order.
 var Stages = []string{bus.StageFetcher, bus.StageUploader, bus.StageVerifier, bus.StageAdvisor}
@@ -41,12 +47,7 @@ func Queues(n bus.Names, stages []string) ([]Queue, error) {
 	if err := CheckStages(stages); err != nil {
 		return nil, err
 	}
-	all := []Queue{
-		{bus.StageFetcher, n.Keys, n.Fetcher},
-		{bus.StageUploader, n.Blobs, n.Uploader},
-		{bus.StageVerifier, n.Uploaded, n.Verifier},
-		{bus.StageAdvisor, n.Advisories, n.Advisor},
-	}
+	all := orphan.Queues(n)
 	if len(stages) == 0 || slices.Contains(stages, "all") {
 		return all, nil
 	}
@@ -70,213 +71,15 @@ func CheckStages(stages []string) error {
 	return config.Invalid(errors.Join(errs...))
 }
 
-// DefaultSettle is Options.Settle of `ferry repair`.
-const DefaultSettle = 2 * time.Second
-
-// Options are what Repair does.
-type Options struct {
-	DryRun bool
-	// Settle is how long Repair waits between reading the consumer's ack floor and looking for
-	// messages at or below it. An ack moves the floor a moment before the work queue deletes the
-	// message (in a cluster, a replication round later), so a message seen right away may be on
-	// its way out; one still there after Settle is orphaned.
-	Settle time.Duration
-	// Found, if set, is called for each orphan, after it was requeued (unless DryRun).
-	Found func(Orphan)
-}
-
-// Orphan is one orphaned message.
-type Orphan struct {
-	Seq     uint64
-	Subject string
-	// Key is the Ferry-Key header, or the body of a KEYS message; for an advisory, the message
-	// it is about ("FERRY_photos_BLOBS #17"); empty when none of these is there.
-	Key string
-	// NewSeq is the sequence of its copy (0 in a dry run). A copy the dedupe window dropped,
-	// because an interrupted repair had already stored it, gives that copy's sequence.
-	NewSeq uint64
-}
-
-// Result is what Repair found in one work queue.
-type Result struct {
-	Queue
-	// NoConsumer: the durable consumer does not exist (its stage never started, or `ferry setup`
-	// has not run); it will deliver every message once created, so nothing is orphaned.
-	NoConsumer bool
-	// Bound is the highest stream sequence the consumer will provably not deliver again (Bound);
-	// Delivered says it is the last delivered one rather than the ack floor.
-	Bound     uint64
-	Delivered bool
-	Orphaned  int // messages at or below Bound still in the stream after Settle (AwaitAdvisor not counted)
-	Requeued  int
-	// AwaitAdvisor are messages at or below Bound that ran out of deliveries: their
-	// max-deliveries advisory waits in ADVISORIES, and the advisor will dead-letter them.
-	AwaitAdvisor int
-}
-
-// Bound is the highest stream sequence a consumer will provably never deliver again: its ack
-// floor, or the last sequence it delivered when it has nothing ack-pending (every delivered
-// message was acked, terminated or ran out of deliveries; none waits for a redelivery). It says
-// whether it is the latter. A work queue deletes what its consumer acked or terminated, so a
-// message at or below it is orphaned or on its way out.
-func Bound(ci *jetstream.ConsumerInfo) (uint64, bool) {
-	if ci.NumAckPending == 0 && ci.Delivered.Stream > ci.AckFloor.Stream {
-		return ci.Delivered.Stream, true
-	}
-	return ci.AckFloor.Stream, false
-}
-
-// ID is the Nats-Msg-Id of the copy of the message with id that had sequence seq:
-// "<id>/repair-<seq>", or "repair-<seq>" without one. It is the same on every run, so the
-// dedupe window drops the copy a run interrupted before its delete had already stored.
-func ID(id string, seq uint64) string {
-	r := "repair-" + strconv.FormatUint(seq, 10)
-	if id == "" {
-		return r
-	}
-	return id + "/" + r
-}
-
-// Repair requeues the orphaned messages of q (only finds them with o.DryRun). It walks the
-// stream from its first message up to Bound with one request per message still there, not per
-// sequence: a work queue's deleted sequences are skipped by the server (next by subject).
+// Repair requeues the orphaned messages of q (only finds them with o.DryRun). A job without
+// streams is a usage error (status.NotFound), and nothing is created.
 func Repair(ctx context.Context, js jetstream.JetStream, n bus.Names, q Queue, o Options) (Result, error) {
-	r := Result{Queue: q}
-	s, err := status.Lookup(ctx, js, n, q.Stream)
+	if _, err := status.Lookup(ctx, js, n, q.Stream); err != nil {
+		return Result{Queue: q}, err
+	}
+	r, err := orphan.Requeue(ctx, js, n, q, o)
 	if err != nil {
-		return r, err
-	}
-	c, err := s.Consumer(ctx, q.Consumer)
-	if errors.Is(err, jetstream.ErrConsumerNotFound) {
-		r.NoConsumer = true
-		return r, nil
-	}
-	if err != nil {
-		return r, fmt.Errorf("repair: consumer %s on %s: %w", q.Consumer, q.Stream, err)
-	}
-	r.Bound, r.Delivered = Bound(c.CachedInfo())
-	si, err := s.Info(ctx)
-	if err != nil {
-		return r, fmt.Errorf("repair: stream info %s: %w", q.Stream, err)
-	}
-	if si.State.Msgs == 0 || si.State.FirstSeq > r.Bound {
-		return r, nil // nothing at or below the bound: the common case, no wait
-	}
-	select {
-	case <-ctx.Done():
-		return r, ctx.Err()
-	case <-time.After(o.Settle):
-	}
-	// Read after the pause, before the walk: the advisor deletes a message before it acks its
-	// advisory, so a message the walk finds has its advisory here if it ran out of deliveries.
-	advised := map[uint64]bool{}
-	if q.Stage != bus.StageAdvisor {
-		if advised, err = advisories(ctx, js, n, q.Stream); err != nil {
-			return r, err
-		}
-	}
-	for seq := si.State.FirstSeq; seq <= r.Bound; {
-		raw, err := s.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(">"))
-		if errors.Is(err, jetstream.ErrMsgNotFound) {
-			break // no message at or after seq
-		}
-		if err != nil {
-			return r, fmt.Errorf("repair: get %s #%d or the next: %w", q.Stream, seq, err)
-		}
-		if raw.Sequence > r.Bound {
-			break
-		}
-		seq = raw.Sequence + 1
-		if advised[raw.Sequence] {
-			r.AwaitAdvisor++
-			continue
-		}
-		r.Orphaned++
-		orphan := Orphan{Seq: raw.Sequence, Subject: raw.Subject, Key: keyOf(n, q, raw)}
-		if !o.DryRun {
-			if orphan.NewSeq, err = requeue(ctx, js, s, q.Stream, raw); err != nil {
-				return r, err
-			}
-			r.Requeued++
-		}
-		if o.Found != nil {
-			o.Found(orphan)
-		}
+		return r, fmt.Errorf("repair: %w", err)
 	}
 	return r, nil
-}
-
-// requeue publishes a copy of raw to its subject (same headers and body, a Nats-Msg-Id of its
-// own) and, once the copy is stored in the same stream, deletes raw. It returns the copy's
-// sequence.
-func requeue(ctx context.Context, js jetstream.JetStream, s jetstream.Stream, stream string, raw *jetstream.RawStreamMsg) (uint64, error) {
-	m := nats.NewMsg(raw.Subject)
-	m.Data = raw.Data
-	for k, v := range raw.Header {
-		// The publisher's expectations of the stream's last message were about the original's
-		// place; the copy's would fail them. Nats-Expected-Stream still holds and stays.
-		if !strings.HasPrefix(k, "Nats-Expected-Last") {
-			m.Header[k] = slices.Clone(v)
-		}
-	}
-	m.Header.Set(jetstream.MsgIDHeader, ID(raw.Header.Get(jetstream.MsgIDHeader), raw.Sequence))
-	ack, err := js.PublishMsg(ctx, m)
-	if err != nil {
-		return 0, fmt.Errorf("repair: requeue %s #%d: %w", stream, raw.Sequence, err)
-	}
-	if ack.Stream != stream { // cannot happen with the job's subjects; never delete then
-		return 0, fmt.Errorf("repair: requeue %s #%d: the copy went to stream %s (#%d); the original is kept", stream, raw.Sequence, ack.Stream, ack.Sequence)
-	}
-	if err := s.DeleteMsg(ctx, raw.Sequence); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
-		return ack.Sequence, fmt.Errorf("repair: delete %s #%d after requeueing it as #%d (run repair again): %w", stream, raw.Sequence, ack.Sequence, err)
-	}
-	return ack.Sequence, nil
-}
-
-// advisory is the part of a max-deliveries advisory that names the message.
-type advisory struct {
-	Stream    string `json:"stream"`
-	StreamSeq uint64 `json:"stream_seq"`
-}
-
-// advisories are the stream sequences of stream's messages whose max-deliveries advisory waits
-// in the job's ADVISORIES stream.
-func advisories(ctx context.Context, js jetstream.JetStream, n bus.Names, stream string) (map[uint64]bool, error) {
-	s, err := status.Lookup(ctx, js, n, n.Advisories)
-	if err != nil {
-		return nil, err
-	}
-	seqs := map[uint64]bool{}
-	subject := status.AdvisoryPrefix + stream + ".*"
-	for seq := uint64(1); ; {
-		raw, err := s.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(subject))
-		if errors.Is(err, jetstream.ErrMsgNotFound) {
-			return seqs, nil
-		}
-		if err != nil {
-			return nil, fmt.Errorf("repair: get %s #%d or the next: %w", n.Advisories, seq, err)
-		}
-		var a advisory
-		if json.Unmarshal(raw.Data, &a) == nil && a.Stream == stream {
-			seqs[a.StreamSeq] = true
-		}
-		seq = raw.Sequence + 1
-	}
-}
-
-// keyOf names what an orphan carries, for the dry run's list.
-func keyOf(n bus.Names, q Queue, raw *jetstream.RawStreamMsg) string {
-	if k := raw.Header.Get(bus.HdrKey); k != "" {
-		return k
-	}
-	switch q.Stream {
-	case n.Keys: // the producer's messages carry the key as their body
-		return string(raw.Data)
-	case n.Advisories:
-		var a advisory
-		if json.Unmarshal(raw.Data, &a) == nil && a.Stream != "" {
-			return fmt.Sprintf("%s #%d", a.Stream, a.StreamSeq)
-		}
-	}
-	return ""
 }

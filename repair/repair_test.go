@@ -74,7 +74,7 @@ func TestQueues(t *testing.T) {
 			t.Errorf("Queues(%v) = %v, %v; want %v", tc.stages, got, err, tc.want)
 		}
 	}
-	if qs, _ := Queues(n, []string{"uploader"}); qs[0] != (Queue{"uploader", n.Blobs, n.Uploader}) {
+	if qs, _ := Queues(n, []string{"uploader"}); qs[0] != (Queue{Stage: "uploader", Stream: n.Blobs, Consumer: n.Uploader}) {
 		t.Errorf("uploader queue = %+v", qs[0])
 	}
 	if _, err := Queues(n, []string{"fetcher", "producer"}); err == nil || !config.IsInvalid(err) || !strings.Contains(err.Error(), `"producer"`) {
@@ -83,7 +83,7 @@ func TestQueues(t *testing.T) {
 }
 
 func TestLine(t *testing.T) {
-	q := Queue{"uploader", "FERRY_t_BLOBS", "uploader"}
+	q := Queue{Stage: "uploader", Stream: "FERRY_t_BLOBS", Consumer: "uploader"}
 	for _, tc := range []struct {
 		name   string
 		r      Result
@@ -272,7 +272,7 @@ func TestRepair(t *testing.T) {
 func TestRepairTwice(t *testing.T) {
 	js, n := bustest.Job(t)
 	ctx := context.Background()
-	q := Queue{bus.StageVerifier, n.Uploaded, n.Verifier}
+	q := Queue{Stage: bus.StageVerifier, Stream: n.Uploaded, Consumer: n.Verifier}
 	publishN(t, js, n, q, n.UploadedSubject, 3)
 	bustest.Orphan(t, js, q.Stream, q.Consumer, 3)
 	s, _ := js.Stream(ctx, q.Stream)
@@ -316,7 +316,7 @@ func TestRepairLeavesAdvisorsWork(t *testing.T) {
 	if err := bus.Setup(ctx, js, n, s, true); err != nil {
 		t.Fatal(err)
 	}
-	q := Queue{bus.StageFetcher, n.Keys, n.Fetcher}
+	q := Queue{Stage: bus.StageFetcher, Stream: n.Keys, Consumer: n.Fetcher}
 	publishN(t, js, n, q, n.KeysSubject, 1)
 	c, err := js.Consumer(ctx, n.Keys, n.Fetcher)
 	if err != nil {
@@ -355,7 +355,7 @@ func TestRepairNoConsumerOrJob(t *testing.T) {
 	if err := js.DeleteConsumer(ctx, n.Blobs, n.Uploader); err != nil {
 		t.Fatal(err)
 	}
-	q := Queue{bus.StageUploader, n.Blobs, n.Uploader}
+	q := Queue{Stage: bus.StageUploader, Stream: n.Blobs, Consumer: n.Uploader}
 	publishN(t, js, n, q, n.BlobsSubject, 2)
 	if r, err := Repair(ctx, js, n, q, Options{}); err != nil || !r.NoConsumer || r.Orphaned != 0 {
 		t.Errorf("no consumer: %+v, %v", r, err)
@@ -388,7 +388,7 @@ func TestRepairAdvisories(t *testing.T) {
 	if sg := stageOf(t, js, n, bus.StageAdvisor); sg.Orphaned != 1 {
 		t.Errorf("status: %+v, want 1 orphaned", sg)
 	}
-	q := Queue{bus.StageAdvisor, n.Advisories, n.Advisor}
+	q := Queue{Stage: bus.StageAdvisor, Stream: n.Advisories, Consumer: n.Advisor}
 	var found []Orphan
 	r, err := Repair(ctx, js, n, q, Options{Settle: settle, Found: func(o Orphan) { found = append(found, o) }})
 	if err != nil || r.Requeued != 1 || len(found) != 1 || found[0].Key != n.Blobs+" #7" || found[0].Subject != subject || found[0].NewSeq != 3 {

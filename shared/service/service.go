@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -21,6 +22,7 @@ import (
 	"github.com/ferry-migrate/ferry/shared/bus"
 	"github.com/ferry-migrate/ferry/shared/cass"
 	"github.com/ferry-migrate/ferry/shared/config"
+	"github.com/ferry-migrate/ferry/shared/orphan"
 	"github.com/ferry-migrate/ferry/shared/stage"
 	"github.com/ferry-migrate/ferry/shared/telemetry"
 )
@@ -104,7 +106,13 @@ type Env struct {
 	// targets this process uses, if any), "s3" (the buckets it uses, if any), and any added with
 	// AddReadiness.
 	Checks *telemetry.Checks
+	// SweepInterval is how often StartAdvisor's sweeper requeues orphans; 0 is
+	// orphan.SweepInterval (tests shorten it).
+	SweepInterval time.Duration
 
+	orphans    *orphan.Metrics
+	bg         sync.WaitGroup     // StartAdvisor's goroutines
+	stopBg     context.CancelFunc // ends them
 	configPath string
 	job        *config.Job
 	stopServe  func() // ends the metrics server, at the very end of Close
@@ -173,6 +181,7 @@ func (e *Env) instrument() {
 	reg.MustRegister(cass.Collectors()...)
 	reg.MustRegister(blobstore.Collectors()...)
 	reg.MustRegister(telemetry.ReadyCollector(e.Checks), dlqCollector{e})
+	e.orphans = orphan.NewMetrics(reg)
 	e.Checks.Add("nats", e.natsReady)
 	e.Checks.Add("cassandra", cass.Ready)
 	e.Checks.Add("s3", blobstore.Ready)
@@ -213,6 +222,7 @@ func (e *Env) Close() {
 	if e.stopServe != nil {
 		defer e.stopServe()
 	}
+	e.stopBackground()
 	if e.NC == nil {
 		return
 	}
@@ -229,11 +239,26 @@ func (e *Env) Close() {
 	}
 }
 
-// StartAdvisor runs the max-deliveries advisor (stage.RunAdvisor) in the background until ctx ends.
+// StartAdvisor runs, in the background until ctx ends or Close, the max-deliveries advisor
+// (stage.RunAdvisor) and the orphan sweeper (orphan.Sweeper), which requeues messages a work
+// queue's consumer will never deliver. Every service runs both, so no extra process is needed;
+// the advisor's shared consumer hands each advisory to one of them, and concurrent sweeps store
+// one copy of each orphan. Call it once.
 func (e *Env) StartAdvisor(ctx context.Context) {
-	go func() {
+	ctx, e.stopBg = context.WithCancel(ctx)
+	e.bg.Go(func() {
 		if err := stage.RunAdvisor(ctx, e.JS, e.Names, e.Metrics, e.Log); err != nil {
 			e.Log.Error("advisor stopped", "err", err)
 		}
-	}()
+	})
+	sw := &orphan.Sweeper{JS: e.JS, Names: e.Names, Interval: e.SweepInterval, Metrics: e.orphans, Log: e.Log}
+	e.bg.Go(func() { sw.Run(ctx) })
+}
+
+// stopBackground ends what StartAdvisor started and waits for it.
+func (e *Env) stopBackground() {
+	if e.stopBg != nil {
+		e.stopBg()
+	}
+	e.bg.Wait()
 }
