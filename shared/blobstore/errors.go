@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"strings"
+	"syscall"
 
 	"github.com/aws/smithy-go"
 	smithyhttp "github.com/aws/smithy-go/transport/http"
@@ -208,10 +210,38 @@ func IsAccessDenied(err error) bool {
 	return statusOf(err) == 403
 }
 
-// IsUnreachable reports whether err means S3 could not be reached at all (connection refused, no
-// route, DNS failure): an outage of the destination, not a fault of the object.
+// IsUnreachable reports whether err means S3 is not serving anyone at the moment, as opposed to a
+// failure of this one object: it could not be reached (connection refused, no route, DNS
+// failure), what stands in front of it answered for it (a load balancer or ingress whose backends
+// are down: 502, 503 "no healthy upstream", 504), or the connection was cut (reset, broken pipe,
+// EOF before or within the answer). Callers hold the message as an outage (stage.Outage) instead
+// of using up its budget, so a long outage does not dead-letter the backlog. A single object that
+// keeps getting one of these while others pass ends in the DLQ all the same: the runner counts
+// its runs once it was held for stage.Options.OutageAlone while other messages succeeded.
+//
+// Throttling (503 SlowDown, 429, the throttling codes) is held too: S3 asks every client to slow
+// down (a prefix's or a server's request rate), no object is at fault, and counting runs would
+// dead-letter the backlog under sustained throttling. Holding is backing off (pauses from 2 s up
+// to a minute), and the adaptive limit counts each as a drop and lowers the concurrency.
+//
+// 500 (InternalError) is not: S3 answered about this request, and some servers say 500 for one
+// object (a posix backend's I/O error on its file); it stays a transient error with a budget.
 func IsUnreachable(err error) bool {
-	if statusOf(err) != 0 {
+	if err == nil {
+		return false
+	}
+	var apiErr smithy.APIError
+	if errors.As(err, &apiErr) {
+		switch apiErr.ErrorCode() {
+		case "ServiceUnavailable", "SlowDown", "Throttling", "ThrottlingException", "RequestThrottled", "TooManyRequests":
+			return true
+		}
+	}
+	switch statusOf(err) {
+	case 0: // no answer: below
+	case 429, 502, 503, 504:
+		return true
+	default:
 		return false // S3 answered
 	}
 	var opErr *net.OpError
@@ -219,5 +249,10 @@ func IsUnreachable(err error) bool {
 		return true
 	}
 	var dnsErr *net.DNSError
-	return errors.As(err, &dnsErr)
+	if errors.As(err, &dnsErr) {
+		return true
+	}
+	// Cut connections: a proxy whose backend went away resets or closes them mid-request.
+	return errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.ECONNABORTED) ||
+		errors.Is(err, syscall.EPIPE) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF)
 }

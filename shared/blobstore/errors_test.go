@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"syscall"
 	"testing"
@@ -193,6 +194,86 @@ func TestIsBadDigest(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := IsBadDigest(tc.err); got != tc.want {
 				t.Errorf("IsBadDigest(%v) = %v, want %v", tc.err, got, tc.want)
+			}
+		})
+	}
+}
+
+// headErr is a HEAD's failure as the SDK returns it: HEAD has no body, so a proxy's answer to it
+// has no code the SDK could read.
+func headErr(status int) error {
+	return &smithy.OperationError{ServiceID: "S3", OperationName: "HeadObject",
+		Err: &awshttp.ResponseError{RequestID: "", ResponseError: &smithyhttp.ResponseError{
+			Response: &smithyhttp.Response{Response: &http.Response{StatusCode: status}},
+			Err:      &smithy.GenericAPIError{Code: http.StatusText(status), Message: http.StatusText(status)}}}}
+}
+
+// plainBodyErr is a failure whose body is a proxy's text, not S3's XML: the SDK cannot read a
+// code from it and says so, with the status.
+func plainBodyErr(status int) error {
+	return opErr(status, &smithy.DeserializationError{Err: errors.New("failed to decode response body, EOF"), Snapshot: []byte("no healthy upstream")})
+}
+
+// urlErr is a request that failed on its connection, as net/http returns it.
+func urlErr(op string, errno syscall.Errno) error {
+	return &url.Error{Op: "Put", URL: "https://s3.example/b/k", Err: &net.OpError{Op: op, Net: "tcp",
+		Err: os.NewSyscallError(op, errno)}}
+}
+
+// TestIsUnreachable: S3 that cannot be reached, or is not served by what stands in front of it
+// (502/503/504, a reset or cut connection), or throttles everyone, is an outage; an answer
+// about this request (4xx, 500) and a timeout are not.
+func TestIsUnreachable(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		err  error
+		want bool
+	}{
+		{"connection refused", sendErr(&net.OpError{Op: "dial", Net: "tcp", Err: os.NewSyscallError("connect", syscall.ECONNREFUSED)}), true},
+		{"no such host", sendErr(&net.DNSError{Err: "no such host", Name: "s3.example", IsNotFound: true}), true},
+		{"503 no healthy upstream", opErr(503, code("ServiceUnavailable", "no healthy upstream")), true},
+		{"503 plain-text body", plainBodyErr(503), true},
+		{"502 bad gateway", opErr(502, code("BadGateway", "")), true},
+		{"502 plain-text body", plainBodyErr(502), true},
+		{"504 gateway timeout", opErr(504, code("GatewayTimeout", "")), true},
+		{"HEAD 503", headErr(503), true},
+		{"HEAD 504", headErr(504), true},
+		{"503 SlowDown", opErr(503, code("SlowDown", "Please reduce your request rate.")), true},
+		{"429 too many requests", opErr(429, code("TooManyRequests", "")), true},
+		{"throttling code at 400", opErr(400, code("Throttling", "Rate exceeded")), true},
+		{"bare response error 503", &smithyhttp.ResponseError{Response: &smithyhttp.Response{Response: &http.Response{StatusCode: 503}},
+			Err: &smithy.GenericAPIError{Code: "ServiceUnavailable", Message: "no healthy upstream"}}, true},
+		{"connection reset", sendErr(urlErr("read", syscall.ECONNRESET)), true},
+		{"connection reset, bare", &net.OpError{Op: "read", Net: "tcp", Err: syscall.ECONNRESET}, true},
+		{"broken pipe while sending", sendErr(urlErr("write", syscall.EPIPE)), true},
+		{"connection aborted", sendErr(urlErr("read", syscall.ECONNABORTED)), true},
+		{"EOF before an answer", sendErr(&url.Error{Op: "Put", URL: "https://s3.example/b/k", Err: io.EOF}), true},
+		{"answer cut off", sendErr(io.ErrUnexpectedEOF), true},
+		{"body cut off", fmt.Errorf("get s3://b/k: read body: %w", io.ErrUnexpectedEOF), true},
+		{"body reset", fmt.Errorf("get s3://b/k: read body: %w", &net.OpError{Op: "read", Net: "tcp", Err: os.NewSyscallError("read", syscall.ECONNRESET)}), true},
+
+		{"nil", nil, false},
+		{"500 internal error", opErr(500, code("InternalError", "")), false},
+		{"HEAD 500", headErr(500), false},
+		{"access denied", opErr(403, code("AccessDenied", "")), false},
+		{"HEAD 403", headErr(403), false},
+		{"not found", fmt.Errorf("head s3://b/k: %w", ErrNotFound), false},
+		{"no such bucket", opErr(404, &types.NoSuchBucket{}), false},
+		{"request timeout code", opErr(400, code("RequestTimeout", "")), false},
+		{"bad digest", opErr(400, code("BadDigest", "")), false},
+		{"deadline", sendErr(fmt.Errorf("wrapped: %w", context.DeadlineExceeded)), false},
+		{"i/o timeout", sendErr(&net.OpError{Op: "read", Net: "tcp", Err: os.NewSyscallError("read", syscall.ETIMEDOUT)}), false},
+		{"certificate", sendErr(&tls.CertificateVerificationError{Err: x509.UnknownAuthorityError{}}), false},
+		{"unknown error", errors.New("something odd"), false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := IsUnreachable(tc.err); got != tc.want {
+				t.Errorf("IsUnreachable(%v) = %v, want %v", tc.err, got, tc.want)
+			}
+			if tc.err != nil {
+				if got := IsUnreachable(fmt.Errorf("key %q: %w", "k", tc.err)); got != tc.want {
+					t.Errorf("IsUnreachable(wrapped %v) = %v, want %v", tc.err, got, tc.want)
+				}
 			}
 		})
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -21,6 +22,14 @@ import (
 // and a message that kills its process every time is dead-lettered after budget+1 runs (its
 // first run, on the first delivery, is not recorded). A run that ends in a Fatal error or is cut
 // short by shutdown is taken back: neither is the message's fault.
+//
+// A record also says how its last run ended, as far as anyone knows: it failed (written with the
+// nak), or nobody knows (the process died or stalled, or the run succeeded and its ack or the
+// record's delete was lost). A success deletes the record before the ack. A message is
+// dead-lettered without a run only after a recheck: the run granted after a last budgeted run
+// whose end is unknown. A finished key is then passed on, not dead-lettered: the recheck finds its
+// output (handlers are idempotent) and succeeds. Only a recheck that also succeeds without its
+// delete and its ack arriving can still dead-letter a finished key.
 type attempts struct{ kv jetstream.KeyValue }
 
 // recState is what the attempts bucket holds of the current run.
@@ -32,35 +41,80 @@ const (
 	recUnknown                 // unreadable, unwritable or no bucket: write nothing
 )
 
+// ended is how a recorded run ended, as far as the bucket knows.
+type ended int
+
+const (
+	endUnknown ended = iota // "N": started; it died, stalled, or succeeded without its delete and ack arriving
+	endFailed               // "N failed": failed and nakked
+	endRecheck              // "N recheck": the extra run after an unknown end at the budget; started
+)
+
+// record is a message's entry in the attempts bucket; runs 0 is no entry.
+type record struct {
+	runs uint64
+	end  ended
+}
+
+// The record's text: "N" (the form written before runs said how they ended, read as unknown),
+// "N failed" or "N recheck".
+func (r record) String() string {
+	switch r.end {
+	case endFailed:
+		return strconv.FormatUint(r.runs, 10) + " failed"
+	case endRecheck:
+		return strconv.FormatUint(r.runs, 10) + " recheck"
+	}
+	return strconv.FormatUint(r.runs, 10)
+}
+
+func parseRecord(s string) (record, error) {
+	n, suffix, _ := strings.Cut(s, " ")
+	runs, err := strconv.ParseUint(n, 10, 64)
+	if err != nil {
+		return record{}, err
+	}
+	switch suffix {
+	case "":
+		return record{runs: runs}, nil
+	case "failed":
+		return record{runs: runs, end: endFailed}, nil
+	case "recheck":
+		return record{runs: runs, end: endRecheck}, nil
+	}
+	return record{}, fmt.Errorf("unknown state %q", suffix)
+}
+
 func attemptsKey(md *jetstream.MsgMetadata) string {
 	return md.Stream + "." + strconv.FormatUint(md.Sequence.Stream, 10)
 }
 
-func (a *attempts) get(ctx context.Context, md *jetstream.MsgMetadata) (uint64, error) {
+func (a *attempts) get(ctx context.Context, md *jetstream.MsgMetadata) (record, error) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
 	e, err := a.kv.Get(ctx, attemptsKey(md))
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return 0, nil
+		return record{}, nil
 	}
 	if err != nil {
-		return 0, fmt.Errorf("read attempts of %s: %w", attemptsKey(md), err)
+		return record{}, fmt.Errorf("read attempts of %s: %w", attemptsKey(md), err)
 	}
-	n, err := strconv.ParseUint(string(e.Value()), 10, 64)
+	rec, err := parseRecord(string(e.Value()))
 	if err != nil {
-		return 0, fmt.Errorf("attempts of %s: %w", attemptsKey(md), err)
+		return record{}, fmt.Errorf("attempts of %s: %w", attemptsKey(md), err)
 	}
-	return n, nil
+	return rec, nil
 }
 
-func (a *attempts) set(ctx context.Context, md *jetstream.MsgMetadata, runs uint64) error {
+// set writes rec; a record of no runs deletes the entry.
+func (a *attempts) set(ctx context.Context, md *jetstream.MsgMetadata, rec record) error {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
 	var err error
-	if runs == 0 {
+	if rec.runs == 0 {
 		err = a.kv.Delete(ctx, attemptsKey(md))
 	} else {
-		_, err = a.kv.Put(ctx, attemptsKey(md), []byte(strconv.FormatUint(runs, 10)))
+		_, err = a.kv.Put(ctx, attemptsKey(md), []byte(rec.String()))
 	}
 	if err != nil {
 		return fmt.Errorf("record attempts of %s: %w", attemptsKey(md), err)
@@ -89,50 +143,80 @@ func budgetOf(c *jetstream.ConsumerInfo, log *slog.Logger) uint64 {
 	return uint64(c.Config.MaxDeliver)
 }
 
-// before counts the run about to start and returns its number (runs before it plus one). ok is
-// false when the recorded runs already reached the budget: the last one never finished (its
-// process died or stalled each time), so msg is dead-lettered without another.
-func (r *runner) before(ctx context.Context, msg jetstream.Msg, md *jetstream.MsgMetadata) (runs uint64, rec recState, ok bool) {
+// attempt is the current run of a message as the attempts bucket knows it.
+type attempt struct {
+	runs uint64   // this run's number: runs before it plus one
+	rec  recState // what the bucket holds of this run
+	prev record   // the record before this run, which uncount restores
+}
+
+// before counts the run about to start. ok is false when msg was dead-lettered instead: its
+// recheck never finished either (its process died or stalled each time).
+func (r *runner) before(ctx context.Context, msg jetstream.Msg, md *jetstream.MsgMetadata) (a attempt, ok bool) {
 	if r.attempts == nil {
-		return md.NumDelivered, recUnknown, true
+		return attempt{runs: md.NumDelivered, rec: recUnknown}, true
 	}
 	if md.NumDelivered <= 1 {
-		return 1, recNone, true
+		return attempt{runs: 1, rec: recNone}, true
 	}
 	prev, err := r.attempts.get(ctx, md)
 	if err != nil {
 		// Unknown: run it; the server's backstop still bounds the deliveries.
 		r.attemptsLog(err)
-		return 1, recUnknown, true
+		return attempt{runs: 1, rec: recUnknown}, true
 	}
-	if r.budget > 0 && prev >= r.budget {
-		cause := fmt.Errorf("handler started %d times and never finished (%d deliveries): its process died or stalled each time", prev, md.NumDelivered)
-		r.deadLetter(ctx, msg, md, prev, bus.ReasonMaxDeliveries, cause)
-		return prev, recUnknown, false
+	if r.budget > 0 && prev.end == endRecheck && prev.runs >= r.budget {
+		cause := fmt.Errorf("handler started %d times and never finished (%d deliveries): its process died or stalled each time", prev.runs, md.NumDelivered)
+		r.deadLetter(ctx, msg, md, prev.runs, bus.ReasonMaxDeliveries, cause)
+		return attempt{runs: prev.runs, rec: recUnknown}, false
 	}
-	if err := r.attempts.set(ctx, md, prev+1); err != nil {
+	next := record{runs: prev.runs + 1}
+	// The budget's last run, and the one before it did not fail for sure (it died, stalled, or
+	// succeeded and its ack was lost; no record on a redelivery may also be a first run that
+	// died): this run is the recheck. A run that finished finds its output and passes the key on;
+	// if the recheck never finishes either, the next delivery dead-letters.
+	if r.budget > 0 && next.runs >= r.budget && prev.end != endFailed {
+		next.end = endRecheck
+	}
+	if err := r.attempts.set(ctx, md, next); err != nil {
 		r.attemptsLog(err)
-		return prev + 1, recUnknown, true
+		return attempt{runs: next.runs, rec: recUnknown, prev: prev}, true
 	}
-	return prev + 1, recWritten, true
+	return attempt{runs: next.runs, rec: recWritten, prev: prev}, true
 }
 
-// record writes a failed run that before did not write (a first delivery's).
-func (r *runner) record(ctx context.Context, md *jetstream.MsgMetadata, rec recState, runs uint64) {
-	if rec != recNone {
+// failed writes that the run failed, before its nak: the next delivery then knows it ended.
+func (r *runner) failed(ctx context.Context, md *jetstream.MsgMetadata, a attempt) {
+	if a.rec == recUnknown {
 		return
 	}
-	if err := r.attempts.set(ctx, md, runs); err != nil {
+	if err := r.attempts.set(ctx, md, record{runs: a.runs, end: endFailed}); err != nil {
+		r.attemptsLog(err)
+	}
+}
+
+// succeeded deletes the record of a redelivered message whose handler succeeded, before its
+// ack. Its output is durable, so if the ack is lost (or the process dies before it) the
+// redelivery must run it again, not find its budget used up and dead-letter it: with no record
+// it runs as on a first delivery and finds its output. Should the delete not happen (a crash
+// right after the handler returned, the bucket unreachable), the record says the run's end is
+// unknown, and the redelivery gets a recheck run at least. A first delivery has no record: the
+// happy path stays without a round trip.
+func (r *runner) succeeded(ctx context.Context, md *jetstream.MsgMetadata, a attempt) {
+	if r.attempts == nil || a.rec == recNone {
+		return
+	}
+	if err := r.attempts.set(ctx, md, record{}); err != nil {
 		r.attemptsLog(err)
 	}
 }
 
 // uncount takes back a run that before wrote but that says nothing about the message.
-func (r *runner) uncount(ctx context.Context, md *jetstream.MsgMetadata, rec recState, runs uint64) {
-	if rec != recWritten {
+func (r *runner) uncount(ctx context.Context, md *jetstream.MsgMetadata, a attempt) {
+	if a.rec != recWritten {
 		return
 	}
-	if err := r.attempts.set(ctx, md, runs-1); err != nil {
+	if err := r.attempts.set(ctx, md, a.prev); err != nil {
 		r.attemptsLog(err)
 	}
 }

@@ -359,3 +359,217 @@ func TestRunLegacyConsumerBudget(t *testing.T) {
 		}
 	}
 }
+
+// lossyConsumer loses the acks the drop function picks (as a reconnect loses a plain Ack).
+type lossyConsumer struct {
+	jetstream.Consumer
+	drop func() bool
+}
+
+func (c lossyConsumer) Messages(opts ...jetstream.PullMessagesOpt) (jetstream.MessagesContext, error) {
+	it, err := c.Consumer.Messages(opts...)
+	return lossyIter{it, c.drop}, err
+}
+
+type lossyIter struct {
+	jetstream.MessagesContext
+	drop func() bool
+}
+
+func (i lossyIter) Next(opts ...jetstream.NextOpt) (jetstream.Msg, error) {
+	m, err := i.MessagesContext.Next(opts...)
+	if err != nil {
+		return m, err
+	}
+	return lossyMsg{m, i.drop}, nil
+}
+
+type lossyMsg struct {
+	jetstream.Msg
+	drop func() bool
+}
+
+func (m lossyMsg) Ack() error {
+	if m.drop() {
+		return nil // sent into a dead connection: the server never sees it
+	}
+	return m.Msg.Ack()
+}
+
+// TestRunLostAckAfterLastRun: a message fails once, succeeds on its last budgeted run (its output
+// is durable), and the ack of that run is lost. The redelivery must run it again (it finds its
+// output), not find its budget used up and dead-letter it: the key would be both passed on and
+// dead-lettered.
+func TestRunLostAckAfterLastRun(t *testing.T) {
+	const budget = 2
+	_, js, n := budgetJob(t, budget, time.Second)
+	publishKeys(t, js, n, "k")
+	cons, err := js.Consumer(context.Background(), n.Keys, n.Fetcher)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var calls, succeeded atomic.Int32
+	h := func(context.Context, jetstream.Msg) error {
+		if calls.Add(1) == 1 {
+			return stage.Transient(bus.ReasonSourceError, errors.New("read timeout"))
+		}
+		succeeded.Add(1)
+		return nil
+	}
+	var acks atomic.Int32
+	lc := lossyConsumer{cons, func() bool { return acks.Add(1) == 1 }} // the first ack is lost
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Second)
+	defer cancel()
+	go func() {
+		for ctx.Err() == nil {
+			if ci, err := cons.Info(ctx); err == nil && ci.NumPending == 0 && ci.NumAckPending == 0 && acks.Load() > 0 {
+				break
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		cancel()
+	}()
+	if err := stage.Run(ctx, lc, h, stage.Options{Stage: bus.StageFetcher, Names: n, JS: js, Workers: 2,
+		Backoff: func(uint64) time.Duration { return 10 * time.Millisecond }}); err != nil {
+		t.Fatal(err)
+	}
+	if succeeded.Load() == 0 {
+		t.Fatal("the handler never succeeded")
+	}
+	for _, reason := range bus.Reasons {
+		if got := dlqCount(t, js, n, bus.StageFetcher, reason); got != 0 {
+			t.Errorf("%d dead letters %s of a key whose handler succeeded (runs %d, successes %d)", got, reason, calls.Load(), succeeded.Load())
+		}
+	}
+}
+
+// TestRunCrashAfterLastRunOutput: the last budgeted run makes its output durable and its process
+// dies before the runner deletes the run's record and acks. The redelivery, in another process,
+// must give the key a recheck run (which finds the output and passes the key on), not dead-letter
+// it; a recheck that dies too is dead-lettered (TestRunCrashingMessageDeadLettered).
+func TestRunCrashAfterLastRunOutput(t *testing.T) {
+	const budget = 2
+	url, js, n := budgetJob(t, budget, time.Second)
+	publishKeys(t, js, n, "k")
+	var calls, succeeded atomic.Int32
+	pjs, die := connectTo(t, url)
+	cons, err := pjs.Consumer(context.Background(), n.Keys, n.Fetcher)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	h := func(context.Context, jetstream.Msg) error {
+		if calls.Add(1) == 1 {
+			return stage.Transient(bus.ReasonSourceError, errors.New("read timeout"))
+		}
+		succeeded.Add(1) // the output is durable
+		die()            // the crash: no delete, no ack after this
+		cancel()
+		return nil
+	}
+	_ = stage.Run(ctx, cons, h, stage.Options{Stage: bus.StageFetcher, Names: n, JS: pjs, Workers: 2,
+		Grace: 50 * time.Millisecond, Backoff: func(uint64) time.Duration { return 10 * time.Millisecond }})
+	cancel()
+	if calls.Load() != budget {
+		t.Fatalf("%d runs before the crash, want %d", calls.Load(), budget)
+	}
+
+	cons, err = js.Consumer(context.Background(), n.Keys, n.Fetcher)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel = context.WithTimeout(context.Background(), 8*time.Second)
+	defer cancel()
+	go func() {
+		for ctx.Err() == nil {
+			if ci, err := cons.Info(ctx); err == nil && ci.NumPending == 0 && ci.NumAckPending == 0 && ci.NumRedelivered == 0 {
+				break
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		cancel()
+	}()
+	h = func(context.Context, jetstream.Msg) error {
+		calls.Add(1)
+		succeeded.Add(1)
+		return nil
+	}
+	if err := stage.Run(ctx, cons, h, stage.Options{Stage: bus.StageFetcher, Names: n, JS: js, Workers: 2}); err != nil {
+		t.Fatal(err)
+	}
+	if got := succeeded.Load(); got != 2 {
+		t.Errorf("%d successful runs, want 2 (the one whose process died, and the recheck)", got)
+	}
+	for _, reason := range bus.Reasons {
+		if got := dlqCount(t, js, n, bus.StageFetcher, reason); got != 0 {
+			t.Errorf("%d dead letters %s of a key whose handler succeeded", got, reason)
+		}
+	}
+	if got := bustest.Msgs(t, js, n.Keys); got != 0 {
+		t.Errorf("KEYS still holds %d messages", got)
+	}
+}
+
+// TestRunAttemptsOnlyOnRetries: messages acked at their first delivery never touch the attempts
+// bucket; a retried message's record is deleted when its handler succeeds.
+func TestRunAttemptsOnlyOnRetries(t *testing.T) {
+	_, js, n := budgetJob(t, 3, time.Minute)
+	keys := []string{"a", "b", "c", "d", "e", "retried"}
+	publishKeys(t, js, n, keys...)
+	cons, err := js.Consumer(context.Background(), n.Keys, n.Fetcher)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kv, err := js.KeyValue(context.Background(), n.Attempts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var failedOnce atomic.Bool
+	var ops atomic.Uint64 // the bucket's writes seen by the first runs, before "retried" failed
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	go func() {
+		for ctx.Err() == nil {
+			if ci, err := cons.Info(ctx); err == nil && ci.NumPending == 0 && ci.NumAckPending == 0 && failedOnce.Load() {
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		cancel()
+	}()
+	h := func(_ context.Context, m jetstream.Msg) error {
+		st, err := kv.Status(context.Background())
+		if err != nil {
+			return err
+		}
+		if !failedOnce.Load() {
+			ops.Store(max(ops.Load(), st.(*jetstream.KeyValueBucketStatus).StreamInfo().State.LastSeq))
+		}
+		if string(m.Data()) == "retried" && failedOnce.CompareAndSwap(false, true) {
+			return stage.Transient(bus.ReasonSourceError, errors.New("read timeout"))
+		}
+		return nil
+	}
+	if err := stage.Run(ctx, cons, h, stage.Options{Stage: bus.StageFetcher, Names: n, JS: js, Workers: 1,
+		Backoff: func(uint64) time.Duration { return 10 * time.Millisecond }}); err != nil {
+		t.Fatal(err)
+	}
+	st, err := kv.Status(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Writes: "1 failed", "2" before the retry, the delete after it.
+	if got := st.(*jetstream.KeyValueBucketStatus).StreamInfo().State.LastSeq; got != 3 {
+		t.Errorf("attempts bucket has had %d writes, want 3 (all of the retried key)", got)
+	}
+	if got := ops.Load(); got != 0 {
+		t.Errorf("%d writes to the attempts bucket by messages acked at their first delivery", got)
+	}
+	if ks, err := kv.ListKeys(context.Background()); err != nil {
+		t.Fatal(err)
+	} else {
+		for k := range ks.Keys() {
+			t.Errorf("attempts bucket still holds %s after its message succeeded", k)
+		}
+	}
+}

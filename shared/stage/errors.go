@@ -7,6 +7,7 @@ package stage
 import (
 	"errors"
 	"fmt"
+	"time"
 )
 
 type permanentError struct {
@@ -84,11 +85,32 @@ func (e *outageError) Unwrap() error { return e.err }
 // Outage marks err as a dependency being down for every key (all read targets unreachable, S3
 // refusing connections). The runner keeps the message, extends its ack deadline and retries it
 // with growing pauses until the dependency answers: no delivery is used up, so an outage of any
-// length neither dead-letters the backlog nor spins.
+// length neither dead-letters the backlog nor spins. A message held for Options.OutageAlone while
+// calls started after its hold began succeed is not in an outage, whatever its error says: its
+// failure counts as a run (ownError), so the budget ends it.
 func Outage(err error) error { return &outageError{err: err} }
 
 // IsOutage reports whether err is an Outage.
 func IsOutage(err error) bool {
 	var o *outageError
 	return errors.As(err, &o)
+}
+
+// ownOutage is an Outage error that only one message kept getting while the dependency answered
+// others: a failure of that message, which counts as a run, no longer an outage.
+type ownOutage struct {
+	err  error // what the outage error wrapped: IsOutage no longer sees it
+	text string
+}
+
+func (e *ownOutage) Error() string { return e.text }
+func (e *ownOutage) Unwrap() error { return e.err }
+
+func ownError(err error, held time.Duration) error {
+	var o *outageError
+	inner := err
+	if errors.As(err, &o) {
+		inner = o.err
+	}
+	return &ownOutage{err: inner, text: fmt.Sprintf("%v (held %s while the dependency answered other messages)", err, held.Round(time.Second))}
 }

@@ -36,6 +36,11 @@ type Options struct {
 	// OutagePause is the first pause before retrying a message after an Outage error (it doubles
 	// up to a minute); default 2s.
 	OutagePause time.Duration
+	// OutageAlone is how long a message is held through Outage errors while handler calls that
+	// started after its hold began succeed, before its error counts as its own: a run of its
+	// budget, so that one key that a dependency refuses forever (an object its S3 answers 503 for)
+	// ends in the DLQ instead of holding a worker forever; default 5m.
+	OutageAlone time.Duration
 	// Grace is how long in-flight handlers may finish after shutdown begins; default 30s.
 	Grace time.Duration
 	// KeyOf is the source key of a message, for dead letters; default the Ferry-Key header, else
@@ -143,6 +148,9 @@ type runner struct {
 	lastOutageLog atomic.Int64
 	// lastAttemptsLog is when a failure to read or write the attempts bucket was last logged.
 	lastAttemptsLog atomic.Int64
+	// lastOK is when the latest handler call that succeeded started (unix nanoseconds): a
+	// dependency answered after that.
+	lastOK atomic.Int64
 }
 
 func (o *Options) defaults() {
@@ -157,6 +165,9 @@ func (o *Options) defaults() {
 	}
 	if o.OutagePause <= 0 {
 		o.OutagePause = 2 * time.Second
+	}
+	if o.OutageAlone <= 0 {
+		o.OutageAlone = 5 * time.Minute
 	}
 	if o.Grace <= 0 {
 		o.Grace = 30 * time.Second
@@ -208,22 +219,37 @@ func (r *runner) process(ctx context.Context, msg jetstream.Msg) (time.Duration,
 		_ = msg.Term()
 		return 0, sampleNone
 	}
-	runs, rec, ok := r.before(ctx, msg, md)
+	a, ok := r.before(ctx, msg, md)
 	if !ok {
 		return 0, sampleNone
 	}
+	runs := a.runs
 	m := r.o.Metrics
 	m.inFlight(r.o).Inc()
 	start := time.Now()
 	latency, err := r.call(ctx, msg)
 	sample := r.outcome(err)
+	if err == nil {
+		r.answered(start)
+	}
+	held := time.Now()
 	for pause := r.o.OutagePause; IsOutage(err) && !r.stopping.Load(); pause = min(pause*2, time.Minute) {
 		m.count(r.o, "outage")
 		r.outageLog(err)
 		if !r.hold(ctx, msg, pause) {
 			break
 		}
-		_, err = r.call(ctx, msg)
+		began := time.Now()
+		if _, err = r.call(ctx, msg); err == nil {
+			r.answered(began)
+		}
+		// The dependency answers calls that started after this hold began, and still not this
+		// message's, for OutageAlone: the error is the message's own. Evidence from calls that
+		// started later only: those in flight when a whole outage began may still succeed.
+		if IsOutage(err) && time.Since(held) >= r.o.OutageAlone && r.lastOK.Load() > held.UnixNano() {
+			err = ownError(err, time.Since(held))
+			r.o.Log.Debug("held through an outage that other messages do not see: counting a run", "key", r.o.KeyOf(msg), "err", err)
+		}
 	}
 	m.inFlight(r.o).Dec()
 	m.observe(r.o, time.Since(start))
@@ -234,6 +260,7 @@ func (r *runner) process(ctx context.Context, msg jetstream.Msg) (time.Duration,
 		r.maxDeliver > 0 && md.NumDelivered >= uint64(r.maxDeliver)
 	switch reason, permanent := IsPermanent(err); {
 	case err == nil:
+		r.succeeded(ctx, md, a) // before the ack: a redelivery after a lost ack must run, not dead-letter
 		if aerr := msg.Ack(); aerr != nil {
 			// Output is durable; a lost ack means a redelivery whose output the broker dedupes.
 			r.o.Log.Warn("ack failed", "err", aerr)
@@ -242,22 +269,22 @@ func (r *runner) process(ctx context.Context, msg jetstream.Msg) (time.Duration,
 	case IsFatal(err):
 		// Shutdown first: the nak redelivers at once, and no other worker may run it again.
 		r.setFatal(fmt.Errorf("%s: %w", r.o.Stage, err))
-		r.uncount(ctx, md, rec, runs)
+		r.uncount(ctx, md, a)
 		_ = msg.Nak()
 		m.count(r.o, "fatal")
 	case permanent:
 		r.deadLetter(ctx, msg, md, runs, reason, err)
 	case r.stopping.Load() && (ctx.Err() != nil || IsOutage(err)):
 		// Cut short by shutdown: not the message's fault, so no dead letter and no run counted.
-		r.uncount(ctx, md, rec, runs)
+		r.uncount(ctx, md, a)
 		_ = msg.Nak()
 		m.count(r.o, "retry")
 	case lastRun:
 		if !r.deadLetter(ctx, msg, md, runs, transientReason(err, r.o.ExhaustedReason), err) {
-			r.uncount(ctx, md, rec, runs) // the redelivery runs once more and dead-letters
+			r.uncount(ctx, md, a) // the redelivery runs once more and dead-letters
 		}
 	default:
-		r.record(ctx, md, rec, runs)
+		r.failed(ctx, md, a)
 		_ = msg.NakWithDelay(r.o.Backoff(runs))
 		m.count(r.o, "retry", transientReason(err, r.o.ExhaustedReason))
 		r.o.Log.Debug("retry", "key", r.o.KeyOf(msg), "runs", runs, "delivered", md.NumDelivered, "err", err)
@@ -298,6 +325,16 @@ func (r *runner) hold(ctx context.Context, msg jetstream.Msg, d time.Duration) b
 		case <-r.stop:
 			return false
 		case <-t.C:
+		}
+	}
+}
+
+// answered notes a handler call that started at began and succeeded.
+func (r *runner) answered(began time.Time) {
+	for t := began.UnixNano(); ; {
+		last := r.lastOK.Load()
+		if last >= t || r.lastOK.CompareAndSwap(last, t) {
+			return
 		}
 	}
 }

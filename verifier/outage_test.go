@@ -1,0 +1,107 @@
+package verifier
+
+import (
+	"context"
+	"crypto/md5"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/aws/smithy-go"
+	smithyhttp "github.com/aws/smithy-go/transport/http"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/ferry-migrate/ferry/shared/blobstore"
+	"github.com/ferry-migrate/ferry/shared/bus"
+	"github.com/ferry-migrate/ferry/shared/bustest"
+	"github.com/ferry-migrate/ferry/shared/stage"
+)
+
+// downStore answers HEAD with head, or fails it with headErr, and GET with getErr.
+type downStore struct {
+	head            blobstore.HeadResult
+	headErr, getErr error
+}
+
+func (s downStore) Head(context.Context, string) (blobstore.HeadResult, error) {
+	return s.head, s.headErr
+}
+func (s downStore) Get(context.Context, string) ([]byte, error) { return nil, s.getErr }
+
+// s3Answer is S3's (or its proxy's) answer as the SDK returns it.
+func s3Answer(status int, code, msg string) error {
+	return &smithyhttp.ResponseError{Response: &smithyhttp.Response{Response: &http.Response{StatusCode: status}},
+		Err: &smithy.GenericAPIError{Code: code, Message: msg}}
+}
+
+// TestVerifierS3DownBehindProxy: an S3 behind a load balancer or ingress whose backend is down
+// answers 502/503/504 or cuts the connection. That is an outage (held, no run of the budget used),
+// as a refused connection is, not a transient error: otherwise the whole backlog is dead-lettered
+// once each message has used its budget. So is S3's throttling (503 SlowDown). A 500 is S3
+// answering about this request: a transient error.
+func TestVerifierS3DownBehindProxy(t *testing.T) {
+	body := []byte("b")
+	sum := md5.Sum(body)
+	good := blobstore.HeadResult{Key: "p/k", Size: 1, ETag: hex.EncodeToString(sum[:])}
+	reset := &net.OpError{Op: "read", Net: "tcp", Err: os.NewSyscallError("read", syscall.ECONNRESET)}
+	for _, tc := range []struct {
+		name       string
+		store      downStore
+		sample     float64
+		wantOutage bool
+	}{
+		{"503 no healthy upstream", downStore{headErr: s3Answer(503, "ServiceUnavailable", "no healthy upstream")}, 0, true},
+		{"502 bad gateway", downStore{headErr: s3Answer(502, "BadGateway", "")}, 0, true},
+		{"504 gateway timeout", downStore{headErr: s3Answer(504, "GatewayTimeout", "")}, 0, true},
+		{"503 SlowDown", downStore{headErr: s3Answer(503, "SlowDown", "Please reduce your request rate.")}, 0, true},
+		{"connection reset", downStore{headErr: reset}, 0, true},
+		{"EOF before an answer", downStore{headErr: fmt.Errorf("head s3://b/p/k: %w", io.EOF)}, 0, true},
+		{"deep check cut off", downStore{head: good, getErr: fmt.Errorf("get s3://b/p/k: read body: %w", io.ErrUnexpectedEOF)}, 1, true},
+		{"500 internal error", downStore{headErr: s3Answer(500, "InternalError", "")}, 0, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			js, n := bustest.Job(t)
+			v := &Verifier{Names: n, JS: js, Store: tc.store, Sample: tc.sample}
+			err := v.Handle(context.Background(), uploaded(t, js, n, "k", "p/k", body))
+			if stage.IsOutage(err) != tc.wantOutage {
+				t.Errorf("Handle = %v: outage %v, want %v", err, stage.IsOutage(err), tc.wantOutage)
+			}
+			if _, permanent := stage.IsPermanent(err); err == nil || permanent || stage.IsFatal(err) {
+				t.Errorf("Handle = %v, want a retry (an outage or a transient error)", err)
+			}
+		})
+	}
+}
+
+// uploaded publishes an UPLOADED message of key and returns it as the verifier's consumer gets it.
+func uploaded(t *testing.T, js jetstream.JetStream, n bus.Names, key, s3Key string, body []byte) jetstream.Msg {
+	t.Helper()
+	ctx := context.Background()
+	sum := md5.Sum(body)
+	m := nats.NewMsg(n.UploadedSubject)
+	m.Header.Set(bus.HdrID, bus.KeyID(n.Job, key))
+	m.Header.Set(bus.HdrKey, key)
+	m.Header.Set(bus.HdrS3Key, s3Key)
+	m.Header.Set(bus.HdrSize, strconv.Itoa(len(body)))
+	m.Header.Set(bus.HdrMD5, hex.EncodeToString(sum[:]))
+	if _, err := js.PublishMsg(ctx, m); err != nil {
+		t.Fatal(err)
+	}
+	cons, err := js.Consumer(ctx, n.Uploaded, n.Verifier)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg, err := cons.Next(jetstream.FetchMaxWait(2 * time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return msg
+}
