@@ -12,7 +12,6 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
-	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -134,10 +133,8 @@ func (u *Uploader) Handle(ctx context.Context, msg jetstream.Msg) error {
 	if err != nil {
 		err = fmt.Errorf("key %q: %w", key, err)
 		if blobstore.IsAccessDenied(err) {
-			u.denials.record(true)
-			return u.refused(ctx, err)
+			return u.refused(ctx, s3Key, err)
 		}
-		u.denials.record(false)
 		switch blobstore.Classify(err) {
 		case blobstore.Fatal:
 			return stage.Fatal(err)
@@ -150,7 +147,7 @@ func (u *Uploader) Handle(ctx context.Context, msg jetstream.Msg) error {
 			return stage.Transient(bus.ReasonUploadError, err)
 		}
 	}
-	u.denials.record(false)
+	u.denials.record(s3Key)
 	if err := u.done(ctx, msg, res.ETag); err != nil {
 		return err
 	}
@@ -330,86 +327,4 @@ func (u *Uploader) objectBytes(ctx context.Context, name string, size int64) ([]
 		case <-time.After(time.Duration(attempt) * 500 * time.Millisecond):
 		}
 	}
-}
-
-// probeKeyPrefix is where the uploader asks S3 whether it may write at all; ProbeWrite leaves
-// nothing there.
-const probeKeyPrefix = ".ferry-probe/"
-
-// refused decides what an AccessDenied on one object means. If S3 lets this process write
-// elsewhere in the bucket (a probe), the refusal belongs to the object (an object lock, a policy
-// on its prefix): that key is dead-lettered and the rest go on. If the probe is refused too, or
-// most recent uploads were refused, every key would be: the uploader stops instead of
-// dead-lettering the backlog.
-func (u *Uploader) refused(ctx context.Context, err error) error {
-	if denied, of := u.denials.recentDenied(); denied >= minDenied && 2*denied >= of {
-		return stage.Fatal(fmt.Errorf("%w (S3 refused %d of the last %d uploads: fix the bucket policy or credentials, then replay the dead-lettered keys)", err, denied, of))
-	}
-	perr := u.denials.probe(ctx, func(ctx context.Context) error {
-		return u.Store.ProbeWrite(ctx, probeKeyPrefix+u.Names.Job)
-	})
-	switch {
-	case perr == nil:
-		return stage.Permanent(bus.ReasonUploadError, fmt.Errorf("%w: S3 refuses this object but lets ferry write others (an object lock, or a policy on its prefix); fix that and replay the key", err))
-	case blobstore.IsAccessDenied(perr) || blobstore.Classify(perr) == blobstore.Fatal:
-		return stage.Fatal(fmt.Errorf("%w (a write probe was refused too: %v)", err, perr))
-	case blobstore.IsUnreachable(perr):
-		return stage.Outage(fmt.Errorf("%w (the write probe found S3 unreachable: %v)", err, perr))
-	}
-	return stage.Transient(bus.ReasonUploadError, fmt.Errorf("%w (the write probe failed: %v)", err, perr))
-}
-
-const (
-	// minDenied refusals among the recent uploads, half of them or more, mean a policy refuses
-	// this job's objects even when the probe's key is allowed.
-	minDenied = 20
-	// probeFor is how long a probe's answer stands: a prefix of a million refused keys costs one
-	// probe every probeFor, not one per key.
-	probeFor = 30 * time.Second
-)
-
-// denials keeps the outcomes of the recent uploads and the last write probe.
-type denials struct {
-	mu       sync.Mutex
-	recent   [100]bool // true: AccessDenied
-	n, next  int
-	denied   int
-	probedAt time.Time
-	probeErr error
-}
-
-func (d *denials) record(denied bool) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.n == len(d.recent) {
-		if d.recent[d.next] {
-			d.denied--
-		}
-	} else {
-		d.n++
-	}
-	d.recent[d.next] = denied
-	if denied {
-		d.denied++
-	}
-	d.next = (d.next + 1) % len(d.recent)
-}
-
-// recentDenied is how many of the last of uploads S3 refused.
-func (d *denials) recentDenied() (denied, of int) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.denied, d.n
-}
-
-// probe runs fn, or returns its last answer if that is younger than probeFor.
-func (d *denials) probe(ctx context.Context, fn func(context.Context) error) error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if !d.probedAt.IsZero() && time.Since(d.probedAt) < probeFor {
-		return d.probeErr
-	}
-	d.probeErr = fn(ctx)
-	d.probedAt = time.Now()
-	return d.probeErr
 }

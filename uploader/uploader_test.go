@@ -228,34 +228,6 @@ func TestMetaValue(t *testing.T) {
 	}
 }
 
-// Refusals of most recent uploads stop the uploader even when the probe's key may be written: a
-// policy on the prefix of every key must not dead-letter the whole backlog.
-func TestRefusalsStopTheUploader(t *testing.T) {
-	js, n := bustest.Job(t)
-	ctx := context.Background()
-	store := &fakeStore{objects: map[string][]byte{}, owners: map[string]string{},
-		putErr: &smithy.GenericAPIError{Code: "AccessDenied", Message: "Access Denied"}}
-	u := &Uploader{Names: n, JS: js, Store: store, PartSize: 16 << 20}
-	var dead, fatalAt int
-	for i := 1; i <= 2*minDenied && fatalAt == 0; i++ {
-		err := u.Handle(ctx, blobMsg(t, js, n, "k"+strconv.Itoa(i), []byte("b"), "", nil))
-		switch _, permanent := stage.IsPermanent(err); {
-		case permanent:
-			dead++
-		case stage.IsFatal(err):
-			fatalAt = i
-		default:
-			t.Fatalf("key %d: Handle = %v; want dead-lettered or fatal", i, err)
-		}
-	}
-	if fatalAt != minDenied || dead != minDenied-1 {
-		t.Errorf("fatal at upload %d after %d dead letters; want fatal at %d", fatalAt, dead, minDenied)
-	}
-	if store.probes != 1 {
-		t.Errorf("%d write probes; want 1 (its answer stands for %v)", store.probes, probeFor)
-	}
-}
-
 // The CRC32C the fetcher computed from the source goes to S3 with the bytes and on to UPLOADED.
 func TestSourceCRCTravels(t *testing.T) {
 	js, n := bustest.Job(t)

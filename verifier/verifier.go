@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"sync"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -19,6 +20,7 @@ import (
 	"github.com/ferry-migrate/ferry/shared/blobstore"
 	"github.com/ferry-migrate/ferry/shared/bus"
 	"github.com/ferry-migrate/ferry/shared/config"
+	"github.com/ferry-migrate/ferry/shared/refusal"
 	"github.com/ferry-migrate/ferry/shared/service"
 	"github.com/ferry-migrate/ferry/shared/stage"
 )
@@ -35,6 +37,9 @@ type Verifier struct {
 	JS     jetstream.JetStream
 	Store  Store
 	Sample float64 // fraction of objects read back and hashed
+
+	readOnce sync.Once
+	reads    refusal.Judge // HEAD refused: of this object, or of every object? (see refused)
 }
 
 // Handle is the stage.Handler.
@@ -51,9 +56,12 @@ func (v *Verifier) Handle(ctx context.Context, msg jetstream.Msg) error {
 	switch {
 	case errors.Is(err, blobstore.ErrNotFound):
 		return stage.Permanent(bus.ReasonVerifyMissing, fmt.Errorf("key %q: %w", key, err))
+	case err != nil && blobstore.IsAccessDenied(err):
+		return v.refused(ctx, s3Key, fmt.Errorf("key %q: %w", key, err))
 	case err != nil:
 		return s3Failure(fmt.Errorf("key %q: %w", key, err))
 	}
+	v.reads.Good(s3Key)
 	// The source's CRC32C against S3's own, and ferry's MD5 in the metadata: never the ETag alone
 	// when those are there (with SSE-KMS or SSE-C it is not the MD5).
 	if err := head.Check(blobstore.Want{Size: size, MD5: sum, CRC32C: crc}); err != nil {
@@ -101,6 +109,49 @@ func s3Failure(err error) error {
 		return stage.Fatal(err)
 	}
 	return err
+}
+
+// probeName is the key the read probe HEADs, "<dir>.ferry-probe-<job>", when no object is known
+// to be readable: ferry never writes it, and a 404 proves read access as well as a 200 would.
+const probeName = ".ferry-probe-"
+
+// refused decides what a refused HEAD of s3Key means (AccessDenied, or a bare 403: HEAD answers
+// have no body); err names the key. The read probe HEADs the last object this process verified,
+// else the job's last verified key (DONE), else a key that does not exist in s3Key's top-level
+// directory (without s3:ListBucket S3 answers 403 for that one: the probe counts as refused).
+//
+// If the probe is answered, the refusal belongs to the object (a deny on its prefix, an SSE-C
+// object, a KMS key the verifier may not use): the key is dead-lettered verify_missing, the
+// closest reason, since the verifier cannot see the object ferry wrote (verify_mismatch would
+// claim other bytes); a replay runs the key again once its access is fixed. Stopping instead
+// would not end: on every restart the same message comes first. If the probe is refused too,
+// every HEAD would be: the verifier stops, as for bad credentials.
+func (v *Verifier) refused(ctx context.Context, s3Key string, err error) error {
+	v.readOnce.Do(func() {
+		v.reads.Target = func(known, dir string) string {
+			if known != "" {
+				return known
+			}
+			return dir + probeName + v.Names.Job
+		}
+		v.reads.Probe = func(ctx context.Context, key string) error {
+			if _, err := v.Store.Head(ctx, key); err != nil && !errors.Is(err, blobstore.ErrNotFound) {
+				return err
+			}
+			return nil
+		}
+		v.reads.Known = refusal.LastDone(v.JS, v.Names)
+	})
+	perr := v.reads.Check(ctx, s3Key)
+	switch {
+	case perr == nil:
+		return stage.Permanent(bus.ReasonVerifyMissing, fmt.Errorf("%w: S3 refuses HEAD of this object but answers for others (a policy on its prefix, an SSE-C or KMS key the verifier may not use); fix that and replay the key", err))
+	case blobstore.IsAccessDenied(perr) || blobstore.Classify(perr) == blobstore.Fatal:
+		return stage.Fatal(fmt.Errorf("%w (a read probe was refused too: %v)", err, perr))
+	case blobstore.IsUnreachable(perr):
+		return stage.Outage(fmt.Errorf("%w (the read probe found S3 unreachable: %v)", err, perr))
+	}
+	return fmt.Errorf("%w (the read probe failed: %v)", err, perr) // retried
 }
 
 // sourceCRC is the CRC32C the fetcher computed from the source bytes, in S3's base64 form; ""
