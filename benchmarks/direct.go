@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -18,6 +17,7 @@ import (
 	"github.com/ferry-migrate/ferry/shared/blobstore"
 	"github.com/ferry-migrate/ferry/shared/cass"
 	"github.com/ferry-migrate/ferry/shared/config"
+	"github.com/ferry-migrate/ferry/shared/keylist"
 	"github.com/ferry-migrate/ferry/shared/keyrules"
 )
 
@@ -133,7 +133,7 @@ func (m *migrator) copy(ctx context.Context, key string) error {
 	if err := m.retry(ctx, func() error {
 		_, err := m.store.Put(ctx, blobstore.PutInput{
 			Key: s3Key, Body: blob, MD5: sum[:], ContentType: m.rules.ContentType(s3Key),
-			Metadata: map[string]string{"ferry-key": key},
+			Metadata: map[string]string{"ferry-source-key": key}, // as the uploader's owner record, for equal work
 		})
 		return err
 	}); err != nil {
@@ -242,9 +242,9 @@ func readKeys(path string) ([]string, error) {
 	defer f.Close()
 	var keys []string
 	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if k := strings.TrimSpace(sc.Text()); k != "" {
-			keys = append(keys, k)
+	for first := true; sc.Scan(); first = false {
+		if k := keylist.Key(sc.Bytes(), first); len(k) > 0 { // trimmed as the producer trims
+			keys = append(keys, string(k))
 		}
 	}
 	if err := sc.Err(); err != nil {

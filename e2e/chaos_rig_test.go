@@ -774,7 +774,7 @@ func (r *rig) checkBytes(entries []entry, content func(string) []byte) []string 
 	for range 32 {
 		wg.Go(func() {
 			for e := range work {
-				s3Key := e.Header.Get(bus.HdrS3Key)
+				s3Key, _ := bus.Text(e.Header, bus.HdrS3Key)
 				body, err := store.Get(ctx, s3Key)
 				if err == nil && !bytes.Equal(body, content(e.Key)) {
 					err = fmt.Errorf("S3 holds %d bytes that differ from the source's %d", len(body), len(content(e.Key)))

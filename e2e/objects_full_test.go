@@ -128,6 +128,7 @@ func TestFaultObjectsFull(t *testing.T) {
 // consistency ALL, so every DC holds the rows.
 func writeRows(t *testing.T, target int, cql string, args ...any) {
 	t.Helper()
+	seeded(t) // the keyspace and tables, when this test runs alone
 	job, err := config.Load(cfgPath)
 	if err != nil {
 		t.Fatal(err)

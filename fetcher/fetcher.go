@@ -93,8 +93,8 @@ func (f *Fetcher) Handle(ctx context.Context, msg jetstream.Msg) error {
 		id = bus.KeyID(f.Names.Job, key)
 		out.Header.Set(bus.HdrID, id)
 	}
-	out.Header.Set(bus.HdrKey, key)
-	out.Header.Set(bus.HdrS3Key, s3Key)
+	bus.SetText(out.Header, bus.HdrKey, key)
+	bus.SetText(out.Header, bus.HdrS3Key, s3Key)
 	out.Header.Set(bus.HdrSize, strconv.Itoa(len(blob)))
 	out.Header.Set(bus.HdrMD5, hex.EncodeToString(sum[:]))
 	out.Header.Set(bus.HdrCRC32C, strconv.FormatUint(uint64(crc32.Checksum(blob, castagnoli)), 10))

@@ -11,7 +11,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"net/url"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -49,11 +48,13 @@ type Uploader struct {
 // Handle is the stage.Handler.
 func (u *Uploader) Handle(ctx context.Context, msg jetstream.Msg) error {
 	h := msg.Headers()
-	key, s3Key, object := h.Get(bus.HdrKey), h.Get(bus.HdrS3Key), h.Get(bus.HdrObject)
+	key, keyErr := bus.Text(h, bus.HdrKey)
+	s3Key, s3Err := bus.Text(h, bus.HdrS3Key)
+	object := h.Get(bus.HdrObject)
 	size := bus.SizeOf(h)
 	sum, err := hex.DecodeString(h.Get(bus.HdrMD5))
 	crc, crcErr := sourceCRC(h)
-	if s3Key == "" || size < 0 || err != nil || len(sum) != md5.Size || crcErr != nil {
+	if s3Key == "" || size < 0 || err != nil || len(sum) != md5.Size || crcErr != nil || keyErr != nil || s3Err != nil {
 		return stage.Permanent(bus.ReasonUploadError, fmt.Errorf("key %q: malformed BLOBS message (S3 key %q, size %q, md5 %q, crc32c %q)", key, s3Key, h.Get(bus.HdrSize), h.Get(bus.HdrMD5), h.Get(bus.HdrCRC32C)))
 	}
 	want := blobstore.Want{Size: size, MD5: sum, CRC32C: crc}
@@ -95,7 +96,7 @@ func (u *Uploader) Handle(ctx context.Context, msg jetstream.Msg) error {
 	}
 	in := blobstore.PutInput{
 		Key: s3Key, Body: body, MD5: sum, ContentType: h.Get(bus.HdrContentType),
-		Metadata:     map[string]string{"ferry-key": metaValue(key)},
+		Metadata:     map[string]string{ownerMeta: ownerValue(key)},
 		StorageClass: u.StorageClass, PartSize: u.PartSize, IfAbsent: true, CRC32C: crc,
 		Progress: func() { _ = msg.InProgress() },
 	}
@@ -111,14 +112,20 @@ func (u *Uploader) Handle(ctx context.Context, msg jetstream.Msg) error {
 		// or two keys the rules map to one object on purpose); other bytes of another source key
 		// are never overwritten: the first key would be lost while it counts as verified.
 		head, herr := u.Store.Head(ctx, s3Key)
-		owner := head.Metadata["ferry-key"]
+		owner, name := ownerOf(head.Metadata, key)
 		switch {
+		case errors.Is(herr, blobstore.ErrNotFound):
+			// Deleted since the PUT was refused (a lifecycle rule, an operator, the other
+			// writer's upload aborted): a new conditional PUT decides.
+			return stage.Transient(bus.ReasonUploadError, fmt.Errorf("key %q: S3 key %q refused the conditional put, then was gone: %w", key, s3Key, herr))
 		case herr != nil:
 			err = fmt.Errorf("head after a refused conditional put: %w", herr)
 		case head.Check(want) == nil:
 			return u.done(ctx, msg, head.ETag)
-		case owner != "" && owner != metaValue(key):
-			return stage.Permanent(bus.ReasonUploadError, fmt.Errorf("key %q: S3 key %q already holds other bytes of source key %q: two source keys map to one S3 key; fix the key rules and replay", key, s3Key, owner))
+		case owner == ownerOther:
+			return stage.Permanent(bus.ReasonUploadError, fmt.Errorf("key %q: S3 key %q already holds other bytes of source key %q: two source keys map to one S3 key; fix the key rules and replay", key, s3Key, name))
+		case owner == ownerAmbiguous:
+			return stage.Permanent(bus.ReasonUploadError, fmt.Errorf("key %q: S3 key %q holds other bytes, written by an older ferry for %q, which this key or another could have been: not overwritten; if the object is this key's, delete it and replay", key, s3Key, name))
 		default: // the same key with new bytes: the source changed since the last run
 			in.IfAbsent = false
 			res, err = u.Store.Put(ctx, in)
@@ -168,11 +175,7 @@ func (u *Uploader) done(ctx context.Context, msg jetstream.Msg, etag string) err
 	in := msg.Headers()
 	out := nats.NewMsg(u.Names.UploadedSubject)
 	bus.Carry(out.Header, in)
-	for _, k := range []string{bus.HdrS3Key, bus.HdrSize, bus.HdrMD5, bus.HdrCRC32C, bus.HdrSource} {
-		if v := in.Get(k); v != "" {
-			out.Header.Set(k, v)
-		}
-	}
+	bus.Copy(out.Header, in, bus.HdrS3Key, bus.HdrSize, bus.HdrMD5, bus.HdrCRC32C, bus.HdrSource)
 	out.Header.Set(bus.HdrETag, etag)
 	_, err := u.JS.PublishMsg(ctx, out, jetstream.WithMsgID(bus.MsgID("uploaded", in.Get(bus.HdrID))),
 		jetstream.WithExpectStream(u.Names.Uploaded))
@@ -282,18 +285,6 @@ func Run(ctx context.Context, env *service.Env, cfg Config) error {
 		env.Log.Error("uploader stopped: S3 refuses every upload; fix the destination or credentials and start it again", "err", err)
 	}
 	return err
-}
-
-// metaValue makes a source key safe as an x-amz-meta value (HTTP headers carry ASCII): a key of
-// printable ASCII without '%' is stored as it is, any other key query-escaped. Escaping every key
-// that holds a '%' keeps the mapping one-to-one: "é" and the literal "%C3%A9" stay two owners.
-func metaValue(key string) string {
-	for i := 0; i < len(key); i++ {
-		if key[i] < 0x20 || key[i] > 0x7e || key[i] == '%' {
-			return url.QueryEscape(key)
-		}
-	}
-	return key
 }
 
 // sourceCRC is the CRC32C the fetcher computed from the source bytes, in S3's base64 form; ""

@@ -45,11 +45,12 @@ type Verifier struct {
 // Handle is the stage.Handler.
 func (v *Verifier) Handle(ctx context.Context, msg jetstream.Msg) error {
 	h := msg.Headers()
-	key, s3Key := h.Get(bus.HdrKey), h.Get(bus.HdrS3Key)
+	key, keyErr := bus.Text(h, bus.HdrKey)
+	s3Key, s3Err := bus.Text(h, bus.HdrS3Key)
 	size := bus.SizeOf(h)
 	sum, err := hex.DecodeString(h.Get(bus.HdrMD5))
 	crc, crcErr := sourceCRC(h)
-	if s3Key == "" || size < 0 || err != nil || len(sum) != md5.Size || crcErr != nil {
+	if s3Key == "" || size < 0 || err != nil || len(sum) != md5.Size || crcErr != nil || keyErr != nil || s3Err != nil {
 		return stage.Permanent(bus.ReasonVerifyMismatch, fmt.Errorf("key %q: malformed UPLOADED message (S3 key %q, size %q, md5 %q, crc32c %q)", key, s3Key, h.Get(bus.HdrSize), h.Get(bus.HdrMD5), h.Get(bus.HdrCRC32C)))
 	}
 	head, err := v.Store.Head(ctx, s3Key)
@@ -82,11 +83,7 @@ func (v *Verifier) Handle(ctx context.Context, msg jetstream.Msg) error {
 	out := nats.NewMsg(v.Names.DoneSubject)
 	out.Data = []byte(key)
 	bus.Carry(out.Header, h)
-	for _, k := range []string{bus.HdrS3Key, bus.HdrSize, bus.HdrMD5, bus.HdrCRC32C, bus.HdrETag, bus.HdrSource} {
-		if v := h.Get(k); v != "" {
-			out.Header.Set(k, v)
-		}
-	}
+	bus.Copy(out.Header, h, bus.HdrS3Key, bus.HdrSize, bus.HdrMD5, bus.HdrCRC32C, bus.HdrETag, bus.HdrSource)
 	if _, err := v.JS.PublishMsg(ctx, out, jetstream.WithMsgID(bus.MsgID("done", h.Get(bus.HdrID))),
 		jetstream.WithExpectStream(v.Names.Done)); err != nil {
 		err = fmt.Errorf("key %q: publish to %s: %w", key, v.Names.Done, err)

@@ -50,7 +50,7 @@ func PublishDeadLetter(ctx context.Context, js jetstream.JetStream, n Names, d D
 		id = KeyID(n.Job, d.Key)
 		m.Header.Set(HdrID, id)
 	}
-	m.Header.Set(HdrKey, headerSafe(d.Key))
+	SetText(m.Header, HdrKey, headerSafe(d.Key))
 	m.Header.Set(HdrStage, d.Stage)
 	m.Header.Set(HdrReason, d.Reason)
 	m.Header.Set(HdrError, headerSafe(d.Err))

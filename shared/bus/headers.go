@@ -2,7 +2,10 @@ package bus
 
 import (
 	"fmt"
+	"net/url"
+	"sort"
 	"strconv"
+	"strings"
 
 	"github.com/nats-io/nats.go"
 )
@@ -25,15 +28,103 @@ const (
 	HdrError       = "Ferry-Error"
 	HdrAttempts    = "Ferry-Attempts"
 	HdrTime        = "Ferry-Time"
+	HdrEscaped     = "Ferry-Escaped" // the headers of this message whose values are percent-escaped (SetText)
 )
 
 // Carry copies the identity headers of in to out.
 func Carry(out, in nats.Header) {
-	for _, h := range []string{HdrID, HdrKey, HdrOrigin} {
-		if v := in.Get(h); v != "" {
-			out.Set(h, v)
+	Copy(out, in, HdrID, HdrKey, HdrOrigin)
+}
+
+// Copy copies the named headers of in to out as they are, escaped ones with their mark.
+func Copy(out, in nats.Header, names ...string) {
+	escaped := escapedSet(in)
+	for _, name := range names {
+		v := in.Get(name)
+		if v == "" {
+			continue
+		}
+		out.Set(name, v)
+		mark(out, name, escaped[name])
+	}
+}
+
+// SetText sets a header that carries a key, so that Text reads back exactly what was set. NATS
+// drops the blanks around a header value (" x" arrives as "x", a second key's name) and a line
+// break would end the header: such a value is percent-escaped and named in Ferry-Escaped.
+// Every other value is stored as it is, readable in `nats stream view` and by older ferries.
+func SetText(h nats.Header, name, v string) {
+	esc := needsEscape(v)
+	if esc {
+		v = url.PathEscape(v)
+	}
+	h.Set(name, v)
+	mark(h, name, esc)
+}
+
+// Text reads a header set by SetText (or by an older ferry, which never escaped).
+func Text(h nats.Header, name string) (string, error) {
+	v := h.Get(name)
+	if !escapedSet(h)[name] {
+		return v, nil
+	}
+	u, err := url.PathUnescape(v)
+	if err != nil {
+		return "", fmt.Errorf("%s %q: escaped value: %w", name, v, err)
+	}
+	return u, nil
+}
+
+func needsEscape(v string) bool {
+	if v != "" && (blank(v[0]) || blank(v[len(v)-1])) {
+		return true
+	}
+	for i := 0; i < len(v); i++ {
+		if v[i] == '\r' || v[i] == '\n' {
+			return true
 		}
 	}
+	return false
+}
+
+func blank(c byte) bool { return c == ' ' || c == '\t' }
+
+func escapedSet(h nats.Header) map[string]bool {
+	v := h.Get(HdrEscaped)
+	if v == "" {
+		return nil
+	}
+	set := map[string]bool{}
+	for _, name := range strings.Split(v, ",") {
+		set[name] = true
+	}
+	return set
+}
+
+// mark records whether header name is escaped in h's Ferry-Escaped list.
+func mark(h nats.Header, name string, escaped bool) {
+	set := escapedSet(h)
+	if set[name] == escaped {
+		return
+	}
+	if escaped {
+		if set == nil {
+			set = map[string]bool{}
+		}
+		set[name] = true
+	} else {
+		delete(set, name)
+	}
+	names := make([]string, 0, len(set))
+	for n := range set {
+		names = append(names, n)
+	}
+	if len(names) == 0 {
+		h.Del(HdrEscaped)
+		return
+	}
+	sort.Strings(names)
+	h.Set(HdrEscaped, strings.Join(names, ","))
 }
 
 // SizeOf parses the Ferry-Size header; -1 when absent or malformed.

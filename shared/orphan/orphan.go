@@ -268,7 +268,7 @@ func advisories(ctx context.Context, js jetstream.JetStream, n bus.Names, stream
 
 // keyOf names what an orphan carries, for the dry run's list.
 func keyOf(n bus.Names, q Queue, raw *jetstream.RawStreamMsg) string {
-	if k := raw.Header.Get(bus.HdrKey); k != "" {
+	if k, err := bus.Text(raw.Header, bus.HdrKey); k != "" && err == nil {
 		return k
 	}
 	switch q.Stream {

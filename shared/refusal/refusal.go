@@ -193,6 +193,6 @@ func LastDone(js jetstream.JetStream, n bus.Names) func(context.Context) (string
 		if err != nil {
 			return "", err
 		}
-		return m.Header.Get(bus.HdrS3Key), nil
+		return bus.Text(m.Header, bus.HdrS3Key)
 	}
 }

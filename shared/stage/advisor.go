@@ -50,8 +50,8 @@ func RunAdvisor(ctx context.Context, js jetstream.JetStream, n bus.Names, m *Met
 		if err != nil {
 			return fmt.Errorf("advisor: get %s #%d: %w", a.Stream, a.StreamSeq, err)
 		}
-		key := raw.Header.Get(bus.HdrKey)
-		if key == "" {
+		key, err := bus.Text(raw.Header, bus.HdrKey)
+		if key == "" || err != nil {
 			key = string(raw.Data)
 		}
 		if err := bus.PublishDeadLetter(ctx, js, n, bus.DeadLetter{

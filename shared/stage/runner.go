@@ -174,7 +174,7 @@ func (o *Options) defaults() {
 	}
 	if o.KeyOf == nil {
 		o.KeyOf = func(m jetstream.Msg) string {
-			if k := m.Headers().Get(bus.HdrKey); k != "" {
+			if k, err := bus.Text(m.Headers(), bus.HdrKey); k != "" && err == nil {
 				return k
 			}
 			return string(m.Data())
