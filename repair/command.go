@@ -9,6 +9,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/ferry-migrate/ferry/shared/bus"
+	"github.com/ferry-migrate/ferry/shared/orphan"
 	"github.com/ferry-migrate/ferry/status"
 )
 
@@ -97,6 +98,9 @@ func Line(r Result, dryRun bool) string {
 		s += fmt.Sprintf("%d orphaned (at or below %s), would requeue %d", r.Orphaned, bound, r.Orphaned)
 	default:
 		s += fmt.Sprintf("%d orphaned (at or below %s), %d requeued", r.Orphaned, bound, r.Requeued)
+	}
+	if r.DeadLettered > 0 {
+		s += fmt.Sprintf("; %d dead-lettered max_deliveries (orphaned again after %d requeues)", r.DeadLettered, orphan.MaxRequeues)
 	}
 	if r.AwaitAdvisor > 0 {
 		s += fmt.Sprintf("; %d out of deliveries left to the advisor", r.AwaitAdvisor)

@@ -378,7 +378,7 @@ func TestRepairNoConsumerOrJob(t *testing.T) {
 func TestRepairAdvisories(t *testing.T) {
 	js, n := bustest.Job(t)
 	ctx := context.Background()
-	subject := status.AdvisoryPrefix + n.Blobs + "." + n.Uploader
+	subject := bus.AdvisoryPrefix + n.Blobs + "." + n.Uploader
 	for _, seq := range []int{7, 9} {
 		if _, err := js.Publish(ctx, subject, fmt.Appendf(nil, `{"stream":%q,"consumer":"uploader","stream_seq":%d,"deliveries":3}`, n.Blobs, seq)); err != nil {
 			t.Fatal(err)

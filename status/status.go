@@ -219,10 +219,6 @@ func Collect(ctx context.Context, js jetstream.JetStream, n bus.Names, now time.
 	return st, nil
 }
 
-// AdvisoryPrefix starts the subject of a max-deliveries advisory; the stream and the consumer
-// follow it: $JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.<stream>.<consumer>.
-const AdvisoryPrefix = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES."
-
 // AwaitingAdvisor counts the max-deliveries advisories in the job's ADVISORIES stream by the
 // work queue they are about. Each stands for a message that ran out of deliveries: it stays in
 // its work queue below the consumer's ack floor until the advisor dead-letters and deletes it.
@@ -237,7 +233,7 @@ func AwaitingAdvisor(ctx context.Context, js jetstream.JetStream, n bus.Names) (
 	}
 	by := map[string]uint64{}
 	for subj, k := range info.State.Subjects {
-		if stream, _, ok := strings.Cut(strings.TrimPrefix(subj, AdvisoryPrefix), "."); ok && strings.HasPrefix(subj, AdvisoryPrefix) {
+		if stream, _, ok := strings.Cut(strings.TrimPrefix(subj, bus.AdvisoryPrefix), "."); ok && strings.HasPrefix(subj, bus.AdvisoryPrefix) {
 			by[stream] += k
 		}
 	}

@@ -60,7 +60,7 @@ func For(j string) Names {
 		Attempts:        "FERRY_" + j + "_ATTEMPTS",
 	}
 	for _, s := range []string{n.Keys, n.Blobs, n.Uploaded} {
-		n.AdvisorySubjects = append(n.AdvisorySubjects, "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES."+s+".*")
+		n.AdvisorySubjects = append(n.AdvisorySubjects, AdvisoryPrefix+s+".*")
 	}
 	return n
 }
@@ -82,3 +82,7 @@ func KeyID(job, key string) string {
 
 // MsgID is the Nats-Msg-Id of a stage's output for the key whose Ferry-Id is id.
 func MsgID(stage, id string) string { return stage + ":" + id }
+
+// AdvisoryPrefix starts the subject of a max-deliveries advisory; the stream and the consumer
+// follow it: $JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.<stream>.<consumer>.
+const AdvisoryPrefix = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES."

@@ -45,9 +45,12 @@ func Queues(n bus.Names) []Queue {
 	}
 }
 
-// AdvisoryPrefix starts the subject of a max-deliveries advisory; the stream and the consumer
-// follow it: $JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.<stream>.<consumer>.
-const AdvisoryPrefix = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES."
+// MaxRequeues is how many times one message is requeued as an orphan. Orphaned again after
+// that (its Nats-Msg-Id carries that many "/repair-<seq>"), it is dead-lettered max_deliveries:
+// a message that keeps running out of deliveries while its advisories get lost would otherwise
+// go round the sweep for ever. The cluster bugs that orphan a message do not strike one message
+// three times.
+const MaxRequeues = 3
 
 // DefaultSettle is Options.Settle of `ferry repair`.
 const DefaultSettle = 2 * time.Second
@@ -74,6 +77,8 @@ type Orphan struct {
 	// NewSeq is the sequence of its copy (0 in a dry run). A copy the dedupe window dropped,
 	// because another pass had already stored it, gives that copy's sequence.
 	NewSeq uint64
+	// DeadLettered: requeued MaxRequeues times already, it went to the DLQ instead.
+	DeadLettered bool
 }
 
 // Result is what Requeue found in one work queue.
@@ -88,6 +93,8 @@ type Result struct {
 	Delivered bool
 	Orphaned  int // messages at or below Bound still in the stream after Settle (AwaitAdvisor not counted)
 	Requeued  int
+	// DeadLettered are orphans that had been requeued MaxRequeues times: dead-lettered instead.
+	DeadLettered int
 	// Deduped are those of Requeued whose copy another pass had already stored: the duplicate
 	// window dropped this pass's publish and the copy in the stream is the earlier one.
 	Deduped int
@@ -182,6 +189,19 @@ func Requeue(ctx context.Context, js jetstream.JetStream, n bus.Names, q Queue, 
 		if !o.DryRun && si.Config.Duplicates > 0 && time.Since(read) > si.Config.Duplicates/2 {
 			return r, fmt.Errorf("orphans: %s #%d read %s ago, more than half the duplicate window; the next pass requeues it", q.Stream, raw.Sequence, time.Since(read).Round(time.Second))
 		}
+		if times := requeues(raw); times >= MaxRequeues && q.Stage != bus.StageAdvisor && orphan.Key != "" {
+			orphan.DeadLettered = true
+			if !o.DryRun {
+				if err := deadLetter(ctx, js, n, s, q, raw, orphan.Key, times); err != nil {
+					return r, err
+				}
+				r.DeadLettered++
+			}
+			if o.Found != nil {
+				o.Found(orphan)
+			}
+			continue
+		}
 		if !o.DryRun {
 			var dup bool
 			if orphan.NewSeq, dup, err = requeue(ctx, js, s, q.Stream, raw); err != nil {
@@ -226,6 +246,31 @@ func requeue(ctx context.Context, js jetstream.JetStream, s jetstream.Stream, st
 	return ack.Sequence, ack.Duplicate, nil
 }
 
+// requeues is how many times raw was requeued as an orphan: each copy's Nats-Msg-Id has one
+// "/repair-<seq>" more (ID).
+func requeues(raw *jetstream.RawStreamMsg) int {
+	id := raw.Header.Get(jetstream.MsgIDHeader)
+	c := strings.Count(id, "/repair-")
+	if strings.HasPrefix(id, "repair-") {
+		c++
+	}
+	return c
+}
+
+// deadLetter stores raw in the DLQ (max_deliveries, with the reason) and then deletes it.
+func deadLetter(ctx context.Context, js jetstream.JetStream, n bus.Names, s jetstream.Stream, q Queue, raw *jetstream.RawStreamMsg, key string, times int) error {
+	if err := bus.PublishDeadLetter(ctx, js, n, bus.DeadLetter{
+		Key: key, Stage: q.Stage, Reason: bus.ReasonMaxDeliveries, From: raw.Header,
+		Err: fmt.Sprintf("orphaned again after %d requeues: %s never acknowledged it and its max-deliveries advisories were lost", times, q.Consumer),
+	}); err != nil {
+		return fmt.Errorf("orphans: %s #%d: %w", q.Stream, raw.Sequence, err)
+	}
+	if err := s.DeleteMsg(ctx, raw.Sequence); err != nil && !gone(err) {
+		return fmt.Errorf("orphans: delete %s #%d after dead-lettering it (the next pass deletes it): %w", q.Stream, raw.Sequence, err)
+	}
+	return nil
+}
+
 // gone says a delete failed because the message was not there (any more): another pass deleted
 // it between this one's read and its delete. The client reports that as
 // ErrMsgDeleteUnsuccessful with the server's error only as text (err_code 10057, "no message
@@ -249,7 +294,7 @@ func advisories(ctx context.Context, js jetstream.JetStream, n bus.Names, stream
 		return nil, fmt.Errorf("orphans: stream %s: %w", n.Advisories, err)
 	}
 	seqs := map[uint64]bool{}
-	subject := AdvisoryPrefix + stream + ".*"
+	subject := bus.AdvisoryPrefix + stream + ".*"
 	for seq := uint64(1); ; {
 		raw, err := s.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(subject))
 		if errors.Is(err, jetstream.ErrMsgNotFound) {

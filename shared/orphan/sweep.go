@@ -100,6 +100,9 @@ func (s *Sweeper) Sweep(ctx context.Context) ([]Result, error) {
 				s.Metrics.requeued.WithLabelValues(q.Stream).Add(float64(mine))
 			}
 		}
+		if r.DeadLettered > 0 {
+			s.Log.Warn(fmt.Sprintf("dead-lettered %d messages orphaned again after %d requeues (see ferry dlq ls)", r.DeadLettered, MaxRequeues), "stream", q.Stream)
+		}
 		results = append(results, r)
 	}
 	if total > 0 {

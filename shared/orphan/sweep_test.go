@@ -2,6 +2,7 @@ package orphan
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -148,5 +149,69 @@ func TestSweepLostAdvisory(t *testing.T) {
 	}
 	if got := deliverAll(t, js, n, 1); got["photos/001.jpg"] != 1 {
 		t.Errorf("after the sweep the consumer delivered %v, want photos/001.jpg once", got)
+	}
+}
+
+// TestSweepRequeueLimit: a message orphaned again after MaxRequeues requeues (each copy's
+// Nats-Msg-Id carries one "/repair-<seq>" more) is dead-lettered max_deliveries with a reason
+// instead of being requeued for ever: a poison message whose advisories keep getting lost would
+// otherwise loop through the sweep once a minute.
+func TestSweepRequeueLimit(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		repairs   int
+		wantDead  bool
+		wantInDLQ uint64
+	}{
+		{"never requeued", 0, false, 0},
+		{"requeued once less than the limit", MaxRequeues - 1, false, 0},
+		{"requeued up to the limit", MaxRequeues, true, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			js, n := bustest.Job(t)
+			ctx := context.Background()
+			key := "photos/poison.jpg"
+			id := bus.MsgID("keys", bus.KeyID(n.Job, key))
+			for i := range tc.repairs {
+				id = ID(id, uint64(10+i))
+			}
+			if _, err := js.PublishMsg(ctx, bus.KeyMsg(n, key, bus.KeyID(n.Job, key), "list:1"), jetstream.WithMsgID(id)); err != nil {
+				t.Fatal(err)
+			}
+			publishKeys(t, js, n, 1)
+			bustest.Orphan(t, js, n.Keys, n.Fetcher, 2) // #1, the poison key, orphaned
+
+			s := &Sweeper{JS: js, Names: n, Settle: settle, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+			rs, err := s.Sweep(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := rs[0].DeadLettered == 1; got != tc.wantDead || rs[0].Requeued+rs[0].DeadLettered != 1 {
+				t.Errorf("sweep: %+v; want dead-lettered %v", rs[0], tc.wantDead)
+			}
+			if got := bustest.Msgs(t, js, n.DLQ); got != tc.wantInDLQ {
+				t.Errorf("%d dead letters, want %d", got, tc.wantInDLQ)
+			}
+			if tc.wantDead {
+				keys, err := js.Stream(ctx, n.Keys)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if _, err := keys.GetMsg(ctx, 1); !errors.Is(err, jetstream.ErrMsgNotFound) {
+					t.Errorf("KEYS still holds the dead-lettered message: %v", err)
+				}
+				dlq, err := js.Stream(ctx, n.DLQ)
+				if err != nil {
+					t.Fatal(err)
+				}
+				m, err := dlq.GetMsg(ctx, 1)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if string(m.Data) != key || m.Header.Get(bus.HdrReason) != bus.ReasonMaxDeliveries || m.Header.Get(bus.HdrStage) != bus.StageFetcher {
+					t.Errorf("dead letter %q %q", m.Data, m.Header)
+				}
+			}
+		})
 	}
 }
