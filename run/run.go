@@ -63,7 +63,19 @@ func (c *Config) Flags() []cli.Flag {
 		&cli.Float64Flag{Name: "deep-sample", EnvVars: []string{"FERRY_DEEP_SAMPLE"}, Destination: &c.Verifier.Sample, Usage: "fraction of objects read back in full and hashed"},
 		&cli.BoolFlag{Name: "restart", EnvVars: []string{"FERRY_PRODUCER_RESTART"}, Destination: &c.Producer.Restart, Usage: "ignore key-list checkpoints"},
 	}
-	return append(append(f, c.Producer.Scan.Flags()...), c.Settings.Flags()...)
+	settings := c.Settings.Flags()
+	for _, fl := range settings {
+		// In one process a deep BLOBS buffer only costs memory: smaller caps, shown in --help.
+		if i, ok := fl.(*cli.Int64Flag); ok {
+			switch i.Name {
+			case "blobs-max-bytes":
+				i.Value = runBlobsMaxBytes
+			case "objects-max-bytes":
+				i.Value = runObjectsMaxBytes
+			}
+		}
+	}
+	return append(append(f, c.Producer.Scan.Flags()...), settings...)
 }
 
 // Validate checks the flags.
@@ -103,12 +115,6 @@ func Command() *cli.Command {
 			"cached), so --blobs-max-bytes defaults to 128 MiB here instead of 1 GiB, and\n" +
 			"--objects-max-bytes to 512 MiB.",
 		Action: func(c *cli.Context) error {
-			if !c.IsSet("blobs-max-bytes") {
-				cfg.Settings.BlobsMaxBytes = runBlobsMaxBytes
-			}
-			if !c.IsSet("objects-max-bytes") {
-				cfg.Settings.ObjectsMaxBytes = runObjectsMaxBytes
-			}
 			if err := cfg.Validate(); err != nil {
 				return err
 			}

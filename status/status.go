@@ -67,7 +67,8 @@ type Stage struct {
 	// still waiting for the advisor (0 if negative, and 0 while the consumer does not exist):
 	// messages in the work queue that its consumer will neither deliver nor wait for an ack of.
 	// NATS cluster bugs can leave such messages after a consumer leader change (nats-server
-	// #4736, #7680); they never drain by themselves, and `ferry repair` requeues them.
+	// #4736, #7680); the consumer never delivers them: every service's sweeper requeues them
+	// within about a minute, and `ferry repair` does it on demand.
 	//
 	// It can be above 0 for a moment without any bug: an ack moves the consumer's numbers before
 	// the work queue deletes the message, and the stream and consumer info are two requests. Only
