@@ -86,7 +86,7 @@ func TestLargeBlobsBackpressure(t *testing.T) {
 	go func() {
 		ran <- stage.Run(runCtx, cons, f.Handle, stage.Options{Stage: bus.StageFetcher, Names: n, JS: js, Workers: 8,
 			ExhaustedReason: bus.ReasonSourceError, OutagePause: 100 * time.Millisecond, Log: slog.New(slog.DiscardHandler),
-			KeyOf: func(m jetstream.Msg) string { return string(m.Data()) }})
+			KeyOf: func(in stage.Msg) string { return string(in.Body) }})
 	}()
 	defer func() {
 		stop()
@@ -296,7 +296,7 @@ func TestLargeBlobOverObjectsCap(t *testing.T) {
 	ran := make(chan error, 1)
 	go func() {
 		ran <- stage.Run(runCtx, cons, f.Handle, stage.Options{Stage: bus.StageFetcher, Names: n, JS: js, Workers: 1,
-			Log: slog.New(slog.DiscardHandler), KeyOf: func(m jetstream.Msg) string { return string(m.Data()) }})
+			Log: slog.New(slog.DiscardHandler), KeyOf: func(in stage.Msg) string { return string(in.Body) }})
 	}()
 	for bustest.Msgs(t, js, n.DLQ)+bustest.Msgs(t, js, n.Blobs) < 2 && ctx.Err() == nil {
 		time.Sleep(20 * time.Millisecond)

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/urfave/cli/v2"
 
 	"github.com/ferry-migrate/ferry/shared/bus"
@@ -128,6 +127,6 @@ func Run(ctx context.Context, env *service.Env, cfg Config) error {
 	return stage.Run(ctx, cons, f.Handle, stage.Options{
 		Stage: bus.StageFetcher, Names: env.Names, JS: env.JS, Workers: cfg.Concurrency, Limiter: limits.Limiter,
 		ExhaustedReason: bus.ReasonSourceError, Metrics: env.Metrics, Log: env.Log,
-		KeyOf: func(m jetstream.Msg) string { return string(m.Data()) },
+		KeyOf: func(in stage.Msg) string { return string(in.Body) },
 	})
 }

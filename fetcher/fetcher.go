@@ -7,16 +7,13 @@ import (
 	"bytes"
 	"context"
 	"crypto/md5"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"hash/crc32"
 	"math/rand/v2"
-	"strconv"
 	"strings"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -65,57 +62,50 @@ func (f *Fetcher) Register(reg prometheus.Registerer) {
 	reg.MustRegister(f.metrics.reads, f.metrics.bytes, f.metrics.served)
 }
 
-// Handle is the stage.Handler.
-func (f *Fetcher) Handle(ctx context.Context, msg jetstream.Msg) error {
-	key := string(msg.Data())
+// Handle is the stage.Handler: a KEYS message (the key is its body) in, its blob with its
+// checksums out to BLOBS (inline, or through the object store above the inline limit).
+func (f *Fetcher) Handle(ctx context.Context, in stage.Msg) (*stage.Output, error) {
+	key := string(in.Body)
 	s3Key, err := f.Rules.Map(key)
 	if err != nil {
-		return stage.Permanent(bus.ReasonInvalidKey, err)
+		return nil, stage.Permanent(bus.ReasonInvalidKey, err)
 	}
 	if err := f.Gate.Wait(ctx); err != nil {
-		return err
+		return nil, err
 	}
 	blob, source, err := f.read(ctx, key)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if int64(len(blob)) > f.MaxSize {
-		return stage.Permanent(bus.ReasonTooLarge, fmt.Errorf("key %q: blob of %d bytes is over the %d-byte limit", key, len(blob), f.MaxSize))
+		return nil, stage.Permanent(bus.ReasonTooLarge, fmt.Errorf("key %q: blob of %d bytes is over the %d-byte limit", key, len(blob), f.MaxSize))
 	}
 	if err := f.Limits.WaitBytes(ctx, len(blob)); err != nil {
-		return err
+		return nil, err
 	}
 	sum := md5.Sum(blob)
-	out := nats.NewMsg(f.Names.BlobsSubject)
-	bus.Carry(out.Header, msg.Headers())
-	id := out.Header.Get(bus.HdrID)
-	if id == "" { // published by something other than ferry's producer
-		id = bus.KeyID(f.Names.Job, key)
-		out.Header.Set(bus.HdrID, id)
+	rec := bus.Record{ID: in.Record.ID, Key: key, Origin: in.Record.Origin, S3Key: s3Key, Size: int64(len(blob)),
+		MD5: sum[:], CRC32C: crc32.Checksum(blob, castagnoli), HasCRC32C: true,
+		ContentType: f.Rules.ContentType(s3Key), Source: source}
+	if rec.ID == "" { // published by something other than ferry's producer
+		rec.ID = bus.KeyID(f.Names.Job, key)
 	}
-	bus.SetText(out.Header, bus.HdrKey, key)
-	bus.SetText(out.Header, bus.HdrS3Key, s3Key)
-	out.Header.Set(bus.HdrSize, strconv.Itoa(len(blob)))
-	out.Header.Set(bus.HdrMD5, hex.EncodeToString(sum[:]))
-	out.Header.Set(bus.HdrCRC32C, strconv.FormatUint(uint64(crc32.Checksum(blob, castagnoli)), 10))
-	out.Header.Set(bus.HdrContentType, f.Rules.ContentType(s3Key))
-	out.Header.Set(bus.HdrSource, source)
+	out := &stage.Output{Subject: f.Names.BlobsSubject, Stream: f.Names.Blobs, ID: bus.MsgID("blobs", rec.ID), Record: rec,
+		Stored: func(context.Context) {
+			if f.metrics != nil {
+				f.metrics.served.WithLabelValues(f.Names.Job, source).Inc()
+				f.metrics.bytes.Add(float64(len(blob)))
+			}
+		}}
 	if len(blob) > f.InlineLimit {
-		if err := f.putObject(ctx, key, id, blob); err != nil {
-			return err
+		if err := f.putObject(ctx, key, rec.ID, blob); err != nil {
+			return nil, err
 		}
-		out.Header.Set(bus.HdrObject, id)
+		out.Record.Object = rec.ID
 	} else {
-		out.Data = blob
+		out.Body = blob
 	}
-	if err := f.publish(ctx, out); err != nil {
-		return fmt.Errorf("key %q: %w", key, err)
-	}
-	if f.metrics != nil {
-		f.metrics.served.WithLabelValues(f.Names.Job, source).Inc()
-		f.metrics.bytes.Add(float64(len(blob)))
-	}
-	return nil
+	return out, nil
 }
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
@@ -175,7 +165,7 @@ func (f *Fetcher) putObject(ctx context.Context, key, id string, blob []byte) er
 			return nil
 		}
 		err = fmt.Errorf("key %q: store %d-byte blob in object store: %w", key, len(blob), err)
-		if !streamFull(err) { // checked first: JetStream answers a full stream with a 503
+		if !stage.StreamFull(err) { // checked first: JetStream answers a full stream with a 503
 			if bus.Unavailable(err) {
 				return stage.Outage(err)
 			}
@@ -208,32 +198,4 @@ func (f *Fetcher) objectsCap(ctx context.Context) int64 {
 		return b.StreamInfo().Config.MaxBytes
 	}
 	return 0
-}
-
-// streamFull reports a publish refused because the stream is at its byte cap (DiscardNew).
-func streamFull(err error) bool { return strings.Contains(err.Error(), "maximum bytes exceeded") }
-
-// publish stores out in BLOBS. When BLOBS is full (its byte cap) it waits and tries again rather
-// than failing: the blob is already read, and reading it again would only load Cassandra more.
-func (f *Fetcher) publish(ctx context.Context, out *nats.Msg) error {
-	id := bus.MsgID("blobs", out.Header.Get(bus.HdrID))
-	for wait := 100 * time.Millisecond; ; wait = min(wait*2, 2*time.Second) {
-		_, err := f.JS.PublishMsg(ctx, out, jetstream.WithMsgID(id), jetstream.WithExpectStream(f.Names.Blobs))
-		if err == nil {
-			return nil
-		}
-		if !streamFull(err) {
-			err = fmt.Errorf("publish to %s: %w", f.Names.Blobs, err)
-			if bus.Unavailable(err) { // no stream leader yet, reconnecting: not the key's fault
-				return stage.Outage(err)
-			}
-			return err
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("publish to %s (full): %w", f.Names.Blobs, ctx.Err())
-		case <-time.After(wait):
-			stage.Waited(ctx, wait) // backpressure, not Cassandra: keep it out of the adaptive limit
-		}
-	}
 }

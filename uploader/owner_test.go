@@ -61,10 +61,10 @@ func TestBlankKeysNotMerged(t *testing.T) {
 	u := &Uploader{Names: n, JS: js, Store: store, PartSize: 16 << 20}
 
 	spaced, plain := []byte("bytes of ' x'"), []byte("bytes of 'x', other")
-	if err := u.Handle(ctx, keyedBlobMsg(t, js, n, " x", " x", spaced)); err != nil {
+	if err := stage.Once(ctx, js, u.Handle, keyedBlobMsg(t, js, n, " x", " x", spaced)); err != nil {
 		t.Fatalf("Handle(' x'): %v", err)
 	}
-	err := u.Handle(ctx, keyedBlobMsg(t, js, n, "x", "x", plain))
+	err := stage.Once(ctx, js, u.Handle, keyedBlobMsg(t, js, n, "x", "x", plain))
 	if _, ok := store.objects[" x"]; !ok {
 		t.Errorf("S3 key %q never written; objects: %q", " x", keysOf(store.objects))
 	}
@@ -102,10 +102,10 @@ func TestTrailingBlankOwner(t *testing.T) {
 	fs := &fakeStore{objects: map[string][]byte{}, owners: map[string]string{}}
 	u := &Uploader{Names: n, JS: js, Store: trimmingStore{fs}, PartSize: 16 << 20}
 	first, second := []byte("bytes of 'x '"), []byte("bytes of 'x', other")
-	if err := u.Handle(ctx, keyedBlobMsg(t, js, n, "x ", "p/x", first)); err != nil {
+	if err := stage.Once(ctx, js, u.Handle, keyedBlobMsg(t, js, n, "x ", "p/x", first)); err != nil {
 		t.Fatal(err)
 	}
-	err := u.Handle(ctx, keyedBlobMsg(t, js, n, "x", "p/x", second))
+	err := stage.Once(ctx, js, u.Handle, keyedBlobMsg(t, js, n, "x", "p/x", second))
 	if _, permanent := stage.IsPermanent(err); !permanent {
 		t.Errorf("second source key on the same S3 key: Handle = %v, S3 now holds %q (%d PUTs); want a dead letter, the first key's object kept", err, fs.objects["p/x"], fs.puts)
 	}
@@ -118,7 +118,7 @@ func TestTrailingBlankOwnSourceChanged(t *testing.T) {
 	ctx := context.Background()
 	fs := &fakeStore{objects: map[string][]byte{"p/x": []byte("old")}, owners: map[string]string{"p/x": ownerValue("x ")}}
 	u := &Uploader{Names: n, JS: js, Store: trimmingStore{fs}, PartSize: 16 << 20}
-	if err := u.Handle(ctx, keyedBlobMsg(t, js, n, "x ", "p/x", []byte("new bytes"))); err != nil {
+	if err := stage.Once(ctx, js, u.Handle, keyedBlobMsg(t, js, n, "x ", "p/x", []byte("new bytes"))); err != nil {
 		t.Errorf("own object with new source bytes: Handle = %v; want overwritten like any other key", err)
 	}
 }
@@ -143,7 +143,7 @@ func TestVanishedAfterPreconditionFailed(t *testing.T) {
 	ctx := context.Background()
 	store := &notFoundAfterExists{fakeStore{objects: map[string][]byte{}, owners: map[string]string{}}}
 	u := &Uploader{Names: n, JS: js, Store: store, PartSize: 16 << 20}
-	err := u.Handle(ctx, keyedBlobMsg(t, js, n, "k", "p/k", []byte("b")))
+	err := stage.Once(ctx, js, u.Handle, keyedBlobMsg(t, js, n, "k", "p/k", []byte("b")))
 	if reason, p := stage.IsPermanent(err); p {
 		t.Errorf("conditional PUT refused, then the object was gone: dead-lettered %s (%v); want a retry", reason, err)
 	}
@@ -160,10 +160,10 @@ func TestOwnerFromOlderFerry(t *testing.T) {
 	fs := &fakeStore{objects: map[string][]byte{"p/100": []byte("old"), "p/e": []byte("bytes of the literal key")},
 		owners: map[string]string{}, legacy: map[string]string{"p/100": "100%.jpg", "p/e": "%C3%A9"}}
 	u := &Uploader{Names: n, JS: js, Store: fs, PartSize: 16 << 20}
-	if err := u.Handle(ctx, keyedBlobMsg(t, js, n, "100%.jpg", "p/100", []byte("new"))); err != nil {
+	if err := stage.Once(ctx, js, u.Handle, keyedBlobMsg(t, js, n, "100%.jpg", "p/100", []byte("new"))); err != nil {
 		t.Errorf("(a) own object from an older ferry, source changed: Handle = %v", err)
 	}
-	err := u.Handle(ctx, keyedBlobMsg(t, js, n, "é", "p/e", []byte("bytes of é")))
+	err := stage.Once(ctx, js, u.Handle, keyedBlobMsg(t, js, n, "é", "p/e", []byte("bytes of é")))
 	if _, p := stage.IsPermanent(err); !p {
 		t.Errorf("(b) key \"é\" overwrote the object of the literal key \"%%C3%%A9\" written by an older ferry: S3 holds %q (Handle = %v)", fs.objects["p/e"], err)
 	}

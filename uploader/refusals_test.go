@@ -126,12 +126,12 @@ func TestRefusedPrefixScopedPolicy(t *testing.T) {
 	store := newPolicyStore(func(k string) bool { return strings.HasPrefix(k, "p/") && !strings.HasPrefix(k, "p/legal/") })
 	u := &Uploader{Names: n, JS: js, Store: store, PartSize: 16 << 20}
 	for i := range 5 {
-		if err := u.Handle(ctx, refusedMsg(t, js, n, "k"+strconv.Itoa(i), "p/k"+strconv.Itoa(i))); err != nil {
+		if err := stage.Once(ctx, js, u.Handle, refusedMsg(t, js, n, "k"+strconv.Itoa(i), "p/k"+strconv.Itoa(i))); err != nil {
 			t.Fatal(err)
 		}
 	}
-	wantDeadLetter(t, "p/legal/x after 5 uploads under p/", u.Handle(ctx, refusedMsg(t, js, n, "legal", "p/legal/x")))
-	if err := u.Handle(ctx, refusedMsg(t, js, n, "k9", "p/k9")); err != nil {
+	wantDeadLetter(t, "p/legal/x after 5 uploads under p/", stage.Once(ctx, js, u.Handle, refusedMsg(t, js, n, "legal", "p/legal/x")))
+	if err := stage.Once(ctx, js, u.Handle, refusedMsg(t, js, n, "k9", "p/k9")); err != nil {
 		t.Errorf("the next key: %v", err)
 	}
 	for _, p := range store.probes() {
@@ -149,7 +149,7 @@ func TestRefusedPrefixScopedPolicyFirstKey(t *testing.T) {
 	ctx := context.Background()
 	store := newPolicyStore(func(k string) bool { return strings.HasPrefix(k, "p/") && !strings.HasPrefix(k, "p/legal/") })
 	u := &Uploader{Names: n, JS: js, Store: store, PartSize: 16 << 20}
-	wantDeadLetter(t, "p/legal/x first", u.Handle(ctx, refusedMsg(t, js, n, "legal", "p/legal/x")))
+	wantDeadLetter(t, "p/legal/x first", stage.Once(ctx, js, u.Handle, refusedMsg(t, js, n, "legal", "p/legal/x")))
 }
 
 // A deeper destination prefix ("backups/2024/{key}", the policy allows backups/2024/* only): the
@@ -168,7 +168,7 @@ func TestRefusedPrefixScopedPolicyAfterRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	u := &Uploader{Names: n, JS: js, Store: store, PartSize: 16 << 20}
-	wantDeadLetter(t, "backups/2024/legal/x first after a restart", u.Handle(ctx, refusedMsg(t, js, n, "legal/x", "backups/2024/legal/x")))
+	wantDeadLetter(t, "backups/2024/legal/x first after a restart", stage.Once(ctx, js, u.Handle, refusedMsg(t, js, n, "legal/x", "backups/2024/legal/x")))
 }
 
 // Key lists are sorted, so the keys under a refused prefix arrive together, before any other.
@@ -183,7 +183,7 @@ func TestRefusedSortedPrefix(t *testing.T) {
 		u := &Uploader{Names: n, JS: js, Store: store, PartSize: 16 << 20}
 		for i := range 25 {
 			k := strconv.Itoa(restart) + "-" + strconv.Itoa(i)
-			err := u.Handle(ctx, refusedMsg(t, js, n, k, "p/a-locked/"+k))
+			err := stage.Once(ctx, js, u.Handle, refusedMsg(t, js, n, k, "p/a-locked/"+k))
 			if stage.IsFatal(err) {
 				t.Fatalf("restart %d: key %d of 25 under a refused prefix (probe allowed): uploader stopped: %v", restart, i, err)
 			}
@@ -202,7 +202,7 @@ func TestRefusedEveryKey(t *testing.T) {
 	ctx := context.Background()
 	store := newPolicyStore(func(k string) bool { return !strings.HasPrefix(k, "p/") })
 	u := &Uploader{Names: n, JS: js, Store: store, PartSize: 16 << 20}
-	err := u.Handle(ctx, refusedMsg(t, js, n, "k1", "p/k1"))
+	err := stage.Once(ctx, js, u.Handle, refusedMsg(t, js, n, "k1", "p/k1"))
 	if !stage.IsFatal(err) {
 		t.Fatalf("every key refused: Handle = %v; want the uploader stopped", err)
 	}
@@ -222,17 +222,17 @@ func TestRefusedAfterRevocation(t *testing.T) {
 	store := newPolicyStore(func(k string) bool { return !revoked && k != "p/locked" })
 	u := &Uploader{Names: n, JS: js, Store: store, PartSize: 16 << 20}
 	for i := range 80 {
-		if err := u.Handle(ctx, refusedMsg(t, js, n, "k"+strconv.Itoa(i), "p/k"+strconv.Itoa(i))); err != nil {
+		if err := stage.Once(ctx, js, u.Handle, refusedMsg(t, js, n, "k"+strconv.Itoa(i), "p/k"+strconv.Itoa(i))); err != nil {
 			t.Fatal(err)
 		}
 	}
-	wantDeadLetter(t, "p/locked", u.Handle(ctx, refusedMsg(t, js, n, "locked", "p/locked")))
+	wantDeadLetter(t, "p/locked", stage.Once(ctx, js, u.Handle, refusedMsg(t, js, n, "locked", "p/locked")))
 	store.mu.Lock()
 	revoked = true
 	store.mu.Unlock()
 	dead := 0
 	for i := range 100 {
-		err := u.Handle(ctx, refusedMsg(t, js, n, "r"+strconv.Itoa(i), "p/r"+strconv.Itoa(i)))
+		err := stage.Once(ctx, js, u.Handle, refusedMsg(t, js, n, "r"+strconv.Itoa(i), "p/r"+strconv.Itoa(i)))
 		if stage.IsFatal(err) {
 			break
 		}
@@ -276,7 +276,7 @@ func TestRefusedConcurrent(t *testing.T) {
 	store := &gatedStore{policyStore: newPolicyStore(func(k string) bool { return !strings.HasPrefix(k, "p/locked/") }),
 		release: make(chan struct{})}
 	u := &Uploader{Names: n, JS: js, Store: store, PartSize: 16 << 20}
-	if err := u.Handle(ctx, refusedMsg(t, js, n, "first", "p/first")); err != nil {
+	if err := stage.Once(ctx, js, u.Handle, refusedMsg(t, js, n, "first", "p/first")); err != nil {
 		t.Fatal(err)
 	}
 	const workers = 16
@@ -288,12 +288,12 @@ func TestRefusedConcurrent(t *testing.T) {
 	errs := make([]error, workers)
 	var wg sync.WaitGroup
 	for i := range msgs {
-		wg.Go(func() { errs[i] = u.Handle(ctx, msgs[i]) })
+		wg.Go(func() { errs[i] = stage.Once(ctx, js, u.Handle, msgs[i]) })
 	}
 	// While the probe waits on S3, successful uploads record their keys without waiting for it.
 	time.Sleep(100 * time.Millisecond)
 	ok := make(chan error, 1)
-	go func() { ok <- u.Handle(ctx, other) }()
+	go func() { ok <- stage.Once(ctx, js, u.Handle, other) }()
 	select {
 	case err := <-ok:
 		if err != nil {

@@ -8,12 +8,10 @@ import (
 	"bytes"
 	"context"
 	"crypto/md5"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/urfave/cli/v2"
 
@@ -45,17 +43,17 @@ type Uploader struct {
 	denials denials
 }
 
-// Handle is the stage.Handler.
-func (u *Uploader) Handle(ctx context.Context, msg jetstream.Msg) error {
-	h := msg.Headers()
-	key, keyErr := bus.Text(h, bus.HdrKey)
-	s3Key, s3Err := bus.Text(h, bus.HdrS3Key)
-	object := h.Get(bus.HdrObject)
-	size := bus.SizeOf(h)
-	sum, err := hex.DecodeString(h.Get(bus.HdrMD5))
-	crc, crcErr := sourceCRC(h)
-	if s3Key == "" || size < 0 || err != nil || len(sum) != md5.Size || crcErr != nil || keyErr != nil || s3Err != nil {
-		return stage.Permanent(bus.ReasonUploadError, fmt.Errorf("key %q: malformed BLOBS message (S3 key %q, size %q, md5 %q, crc32c %q)", key, s3Key, h.Get(bus.HdrSize), h.Get(bus.HdrMD5), h.Get(bus.HdrCRC32C)))
+// Handle is the stage.Handler: a BLOBS message in, its object written to S3 (never over another
+// key's), its UPLOADED message out.
+func (u *Uploader) Handle(ctx context.Context, msg stage.Msg) (*stage.Output, error) {
+	rec := msg.Record
+	key, s3Key, object, size, sum := rec.Key, rec.S3Key, rec.Object, rec.Size, rec.MD5
+	if msg.Malformed != nil || s3Key == "" || size < 0 || sum == nil {
+		return nil, stage.Permanent(bus.ReasonUploadError, fmt.Errorf("key %q: malformed BLOBS message (S3 key %q, size %d, md5 %x): %v", key, s3Key, size, sum, msg.Malformed))
+	}
+	crc := ""
+	if rec.HasCRC32C {
+		crc = blobstore.CRC32COf(rec.CRC32C)
 	}
 	want := blobstore.Want{Size: size, MD5: sum, CRC32C: crc}
 	var headErr error
@@ -65,46 +63,43 @@ func (u *Uploader) Handle(ctx context.Context, msg jetstream.Msg) error {
 		head, err := u.Store.Head(ctx, s3Key)
 		switch {
 		case err == nil && head.Check(want) == nil:
-			if err := u.done(ctx, msg, head.ETag); err != nil {
-				return err
-			}
-			u.dropObject(ctx, object)
-			return nil
+			return u.uploaded(rec, head.ETag), nil
 		case err != nil && !errors.Is(err, blobstore.ErrNotFound):
 			headErr = err
 		}
 	}
-	body := msg.Data()
+	body := msg.Body
 	if object != "" {
+		var err error
 		body, err = u.objectBytes(ctx, object, size)
 		if errors.Is(err, jetstream.ErrObjectNotFound) {
 			if headErr != nil { // S3 could not say whether an earlier delivery uploaded it: ask again later
-				return fmt.Errorf("key %q: large blob %s is gone from the object store and S3 did not answer: %w", key, object, headErr)
+				return nil, fmt.Errorf("key %q: large blob %s is gone from the object store and S3 did not answer: %w", key, object, headErr)
 			}
-			return stage.Permanent(bus.ReasonSourceError, fmt.Errorf("key %q: large blob %s is gone from the object store and not in S3; replay the key", key, object))
+			return nil, stage.Permanent(bus.ReasonSourceError, fmt.Errorf("key %q: large blob %s is gone from the object store and not in S3; replay the key", key, object))
 		}
 		if err != nil {
 			err = fmt.Errorf("key %q: get %s from object store: %w", key, object, err)
 			if bus.Unavailable(err) {
-				return stage.Outage(err)
+				return nil, stage.Outage(err)
 			}
-			return err
+			return nil, err
 		}
 	}
 	if int64(len(body)) != size {
-		return stage.Permanent(bus.ReasonUploadError, fmt.Errorf("key %q: blob is %d bytes, its header says %d; replay the key", key, len(body), size))
+		return nil, stage.Permanent(bus.ReasonUploadError, fmt.Errorf("key %q: blob is %d bytes, its header says %d; replay the key", key, len(body), size))
 	}
 	in := blobstore.PutInput{
-		Key: s3Key, Body: body, MD5: sum, ContentType: h.Get(bus.HdrContentType),
+		Key: s3Key, Body: body, MD5: sum, ContentType: rec.ContentType,
 		Metadata:     map[string]string{ownerMeta: ownerValue(key)},
 		StorageClass: u.StorageClass, PartSize: u.PartSize, IfAbsent: true, CRC32C: crc,
-		Progress: func() { _ = msg.InProgress() },
+		Progress: msg.Progress,
 	}
 	if err := u.Limits.Wait(ctx); err != nil {
-		return err
+		return nil, err
 	}
 	if err := u.Limits.WaitBytes(ctx, len(body)); err != nil {
-		return err
+		return nil, err
 	}
 	res, err := u.Store.Put(ctx, in)
 	if errors.Is(err, blobstore.ErrExists) {
@@ -117,15 +112,15 @@ func (u *Uploader) Handle(ctx context.Context, msg jetstream.Msg) error {
 		case errors.Is(herr, blobstore.ErrNotFound):
 			// Deleted since the PUT was refused (a lifecycle rule, an operator, the other
 			// writer's upload aborted): a new conditional PUT decides.
-			return stage.Transient(bus.ReasonUploadError, fmt.Errorf("key %q: S3 key %q refused the conditional put, then was gone: %w", key, s3Key, herr))
+			return nil, stage.Transient(bus.ReasonUploadError, fmt.Errorf("key %q: S3 key %q refused the conditional put, then was gone: %w", key, s3Key, herr))
 		case herr != nil:
 			err = fmt.Errorf("head after a refused conditional put: %w", herr)
 		case head.Check(want) == nil:
-			return u.done(ctx, msg, head.ETag)
+			return u.uploaded(rec, head.ETag), nil
 		case owner == ownerOther:
-			return stage.Permanent(bus.ReasonUploadError, fmt.Errorf("key %q: S3 key %q already holds other bytes of source key %q: two source keys map to one S3 key; fix the key rules and replay", key, s3Key, name))
+			return nil, stage.Permanent(bus.ReasonUploadError, fmt.Errorf("key %q: S3 key %q already holds other bytes of source key %q: two source keys map to one S3 key; fix the key rules and replay", key, s3Key, name))
 		case owner == ownerAmbiguous:
-			return stage.Permanent(bus.ReasonUploadError, fmt.Errorf("key %q: S3 key %q holds other bytes, written by an older ferry for %q, which this key or another could have been: not overwritten; if the object is this key's, delete it and replay", key, s3Key, name))
+			return nil, stage.Permanent(bus.ReasonUploadError, fmt.Errorf("key %q: S3 key %q holds other bytes, written by an older ferry for %q, which this key or another could have been: not overwritten; if the object is this key's, delete it and replay", key, s3Key, name))
 		default: // the same key with new bytes: the source changed since the last run
 			in.IfAbsent = false
 			res, err = u.Store.Put(ctx, in)
@@ -134,32 +129,28 @@ func (u *Uploader) Handle(ctx context.Context, msg jetstream.Msg) error {
 	if err != nil && blobstore.IsBadDigest(err) {
 		if got := md5.Sum(body); !bytes.Equal(got[:], sum) {
 			// The message's bytes never matched its Ferry-MD5: no retry can fix that.
-			return stage.Permanent(bus.ReasonUploadError, fmt.Errorf("key %q: blob bytes have MD5 %x, the message says %x: the message is damaged; replay the key: %w", key, got, sum, err))
+			return nil, stage.Permanent(bus.ReasonUploadError, fmt.Errorf("key %q: blob bytes have MD5 %x, the message says %x: the message is damaged; replay the key: %w", key, got, sum, err))
 		}
 	}
 	if err != nil {
 		err = fmt.Errorf("key %q: %w", key, err)
 		if blobstore.IsAccessDenied(err) {
-			return u.refused(ctx, s3Key, err)
+			return nil, u.refused(ctx, s3Key, err)
 		}
 		switch blobstore.Classify(err) {
 		case blobstore.Fatal:
-			return stage.Fatal(err)
+			return nil, stage.Fatal(err)
 		case blobstore.Permanent:
-			return stage.Permanent(bus.ReasonUploadError, err)
+			return nil, stage.Permanent(bus.ReasonUploadError, err)
 		default:
 			if blobstore.IsUnreachable(err) {
-				return stage.Outage(err) // S3 unreachable: wait, don't burn deliveries
+				return nil, stage.Outage(err) // S3 unreachable: wait, don't burn deliveries
 			}
-			return stage.Transient(bus.ReasonUploadError, err)
+			return nil, stage.Transient(bus.ReasonUploadError, err)
 		}
 	}
 	u.denials.record(s3Key)
-	if err := u.done(ctx, msg, res.ETag); err != nil {
-		return err
-	}
-	u.dropObject(ctx, object)
-	return nil
+	return u.uploaded(rec, res.ETag), nil
 }
 
 // dropObject deletes a large blob's object-store copy once UPLOADED is stored; a crash before
@@ -170,23 +161,14 @@ func (u *Uploader) dropObject(ctx context.Context, object string) {
 	}
 }
 
-// done publishes the UPLOADED message for msg.
-func (u *Uploader) done(ctx context.Context, msg jetstream.Msg, etag string) error {
-	in := msg.Headers()
-	out := nats.NewMsg(u.Names.UploadedSubject)
-	bus.Carry(out.Header, in)
-	bus.Copy(out.Header, in, bus.HdrS3Key, bus.HdrSize, bus.HdrMD5, bus.HdrCRC32C, bus.HdrSource)
-	out.Header.Set(bus.HdrETag, etag)
-	_, err := u.JS.PublishMsg(ctx, out, jetstream.WithMsgID(bus.MsgID("uploaded", in.Get(bus.HdrID))),
-		jetstream.WithExpectStream(u.Names.Uploaded))
-	if err != nil {
-		err = fmt.Errorf("key %q: publish to %s: %w", in.Get(bus.HdrKey), u.Names.Uploaded, err)
-		if bus.Unavailable(err) { // no stream leader yet, reconnecting: not the key's fault
-			return stage.Outage(err)
-		}
-		return err
-	}
-	return nil
+// uploaded is the UPLOADED message of rec, whose object S3 holds with etag. Once it is stored,
+// the large blob's object-store copy goes.
+func (u *Uploader) uploaded(rec bus.Record, etag string) *stage.Output {
+	object := rec.Object
+	out := rec
+	out.Object, out.ContentType, out.ETag = "", "", etag
+	return &stage.Output{Subject: u.Names.UploadedSubject, Stream: u.Names.Uploaded, ID: bus.MsgID("uploaded", rec.ID), Record: out,
+		Stored: func(ctx context.Context) { u.dropObject(ctx, object) }}
 }
 
 // Config is the uploader's flags.
@@ -285,16 +267,6 @@ func Run(ctx context.Context, env *service.Env, cfg Config) error {
 		env.Log.Error("uploader stopped: S3 refuses every upload; fix the destination or credentials and start it again", "err", err)
 	}
 	return err
-}
-
-// sourceCRC is the CRC32C the fetcher computed from the source bytes, in S3's base64 form; ""
-// when the message has none.
-func sourceCRC(h nats.Header) (string, error) {
-	c, ok, err := bus.CRC32COf(h)
-	if !ok || err != nil {
-		return "", err
-	}
-	return blobstore.CRC32COf(c), nil
 }
 
 // objectBytes reads a large blob from the object store. With replicated streams a follower may

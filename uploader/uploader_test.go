@@ -182,7 +182,7 @@ func TestHandle(t *testing.T) {
 			}
 			msg := blobMsg(t, js, n, "k1", body, object, tt.mutate)
 			u := &Uploader{Names: n, JS: js, Objects: objects, Store: store, PartSize: 16 << 20}
-			err = u.Handle(ctx, msg)
+			err = stage.Once(ctx, js, u.Handle, msg)
 			reason, permanent := stage.IsPermanent(err)
 			switch {
 			case tt.wantReason != "":
@@ -280,7 +280,7 @@ func TestSourceCRCTravels(t *testing.T) {
 	store := &fakeStore{objects: map[string][]byte{}, owners: map[string]string{}}
 	u := &Uploader{Names: n, JS: js, Store: store, PartSize: 16 << 20}
 	body := []byte("the blob")
-	if err := u.Handle(ctx, blobMsg(t, js, n, "k1", body, "", nil)); err != nil {
+	if err := stage.Once(ctx, js, u.Handle, blobMsg(t, js, n, "k1", body, "", nil)); err != nil {
 		t.Fatal(err)
 	}
 	if store.lastCRC != blobstore.CRC32C(body) {

@@ -17,6 +17,7 @@ import (
 	"github.com/ferry-migrate/ferry/shared/blobstore"
 	"github.com/ferry-migrate/ferry/shared/bus"
 	"github.com/ferry-migrate/ferry/shared/bustest"
+	"github.com/ferry-migrate/ferry/shared/stage"
 )
 
 // keyedStore answers per S3 key and records the keys asked.
@@ -74,7 +75,7 @@ func TestVerifierBlankKey(t *testing.T) {
 	body := []byte("b")
 	store := &keyedStore{head: func(key string) (blobstore.HeadResult, error) { return okHead(key, body), nil }}
 	v := &Verifier{Names: n, JS: js, Store: store}
-	if err := v.Handle(ctx, uploadedMsg(t, js, n, " x", " x", body)); err != nil {
+	if err := stage.Once(ctx, js, v.Handle, uploadedMsg(t, js, n, " x", " x", body)); err != nil {
 		t.Fatal(err)
 	}
 	if len(store.asked) != 1 || store.asked[0] != " x" {

@@ -70,7 +70,7 @@ func TestVerifierS3DownBehindProxy(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			js, n := bustest.Job(t)
 			v := &Verifier{Names: n, JS: js, Store: tc.store, Sample: tc.sample}
-			err := v.Handle(context.Background(), uploaded(t, js, n, "k", "p/k", body))
+			err := stage.Once(context.Background(), js, v.Handle, uploaded(t, js, n, "k", "p/k", body))
 			if stage.IsOutage(err) != tc.wantOutage {
 				t.Errorf("Handle = %v: outage %v, want %v", err, stage.IsOutage(err), tc.wantOutage)
 			}

@@ -105,11 +105,11 @@ func TestRefusedHeadOneObject(t *testing.T) {
 		store := &policyStore{objects: map[string][]byte{"p/ok": []byte("b"), "p/locked": []byte("b"), "p/next": []byte("b")},
 			refused: func(k string) bool { return k == "p/locked" }, refuse: refuse}
 		v := &Verifier{Names: n, JS: js, Store: store}
-		if err := v.Handle(ctx, verifyMsg(t, js, n, "ok", "p/ok")); err != nil {
+		if err := stage.Once(ctx, js, v.Handle, verifyMsg(t, js, n, "ok", "p/ok")); err != nil {
 			t.Fatal(err)
 		}
-		wantRefusedOnItsOwn(t, "p/locked ("+refuse.Error()+")", v.Handle(ctx, verifyMsg(t, js, n, "locked", "p/locked")))
-		if err := v.Handle(ctx, verifyMsg(t, js, n, "next", "p/next")); err != nil {
+		wantRefusedOnItsOwn(t, "p/locked ("+refuse.Error()+")", stage.Once(ctx, js, v.Handle, verifyMsg(t, js, n, "locked", "p/locked")))
+		if err := stage.Once(ctx, js, v.Handle, verifyMsg(t, js, n, "next", "p/next")); err != nil {
 			t.Errorf("the next key: %v", err)
 		}
 		if got := store.asked; len(got) != 4 || got[2] != "p/ok" {
@@ -127,11 +127,11 @@ func TestRefusedHeadEveryObject(t *testing.T) {
 	store := &policyStore{objects: map[string][]byte{"p/ok": []byte("b"), "p/k": []byte("b")},
 		refused: func(string) bool { return revoked }, refuse: headForbidden}
 	v := &Verifier{Names: n, JS: js, Store: store}
-	if err := v.Handle(ctx, verifyMsg(t, js, n, "ok", "p/ok")); err != nil {
+	if err := stage.Once(ctx, js, v.Handle, verifyMsg(t, js, n, "ok", "p/ok")); err != nil {
 		t.Fatal(err)
 	}
 	revoked = true
-	err := v.Handle(ctx, verifyMsg(t, js, n, "k", "p/k"))
+	err := stage.Once(ctx, js, v.Handle, verifyMsg(t, js, n, "k", "p/k"))
 	if !stage.IsFatal(err) || !strings.Contains(err.Error(), `key "k"`) {
 		t.Errorf("every HEAD refused: Handle = %v; want the verifier stopped, naming the key", err)
 	}
@@ -146,7 +146,7 @@ func TestRefusedHeadFirstObject(t *testing.T) {
 		js, n := bustest.Job(t)
 		store := &policyStore{objects: map[string][]byte{}, refused: func(k string) bool { return k == "p/locked" }, refuse: headDenied}
 		v := &Verifier{Names: n, JS: js, Store: store}
-		wantRefusedOnItsOwn(t, "first key", v.Handle(context.Background(), verifyMsg(t, js, n, "locked", "p/locked")))
+		wantRefusedOnItsOwn(t, "first key", stage.Once(context.Background(), js, v.Handle, verifyMsg(t, js, n, "locked", "p/locked")))
 	})
 	t.Run("no ListBucket, a verified key in DONE", func(t *testing.T) {
 		js, n := bustest.Job(t)
@@ -160,14 +160,14 @@ func TestRefusedHeadFirstObject(t *testing.T) {
 		store := &policyStore{objects: map[string][]byte{"p/earlier": []byte("b")}, noList: true,
 			refused: func(k string) bool { return k == "p/locked" }, refuse: headForbidden}
 		v := &Verifier{Names: n, JS: js, Store: store}
-		wantRefusedOnItsOwn(t, "first key", v.Handle(ctx, verifyMsg(t, js, n, "locked", "p/locked")))
+		wantRefusedOnItsOwn(t, "first key", stage.Once(ctx, js, v.Handle, verifyMsg(t, js, n, "locked", "p/locked")))
 	})
 	t.Run("no ListBucket, nothing verified", func(t *testing.T) {
 		js, n := bustest.Job(t)
 		store := &policyStore{objects: map[string][]byte{}, noList: true,
 			refused: func(k string) bool { return k == "p/locked" }, refuse: headForbidden}
 		v := &Verifier{Names: n, JS: js, Store: store}
-		if err := v.Handle(context.Background(), verifyMsg(t, js, n, "locked", "p/locked")); !stage.IsFatal(err) {
+		if err := stage.Once(context.Background(), js, v.Handle, verifyMsg(t, js, n, "locked", "p/locked")); !stage.IsFatal(err) {
 			t.Errorf("no read proven anywhere: Handle = %v; want the verifier stopped", err)
 		}
 	})

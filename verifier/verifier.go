@@ -7,13 +7,11 @@ import (
 	"bytes"
 	"context"
 	"crypto/md5"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"math/rand/v2"
 	"sync"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/urfave/cli/v2"
 
@@ -42,57 +40,48 @@ type Verifier struct {
 	reads    refusal.Judge // HEAD refused: of this object, or of every object? (see refused)
 }
 
-// Handle is the stage.Handler.
-func (v *Verifier) Handle(ctx context.Context, msg jetstream.Msg) error {
-	h := msg.Headers()
-	key, keyErr := bus.Text(h, bus.HdrKey)
-	s3Key, s3Err := bus.Text(h, bus.HdrS3Key)
-	size := bus.SizeOf(h)
-	sum, err := hex.DecodeString(h.Get(bus.HdrMD5))
-	crc, crcErr := sourceCRC(h)
-	if s3Key == "" || size < 0 || err != nil || len(sum) != md5.Size || crcErr != nil || keyErr != nil || s3Err != nil {
-		return stage.Permanent(bus.ReasonVerifyMismatch, fmt.Errorf("key %q: malformed UPLOADED message (S3 key %q, size %q, md5 %q, crc32c %q)", key, s3Key, h.Get(bus.HdrSize), h.Get(bus.HdrMD5), h.Get(bus.HdrCRC32C)))
+// Handle is the stage.Handler: an UPLOADED message in, the object checked in S3 against the
+// source's checksums, its DONE entry (the body is the key) out.
+func (v *Verifier) Handle(ctx context.Context, msg stage.Msg) (*stage.Output, error) {
+	rec := msg.Record
+	key, s3Key, size, sum := rec.Key, rec.S3Key, rec.Size, rec.MD5
+	if msg.Malformed != nil || s3Key == "" || size < 0 || sum == nil {
+		return nil, stage.Permanent(bus.ReasonVerifyMismatch, fmt.Errorf("key %q: malformed UPLOADED message (S3 key %q, size %d, md5 %x): %v", key, s3Key, size, sum, msg.Malformed))
+	}
+	crc := ""
+	if rec.HasCRC32C {
+		crc = blobstore.CRC32COf(rec.CRC32C)
 	}
 	head, err := v.Store.Head(ctx, s3Key)
 	switch {
 	case errors.Is(err, blobstore.ErrNotFound):
-		return stage.Permanent(bus.ReasonVerifyMissing, fmt.Errorf("key %q: %w", key, err))
+		return nil, stage.Permanent(bus.ReasonVerifyMissing, fmt.Errorf("key %q: %w", key, err))
 	case err != nil && blobstore.IsAccessDenied(err):
-		return v.refused(ctx, s3Key, fmt.Errorf("key %q: %w", key, err))
+		return nil, v.refused(ctx, s3Key, fmt.Errorf("key %q: %w", key, err))
 	case err != nil:
-		return s3Failure(fmt.Errorf("key %q: %w", key, err))
+		return nil, s3Failure(fmt.Errorf("key %q: %w", key, err))
 	}
 	v.reads.Good(s3Key)
 	// The source's CRC32C against S3's own, and ferry's MD5 in the metadata: never the ETag alone
 	// when those are there (with SSE-KMS or SSE-C it is not the MD5).
 	if err := head.Check(blobstore.Want{Size: size, MD5: sum, CRC32C: crc}); err != nil {
-		return stage.Permanent(bus.ReasonVerifyMismatch, fmt.Errorf("key %q: %w", key, err))
+		return nil, stage.Permanent(bus.ReasonVerifyMismatch, fmt.Errorf("key %q: %w", key, err))
 	}
 	if v.Sample > 0 && rand.Float64() < v.Sample {
 		body, err := v.Store.Get(ctx, s3Key)
 		if errors.Is(err, blobstore.ErrNotFound) {
-			return stage.Permanent(bus.ReasonVerifyMissing, fmt.Errorf("key %q: deep check: %w", key, err))
+			return nil, stage.Permanent(bus.ReasonVerifyMissing, fmt.Errorf("key %q: deep check: %w", key, err))
 		}
 		if err != nil {
-			return s3Failure(fmt.Errorf("key %q: deep check: %w", key, err))
+			return nil, s3Failure(fmt.Errorf("key %q: deep check: %w", key, err))
 		}
 		if got := md5.Sum(body); !bytes.Equal(got[:], sum) {
-			return stage.Permanent(bus.ReasonVerifyMismatch, fmt.Errorf("key %q: deep check: s3://%s reads back with md5 %x, want %x", key, s3Key, got, sum))
+			return nil, stage.Permanent(bus.ReasonVerifyMismatch, fmt.Errorf("key %q: deep check: s3://%s reads back with md5 %x, want %x", key, s3Key, got, sum))
 		}
 	}
-	out := nats.NewMsg(v.Names.DoneSubject)
-	out.Data = []byte(key)
-	bus.Carry(out.Header, h)
-	bus.Copy(out.Header, h, bus.HdrS3Key, bus.HdrSize, bus.HdrMD5, bus.HdrCRC32C, bus.HdrETag, bus.HdrSource)
-	if _, err := v.JS.PublishMsg(ctx, out, jetstream.WithMsgID(bus.MsgID("done", h.Get(bus.HdrID))),
-		jetstream.WithExpectStream(v.Names.Done)); err != nil {
-		err = fmt.Errorf("key %q: publish to %s: %w", key, v.Names.Done, err)
-		if bus.Unavailable(err) { // no stream leader yet, reconnecting: not the key's fault
-			return stage.Outage(err)
-		}
-		return err
-	}
-	return nil
+	done := rec
+	done.Object, done.ContentType = "", ""
+	return &stage.Output{Subject: v.Names.DoneSubject, Stream: v.Names.Done, ID: bus.MsgID("done", rec.ID), Record: done, Body: []byte(key)}, nil
 }
 
 // s3Failure sorts an S3 error the way the uploader does: an unreachable S3 is an outage (the
@@ -149,16 +138,6 @@ func (v *Verifier) refused(ctx context.Context, s3Key string, err error) error {
 		return stage.Outage(fmt.Errorf("%w (the read probe found S3 unreachable: %v)", err, perr))
 	}
 	return fmt.Errorf("%w (the read probe failed: %v)", err, perr) // retried
-}
-
-// sourceCRC is the CRC32C the fetcher computed from the source bytes, in S3's base64 form; ""
-// when the message has none.
-func sourceCRC(h nats.Header) (string, error) {
-	c, ok, err := bus.CRC32COf(h)
-	if !ok || err != nil {
-		return "", err
-	}
-	return blobstore.CRC32COf(c), nil
 }
 
 // Config is the verifier's flags.

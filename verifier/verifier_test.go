@@ -96,7 +96,7 @@ func TestHandle(t *testing.T) {
 				t.Fatal(err)
 			}
 			v := &Verifier{Names: n, JS: js, Store: tt.store, Sample: tt.sample}
-			err = v.Handle(ctx, msg)
+			err = stage.Once(ctx, js, v.Handle, msg)
 			if tt.wantOutage {
 				if !stage.IsOutage(err) {
 					t.Fatalf("Handle = %v; want an outage", err)

@@ -58,16 +58,16 @@ func handleAll(t *testing.T, js jetstream.JetStream, n bus.Names, keys []string)
 	handled := map[string]int{}
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
-	h := func(_ context.Context, m jetstream.Msg) error {
+	h := func(_ context.Context, m stage.Msg) error {
 		mu.Lock()
 		defer mu.Unlock()
-		handled[string(m.Data())]++
+		handled[string(m.Body)]++
 		if len(handled) == len(keys) {
 			cancel()
 		}
 		return nil
 	}
-	if err := stage.Run(ctx, cons, h, stage.Options{Stage: bus.StageFetcher, Names: n, JS: js, Workers: 16}); err != nil {
+	if err := stage.Run(ctx, cons, plain(h), stage.Options{Stage: bus.StageFetcher, Names: n, JS: js, Workers: 16}); err != nil {
 		t.Fatal(err)
 	}
 	mu.Lock()
@@ -110,7 +110,7 @@ func TestRunStopsKeepBudget(t *testing.T) {
 			for round := range restarts {
 				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 				var calls atomic.Int32
-				h := func(hctx context.Context, m jetstream.Msg) error {
+				h := func(hctx context.Context, m stage.Msg) error {
 					calls.Add(1)
 					if mode == "fatal" {
 						return stage.Fatal(errors.New("access denied"))
@@ -132,7 +132,7 @@ func TestRunStopsKeepBudget(t *testing.T) {
 						cancel()
 					}()
 				}
-				err := stage.Run(ctx, cons, h, stage.Options{Stage: bus.StageFetcher, Names: n, JS: js,
+				err := stage.Run(ctx, cons, plain(h), stage.Options{Stage: bus.StageFetcher, Names: n, JS: js,
 					Workers: 16, Grace: 100 * time.Millisecond})
 				cancel()
 				if mode == "fatal" != stage.IsFatal(err) {
@@ -193,7 +193,7 @@ func TestRunTransientBudget(t *testing.T) {
 		t.Fatal(err)
 	}
 	var calls atomic.Int32
-	fail := func(context.Context, jetstream.Msg) error {
+	fail := func(context.Context, stage.Msg) error {
 		calls.Add(1)
 		return stage.Transient(bus.ReasonSourceError, errors.New("read timeout"))
 	}
@@ -201,14 +201,14 @@ func TestRunTransientBudget(t *testing.T) {
 	// keys whose handler got to fail.
 	for round := range 4 {
 		ctx, cancel := context.WithCancel(context.Background())
-		h := func(ctx context.Context, m jetstream.Msg) error {
+		h := func(ctx context.Context, m stage.Msg) error {
 			if calls.CompareAndSwap(0, 1) { // one key fails once, the rest is stopped
 				return stage.Transient(bus.ReasonSourceError, errors.New("read timeout"))
 			}
 			cancel()
 			return stage.Fatal(errors.New("stop"))
 		}
-		if err := stage.Run(ctx, cons, h, stage.Options{Stage: bus.StageFetcher, Names: n, JS: js, Workers: 4,
+		if err := stage.Run(ctx, cons, plain(h), stage.Options{Stage: bus.StageFetcher, Names: n, JS: js, Workers: 4,
 			Backoff: func(uint64) time.Duration { return 10 * time.Millisecond }}); err != nil && !stage.IsFatal(err) {
 			t.Fatalf("round %d: %v", round, err)
 		}
@@ -225,7 +225,7 @@ func TestRunTransientBudget(t *testing.T) {
 		}
 		cancel()
 	}()
-	if err := stage.Run(ctx, cons, fail, stage.Options{Stage: bus.StageFetcher, Names: n, JS: js, Workers: 4,
+	if err := stage.Run(ctx, cons, plain(fail), stage.Options{Stage: bus.StageFetcher, Names: n, JS: js, Workers: 4,
 		Backoff: func(uint64) time.Duration { return 10 * time.Millisecond }}); err != nil {
 		t.Fatal(err)
 	}
@@ -269,7 +269,7 @@ func TestRunCrashingMessageDeadLettered(t *testing.T) {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		started := make(chan struct{}, 1)
-		h := func(hctx context.Context, m jetstream.Msg) error {
+		h := func(hctx context.Context, m stage.Msg) error {
 			calls.Add(1)
 			started <- struct{}{}
 			<-hctx.Done() // stuck until the process dies
@@ -283,7 +283,7 @@ func TestRunCrashingMessageDeadLettered(t *testing.T) {
 			}
 			cancel()
 		}()
-		_ = stage.Run(ctx, cons, h, stage.Options{Stage: bus.StageFetcher, Names: n, JS: pjs, Workers: 2,
+		_ = stage.Run(ctx, cons, plain(h), stage.Options{Stage: bus.StageFetcher, Names: n, JS: pjs, Workers: 2,
 			Grace: 50 * time.Millisecond})
 		cancel()
 		die()
@@ -327,11 +327,11 @@ func TestRunLegacyConsumerBudget(t *testing.T) {
 		}
 		cancel()
 	}()
-	h := func(context.Context, jetstream.Msg) error {
+	h := func(context.Context, stage.Msg) error {
 		calls.Add(1)
 		return stage.Transient(bus.ReasonSourceError, errors.New("read timeout"))
 	}
-	if err := stage.Run(rctx, cons, h, stage.Options{Stage: bus.StageFetcher, Names: n, JS: js, Workers: 2,
+	if err := stage.Run(rctx, cons, plain(h), stage.Options{Stage: bus.StageFetcher, Names: n, JS: js, Workers: 2,
 		Backoff: func(uint64) time.Duration { return 10 * time.Millisecond }}); err != nil {
 		t.Fatal(err)
 	}
@@ -409,7 +409,7 @@ func TestRunLostAckAfterLastRun(t *testing.T) {
 		t.Fatal(err)
 	}
 	var calls, succeeded atomic.Int32
-	h := func(context.Context, jetstream.Msg) error {
+	h := func(context.Context, stage.Msg) error {
 		if calls.Add(1) == 1 {
 			return stage.Transient(bus.ReasonSourceError, errors.New("read timeout"))
 		}
@@ -429,7 +429,7 @@ func TestRunLostAckAfterLastRun(t *testing.T) {
 		}
 		cancel()
 	}()
-	if err := stage.Run(ctx, lc, h, stage.Options{Stage: bus.StageFetcher, Names: n, JS: js, Workers: 2,
+	if err := stage.Run(ctx, lc, plain(h), stage.Options{Stage: bus.StageFetcher, Names: n, JS: js, Workers: 2,
 		Backoff: func(uint64) time.Duration { return 10 * time.Millisecond }}); err != nil {
 		t.Fatal(err)
 	}
@@ -458,7 +458,7 @@ func TestRunCrashAfterLastRunOutput(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	h := func(context.Context, jetstream.Msg) error {
+	h := func(context.Context, stage.Msg) error {
 		if calls.Add(1) == 1 {
 			return stage.Transient(bus.ReasonSourceError, errors.New("read timeout"))
 		}
@@ -467,7 +467,7 @@ func TestRunCrashAfterLastRunOutput(t *testing.T) {
 		cancel()
 		return nil
 	}
-	_ = stage.Run(ctx, cons, h, stage.Options{Stage: bus.StageFetcher, Names: n, JS: pjs, Workers: 2,
+	_ = stage.Run(ctx, cons, plain(h), stage.Options{Stage: bus.StageFetcher, Names: n, JS: pjs, Workers: 2,
 		Grace: 50 * time.Millisecond, Backoff: func(uint64) time.Duration { return 10 * time.Millisecond }})
 	cancel()
 	if calls.Load() != budget {
@@ -489,12 +489,12 @@ func TestRunCrashAfterLastRunOutput(t *testing.T) {
 		}
 		cancel()
 	}()
-	h = func(context.Context, jetstream.Msg) error {
+	h = func(context.Context, stage.Msg) error {
 		calls.Add(1)
 		succeeded.Add(1)
 		return nil
 	}
-	if err := stage.Run(ctx, cons, h, stage.Options{Stage: bus.StageFetcher, Names: n, JS: js, Workers: 2}); err != nil {
+	if err := stage.Run(ctx, cons, plain(h), stage.Options{Stage: bus.StageFetcher, Names: n, JS: js, Workers: 2}); err != nil {
 		t.Fatal(err)
 	}
 	if got := succeeded.Load(); got != 2 {
@@ -537,7 +537,7 @@ func TestRunAttemptsOnlyOnRetries(t *testing.T) {
 		}
 		cancel()
 	}()
-	h := func(_ context.Context, m jetstream.Msg) error {
+	h := func(_ context.Context, m stage.Msg) error {
 		st, err := kv.Status(context.Background())
 		if err != nil {
 			return err
@@ -545,12 +545,12 @@ func TestRunAttemptsOnlyOnRetries(t *testing.T) {
 		if !failedOnce.Load() {
 			ops.Store(max(ops.Load(), st.(*jetstream.KeyValueBucketStatus).StreamInfo().State.LastSeq))
 		}
-		if string(m.Data()) == "retried" && failedOnce.CompareAndSwap(false, true) {
+		if string(m.Body) == "retried" && failedOnce.CompareAndSwap(false, true) {
 			return stage.Transient(bus.ReasonSourceError, errors.New("read timeout"))
 		}
 		return nil
 	}
-	if err := stage.Run(ctx, cons, h, stage.Options{Stage: bus.StageFetcher, Names: n, JS: js, Workers: 1,
+	if err := stage.Run(ctx, cons, plain(h), stage.Options{Stage: bus.StageFetcher, Names: n, JS: js, Workers: 1,
 		Backoff: func(uint64) time.Duration { return 10 * time.Millisecond }}); err != nil {
 		t.Fatal(err)
 	}

@@ -8,8 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/ferry-migrate/ferry/shared/bus"
 	"github.com/ferry-migrate/ferry/shared/stage"
 )
@@ -32,8 +30,8 @@ func TestRunOutageAlone(t *testing.T) {
 		t.Fatal(err)
 	}
 	var bad, good atomic.Int32
-	h := func(_ context.Context, m jetstream.Msg) error {
-		if string(m.Data()) == "bad" {
+	h := func(_ context.Context, m stage.Msg) error {
+		if string(m.Body) == "bad" {
 			bad.Add(1)
 			return stage.Outage(errUpstream)
 		}
@@ -49,7 +47,7 @@ func TestRunOutageAlone(t *testing.T) {
 		}
 		cancel()
 	}()
-	if err := stage.Run(ctx, cons, h, stage.Options{Stage: bus.StageFetcher, Names: n, JS: js, Workers: 4,
+	if err := stage.Run(ctx, cons, plain(h), stage.Options{Stage: bus.StageFetcher, Names: n, JS: js, Workers: 4,
 		ExhaustedReason: bus.ReasonSourceError, OutagePause: 5 * time.Millisecond, OutageAlone: 100 * time.Millisecond,
 		Backoff: func(uint64) time.Duration { return 10 * time.Millisecond }}); err != nil {
 		t.Fatal(err)
@@ -83,8 +81,8 @@ func TestRunOutageHeld(t *testing.T) {
 	}
 	var calls atomic.Int32
 	slowStarted := make(chan struct{})
-	h := func(_ context.Context, m jetstream.Msg) error {
-		if string(m.Data()) == "slow" { // in flight when the outage begins; answered before it
+	h := func(_ context.Context, m stage.Msg) error {
+		if string(m.Body) == "slow" { // in flight when the outage begins; answered before it
 			close(slowStarted)
 			time.Sleep(300 * time.Millisecond)
 			return nil
@@ -95,7 +93,7 @@ func TestRunOutageHeld(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	if err := stage.Run(ctx, cons, h, stage.Options{Stage: bus.StageFetcher, Names: n, JS: js, Workers: 4,
+	if err := stage.Run(ctx, cons, plain(h), stage.Options{Stage: bus.StageFetcher, Names: n, JS: js, Workers: 4,
 		OutagePause: 5 * time.Millisecond, OutageAlone: 50 * time.Millisecond,
 		Backoff: func(uint64) time.Duration { return 10 * time.Millisecond }}); err != nil {
 		t.Fatal(err)

@@ -15,10 +15,6 @@ import (
 	"github.com/ferry-migrate/ferry/shared/bus"
 )
 
-// Handler does one message's work and makes its output durable before it returns nil. It never
-// acks: the runner does.
-type Handler func(ctx context.Context, msg jetstream.Msg) error
-
 // Options configure Run.
 type Options struct {
 	Stage   string
@@ -43,9 +39,8 @@ type Options struct {
 	OutageAlone time.Duration
 	// Grace is how long in-flight handlers may finish after shutdown begins; default 30s.
 	Grace time.Duration
-	// KeyOf is the source key of a message, for dead letters; default the Ferry-Key header, else
-	// the body.
-	KeyOf   func(jetstream.Msg) string
+	// KeyOf is the source key of a message, for dead letters; default Msg.KeyOf.
+	KeyOf   func(Msg) string
 	Metrics *Metrics
 	Log     *slog.Logger
 }
@@ -173,12 +168,7 @@ func (o *Options) defaults() {
 		o.Grace = 30 * time.Second
 	}
 	if o.KeyOf == nil {
-		o.KeyOf = func(m jetstream.Msg) string {
-			if k, err := bus.Text(m.Headers(), bus.HdrKey); k != "" && err == nil {
-				return k
-			}
-			return string(m.Data())
-		}
+		o.KeyOf = Msg.KeyOf
 	}
 	if o.Log == nil {
 		o.Log = slog.Default().With("job", o.Names.Job) // a service's logger names the job already
@@ -227,7 +217,8 @@ func (r *runner) process(ctx context.Context, msg jetstream.Msg) (time.Duration,
 	m := r.o.Metrics
 	m.inFlight(r.o).Inc()
 	start := time.Now()
-	latency, err := r.call(ctx, msg)
+	in := input(msg)
+	latency, err := r.call(ctx, msg, in)
 	sample := r.outcome(err)
 	if err == nil {
 		r.answered(start)
@@ -240,7 +231,7 @@ func (r *runner) process(ctx context.Context, msg jetstream.Msg) (time.Duration,
 			break
 		}
 		began := time.Now()
-		if _, err = r.call(ctx, msg); err == nil {
+		if _, err = r.call(ctx, msg, in); err == nil {
 			r.answered(began)
 		}
 		// The dependency answers calls that started after this hold began, and still not this
@@ -248,7 +239,7 @@ func (r *runner) process(ctx context.Context, msg jetstream.Msg) (time.Duration,
 		// started later only: those in flight when a whole outage began may still succeed.
 		if IsOutage(err) && time.Since(held) >= r.o.OutageAlone && r.lastOK.Load() > held.UnixNano() {
 			err = ownError(err, time.Since(held))
-			r.o.Log.Debug("held through an outage that other messages do not see: counting a run", "key", r.o.KeyOf(msg), "err", err)
+			r.o.Log.Debug("held through an outage that other messages do not see: counting a run", "key", r.o.KeyOf(in), "err", err)
 		}
 	}
 	m.inFlight(r.o).Dec()
@@ -287,7 +278,7 @@ func (r *runner) process(ctx context.Context, msg jetstream.Msg) (time.Duration,
 		r.failed(ctx, md, a)
 		_ = msg.NakWithDelay(r.o.Backoff(runs))
 		m.count(r.o, "retry", transientReason(err, r.o.ExhaustedReason))
-		r.o.Log.Debug("retry", "key", r.o.KeyOf(msg), "runs", runs, "delivered", md.NumDelivered, "err", err)
+		r.o.Log.Debug("retry", "key", r.o.KeyOf(in), "runs", runs, "delivered", md.NumDelivered, "err", err)
 	}
 	if r.stopping.Load() && err != nil {
 		sample = sampleNone // cut short by shutdown: says nothing about the dependency
@@ -350,7 +341,7 @@ func (r *runner) outageLog(err error) {
 
 // call runs the handler with InProgress heartbeats while it works and turns a panic into an error.
 // latency is its run time without what it reported through Waited.
-func (r *runner) call(ctx context.Context, msg jetstream.Msg) (latency time.Duration, err error) {
+func (r *runner) call(ctx context.Context, msg jetstream.Msg, in Msg) (latency time.Duration, err error) {
 	start := time.Now()
 	ctx, waited := withWaits(ctx)
 	done := make(chan struct{})
@@ -375,13 +366,13 @@ func (r *runner) call(ctx context.Context, msg jetstream.Msg) (latency time.Dura
 			err = panicError{v}
 		}
 	}()
-	return 0, r.h(ctx, msg)
+	return 0, deliver(ctx, r.o.JS, r.h, in)
 }
 
 // deadLetter stores msg in the DLQ with the handler runs it had, then terms it; false when the
 // dead letter could not be stored and msg was nakked instead.
 func (r *runner) deadLetter(ctx context.Context, msg jetstream.Msg, md *jetstream.MsgMetadata, runs uint64, reason string, cause error) bool {
-	d := bus.DeadLetter{Key: r.o.KeyOf(msg), Stage: r.o.Stage, Reason: reason, Err: cause.Error(),
+	d := bus.DeadLetter{Key: r.o.KeyOf(input(msg)), Stage: r.o.Stage, Reason: reason, Err: cause.Error(),
 		Attempts: runs, From: msg.Headers()}
 	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()

@@ -49,36 +49,36 @@ func TestRunOutcomes(t *testing.T) {
 	errBoom := errors.New("boom")
 	tests := []struct {
 		name       string
-		handler    func(calls *atomic.Int32) stage.Handler
+		handler    func(calls *atomic.Int32) func(context.Context, stage.Msg) error
 		wantCalls  int32 // per message
 		wantReason string
 		wantFatal  bool
 	}{
 		{name: "ok acks", wantCalls: 1,
-			handler: func(c *atomic.Int32) stage.Handler {
-				return func(context.Context, jetstream.Msg) error { c.Add(1); return nil }
+			handler: func(c *atomic.Int32) func(context.Context, stage.Msg) error {
+				return func(context.Context, stage.Msg) error { c.Add(1); return nil }
 			}},
 		{name: "permanent dead-letters at once", wantCalls: 1, wantReason: bus.ReasonNotFound,
-			handler: func(c *atomic.Int32) stage.Handler {
-				return func(context.Context, jetstream.Msg) error {
+			handler: func(c *atomic.Int32) func(context.Context, stage.Msg) error {
+				return func(context.Context, stage.Msg) error {
 					c.Add(1)
 					return stage.Permanent(bus.ReasonNotFound, errBoom)
 				}
 			}},
 		{name: "transient retries then dead-letters", wantCalls: 3, wantReason: bus.ReasonSourceError,
-			handler: func(c *atomic.Int32) stage.Handler {
-				return func(context.Context, jetstream.Msg) error {
+			handler: func(c *atomic.Int32) func(context.Context, stage.Msg) error {
+				return func(context.Context, stage.Msg) error {
 					c.Add(1)
 					return stage.Transient(bus.ReasonSourceError, errBoom)
 				}
 			}},
 		{name: "panic is transient", wantCalls: 3, wantReason: bus.ReasonMaxDeliveries,
-			handler: func(c *atomic.Int32) stage.Handler {
-				return func(context.Context, jetstream.Msg) error { c.Add(1); panic("bad") }
+			handler: func(c *atomic.Int32) func(context.Context, stage.Msg) error {
+				return func(context.Context, stage.Msg) error { c.Add(1); panic("bad") }
 			}},
 		{name: "outage holds the message without using deliveries", wantCalls: 5,
-			handler: func(c *atomic.Int32) stage.Handler {
-				return func(context.Context, jetstream.Msg) error {
+			handler: func(c *atomic.Int32) func(context.Context, stage.Msg) error {
+				return func(context.Context, stage.Msg) error {
 					if c.Add(1) < 5 { // more failures than MaxDeliver (3) allows
 						return stage.Outage(errBoom)
 					}
@@ -86,8 +86,8 @@ func TestRunOutcomes(t *testing.T) {
 				}
 			}},
 		{name: "fatal stops the runner", wantCalls: 1, wantFatal: true,
-			handler: func(c *atomic.Int32) stage.Handler {
-				return func(context.Context, jetstream.Msg) error { c.Add(1); return stage.Fatal(errBoom) }
+			handler: func(c *atomic.Int32) func(context.Context, stage.Msg) error {
+				return func(context.Context, stage.Msg) error { c.Add(1); return stage.Fatal(errBoom) }
 			}},
 	}
 	for _, tt := range tests {
@@ -103,7 +103,7 @@ func TestRunOutcomes(t *testing.T) {
 			defer cancel()
 			done := make(chan error, 1)
 			go func() {
-				done <- stage.Run(ctx, cons, tt.handler(&calls), stage.Options{
+				done <- stage.Run(ctx, cons, plain(tt.handler(&calls)), stage.Options{
 					Stage: bus.StageFetcher, Names: n, JS: js, Workers: 2,
 					Backoff:     func(uint64) time.Duration { return 10 * time.Millisecond },
 					OutagePause: 10 * time.Millisecond,
@@ -169,7 +169,7 @@ func TestRunLimiter(t *testing.T) {
 	var inflight, peak, done atomic.Int32
 	lowered := make(chan struct{})
 	var peakAfter atomic.Int32
-	h := func(context.Context, jetstream.Msg) error {
+	h := func(context.Context, stage.Msg) error {
 		now := inflight.Add(1)
 		defer inflight.Add(-1)
 		for p := peak.Load(); now > p && !peak.CompareAndSwap(p, now); p = peak.Load() {
@@ -196,7 +196,7 @@ func TestRunLimiter(t *testing.T) {
 		}
 		cancel()
 	}()
-	if err := stage.Run(ctx, cons, h, stage.Options{Stage: bus.StageFetcher, Names: n, JS: js, Workers: 16, Limiter: lim}); err != nil {
+	if err := stage.Run(ctx, cons, plain(h), stage.Options{Stage: bus.StageFetcher, Names: n, JS: js, Workers: 16, Limiter: lim}); err != nil {
 		t.Fatal(err)
 	}
 	if done.Load() != int32(len(keys)) {
@@ -217,7 +217,7 @@ func TestRunPrefetchFollowsLimit(t *testing.T) {
 	js, n, cons, keys := keysBacklog(t, 400)
 	lim := stage.NewLimiter(32, false)
 	var done atomic.Int32
-	h := func(context.Context, jetstream.Msg) error {
+	h := func(context.Context, stage.Msg) error {
 		time.Sleep(100 * time.Millisecond)
 		done.Add(1)
 		return nil
@@ -226,7 +226,7 @@ func TestRunPrefetchFollowsLimit(t *testing.T) {
 	defer cancel()
 	ran := make(chan error, 1)
 	go func() {
-		ran <- stage.Run(ctx, cons, h, stage.Options{Stage: bus.StageFetcher, Names: n, JS: js, Workers: 32, Limiter: lim})
+		ran <- stage.Run(ctx, cons, plain(h), stage.Options{Stage: bus.StageFetcher, Names: n, JS: js, Workers: 32, Limiter: lim})
 	}()
 	ackPending := func() int {
 		ci, err := cons.Info(context.Background())
@@ -261,4 +261,9 @@ func TestRunPrefetchFollowsLimit(t *testing.T) {
 	if got := bustest.Msgs(t, js, n.Keys); got+uint64(done.Load()) != uint64(len(keys)) {
 		t.Errorf("KEYS holds %d after %d handled, want %d in all", got, done.Load(), len(keys))
 	}
+}
+
+// plain makes a Handler of a function that hands nothing on.
+func plain(f func(context.Context, stage.Msg) error) stage.Handler {
+	return func(ctx context.Context, in stage.Msg) (*stage.Output, error) { return nil, f(ctx, in) }
 }
