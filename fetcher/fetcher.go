@@ -19,6 +19,7 @@ import (
 
 	"github.com/ferry-migrate/ferry/shared/bus"
 	"github.com/ferry-migrate/ferry/shared/cass"
+	"github.com/ferry-migrate/ferry/shared/fault"
 	"github.com/ferry-migrate/ferry/shared/keyrules"
 	"github.com/ferry-migrate/ferry/shared/stage"
 )
@@ -128,7 +129,7 @@ func (f *Fetcher) read(ctx context.Context, key string) ([]byte, string, error) 
 		default:
 			result = "error"
 			failures = append(failures, r.Name()+": "+err.Error())
-			if cass.IsUnreachable(err) {
+			if fault.KindOf(err) == fault.Outage {
 				unreachable++
 			}
 		}
@@ -166,10 +167,7 @@ func (f *Fetcher) putObject(ctx context.Context, key, id string, blob []byte) er
 		}
 		err = fmt.Errorf("key %q: store %d-byte blob in object store: %w", key, len(blob), err)
 		if !stage.StreamFull(err) { // checked first: JetStream answers a full stream with a 503
-			if bus.Unavailable(err) {
-				return stage.Outage(err)
-			}
-			return err
+			return bus.Mark(err)
 		}
 		if maxBytes := f.objectsCap(ctx); maxBytes > 0 && objectBytes(len(blob)) > maxBytes {
 			return stage.Permanent(bus.ReasonTooLarge, fmt.Errorf("key %q: blob of %d bytes does not fit in the object store's %d-byte cap (ferry setup --objects-max-bytes)", key, len(blob), maxBytes))

@@ -10,6 +10,7 @@ import (
 
 	"github.com/ferry-migrate/ferry/shared/bus"
 	"github.com/ferry-migrate/ferry/shared/cass"
+	"github.com/ferry-migrate/ferry/shared/fault"
 	"github.com/ferry-migrate/ferry/shared/stage"
 )
 
@@ -23,15 +24,17 @@ type fakeReader struct {
 
 func (f *fakeReader) Name() string { return f.name }
 
+// Read answers as cass.Reader does: errors carry their fault kind.
 func (f *fakeReader) Read(_ context.Context, key string) ([]byte, error) {
 	f.calls++
-	if f.err != nil {
-		return nil, f.err
+	err := f.err
+	if err == nil {
+		if b, ok := f.blobs[key]; ok {
+			return b, nil
+		}
+		err = fmt.Errorf("key %q: %w", key, cass.ErrNotFound)
 	}
-	if b, ok := f.blobs[key]; ok {
-		return b, nil
-	}
-	return nil, fmt.Errorf("key %q: %w", key, cass.ErrNotFound)
+	return nil, fault.Mark(err, cass.Classify(err))
 }
 
 func TestReadFallback(t *testing.T) {

@@ -85,7 +85,7 @@ func keysOf(m map[string][]byte) []string {
 // deserializer does strings.TrimSpace on every x-amz-meta-* value.
 type trimmingStore struct{ *fakeStore }
 
-func (s trimmingStore) Head(ctx context.Context, key string) (blobstore.HeadResult, error) {
+func (s trimmingStore) headRaw(ctx context.Context, key string) (blobstore.HeadResult, error) {
 	h, err := s.fakeStore.Head(ctx, key)
 	for k, v := range h.Metadata {
 		h.Metadata[k] = strings.TrimSpace(v)
@@ -128,7 +128,7 @@ func TestTrailingBlankOwnSourceChanged(t *testing.T) {
 // multipart aborted).
 type notFoundAfterExists struct{ fakeStore }
 
-func (s *notFoundAfterExists) Put(ctx context.Context, in blobstore.PutInput) (blobstore.PutResult, error) {
+func (s *notFoundAfterExists) putRaw(ctx context.Context, in blobstore.PutInput) (blobstore.PutResult, error) {
 	s.puts++
 	if s.puts == 1 {
 		return blobstore.PutResult{}, blobstore.ErrExists
@@ -167,4 +167,16 @@ func TestOwnerFromOlderFerry(t *testing.T) {
 	if _, p := stage.IsPermanent(err); !p {
 		t.Errorf("(b) key \"é\" overwrote the object of the literal key \"%%C3%%A9\" written by an older ferry: S3 holds %q (Handle = %v)", fs.objects["p/e"], err)
 	}
+}
+
+// Head answers as the client does: errors carry their fault kind.
+func (s trimmingStore) Head(ctx context.Context, key string) (blobstore.HeadResult, error) {
+	res, err := s.headRaw(ctx, key)
+	return res, blobstore.Mark(err)
+}
+
+// Put answers as the client does: errors carry their fault kind.
+func (s *notFoundAfterExists) Put(ctx context.Context, in blobstore.PutInput) (blobstore.PutResult, error) {
+	res, err := s.putRaw(ctx, in)
+	return res, blobstore.Mark(err)
 }

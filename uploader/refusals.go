@@ -7,6 +7,7 @@ import (
 
 	"github.com/ferry-migrate/ferry/shared/blobstore"
 	"github.com/ferry-migrate/ferry/shared/bus"
+	"github.com/ferry-migrate/ferry/shared/fault"
 	"github.com/ferry-migrate/ferry/shared/refusal"
 	"github.com/ferry-migrate/ferry/shared/stage"
 )
@@ -50,9 +51,9 @@ func (u *Uploader) refused(ctx context.Context, s3Key string, err error) error {
 	switch {
 	case perr == nil:
 		return stage.Permanent(bus.ReasonUploadError, fmt.Errorf("%w: S3 refuses this object but lets ferry write others (an object lock, or a policy on its prefix); fix that and replay the key", err))
-	case blobstore.IsAccessDenied(perr) || blobstore.Classify(perr) == blobstore.Fatal:
+	case blobstore.IsAccessDenied(perr) || fault.KindOf(perr) == fault.Fatal:
 		return stage.Fatal(fmt.Errorf("%w (a write probe was refused too: %v)", err, perr))
-	case blobstore.IsUnreachable(perr):
+	case fault.KindOf(perr) == fault.Outage:
 		return stage.Outage(fmt.Errorf("%w (the write probe found S3 unreachable: %v)", err, perr))
 	}
 	return stage.Transient(bus.ReasonUploadError, fmt.Errorf("%w (the write probe failed: %v)", err, perr))

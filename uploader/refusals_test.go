@@ -37,7 +37,7 @@ func newPolicyStore(allow func(key string) bool) *policyStore {
 	return &policyStore{objects: map[string][]byte{}, allow: allow}
 }
 
-func (s *policyStore) Put(_ context.Context, in blobstore.PutInput) (blobstore.PutResult, error) {
+func (s *policyStore) putRaw(_ context.Context, in blobstore.PutInput) (blobstore.PutResult, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if !s.allow(in.Key) {
@@ -51,7 +51,7 @@ func (s *policyStore) Put(_ context.Context, in blobstore.PutInput) (blobstore.P
 	return blobstore.PutResult{ETag: hex.EncodeToString(sum[:])}, nil
 }
 
-func (s *policyStore) Head(_ context.Context, key string) (blobstore.HeadResult, error) {
+func (s *policyStore) headRaw(_ context.Context, key string) (blobstore.HeadResult, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	b, ok := s.objects[key]
@@ -62,7 +62,7 @@ func (s *policyStore) Head(_ context.Context, key string) (blobstore.HeadResult,
 	return blobstore.HeadResult{Key: key, Size: int64(len(b)), ETag: hex.EncodeToString(sum[:])}, nil
 }
 
-func (s *policyStore) ProbeWrite(_ context.Context, key string) error {
+func (s *policyStore) probewriteRaw(_ context.Context, key string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.probed = append(s.probed, key)
@@ -255,7 +255,7 @@ type gatedStore struct {
 	calls         int
 }
 
-func (s *gatedStore) ProbeWrite(ctx context.Context, key string) error {
+func (s *gatedStore) probewriteRaw(ctx context.Context, key string) error {
 	s.mu.Lock()
 	s.calls++
 	s.running++
@@ -312,4 +312,26 @@ func TestRefusedConcurrent(t *testing.T) {
 	if store.most != 1 || store.calls > 2 {
 		t.Errorf("%d refused workers: %d probes, at most %d at once; want them to share one", workers, store.calls, store.most)
 	}
+}
+
+// Put answers as the client does: errors carry their fault kind.
+func (s *policyStore) Put(ctx context.Context, in blobstore.PutInput) (blobstore.PutResult, error) {
+	res, err := s.putRaw(ctx, in)
+	return res, blobstore.Mark(err)
+}
+
+// Head answers as the client does: errors carry their fault kind.
+func (s *policyStore) Head(ctx context.Context, key string) (blobstore.HeadResult, error) {
+	res, err := s.headRaw(ctx, key)
+	return res, blobstore.Mark(err)
+}
+
+// ProbeWrite answers as the client does: errors carry their fault kind.
+func (s *policyStore) ProbeWrite(ctx context.Context, key string) error {
+	return blobstore.Mark(s.probewriteRaw(ctx, key))
+}
+
+// ProbeWrite answers as the client does: errors carry their fault kind.
+func (s *gatedStore) ProbeWrite(ctx context.Context, key string) error {
+	return blobstore.Mark(s.probewriteRaw(ctx, key))
 }

@@ -79,11 +79,7 @@ func (u *Uploader) Handle(ctx context.Context, msg stage.Msg) (*stage.Output, er
 			return nil, stage.Permanent(bus.ReasonSourceError, fmt.Errorf("key %q: large blob %s is gone from the object store and not in S3; replay the key", key, object))
 		}
 		if err != nil {
-			err = fmt.Errorf("key %q: get %s from object store: %w", key, object, err)
-			if bus.Unavailable(err) {
-				return nil, stage.Outage(err)
-			}
-			return nil, err
+			return nil, bus.Mark(fmt.Errorf("key %q: get %s from object store: %w", key, object, err))
 		}
 	}
 	if int64(len(body)) != size {
@@ -137,17 +133,7 @@ func (u *Uploader) Handle(ctx context.Context, msg stage.Msg) (*stage.Output, er
 		if blobstore.IsAccessDenied(err) {
 			return nil, u.refused(ctx, s3Key, err)
 		}
-		switch blobstore.Classify(err) {
-		case blobstore.Fatal:
-			return nil, stage.Fatal(err)
-		case blobstore.Permanent:
-			return nil, stage.Permanent(bus.ReasonUploadError, err)
-		default:
-			if blobstore.IsUnreachable(err) {
-				return nil, stage.Outage(err) // S3 unreachable: wait, don't burn deliveries
-			}
-			return nil, stage.Transient(bus.ReasonUploadError, err)
-		}
+		return nil, stage.Reason(bus.ReasonUploadError, err) // its kind is the client's (fault)
 	}
 	u.denials.record(s3Key)
 	return u.uploaded(rec, res.ETag), nil

@@ -37,12 +37,12 @@ type fakeStore struct {
 	lastCRC  string // PutInput.CRC32C of the last Put
 }
 
-func (f *fakeStore) ProbeWrite(context.Context, string) error {
+func (f *fakeStore) probewriteRaw(context.Context, string) error {
 	f.probes++
 	return f.probeErr
 }
 
-func (f *fakeStore) Put(_ context.Context, in blobstore.PutInput) (blobstore.PutResult, error) {
+func (f *fakeStore) putRaw(_ context.Context, in blobstore.PutInput) (blobstore.PutResult, error) {
 	f.puts++
 	f.lastCRC = in.CRC32C
 	if f.putErr != nil {
@@ -58,7 +58,7 @@ func (f *fakeStore) Put(_ context.Context, in blobstore.PutInput) (blobstore.Put
 	return blobstore.PutResult{ETag: hex.EncodeToString(sum[:])}, nil
 }
 
-func (f *fakeStore) Head(_ context.Context, key string) (blobstore.HeadResult, error) {
+func (f *fakeStore) headRaw(_ context.Context, key string) (blobstore.HeadResult, error) {
 	if f.headErr != nil {
 		return blobstore.HeadResult{}, f.headErr
 	}
@@ -297,4 +297,21 @@ func TestSourceCRCTravels(t *testing.T) {
 	if got := m.Header.Get(bus.HdrCRC32C); got != strconv.FormatUint(uint64(crc32.Checksum(body, crc32.MakeTable(crc32.Castagnoli))), 10) {
 		t.Errorf("UPLOADED %s = %q", bus.HdrCRC32C, got)
 	}
+}
+
+// Put answers as the client does: errors carry their fault kind.
+func (f *fakeStore) Put(ctx context.Context, in blobstore.PutInput) (blobstore.PutResult, error) {
+	res, err := f.putRaw(ctx, in)
+	return res, blobstore.Mark(err)
+}
+
+// Head answers as the client does: errors carry their fault kind.
+func (f *fakeStore) Head(ctx context.Context, key string) (blobstore.HeadResult, error) {
+	res, err := f.headRaw(ctx, key)
+	return res, blobstore.Mark(err)
+}
+
+// ProbeWrite answers as the client does: errors carry their fault kind.
+func (f *fakeStore) ProbeWrite(ctx context.Context, key string) error {
+	return blobstore.Mark(f.probewriteRaw(ctx, key))
 }

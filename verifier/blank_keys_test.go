@@ -27,13 +27,15 @@ type keyedStore struct {
 	head  func(key string) (blobstore.HeadResult, error)
 }
 
-func (s *keyedStore) Head(_ context.Context, key string) (blobstore.HeadResult, error) {
+func (s *keyedStore) headRaw(_ context.Context, key string) (blobstore.HeadResult, error) {
 	s.mu.Lock()
 	s.asked = append(s.asked, key)
 	s.mu.Unlock()
 	return s.head(key)
 }
-func (s *keyedStore) Get(context.Context, string) ([]byte, error) { return nil, errors.New("unused") }
+func (s *keyedStore) getRaw(context.Context, string) ([]byte, error) {
+	return nil, errors.New("unused")
+}
 
 func uploadedMsg(t *testing.T, js jetstream.JetStream, n bus.Names, key, s3Key string, body []byte) jetstream.Msg {
 	t.Helper()
@@ -92,4 +94,16 @@ func TestVerifierBlankKey(t *testing.T) {
 	if string(m.Data) != " x" {
 		t.Errorf("DONE records key %q, want %q", m.Data, " x")
 	}
+}
+
+// Head answers as the client does: errors carry their fault kind.
+func (s *keyedStore) Head(ctx context.Context, key string) (blobstore.HeadResult, error) {
+	res, err := s.headRaw(ctx, key)
+	return res, blobstore.Mark(err)
+}
+
+// Get answers as the client does: errors carry their fault kind.
+func (s *keyedStore) Get(ctx context.Context, key string) ([]byte, error) {
+	res, err := s.getRaw(ctx, key)
+	return res, blobstore.Mark(err)
 }

@@ -31,10 +31,10 @@ type downStore struct {
 	headErr, getErr error
 }
 
-func (s downStore) Head(context.Context, string) (blobstore.HeadResult, error) {
+func (s downStore) headRaw(context.Context, string) (blobstore.HeadResult, error) {
 	return s.head, s.headErr
 }
-func (s downStore) Get(context.Context, string) ([]byte, error) { return nil, s.getErr }
+func (s downStore) getRaw(context.Context, string) ([]byte, error) { return nil, s.getErr }
 
 // s3Answer is S3's (or its proxy's) answer as the SDK returns it.
 func s3Answer(status int, code, msg string) error {
@@ -104,4 +104,16 @@ func uploaded(t *testing.T, js jetstream.JetStream, n bus.Names, key, s3Key stri
 		t.Fatal(err)
 	}
 	return msg
+}
+
+// Head answers as the client does: errors carry their fault kind.
+func (s downStore) Head(ctx context.Context, key string) (blobstore.HeadResult, error) {
+	res, err := s.headRaw(ctx, key)
+	return res, blobstore.Mark(err)
+}
+
+// Get answers as the client does: errors carry their fault kind.
+func (s downStore) Get(ctx context.Context, key string) ([]byte, error) {
+	res, err := s.getRaw(ctx, key)
+	return res, blobstore.Mark(err)
 }

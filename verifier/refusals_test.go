@@ -41,7 +41,7 @@ type policyStore struct {
 	asked   []string
 }
 
-func (s *policyStore) Head(_ context.Context, key string) (blobstore.HeadResult, error) {
+func (s *policyStore) headRaw(_ context.Context, key string) (blobstore.HeadResult, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.asked = append(s.asked, key)
@@ -57,7 +57,9 @@ func (s *policyStore) Head(_ context.Context, key string) (blobstore.HeadResult,
 		Metadata: map[string]string{blobstore.MD5Meta: hex.EncodeToString(sum[:])}, CRC32C: blobstore.CRC32C(body)}, nil
 }
 
-func (s *policyStore) Get(context.Context, string) ([]byte, error) { return nil, errors.New("unused") }
+func (s *policyStore) getRaw(context.Context, string) ([]byte, error) {
+	return nil, errors.New("unused")
+}
 
 // verifyMsg publishes an UPLOADED message for s3Key holding "b" and returns it as the verifier's
 // consumer delivers it.
@@ -171,4 +173,16 @@ func TestRefusedHeadFirstObject(t *testing.T) {
 			t.Errorf("no read proven anywhere: Handle = %v; want the verifier stopped", err)
 		}
 	})
+}
+
+// Head answers as the client does: errors carry their fault kind.
+func (s *policyStore) Head(ctx context.Context, key string) (blobstore.HeadResult, error) {
+	res, err := s.headRaw(ctx, key)
+	return res, blobstore.Mark(err)
+}
+
+// Get answers as the client does: errors carry their fault kind.
+func (s *policyStore) Get(ctx context.Context, key string) ([]byte, error) {
+	res, err := s.getRaw(ctx, key)
+	return res, blobstore.Mark(err)
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/ferry-migrate/ferry/shared/blobstore"
 	"github.com/ferry-migrate/ferry/shared/bus"
 	"github.com/ferry-migrate/ferry/shared/config"
+	"github.com/ferry-migrate/ferry/shared/fault"
 	"github.com/ferry-migrate/ferry/shared/refusal"
 	"github.com/ferry-migrate/ferry/shared/service"
 	"github.com/ferry-migrate/ferry/shared/stage"
@@ -59,7 +60,7 @@ func (v *Verifier) Handle(ctx context.Context, msg stage.Msg) (*stage.Output, er
 	case err != nil && blobstore.IsAccessDenied(err):
 		return nil, v.refused(ctx, s3Key, fmt.Errorf("key %q: %w", key, err))
 	case err != nil:
-		return nil, s3Failure(fmt.Errorf("key %q: %w", key, err))
+		return nil, fmt.Errorf("key %q: %w", key, err) // its kind is the client's (fault)
 	}
 	v.reads.Good(s3Key)
 	// The source's CRC32C against S3's own, and ferry's MD5 in the metadata: never the ETag alone
@@ -73,7 +74,7 @@ func (v *Verifier) Handle(ctx context.Context, msg stage.Msg) (*stage.Output, er
 			return nil, stage.Permanent(bus.ReasonVerifyMissing, fmt.Errorf("key %q: deep check: %w", key, err))
 		}
 		if err != nil {
-			return nil, s3Failure(fmt.Errorf("key %q: deep check: %w", key, err))
+			return nil, fmt.Errorf("key %q: deep check: %w", key, err)
 		}
 		if got := md5.Sum(body); !bytes.Equal(got[:], sum) {
 			return nil, stage.Permanent(bus.ReasonVerifyMismatch, fmt.Errorf("key %q: deep check: s3://%s reads back with md5 %x, want %x", key, s3Key, got, sum))
@@ -82,19 +83,6 @@ func (v *Verifier) Handle(ctx context.Context, msg stage.Msg) (*stage.Output, er
 	done := rec
 	done.Object, done.ContentType = "", ""
 	return &stage.Output{Subject: v.Names.DoneSubject, Stream: v.Names.Done, ID: bus.MsgID("done", rec.ID), Record: done, Body: []byte(key)}, nil
-}
-
-// s3Failure sorts an S3 error the way the uploader does: an unreachable S3 is an outage (the
-// message is held, no delivery used up, so a long outage does not dead-letter the backlog), an
-// error that every key would get stops the verifier, anything else is retried with backoff.
-func s3Failure(err error) error {
-	switch {
-	case blobstore.IsUnreachable(err):
-		return stage.Outage(err)
-	case blobstore.Classify(err) == blobstore.Fatal:
-		return stage.Fatal(err)
-	}
-	return err
 }
 
 // probeName is the key the read probe HEADs, "<dir>.ferry-probe-<job>", when no object is known
@@ -132,12 +120,12 @@ func (v *Verifier) refused(ctx context.Context, s3Key string, err error) error {
 	switch {
 	case perr == nil:
 		return stage.Permanent(bus.ReasonVerifyMissing, fmt.Errorf("%w: S3 refuses HEAD of this object but answers for others (a policy on its prefix, an SSE-C or KMS key the verifier may not use); fix that and replay the key", err))
-	case blobstore.IsAccessDenied(perr) || blobstore.Classify(perr) == blobstore.Fatal:
+	case blobstore.IsAccessDenied(perr) || fault.KindOf(perr) == fault.Fatal:
 		return stage.Fatal(fmt.Errorf("%w (a read probe was refused too: %v)", err, perr))
-	case blobstore.IsUnreachable(perr):
+	case fault.KindOf(perr) == fault.Outage:
 		return stage.Outage(fmt.Errorf("%w (the read probe found S3 unreachable: %v)", err, perr))
 	}
-	return fmt.Errorf("%w (the read probe failed: %v)", err, perr) // retried
+	return fault.Mark(fmt.Errorf("%w (the read probe failed: %v)", err, perr), fault.Transient) // retried
 }
 
 // Config is the verifier's flags.

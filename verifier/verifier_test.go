@@ -29,8 +29,10 @@ type fakeStore struct {
 	getErr error // Get fails with this, else with err
 }
 
-func (f fakeStore) Head(context.Context, string) (blobstore.HeadResult, error) { return f.head, f.err }
-func (f fakeStore) Get(context.Context, string) ([]byte, error) {
+func (f fakeStore) headRaw(context.Context, string) (blobstore.HeadResult, error) {
+	return f.head, f.err
+}
+func (f fakeStore) getRaw(context.Context, string) ([]byte, error) {
 	if f.getErr != nil {
 		return nil, f.getErr
 	}
@@ -111,4 +113,16 @@ func TestHandle(t *testing.T) {
 			}
 		})
 	}
+}
+
+// Head answers as the client does: errors carry their fault kind.
+func (f fakeStore) Head(ctx context.Context, key string) (blobstore.HeadResult, error) {
+	res, err := f.headRaw(ctx, key)
+	return res, blobstore.Mark(err)
+}
+
+// Get answers as the client does: errors carry their fault kind.
+func (f fakeStore) Get(ctx context.Context, key string) ([]byte, error) {
+	res, err := f.getRaw(ctx, key)
+	return res, blobstore.Mark(err)
 }

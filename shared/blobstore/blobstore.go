@@ -30,6 +30,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 
 	"github.com/ferry-migrate/ferry/shared/config"
+	"github.com/ferry-migrate/ferry/shared/fault"
 )
 
 const (
@@ -176,7 +177,7 @@ func (h trustHint) Do(r *http.Request) (*http.Response, error) {
 	resp, err := h.HTTPClient.Do(r)
 	if err != nil {
 		if hint := certHint(err); hint != "" {
-			err = &kindError{kind: Fatal, err: fmt.Errorf("%w (%s)", err, hint)}
+			err = fault.Mark(fmt.Errorf("%w (%s)", err, hint), fault.Fatal)
 		}
 	}
 	return resp, err
@@ -211,8 +212,7 @@ func (c *Client) reqCtx(ctx context.Context) (context.Context, context.CancelFun
 	return context.WithTimeout(ctx, c.timeout)
 }
 
-// Check confirms the bucket exists and the credentials may use it.
-func (c *Client) Check(ctx context.Context) error {
+func (c *Client) check(ctx context.Context) error {
 	rctx, cancel := c.reqCtx(ctx)
 	defer cancel()
 	_, err := c.s3.HeadBucket(rctx, &s3.HeadBucketInput{Bucket: aws.String(c.bucket)})
@@ -275,13 +275,10 @@ func crcString(c uint32) string {
 	return base64.StdEncoding.EncodeToString([]byte{byte(c >> 24), byte(c >> 16), byte(c >> 8), byte(c)})
 }
 
-// Put stores in.Body under in.Key. The server checks every byte against an MD5: the object's with a
-// single PUT, each part's with multipart (where the whole MD5 is checked here before the first
-// part). The whole MD5 is kept in the metadata MD5Meta either way.
-func (c *Client) Put(ctx context.Context, in PutInput) (PutResult, error) {
+func (c *Client) put(ctx context.Context, in PutInput) (PutResult, error) {
 	if len(in.MD5) != md5.Size {
 		return PutResult{}, fmt.Errorf("put s3://%s/%s: %w", c.bucket, in.Key,
-			&kindError{kind: Permanent, err: fmt.Errorf("md5 is %d bytes, want %d", len(in.MD5), md5.Size)})
+			fault.Mark(fmt.Errorf("md5 is %d bytes, want %d", len(in.MD5), md5.Size), fault.Permanent))
 	}
 	partSize := in.PartSize
 	if partSize == 0 {
@@ -290,7 +287,7 @@ func (c *Client) Put(ctx context.Context, in PutInput) (PutResult, error) {
 	if partSize < MinPartSize {
 		// A configuration mistake: every large object would fail the same way.
 		return PutResult{}, fmt.Errorf("put s3://%s/%s: %w", c.bucket, in.Key,
-			&kindError{kind: Fatal, err: fmt.Errorf("part size %d is below the S3 minimum %d", partSize, MinPartSize)})
+			fault.Mark(fmt.Errorf("part size %d is below the S3 minimum %d", partSize, MinPartSize), fault.Fatal))
 	}
 	meta := make(map[string]string, len(in.Metadata)+1)
 	for k, v := range in.Metadata {
@@ -485,9 +482,7 @@ type HeadResult struct {
 	CRC32C string
 }
 
-// Head reads an object's size, ETag, metadata and full-object CRC32C; a missing object is
-// ErrNotFound.
-func (c *Client) Head(ctx context.Context, key string) (HeadResult, error) {
+func (c *Client) head(ctx context.Context, key string) (HeadResult, error) {
 	rctx, cancel := c.reqCtx(ctx)
 	defer cancel()
 	out, err := c.s3.HeadObject(rctx, &s3.HeadObjectInput{Bucket: aws.String(c.bucket), Key: aws.String(key),
@@ -561,8 +556,7 @@ func (h HeadResult) Check(w Want) error {
 	return nil
 }
 
-// Get reads a whole object (sampled deep verification, tests); a missing object is ErrNotFound.
-func (c *Client) Get(ctx context.Context, key string) ([]byte, error) {
+func (c *Client) get(ctx context.Context, key string) ([]byte, error) {
 	rctx, cancel := c.reqCtx(ctx)
 	defer cancel()
 	out, err := c.s3.GetObject(rctx, &s3.GetObjectInput{Bucket: aws.String(c.bucket), Key: aws.String(key)})
@@ -580,8 +574,7 @@ func (c *Client) Get(ctx context.Context, key string) ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
-// Delete removes an object; deleting a missing object is not an error (S3 semantics).
-func (c *Client) Delete(ctx context.Context, key string) error {
+func (c *Client) del(ctx context.Context, key string) error {
 	rctx, cancel := c.reqCtx(ctx)
 	defer cancel()
 	if _, err := c.s3.DeleteObject(rctx, &s3.DeleteObjectInput{Bucket: aws.String(c.bucket), Key: aws.String(key)}); err != nil {
@@ -606,11 +599,7 @@ func metaValue(m map[string]string, key string) string {
 	return ""
 }
 
-// ProbeWrite asks S3 whether these credentials may write to the bucket at all, without leaving an
-// object behind: it starts a multipart upload under probeKey (authorized like a PUT, with this
-// client's encryption and storage class) and aborts it. A refused object tells a refusal of that
-// object (an object lock, a policy on its prefix) from one of every object by asking this.
-func (c *Client) ProbeWrite(ctx context.Context, probeKey string) error {
+func (c *Client) probeWrite(ctx context.Context, probeKey string) error {
 	create := &s3.CreateMultipartUploadInput{Bucket: aws.String(c.bucket), Key: aws.String(probeKey)}
 	if c.storageClass != "" {
 		create.StorageClass = types.StorageClass(c.storageClass)
@@ -632,4 +621,49 @@ func (c *Client) ProbeWrite(ctx context.Context, probeKey string) error {
 		return fmt.Errorf("probe write s3://%s/%s: abort: %w", c.bucket, probeKey, err)
 	}
 	return nil
+}
+
+// Check confirms the bucket exists and the credentials may use it.
+// Its errors carry their fault.Kind (Classify).
+func (c *Client) Check(ctx context.Context) error {
+	return Mark(c.check(ctx))
+}
+
+// Put stores in.Body under in.Key. The server checks every byte against an MD5: the object's with a
+// single PUT, each part's with multipart (where the whole MD5 is checked here before the first
+// part). The whole MD5 is kept in the metadata MD5Meta either way.
+// Its errors carry their fault.Kind (Classify).
+func (c *Client) Put(ctx context.Context, in PutInput) (PutResult, error) {
+	res, err := c.put(ctx, in)
+	return res, Mark(err)
+}
+
+// Head reads an object's size, ETag, metadata and full-object CRC32C; a missing object is
+// ErrNotFound.
+// Its errors carry their fault.Kind (Classify).
+func (c *Client) Head(ctx context.Context, key string) (HeadResult, error) {
+	res, err := c.head(ctx, key)
+	return res, Mark(err)
+}
+
+// Get reads a whole object (sampled deep verification, tests); a missing object is ErrNotFound.
+// Its errors carry their fault.Kind (Classify).
+func (c *Client) Get(ctx context.Context, key string) ([]byte, error) {
+	res, err := c.get(ctx, key)
+	return res, Mark(err)
+}
+
+// Delete removes an object; deleting a missing object is not an error (S3 semantics).
+// Its errors carry their fault.Kind (Classify).
+func (c *Client) Delete(ctx context.Context, key string) error {
+	return Mark(c.del(ctx, key))
+}
+
+// ProbeWrite asks S3 whether these credentials may write to the bucket at all, without leaving an
+// object behind: it starts a multipart upload under probeKey (authorized like a PUT, with this
+// client's encryption and storage class) and aborts it. A refused object tells a refusal of that
+// object (an object lock, a policy on its prefix) from one of every object by asking this.
+// Its errors carry their fault.Kind (Classify).
+func (c *Client) ProbeWrite(ctx context.Context, probeKey string) error {
+	return Mark(c.probeWrite(ctx, probeKey))
 }

@@ -9,6 +9,8 @@ import (
 	"errors"
 	"sync"
 	"testing"
+
+	"github.com/ferry-migrate/ferry/shared/fault"
 )
 
 // TestIntegrationMetaBlanks: what the uploader's owner record relies on. A metadata value reads
@@ -73,7 +75,7 @@ func TestIntegrationConcurrentIfAbsent(t *testing.T) {
 					case err == nil:
 						won++
 					case errors.Is(err, ErrExists):
-					case Classify(err) == Transient:
+					case Classify(err) == fault.Transient:
 						t.Logf("round %d: writer %d: retryable %v", round, i, err)
 					default:
 						t.Errorf("round %d: writer %d: %v (kind %v)", round, i, err, Classify(err))

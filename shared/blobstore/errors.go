@@ -11,6 +11,8 @@ import (
 
 	"github.com/aws/smithy-go"
 	smithyhttp "github.com/aws/smithy-go/transport/http"
+
+	"github.com/ferry-migrate/ferry/shared/fault"
 )
 
 var (
@@ -25,39 +27,6 @@ var (
 	// multipart upload; S3 reports the same as BadDigest on a single PUT).
 	ErrBadDigest = errors.New("body does not match its md5")
 )
-
-// Kind is how a failed S3 call should be handled.
-type Kind int
-
-const (
-	// Transient may succeed later: retry through JetStream redelivery with backoff.
-	Transient Kind = iota
-	// Permanent will never succeed for this object: dead-letter it.
-	Permanent
-	// Fatal will never succeed for any object: stop consuming until an operator acts.
-	Fatal
-)
-
-func (k Kind) String() string {
-	switch k {
-	case Transient:
-		return "transient"
-	case Permanent:
-		return "permanent"
-	case Fatal:
-		return "fatal"
-	}
-	return fmt.Sprintf("Kind(%d)", int(k))
-}
-
-// kindError carries a kind decided here, for errors that are not S3's (bad input, bad config).
-type kindError struct {
-	kind Kind
-	err  error
-}
-
-func (e *kindError) Error() string { return e.err.Error() }
-func (e *kindError) Unwrap() error { return e.err }
 
 // MismatchError is a stored object that differs from what was expected.
 type MismatchError struct {
@@ -77,74 +46,77 @@ func (e *MismatchError) Error() string {
 
 // codeKinds are S3 error codes (AWS's and versitygw's) whose kind is known. Codes not listed fall
 // back to the HTTP status.
-var codeKinds = map[string]Kind{
+var codeKinds = map[string]fault.Kind{
 	// Transient: the server or the path to it is struggling, or bytes were damaged in transit.
-	"SlowDown":                  Transient,
-	"RequestTimeout":            Transient,
-	"RequestTimeTooSkewed":      Transient, // the SDK corrects its clock offset on the next attempt
-	"InternalError":             Transient,
-	"ServiceUnavailable":        Transient,
-	"Throttling":                Transient,
-	"ThrottlingException":       Transient,
-	"RequestThrottled":          Transient,
-	"TooManyRequests":           Transient,
-	"BadDigest":                 Transient,
-	"XAmzContentSHA256Mismatch": Transient,
-	"IncompleteBody":            Transient,
-	"OperationAborted":          Transient,
-	"NoSuchUpload":              Transient, // our multipart upload vanished; a new Put starts over
-	"InvalidPart":               Transient,
+	"SlowDown":                  fault.Transient,
+	"RequestTimeout":            fault.Transient,
+	"RequestTimeTooSkewed":      fault.Transient, // the SDK corrects its clock offset on the next attempt
+	"InternalError":             fault.Transient,
+	"ServiceUnavailable":        fault.Transient,
+	"Throttling":                fault.Transient,
+	"ThrottlingException":       fault.Transient,
+	"RequestThrottled":          fault.Transient,
+	"TooManyRequests":           fault.Transient,
+	"BadDigest":                 fault.Transient,
+	"XAmzContentSHA256Mismatch": fault.Transient,
+	"IncompleteBody":            fault.Transient,
+	"OperationAborted":          fault.Transient,
+	"NoSuchUpload":              fault.Transient, // our multipart upload vanished; a new Put starts over
+	"InvalidPart":               fault.Transient,
 
 	// Fatal: credentials, bucket, account or destination settings are wrong for every key.
-	"AccessDenied":                 Fatal,
-	"AccessForbidden":              Fatal,
-	"AllAccessDisabled":            Fatal,
-	"AccountProblem":               Fatal,
-	"InvalidAccessKeyId":           Fatal,
-	"SignatureDoesNotMatch":        Fatal,
-	"InvalidToken":                 Fatal,
-	"ExpiredToken":                 Fatal,
-	"InvalidSecurity":              Fatal,
-	"MissingSecurityHeader":        Fatal,
-	"NotSignedUp":                  Fatal,
-	"NoSuchBucket":                 Fatal,
-	"InvalidBucketName":            Fatal,
-	"PermanentRedirect":            Fatal, // wrong region or endpoint
-	"AuthorizationHeaderMalformed": Fatal, // wrong region
-	"InvalidStorageClass":          Fatal,
-	"QuotaExceeded":                Fatal, // versitygw bucket quota: no key fits until someone acts
-	"InsufficientStorage":          Fatal,
+	"AccessDenied":                 fault.Fatal,
+	"AccessForbidden":              fault.Fatal,
+	"AllAccessDisabled":            fault.Fatal,
+	"AccountProblem":               fault.Fatal,
+	"InvalidAccessKeyId":           fault.Fatal,
+	"SignatureDoesNotMatch":        fault.Fatal,
+	"InvalidToken":                 fault.Fatal,
+	"ExpiredToken":                 fault.Fatal,
+	"InvalidSecurity":              fault.Fatal,
+	"MissingSecurityHeader":        fault.Fatal,
+	"NotSignedUp":                  fault.Fatal,
+	"NoSuchBucket":                 fault.Fatal,
+	"InvalidBucketName":            fault.Fatal,
+	"PermanentRedirect":            fault.Fatal, // wrong region or endpoint
+	"AuthorizationHeaderMalformed": fault.Fatal, // wrong region
+	"InvalidStorageClass":          fault.Fatal,
+	"QuotaExceeded":                fault.Fatal, // versitygw bucket quota: no key fits until someone acts
+	"InsufficientStorage":          fault.Fatal,
 
 	// Permanent: this object (its key, size or metadata) can never be stored.
-	"EntityTooLarge":              Permanent,
-	"KeyTooLongError":             Permanent,
-	"InvalidObjectName":           Permanent,
-	"MetadataTooLarge":            Permanent,
-	"ObjectParentIsFile":          Permanent, // versitygw posix: "a/b" exists, "a/b/c" cannot
-	"ExistingObjectIsDirectory":   Permanent, // versitygw posix: "a/b/c" exists, "a/b" cannot
-	"DirectoryObjectContainsData": Permanent,
+	"EntityTooLarge":              fault.Permanent,
+	"KeyTooLongError":             fault.Permanent,
+	"InvalidObjectName":           fault.Permanent,
+	"MetadataTooLarge":            fault.Permanent,
+	"ObjectParentIsFile":          fault.Permanent, // versitygw posix: "a/b" exists, "a/b/c" cannot
+	"ExistingObjectIsDirectory":   fault.Permanent, // versitygw posix: "a/b/c" exists, "a/b" cannot
+	"DirectoryObjectContainsData": fault.Permanent,
 }
 
-// Classify tells how an error from this package should be handled. Unknown errors are Transient:
-// a retry costs little, a wrongly dropped key is lost.
-func Classify(err error) Kind {
+// Classify is this package's table from its errors to fault kinds; the Client marks every error
+// it returns with it, so the runner reads the kind directly. Unknown errors are Transient: a
+// retry costs little, a wrongly dropped key is lost.
+func Classify(err error) fault.Kind {
 	if err == nil {
-		return Transient
+		return fault.Transient
 	}
-	var ke *kindError
-	if errors.As(err, &ke) {
-		return ke.kind
+	var k fault.Kinded
+	if errors.As(err, &k) {
+		return k.FaultKind()
 	}
 	if certHint(err) != "" {
-		return Fatal // the server's certificate will not verify on the next try either
+		return fault.Fatal // the server's certificate will not verify on the next try either
 	}
 	switch {
 	case errors.Is(err, ErrNoBucket):
-		return Fatal
+		return fault.Fatal
 	case errors.Is(err, ErrNotFound):
-		return Permanent
+		return fault.Permanent
 	case errors.Is(err, ErrBadDigest), errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
-		return Transient
+		return fault.Transient
+	case IsUnreachable(err):
+		return fault.Outage
 	}
 	var apiErr smithy.APIError
 	if errors.As(err, &apiErr) {
@@ -156,20 +128,29 @@ func Classify(err error) Kind {
 		if code == "InvalidArgument" || code == "InvalidURI" {
 			msg := strings.ToLower(apiErr.ErrorMessage())
 			if code == "InvalidURI" || strings.Contains(msg, "key") || strings.Contains(msg, "object name") {
-				return Permanent
+				return fault.Permanent
 			}
 		}
 	}
 	switch s := statusOf(err); {
 	case s == 401 || s == 403:
-		return Fatal // HEAD answers carry no code: a bare 403 is bad credentials or policy
+		return fault.Fatal // HEAD answers carry no code: a bare 403 is bad credentials or policy
 	case s == 301:
-		return Fatal // bucket in another region
+		return fault.Fatal // bucket in another region
 	case s == 413:
-		return Permanent // body too large
+		return fault.Permanent // body too large
 	}
-	// 408, 429, 5xx, network errors, timeouts and anything unknown.
-	return Transient
+	// 408, 500, other network errors, timeouts and anything unknown.
+	return fault.Transient
+}
+
+// Mark gives err its kind by this package's table (Classify); nil stays nil. The Client marks every
+// error it returns; a stand-in for it (a test's fake store) does the same.
+func Mark(err error) error {
+	if err == nil {
+		return nil
+	}
+	return fault.Mark(err, Classify(err))
 }
 
 // statusOf is the HTTP status of a failed request, or 0 when none was received.

@@ -21,6 +21,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 	"github.com/aws/smithy-go"
 	smithyhttp "github.com/aws/smithy-go/transport/http"
+
+	"github.com/ferry-migrate/ferry/shared/fault"
 )
 
 // opErr builds an error shaped as the SDK returns it: operation → response (status) → API error.
@@ -50,49 +52,49 @@ func TestClassify(t *testing.T) {
 	tests := []struct {
 		name string
 		err  error
-		want Kind
+		want fault.Kind
 	}{
-		{"slow down", opErr(503, code("SlowDown", "reduce your request rate")), Transient},
-		{"request timeout", opErr(400, code("RequestTimeout", "")), Transient},
-		{"internal error", opErr(500, code("InternalError", "")), Transient},
-		{"bare 503", opErr(503, code("ServiceUnavailable", "")), Transient},
-		{"unknown 502", opErr(502, code("BadGateway", "")), Transient},
-		{"throttling", opErr(400, code("Throttling", "")), Transient},
-		{"429 without code", opErr(429, code("", "")), Transient},
-		{"bad digest", opErr(400, code("BadDigest", "The Content-MD5 you specified did not match")), Transient},
-		{"sha256 mismatch", opErr(400, code("XAmzContentSHA256Mismatch", "")), Transient},
-		{"no such upload", opErr(404, code("NoSuchUpload", "")), Transient},
-		{"connection refused", sendErr(&net.OpError{Op: "dial", Net: "tcp", Err: os.NewSyscallError("connect", syscall.ECONNREFUSED)}), Transient},
-		{"connection reset", sendErr(&net.OpError{Op: "read", Net: "tcp", Err: os.NewSyscallError("read", syscall.ECONNRESET)}), Transient},
-		{"unexpected eof", sendErr(io.ErrUnexpectedEOF), Transient},
-		{"request deadline", sendErr(fmt.Errorf("wrapped: %w", context.DeadlineExceeded)), Transient},
-		{"canceled", &smithy.CanceledError{Err: context.Canceled}, Transient},
-		{"unknown error", errors.New("something odd"), Transient},
-		{"unknown code 400", opErr(400, code("SomethingNew", "")), Transient},
-		{"bad digest here", fmt.Errorf("put s3://b/k: %w", ErrBadDigest), Transient},
+		{"slow down", opErr(503, code("SlowDown", "reduce your request rate")), fault.Outage},
+		{"request timeout", opErr(400, code("RequestTimeout", "")), fault.Transient},
+		{"internal error", opErr(500, code("InternalError", "")), fault.Transient},
+		{"bare 503", opErr(503, code("ServiceUnavailable", "")), fault.Outage},
+		{"unknown 502", opErr(502, code("BadGateway", "")), fault.Outage},
+		{"throttling", opErr(400, code("Throttling", "")), fault.Outage},
+		{"429 without code", opErr(429, code("", "")), fault.Outage},
+		{"bad digest", opErr(400, code("BadDigest", "The Content-MD5 you specified did not match")), fault.Transient},
+		{"sha256 mismatch", opErr(400, code("XAmzContentSHA256Mismatch", "")), fault.Transient},
+		{"no such upload", opErr(404, code("NoSuchUpload", "")), fault.Transient},
+		{"connection refused", sendErr(&net.OpError{Op: "dial", Net: "tcp", Err: os.NewSyscallError("connect", syscall.ECONNREFUSED)}), fault.Outage},
+		{"connection reset", sendErr(&net.OpError{Op: "read", Net: "tcp", Err: os.NewSyscallError("read", syscall.ECONNRESET)}), fault.Outage},
+		{"unexpected eof", sendErr(io.ErrUnexpectedEOF), fault.Outage},
+		{"request deadline", sendErr(fmt.Errorf("wrapped: %w", context.DeadlineExceeded)), fault.Transient},
+		{"canceled", &smithy.CanceledError{Err: context.Canceled}, fault.Transient},
+		{"unknown error", errors.New("something odd"), fault.Transient},
+		{"unknown code 400", opErr(400, code("SomethingNew", "")), fault.Transient},
+		{"bad digest here", fmt.Errorf("put s3://b/k: %w", ErrBadDigest), fault.Transient},
 
-		{"access denied", opErr(403, code("AccessDenied", "Access Denied")), Fatal},
-		{"invalid access key", opErr(403, code("InvalidAccessKeyId", "")), Fatal},
-		{"signature", opErr(403, code("SignatureDoesNotMatch", "")), Fatal},
-		{"no such bucket", opErr(404, &types.NoSuchBucket{Message: aws.String("gone")}), Fatal},
-		{"all access disabled", opErr(403, code("AllAccessDisabled", "")), Fatal},
-		{"expired token", opErr(400, code("ExpiredToken", "")), Fatal},
-		{"HEAD 403 without code", opErr(403, code("Forbidden", "")), Fatal},
-		{"HEAD 301 wrong region", opErr(301, code("MovedPermanently", "")), Fatal},
-		{"check: no bucket", fmt.Errorf("check s3://b: %w: %w", ErrNoBucket, opErr(404, code("NotFound", ""))), Fatal},
-		{"server CA not trusted", sendErr(&tls.CertificateVerificationError{Err: x509.UnknownAuthorityError{}}), Fatal},
-		{"certificate for another host", sendErr(&tls.CertificateVerificationError{Err: x509.HostnameError{Host: "s3.example"}}), Fatal},
-		{"certificate expired", sendErr(x509.CertificateInvalidError{Reason: x509.Expired}), Fatal},
-		{"part size config", &kindError{kind: Fatal, err: errors.New("part size")}, Fatal},
+		{"access denied", opErr(403, code("AccessDenied", "Access Denied")), fault.Fatal},
+		{"invalid access key", opErr(403, code("InvalidAccessKeyId", "")), fault.Fatal},
+		{"signature", opErr(403, code("SignatureDoesNotMatch", "")), fault.Fatal},
+		{"no such bucket", opErr(404, &types.NoSuchBucket{Message: aws.String("gone")}), fault.Fatal},
+		{"all access disabled", opErr(403, code("AllAccessDisabled", "")), fault.Fatal},
+		{"expired token", opErr(400, code("ExpiredToken", "")), fault.Fatal},
+		{"HEAD 403 without code", opErr(403, code("Forbidden", "")), fault.Fatal},
+		{"HEAD 301 wrong region", opErr(301, code("MovedPermanently", "")), fault.Fatal},
+		{"check: no bucket", fmt.Errorf("check s3://b: %w: %w", ErrNoBucket, opErr(404, code("NotFound", ""))), fault.Fatal},
+		{"server CA not trusted", sendErr(&tls.CertificateVerificationError{Err: x509.UnknownAuthorityError{}}), fault.Fatal},
+		{"certificate for another host", sendErr(&tls.CertificateVerificationError{Err: x509.HostnameError{Host: "s3.example"}}), fault.Fatal},
+		{"certificate expired", sendErr(x509.CertificateInvalidError{Reason: x509.Expired}), fault.Fatal},
+		{"part size config", fault.Mark(errors.New("part size"), fault.Fatal), fault.Fatal},
 
-		{"entity too large", opErr(400, code("EntityTooLarge", "")), Permanent},
-		{"key too long", opErr(400, code("KeyTooLongError", "Your key is too long")), Permanent},
-		{"invalid object name", opErr(400, code("InvalidObjectName", "")), Permanent},
-		{"invalid argument about key", opErr(400, code("InvalidArgument", "Object key is not valid")), Permanent},
-		{"invalid argument other", opErr(400, code("InvalidArgument", "x-amz-tagging is bad")), Transient},
-		{"versitygw parent is file", opErr(409, code("ObjectParentIsFile", "")), Permanent},
-		{"missing object", fmt.Errorf("head s3://b/k: %w", ErrNotFound), Permanent},
-		{"bad md5 length", &kindError{kind: Permanent, err: errors.New("md5 is 3 bytes")}, Permanent},
+		{"entity too large", opErr(400, code("EntityTooLarge", "")), fault.Permanent},
+		{"key too long", opErr(400, code("KeyTooLongError", "Your key is too long")), fault.Permanent},
+		{"invalid object name", opErr(400, code("InvalidObjectName", "")), fault.Permanent},
+		{"invalid argument about key", opErr(400, code("InvalidArgument", "Object key is not valid")), fault.Permanent},
+		{"invalid argument other", opErr(400, code("InvalidArgument", "x-amz-tagging is bad")), fault.Transient},
+		{"versitygw parent is file", opErr(409, code("ObjectParentIsFile", "")), fault.Permanent},
+		{"missing object", fmt.Errorf("head s3://b/k: %w", ErrNotFound), fault.Permanent},
+		{"bad md5 length", fault.Mark(errors.New("md5 is 3 bytes"), fault.Permanent), fault.Permanent},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -167,15 +169,15 @@ func TestPutRejectsBadInput(t *testing.T) {
 	wrong := md5.Sum([]byte("x"))
 
 	_, err := c.Put(ctx, PutInput{Key: "k", Body: []byte("x"), MD5: []byte{1, 2, 3}})
-	if err == nil || Classify(err) != Permanent {
+	if err == nil || Classify(err) != fault.Permanent {
 		t.Errorf("short md5: err %v kind %v, want permanent", err, Classify(err))
 	}
 	_, err = c.Put(ctx, PutInput{Key: "k", Body: big, MD5: sum[:], PartSize: 1 << 20})
-	if err == nil || Classify(err) != Fatal {
+	if err == nil || Classify(err) != fault.Fatal {
 		t.Errorf("small part size: err %v kind %v, want fatal", err, Classify(err))
 	}
 	_, err = c.Put(ctx, PutInput{Key: "k", Body: big, MD5: wrong[:], PartSize: MinPartSize})
-	if !errors.Is(err, ErrBadDigest) || Classify(err) != Transient {
+	if !errors.Is(err, ErrBadDigest) || Classify(err) != fault.Transient {
 		t.Errorf("multipart with wrong md5: err %v kind %v, want ErrBadDigest transient", err, Classify(err))
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/ferry-migrate/ferry/shared/config"
+	"github.com/ferry-migrate/ferry/shared/fault"
 )
 
 // These tests run against a real S3-compatible server: the local stack's versitygw by default.
@@ -143,7 +144,7 @@ func TestIntegrationWrongMD5Refused(t *testing.T) {
 		t.Fatal("Put with a wrong MD5 succeeded")
 	}
 	t.Logf("wrong MD5: %v", err)
-	if !isCode(err, "BadDigest") || Classify(err) != Transient {
+	if !isCode(err, "BadDigest") || Classify(err) != fault.Transient {
 		t.Errorf("Put with a wrong MD5: %v (kind %v), want BadDigest, transient", err, Classify(err))
 	}
 	if !strings.Contains(err.Error(), key) {
@@ -242,7 +243,7 @@ func TestIntegrationKeyTooLong(t *testing.T) {
 		t.Fatal("Put of a 1025+ byte key succeeded")
 	}
 	t.Logf("key too long: %v", err)
-	if Classify(err) != Permanent {
+	if Classify(err) != fault.Permanent {
 		t.Errorf("Put of a too-long key: %v (kind %v), want permanent", err, Classify(err))
 	}
 }
@@ -257,14 +258,14 @@ func TestIntegrationWrongSecretIsFatal(t *testing.T) {
 	}
 	err = c.Check(ctx)
 	t.Logf("check with wrong secret: %v", err)
-	if err == nil || Classify(err) != Fatal {
+	if err == nil || Classify(err) != fault.Fatal {
 		t.Errorf("Check with a wrong secret: %v (kind %v), want fatal", err, Classify(err))
 	}
 	body := []byte("x")
 	sum := md5.Sum(body)
 	_, err = c.Put(ctx, PutInput{Key: "blobstore-it/wrong-secret", Body: body, MD5: sum[:]})
 	t.Logf("put with wrong secret: %v", err)
-	if err == nil || Classify(err) != Fatal {
+	if err == nil || Classify(err) != fault.Fatal {
 		t.Errorf("Put with a wrong secret: %v (kind %v), want fatal", err, Classify(err))
 	}
 }
@@ -278,14 +279,14 @@ func TestIntegrationMissingBucketIsFatal(t *testing.T) {
 	}
 	err = c.Check(ctx)
 	t.Logf("check of missing bucket: %v", err)
-	if !errors.Is(err, ErrNoBucket) || Classify(err) != Fatal {
+	if !errors.Is(err, ErrNoBucket) || Classify(err) != fault.Fatal {
 		t.Errorf("Check of a missing bucket: %v (kind %v), want ErrNoBucket, fatal", err, Classify(err))
 	}
 	body := []byte("x")
 	sum := md5.Sum(body)
 	_, err = c.Put(ctx, PutInput{Key: "k", Body: body, MD5: sum[:]})
 	t.Logf("put to missing bucket: %v", err)
-	if err == nil || Classify(err) != Fatal {
+	if err == nil || Classify(err) != fault.Fatal {
 		t.Errorf("Put to a missing bucket: %v (kind %v), want fatal", err, Classify(err))
 	}
 }
@@ -300,7 +301,7 @@ func TestIntegrationUnreachableIsTransient(t *testing.T) {
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
-	if err := c.Check(ctx); err == nil || Classify(err) != Transient {
+	if err := c.Check(ctx); err == nil || Classify(err) != fault.Transient {
 		t.Errorf("Check of an unreachable endpoint: %v (kind %v), want transient", err, Classify(err))
 	}
 	if _, err := c.Head(ctx, "k"); !IsUnreachable(err) {

@@ -24,6 +24,8 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+
+	"github.com/ferry-migrate/ferry/shared/fault"
 )
 
 // TestIntegrationHTTPSWithCABundle starts a second versitygw (the local stack's binary, the local
@@ -80,12 +82,12 @@ func TestIntegrationHTTPSWithCABundle(t *testing.T) {
 	}
 	err = plain.Check(ctx)
 	t.Logf("check without ca_bundle: %v", err)
-	if err == nil || Classify(err) != Fatal || !strings.Contains(err.Error(), "destination.ca_bundle") {
+	if err == nil || Classify(err) != fault.Fatal || !strings.Contains(err.Error(), "destination.ca_bundle") {
 		t.Errorf("Check without ca_bundle: %v (kind %v), want fatal naming destination.ca_bundle", err, Classify(err))
 	}
 	body := []byte("x")
 	sum := md5.Sum(body)
-	if _, err := plain.Put(ctx, PutInput{Key: "tls/untrusted", Body: body, MD5: sum[:]}); err == nil || Classify(err) != Fatal {
+	if _, err := plain.Put(ctx, PutInput{Key: "tls/untrusted", Body: body, MD5: sum[:]}); err == nil || Classify(err) != fault.Fatal {
 		t.Errorf("Put without ca_bundle: %v (kind %v), want fatal", err, Classify(err))
 	}
 }

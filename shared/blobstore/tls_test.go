@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/ferry-migrate/ferry/shared/config"
+
+	"github.com/ferry-migrate/ferry/shared/fault"
 )
 
 // recordingS3 answers single PUTs and multipart uploads with success and records each request's
@@ -143,7 +145,7 @@ func TestCABundle(t *testing.T) {
 	}
 	d.CABundle = ""
 	err := put(d)
-	if err == nil || Classify(err) != Fatal || !strings.Contains(err.Error(), "destination.ca_bundle") {
+	if err == nil || Classify(err) != fault.Fatal || !strings.Contains(err.Error(), "destination.ca_bundle") {
 		t.Errorf("without ca_bundle: %v (kind %v), want Fatal naming destination.ca_bundle", err, Classify(err))
 	}
 	t.Logf("without ca_bundle: %v", err)

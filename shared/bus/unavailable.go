@@ -6,6 +6,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/ferry-migrate/ferry/shared/fault"
 )
 
 // Unavailable reports whether a JetStream publish failed because NATS could not take it at that
@@ -26,4 +28,16 @@ func Unavailable(err error) bool {
 		return apiErr.Code == 503 // "JetStream system temporarily unavailable"
 	}
 	return false
+}
+
+// Mark gives a NATS error its fault kind: Outage when NATS could not take it at that moment
+// (Unavailable), else Transient. nil stays nil.
+func Mark(err error) error {
+	if err == nil {
+		return nil
+	}
+	if Unavailable(err) {
+		return fault.Mark(err, fault.Outage)
+	}
+	return fault.Mark(err, fault.Transient)
 }

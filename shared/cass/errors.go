@@ -6,6 +6,8 @@ import (
 	"net"
 
 	"github.com/gocql/gocql"
+
+	"github.com/ferry-migrate/ferry/shared/fault"
 )
 
 // IsTransient reports whether err may go away on its own: a timeout, an unavailable or overloaded
@@ -90,4 +92,17 @@ func IsUnreachable(err error) bool {
 		errors.Is(err, gocql.ErrUnavailable) || errors.Is(err, gocql.ErrConnectionClosed) ||
 		errors.Is(err, gocql.ErrSessionClosed) || errors.As(err, &unavailable) ||
 		(errors.As(err, &opErr) && opErr.Op == "dial")
+}
+
+// Classify is this package's table from its errors to fault kinds: a key a target does not hold
+// is Permanent (for that target), a target that cannot be reached is an Outage, anything else
+// Transient. Reader marks the errors it returns with it.
+func Classify(err error) fault.Kind {
+	switch {
+	case errors.Is(err, ErrNotFound):
+		return fault.Permanent
+	case IsUnreachable(err):
+		return fault.Outage
+	}
+	return fault.Transient
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/gocql/gocql"
 
 	"github.com/ferry-migrate/ferry/shared/config"
+	"github.com/ferry-migrate/ferry/shared/fault"
 )
 
 // ErrNotFound means the target has no row for the key. Read wraps it with the key and target.
@@ -53,15 +54,19 @@ func (r *Reader) Name() string { return r.name }
 // ErrNotFound: the target does not have the blob, so the fetcher asks the next one (or
 // dead-letters not_found) instead of migrating an empty object in its place. A blob of 0 bytes
 // is a real, empty blob and gives an empty, non-nil slice.
+// Its errors carry their fault.Kind (Classify).
 func (r *Reader) Read(ctx context.Context, key string) ([]byte, error) {
 	b, err := r.scan(ctx, key)
 	switch {
 	case errors.Is(err, gocql.ErrNotFound):
-		return nil, fmt.Errorf("cassandra target %s: key %q: %w", r.name, key, ErrNotFound)
+		err = fmt.Errorf("cassandra target %s: key %q: %w", r.name, key, ErrNotFound)
 	case err != nil:
-		return nil, fmt.Errorf("cassandra target %s: read key %q: %w", r.name, key, err)
+		err = fmt.Errorf("cassandra target %s: read key %q: %w", r.name, key, err)
 	case b == nil:
-		return nil, fmt.Errorf("cassandra target %s: key %q: blob is null: %w", r.name, key, ErrNotFound)
+		err = fmt.Errorf("cassandra target %s: key %q: blob is null: %w", r.name, key, ErrNotFound)
+	}
+	if err != nil {
+		return nil, fault.Mark(err, Classify(err))
 	}
 	bytesRead.WithLabelValues(r.name).Add(float64(len(b)))
 	return b, nil

@@ -70,11 +70,8 @@ func store(ctx context.Context, js jetstream.JetStream, key string, out *Output)
 			return nil
 		}
 		if !StreamFull(err) { // checked first: JetStream answers a full stream with a 503
-			err = fmt.Errorf("key %q: publish to %s: %w", key, out.Stream, err)
-			if bus.Unavailable(err) { // no stream leader yet, reconnecting: not the key's fault
-				return Outage(err)
-			}
-			return err
+			// No stream leader yet, reconnecting: an Outage, not the key's fault.
+			return bus.Mark(fmt.Errorf("key %q: publish to %s: %w", key, out.Stream, err))
 		}
 		select {
 		case <-ctx.Done():

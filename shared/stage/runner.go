@@ -24,7 +24,9 @@ type Options struct {
 	// Limiter caps the handlers in flight below Workers, live (ferry throttle --concurrency,
 	// adaptive concurrency); default a fixed limit of Workers.
 	Limiter *Limiter
-	// ExhaustedReason is the dead-letter reason when a transient error uses up the budget.
+	// ExhaustedReason is the stage's dead-letter reason for an error that names none (stage.Reason
+	// does): a transient error that uses up the budget, a client's Permanent one; default
+	// max_deliveries.
 	ExhaustedReason string
 	// Backoff is the delay before redelivery after a transient error, given the handler runs so
 	// far; default Backoff.
@@ -264,6 +266,9 @@ func (r *runner) process(ctx context.Context, msg jetstream.Msg) (time.Duration,
 		_ = msg.Nak()
 		m.count(r.o, "fatal")
 	case permanent:
+		if reason == "" {
+			reason = r.o.ExhaustedReason
+		}
 		r.deadLetter(ctx, msg, md, runs, reason, err)
 	case r.stopping.Load() && (ctx.Err() != nil || IsOutage(err)):
 		// Cut short by shutdown: not the message's fault, so no dead letter and no run counted.

@@ -13,6 +13,7 @@ import (
 
 	"github.com/ferry-migrate/ferry/shared/bus"
 	"github.com/ferry-migrate/ferry/shared/bustest"
+	"github.com/ferry-migrate/ferry/shared/fault"
 	"github.com/ferry-migrate/ferry/shared/stage"
 )
 
@@ -84,6 +85,23 @@ func TestRunOutcomes(t *testing.T) {
 					}
 					return nil
 				}
+			}},
+		{name: "a client's outage is held as such", wantCalls: 4,
+			handler: func(c *atomic.Int32) func(context.Context, stage.Msg) error {
+				return func(context.Context, stage.Msg) error {
+					if c.Add(1) < 4 {
+						return fmt.Errorf("key k: %w", fault.Mark(errBoom, fault.Outage))
+					}
+					return nil
+				}
+			}},
+		{name: "a client's permanent error dead-letters at once, with the stage's reason", wantCalls: 1, wantReason: bus.ReasonMaxDeliveries,
+			handler: func(c *atomic.Int32) func(context.Context, stage.Msg) error {
+				return func(context.Context, stage.Msg) error { c.Add(1); return fault.Mark(errBoom, fault.Permanent) }
+			}},
+		{name: "a client's fatal error stops the runner", wantCalls: 1, wantFatal: true,
+			handler: func(c *atomic.Int32) func(context.Context, stage.Msg) error {
+				return func(context.Context, stage.Msg) error { c.Add(1); return fault.Mark(errBoom, fault.Fatal) }
 			}},
 		{name: "fatal stops the runner", wantCalls: 1, wantFatal: true,
 			handler: func(c *atomic.Int32) func(context.Context, stage.Msg) error {
