@@ -12,20 +12,20 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/ferry-migrate/ferry/capacity"
-	"github.com/ferry-migrate/ferry/dlq"
 	"github.com/ferry-migrate/ferry/fetcher"
-	"github.com/ferry-migrate/ferry/keydiff"
 	"github.com/ferry-migrate/ferry/producer"
-	"github.com/ferry-migrate/ferry/repair"
-	"github.com/ferry-migrate/ferry/report"
-	"github.com/ferry-migrate/ferry/run"
-	"github.com/ferry-migrate/ferry/seed"
 	"github.com/ferry-migrate/ferry/shared/bus"
 	"github.com/ferry-migrate/ferry/shared/config"
 	"github.com/ferry-migrate/ferry/shared/service"
-	"github.com/ferry-migrate/ferry/status"
-	"github.com/ferry-migrate/ferry/throttle"
+	"github.com/ferry-migrate/ferry/tools/bench"
+	"github.com/ferry-migrate/ferry/tools/diff"
+	"github.com/ferry-migrate/ferry/tools/dlq"
+	"github.com/ferry-migrate/ferry/tools/repair"
+	"github.com/ferry-migrate/ferry/tools/report"
+	"github.com/ferry-migrate/ferry/tools/run"
+	"github.com/ferry-migrate/ferry/tools/seed"
+	"github.com/ferry-migrate/ferry/tools/status"
+	"github.com/ferry-migrate/ferry/tools/throttle"
 	"github.com/ferry-migrate/ferry/uploader"
 	"github.com/ferry-migrate/ferry/verifier"
 )
@@ -76,8 +76,8 @@ func app() *cli.App {
 			dlq.Command(),
 			throttle.Command(),
 			seed.Command(),
-			capacity.Command(),
-			keydiff.Command(),
+			bench.Command(),
+			diff.Command(),
 			status.Command(),
 			report.Command(),
 			repair.Command(),

@@ -14,8 +14,8 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/ferry-migrate/ferry/seed"
 	"github.com/ferry-migrate/ferry/shared/bus"
+	"github.com/ferry-migrate/ferry/tools/seed"
 )
 
 // producerRSSLimit is the peak RSS the producer must stay under on a 10,000,000-line key file.

@@ -19,9 +19,10 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/ferry-migrate/ferry/producer"
-	"github.com/ferry-migrate/ferry/seed"
 	"github.com/ferry-migrate/ferry/shared/cass"
+	"github.com/ferry-migrate/ferry/shared/checkpoint"
 	"github.com/ferry-migrate/ferry/shared/config"
+	"github.com/ferry-migrate/ferry/tools/seed"
 )
 
 // scanTable is the table of a row count: `keys` holds the default million, other counts get their
@@ -211,7 +212,7 @@ func scanRangesCommand() *cli.Command {
 			ranges := producer.Split(tokens, 32*len(tokens)) // ferry's default split
 			cql := fmt.Sprintf("SELECT token(%[1]s), %[1]s FROM %[2]s WHERE token(%[1]s) > ? AND token(%[1]s) <= ?", t.KeyColumn, t.Table)
 			var rows atomic.Int64
-			todo := make(chan producer.Range)
+			todo := make(chan checkpoint.Range)
 			gctx, cancel := context.WithCancelCause(ctx)
 			defer cancel(nil)
 			var wg sync.WaitGroup

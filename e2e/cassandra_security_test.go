@@ -15,9 +15,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ferry-migrate/ferry/seed"
 	"github.com/ferry-migrate/ferry/shared/cass"
 	"github.com/ferry-migrate/ferry/shared/config"
+	"github.com/ferry-migrate/ferry/tools/seed"
 )
 
 // secureCassandra runs deploy/local/cassandra-secure.sh with one argument (start, stop, status).

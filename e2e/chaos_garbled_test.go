@@ -14,10 +14,10 @@ import (
 
 	"github.com/nats-io/nats.go"
 
-	"github.com/ferry-migrate/ferry/seed"
 	"github.com/ferry-migrate/ferry/shared/bus"
 	"github.com/ferry-migrate/ferry/shared/config"
 	"github.com/ferry-migrate/ferry/shared/keyrules"
+	"github.com/ferry-migrate/ferry/tools/seed"
 )
 
 // garbled is a message published straight into one of the job's streams, bypassing the stage

@@ -14,9 +14,9 @@ import (
 
 	"github.com/gocql/gocql"
 
-	"github.com/ferry-migrate/ferry/seed"
 	"github.com/ferry-migrate/ferry/shared/cass"
 	"github.com/ferry-migrate/ferry/shared/config"
+	"github.com/ferry-migrate/ferry/tools/seed"
 )
 
 // inputCase is one kind of bad line in a key list and what must become of it. The README's

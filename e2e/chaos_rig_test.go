@@ -26,11 +26,11 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"gopkg.in/yaml.v3"
 
-	"github.com/ferry-migrate/ferry/dlq"
-	"github.com/ferry-migrate/ferry/seed"
 	"github.com/ferry-migrate/ferry/shared/blobstore"
 	"github.com/ferry-migrate/ferry/shared/bus"
 	"github.com/ferry-migrate/ferry/shared/config"
+	"github.com/ferry-migrate/ferry/shared/deadletter"
+	"github.com/ferry-migrate/ferry/tools/seed"
 )
 
 // The fault-tolerance suite. Every scenario runs a job through real ferry processes while
@@ -425,10 +425,10 @@ func (r *rig) backlog() (uint64, bool) {
 	return total, true
 }
 
-func (r *rig) dead() (dlq.Counts, bool) {
+func (r *rig) dead() (deadletter.Counts, bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	c, err := dlq.Count(ctx, r.js, r.names)
+	c, err := deadletter.Count(ctx, r.js, r.names)
 	return c, err == nil
 }
 

@@ -20,12 +20,12 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/ferry-migrate/ferry/dlq"
-	"github.com/ferry-migrate/ferry/seed"
 	"github.com/ferry-migrate/ferry/shared/blobstore"
 	"github.com/ferry-migrate/ferry/shared/bus"
 	"github.com/ferry-migrate/ferry/shared/config"
+	"github.com/ferry-migrate/ferry/shared/deadletter"
 	"github.com/ferry-migrate/ferry/shared/keyrules"
+	"github.com/ferry-migrate/ferry/tools/seed"
 )
 
 var (
@@ -237,9 +237,9 @@ func (h *harness) msgs(stream string) uint64 {
 	return info.State.Msgs
 }
 
-func (h *harness) dead() dlq.Counts {
+func (h *harness) dead() deadletter.Counts {
 	h.t.Helper()
-	c, err := dlq.Count(context.Background(), h.js, h.names)
+	c, err := deadletter.Count(context.Background(), h.js, h.names)
 	if err != nil {
 		h.t.Fatal(err)
 	}

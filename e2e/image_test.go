@@ -21,8 +21,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ferry-migrate/ferry/seed"
 	"github.com/ferry-migrate/ferry/shared/config"
+	"github.com/ferry-migrate/ferry/tools/seed"
 )
 
 // TestImage builds the container image (deploy/image/build.sh, what `make image` runs) and migrates

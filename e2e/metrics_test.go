@@ -15,10 +15,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ferry-migrate/ferry/seed"
 	"github.com/ferry-migrate/ferry/shared/blobstore"
 	"github.com/ferry-migrate/ferry/shared/config"
 	"github.com/ferry-migrate/ferry/shared/keyrules"
+	"github.com/ferry-migrate/ferry/tools/seed"
 )
 
 // TestMetricsEndpoints runs a small job through separate processes with --metrics-addr, scrapes

@@ -12,9 +12,9 @@ import (
 
 	"github.com/gocql/gocql"
 
-	"github.com/ferry-migrate/ferry/seed"
 	"github.com/ferry-migrate/ferry/shared/cass"
 	"github.com/ferry-migrate/ferry/shared/config"
+	"github.com/ferry-migrate/ferry/tools/seed"
 )
 
 // largeSeed keeps this test's large blobs apart from the other tests' keys.

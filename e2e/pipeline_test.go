@@ -17,8 +17,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ferry-migrate/ferry/seed"
 	"github.com/ferry-migrate/ferry/shared/config"
+	"github.com/ferry-migrate/ferry/tools/seed"
 )
 
 // TestPipeline runs producer, fetcher, uploader and verifier as separate processes over the seeded

@@ -13,10 +13,10 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/ferry-migrate/ferry/repair"
 	"github.com/ferry-migrate/ferry/shared/bus"
 	"github.com/ferry-migrate/ferry/shared/bustest"
-	"github.com/ferry-migrate/ferry/status"
+	"github.com/ferry-migrate/ferry/tools/repair"
+	"github.com/ferry-migrate/ferry/tools/status"
 )
 
 // TestRepairCluster: `ferry repair` on three nats-servers in a cluster with R3 streams. The

@@ -14,8 +14,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ferry-migrate/ferry/producer"
 	"github.com/ferry-migrate/ferry/shared/casstest"
+	"github.com/ferry-migrate/ferry/shared/checkpoint"
 	"github.com/ferry-migrate/ferry/shared/config"
 )
 
@@ -39,18 +39,18 @@ func TestScanKill(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	key := producer.ScanCheckpointKey(target)
+	key := checkpoint.ScanKey(target)
 	e, err := kv.Get(context.Background(), key)
 	if err != nil {
 		t.Fatalf("scan plan %s: %v", key, err)
 	}
-	var plan producer.ScanPlan
+	var plan checkpoint.ScanPlan
 	if err := json.Unmarshal(e.Value(), &plan); err != nil {
 		t.Fatal(err)
 	}
 	var starts, ends, last []int64
 	for i, r := range plan.Ranges {
-		cp := producer.RangeCheckpoint{Last: r.Start}
+		cp := checkpoint.ScanRange{Last: r.Start}
 		if e, err := kv.Get(context.Background(), key+"."+strconv.Itoa(i)); err == nil {
 			if err := json.Unmarshal(e.Value(), &cp); err != nil {
 				t.Fatal(err)

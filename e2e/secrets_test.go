@@ -13,8 +13,8 @@ import (
 
 	"gopkg.in/yaml.v3"
 
-	"github.com/ferry-migrate/ferry/seed"
 	"github.com/ferry-migrate/ferry/shared/config"
+	"github.com/ferry-migrate/ferry/tools/seed"
 )
 
 // TestSecretsStayOut runs a small migration with every secret ferry takes set to a value made for

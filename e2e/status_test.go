@@ -15,8 +15,8 @@ import (
 	"testing"
 	"time"
 
-	ferryreport "github.com/ferry-migrate/ferry/report"
-	"github.com/ferry-migrate/ferry/status"
+	ferryreport "github.com/ferry-migrate/ferry/tools/report"
+	"github.com/ferry-migrate/ferry/tools/status"
 )
 
 // TestStatusReport runs a small migration (200 seeded keys and 20 keys no read target holds) and

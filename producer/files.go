@@ -20,34 +20,13 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/ferry-migrate/ferry/shared/checkpoint"
 	"github.com/ferry-migrate/ferry/shared/keylist"
 )
-
-// Checkpoint is a key list's position, stored in the job's KV under producer.<digest of the name>,
-// with what identifies the list it was saved for: the file's or object's identity (size and
-// modification time or ETag) and the SHA-256 of the list's first Offset (decompressed) bytes. A
-// list whose identity changed is resumed only when those bytes are unchanged. Checkpoints saved
-// before lists had an identity have no SHA256.
-type Checkpoint struct {
-	Path   string `json:"path"`
-	Offset int64  `json:"offset"` // bytes of the (decompressed) list whose keys are durably in KEYS
-	Line   int64  `json:"line"`
-	Done   bool   `json:"done"`
-	keylist.Identity
-	SHA256    string `json:"sha256,omitempty"`     // hex, of the list's first Offset (decompressed) bytes
-	HashState []byte `json:"hash_state,omitempty"` // that hash's state, to hash on from Offset without reading the bytes before it again
-}
 
 // checkpointLines bounds how far a checkpoint trails: a killed producer re-sends at most this many
 // lines (plus those in flight), which the broker's duplicate window drops.
 const checkpointLines = 10_000
-
-// checkpointKey is the KV key of a key list's checkpoint: absolute paths and s3:// URLs name a
-// list the same way from any working directory.
-func checkpointKey(name string) string {
-	sum := sha256.Sum256([]byte(name))
-	return "producer." + hex.EncodeToString(sum[:12])
-}
 
 // listName is how a list is named in its checkpoint: an absolute path, an s3:// URL or "-".
 func listName(name string) string {
@@ -91,7 +70,7 @@ func (s *sink) runFiles(ctx context.Context, names []string, s3 keylist.Getter, 
 type listReader struct {
 	s     *sink
 	w     window
-	cp    Checkpoint
+	cp    checkpoint.List
 	cpKey string // empty for stdin: not checkpointed
 	id    keylist.Identity
 	// at is the position after the last line handled: its key published (perhaps not yet
@@ -106,7 +85,7 @@ type listReader struct {
 }
 
 func (s *sink) file(ctx context.Context, name string, s3 keylist.Getter, fp *fileProgress) error {
-	lr := &listReader{s: s, w: window{s: s}, cp: Checkpoint{Path: name}, h: sha256.New()}
+	lr := &listReader{s: s, w: window{s: s}, cp: checkpoint.List{Path: name}, h: sha256.New()}
 	var list *keylist.List
 	var err error
 	if name == keylist.Stdin {
@@ -176,7 +155,7 @@ func (s *sink) file(ctx context.Context, name string, s3 keylist.Getter, fp *fil
 // published and unchanged.
 func (lr *listReader) open(ctx context.Context, name string, s3 keylist.Getter) (*keylist.List, error) {
 	s := lr.s
-	lr.cpKey = checkpointKey(listName(name))
+	lr.cpKey = checkpoint.ListKey(listName(name))
 	lr.cp.Path = listName(name)
 	if !s.cfg.Restart {
 		if e, err := s.kv.Get(ctx, lr.cpKey); err == nil {

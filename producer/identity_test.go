@@ -20,6 +20,7 @@ import (
 
 	"github.com/ferry-migrate/ferry/shared/bus"
 	"github.com/ferry-migrate/ferry/shared/bustest"
+	"github.com/ferry-migrate/ferry/shared/checkpoint"
 	"github.com/ferry-migrate/ferry/shared/service"
 )
 
@@ -100,9 +101,9 @@ func TestRunChangedList(t *testing.T) {
 			}
 			kv, _ := js.KeyValue(ctx, n.KV)
 			if tt.interrupted {
-				interrupt(t, kv, checkpointKey(file))
+				interrupt(t, kv, checkpoint.ListKey(file))
 			}
-			before, _ := kv.Get(ctx, checkpointKey(file))
+			before, _ := kv.Get(ctx, checkpoint.ListKey(file))
 			if err := os.WriteFile(file, compress(t, tt.kind, tt.second), 0o644); err != nil {
 				t.Fatal(err)
 			}
@@ -121,7 +122,7 @@ func TestRunChangedList(t *testing.T) {
 				if st.Published != 0 {
 					t.Errorf("second run published %d keys of a refused list", st.Published)
 				}
-				if after, _ := kv.Get(ctx, checkpointKey(file)); after.Revision() != before.Revision() {
+				if after, _ := kv.Get(ctx, checkpoint.ListKey(file)); after.Revision() != before.Revision() {
 					t.Errorf("the refused list's checkpoint changed: %s", after.Value())
 				}
 				// --restart publishes it from the start.
@@ -186,7 +187,7 @@ func TestRunOldCheckpoint(t *testing.T) {
 		if name == "done.txt" {
 			old = `{"path":"` + file + `","offset":9,"line":3,"done":true}`
 		}
-		if _, err := kv.Put(ctx, checkpointKey(file), []byte(old)); err != nil {
+		if _, err := kv.Put(ctx, checkpoint.ListKey(file), []byte(old)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -201,7 +202,7 @@ func TestRunOldCheckpoint(t *testing.T) {
 		t.Errorf("%d warnings, want one about checkpoints without a list identity:\n%s", c, logs.String())
 	}
 	for _, file := range files[:2] {
-		e, err := kv.Get(ctx, checkpointKey(file))
+		e, err := kv.Get(ctx, checkpoint.ListKey(file))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -244,12 +245,12 @@ func TestRunResumeHashState(t *testing.T) {
 		_, err := Run(rctx, env, Config{Keys: *cli.NewStringSlice(file), InFlight: 64, HighWater: 100})
 		done <- err
 	}()
-	var cp Checkpoint
+	var cp checkpoint.List
 	for deadline := time.Now().Add(20 * time.Second); cp.Line < 1; time.Sleep(50 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatalf("no checkpoint: %+v", cp)
 		}
-		if e, err := kv.Get(ctx, checkpointKey(file)); err == nil {
+		if e, err := kv.Get(ctx, checkpoint.ListKey(file)); err == nil {
 			json.Unmarshal(e.Value(), &cp)
 		}
 	}
@@ -257,7 +258,7 @@ func TestRunResumeHashState(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
-	e, _ := kv.Get(ctx, checkpointKey(file))
+	e, _ := kv.Get(ctx, checkpoint.ListKey(file))
 	json.Unmarshal(e.Value(), &cp)
 	if cp.Done || cp.Line != 1 || len(cp.HashState) == 0 {
 		t.Fatalf("checkpoint %+v, want one in the middle of the list with a hash state", cp)

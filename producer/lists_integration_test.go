@@ -19,6 +19,7 @@ import (
 	"github.com/ferry-migrate/ferry/shared/blobstore"
 	"github.com/ferry-migrate/ferry/shared/bustest"
 	"github.com/ferry-migrate/ferry/shared/casstest"
+	"github.com/ferry-migrate/ferry/shared/checkpoint"
 	"github.com/ferry-migrate/ferry/shared/service"
 )
 
@@ -75,8 +76,8 @@ func TestRunS3Lists(t *testing.T) {
 			env.SetJob(job)
 			if tt.resume > 0 {
 				kv, _ := js.KeyValue(ctx, n.KV)
-				b, _ := json.Marshal(Checkpoint{Path: resumed, Offset: tt.resume * int64(len("c-0000\n")), Line: tt.resume})
-				if _, err := kv.Put(ctx, checkpointKey(resumed), b); err != nil {
+				b, _ := json.Marshal(checkpoint.List{Path: resumed, Offset: tt.resume * int64(len("c-0000\n")), Line: tt.resume})
+				if _, err := kv.Put(ctx, checkpoint.ListKey(resumed), b); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -143,12 +144,12 @@ func TestRunS3ListChanged(t *testing.T) {
 				t.Fatal(err)
 			}
 			kv, _ := js.KeyValue(ctx, n.KV)
-			var cp Checkpoint
-			if e, err := kv.Get(ctx, checkpointKey(name)); err != nil || json.Unmarshal(e.Value(), &cp) != nil || cp.ETag == "" || cp.SHA256 == "" {
+			var cp checkpoint.List
+			if e, err := kv.Get(ctx, checkpoint.ListKey(name)); err != nil || json.Unmarshal(e.Value(), &cp) != nil || cp.ETag == "" || cp.SHA256 == "" {
 				t.Fatalf("checkpoint %+v, %v; want the object's ETag and the list's hash", cp, err)
 			}
 			if tt.interrupted {
-				interrupt(t, kv, checkpointKey(name))
+				interrupt(t, kv, checkpoint.ListKey(name))
 			}
 			if tt.second != "" {
 				if err := s3.Delete(ctx, key); err != nil { // a new object, as a regenerated list is

@@ -18,6 +18,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/ferry-migrate/ferry/shared/bustest"
+	"github.com/ferry-migrate/ferry/shared/checkpoint"
 	"github.com/ferry-migrate/ferry/shared/config"
 	"github.com/ferry-migrate/ferry/shared/service"
 )
@@ -58,7 +59,7 @@ func TestRun(t *testing.T) {
 		t.Fatalf("checkpoints: %v", keys)
 	}
 	e, _ := kv.Get(context.Background(), keys[0])
-	var cp Checkpoint
+	var cp checkpoint.List
 	if err := json.Unmarshal(e.Value(), &cp); err != nil || !cp.Done || cp.Line != 10 {
 		t.Errorf("checkpoint = %+v, %v; want done at line 10 (the end of the list)", cp, err)
 	}
@@ -122,8 +123,8 @@ func TestRunLists(t *testing.T) {
 				kv, _ := js.KeyValue(ctx, n.KV)
 				name := filepath.Join(dir, "c.txt.zst")
 				offset := tt.resumeLine * int64(len("c-0000\n"))
-				b, _ := json.Marshal(Checkpoint{Path: name, Offset: offset, Line: tt.resumeLine})
-				if _, err := kv.Put(ctx, checkpointKey(name), b); err != nil {
+				b, _ := json.Marshal(checkpoint.List{Path: name, Offset: offset, Line: tt.resumeLine})
+				if _, err := kv.Put(ctx, checkpoint.ListKey(name), b); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -140,8 +141,8 @@ func TestRunLists(t *testing.T) {
 			}
 			kv, _ := js.KeyValue(ctx, n.KV)
 			for _, f := range []string{"a.txt", "b.txt.gz", "c.txt.zst"} {
-				e, err := kv.Get(ctx, checkpointKey(filepath.Join(dir, f)))
-				var cp Checkpoint
+				e, err := kv.Get(ctx, checkpoint.ListKey(filepath.Join(dir, f)))
+				var cp checkpoint.List
 				if err != nil || json.Unmarshal(e.Value(), &cp) != nil || !cp.Done {
 					t.Errorf("%s: checkpoint %+v, %v; want done", f, cp, err)
 				}

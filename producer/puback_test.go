@@ -22,6 +22,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/ferry-migrate/ferry/shared/bus"
+	"github.com/ferry-migrate/ferry/shared/checkpoint"
 	"github.com/ferry-migrate/ferry/shared/service"
 )
 
@@ -203,8 +204,8 @@ func TestRunLostPubAck(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			var cp Checkpoint
-			if e, err := kv.Get(context.Background(), checkpointKey(file)); err == nil {
+			var cp checkpoint.List
+			if e, err := kv.Get(context.Background(), checkpoint.ListKey(file)); err == nil {
 				if err := json.Unmarshal(e.Value(), &cp); err != nil {
 					t.Fatal(err)
 				}

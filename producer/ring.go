@@ -6,6 +6,8 @@ import (
 	"math/big"
 	"slices"
 	"strconv"
+
+	"github.com/ferry-migrate/ferry/shared/checkpoint"
 )
 
 // The Murmur3 ring: tokens are int64, and a range (Start, End] holds the keys whose token t has
@@ -15,17 +17,6 @@ const (
 	ringMin = math.MinInt64
 	ringMax = math.MaxInt64
 )
-
-// Range is the token range (Start, End] with Start < End.
-type Range struct {
-	Start int64 `json:"start"`
-	End   int64 `json:"end"`
-}
-
-// width is the number of tokens in r.
-func (r Range) width() uint64 { return uint64(r.End) - uint64(r.Start) }
-
-func (r Range) String() string { return fmt.Sprintf("(%d, %d]", r.Start, r.End) }
 
 // ParseTokens parses the tokens Cassandra reports (system.local and system.peers) as strings.
 func ParseTokens(s []string) ([]int64, error) {
@@ -45,24 +36,24 @@ func ParseTokens(s []string) ([]int64, error) {
 // fewest nodes), splitting the range that wraps around the ring's end, (last token, first token],
 // into (last, MaxInt64] and (MinInt64, first]. Each node range then gets a share of n in
 // proportion to its width, rounded up, at least one.
-func Split(tokens []int64, n int) []Range {
+func Split(tokens []int64, n int) []checkpoint.Range {
 	n = max(n, 1)
 	cuts := slices.Clone(tokens)
 	slices.Sort(cuts)
 	cuts = slices.Compact(cuts)
 	// Boundaries of the node ranges: MinInt64, the node tokens, MaxInt64.
-	var parts []Range
+	var parts []checkpoint.Range
 	prev := int64(ringMin)
 	for _, c := range append(cuts, ringMax) {
 		if c > prev {
-			parts = append(parts, Range{prev, c})
+			parts = append(parts, checkpoint.Range{Start: prev, End: c})
 			prev = c
 		}
 	}
 	total := new(big.Float).SetUint64(math.MaxUint64)
-	var out []Range
+	var out []checkpoint.Range
 	for _, p := range parts {
-		share, _ := new(big.Float).Quo(new(big.Float).SetUint64(p.width()), total).Float64()
+		share, _ := new(big.Float).Quo(new(big.Float).SetUint64(p.Width()), total).Float64()
 		k := uint64(max(1, int(math.Ceil(share*float64(n)-1e-9))))
 		out = append(out, divide(p, k)...)
 	}
@@ -70,18 +61,18 @@ func Split(tokens []int64, n int) []Range {
 }
 
 // divide cuts r into k ranges of about equal width (fewer if r is narrower than k tokens).
-func divide(r Range, k uint64) []Range {
-	w := r.width()
+func divide(r checkpoint.Range, k uint64) []checkpoint.Range {
+	w := r.Width()
 	k = max(min(k, w), 1)
 	step := w / k
-	out := make([]Range, 0, k)
+	out := make([]checkpoint.Range, 0, k)
 	start := r.Start
 	for i := uint64(1); i < k; i++ {
 		end := int64(uint64(r.Start) + i*step)
-		out = append(out, Range{start, end})
+		out = append(out, checkpoint.Range{Start: start, End: end})
 		start = end
 	}
-	return append(out, Range{start, r.End})
+	return append(out, checkpoint.Range{Start: start, End: r.End})
 }
 
 // covered is the fraction of the ring's tokens in done, for an ETA.

@@ -4,6 +4,8 @@ import (
 	"math"
 	"math/rand/v2"
 	"testing"
+
+	"github.com/ferry-migrate/ferry/shared/checkpoint"
 )
 
 func TestSplit(t *testing.T) {
@@ -59,7 +61,7 @@ func TestSplitRandom(t *testing.T) {
 
 // checkRing asserts rs cover (MinInt64, MaxInt64] in order with no gap or overlap, including the
 // range that wraps around from the last node token.
-func checkRing(t *testing.T, rs []Range) {
+func checkRing(t *testing.T, rs []checkpoint.Range) {
 	t.Helper()
 	if len(rs) == 0 {
 		t.Fatal("no ranges")
@@ -75,7 +77,7 @@ func checkRing(t *testing.T, rs []Range) {
 		if i > 0 && r.Start != rs[i-1].End {
 			t.Fatalf("range %d %v does not start where %v ends", i, r, rs[i-1])
 		}
-		sum += r.width()
+		sum += r.Width()
 	}
 	if sum != math.MaxUint64 {
 		t.Fatalf("ranges hold %d tokens, want %d", sum, uint64(math.MaxUint64))

@@ -2,8 +2,6 @@ package producer
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -17,6 +15,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/ferry-migrate/ferry/shared/cass"
+	"github.com/ferry-migrate/ferry/shared/checkpoint"
 	"github.com/ferry-migrate/ferry/shared/config"
 )
 
@@ -79,22 +78,6 @@ func (c *ScanConfig) scanTarget(job *config.Job) (config.Target, error) {
 	return t, nil
 }
 
-// ScanPlan is the split a scan uses, stored under ScanCheckpointKey; saved once, so a restart
-// scans the same ranges even if the flags or the ring changed meanwhile.
-type ScanPlan struct {
-	Table     string  `json:"table"`
-	KeyColumn string  `json:"key_column"`
-	Ranges    []Range `json:"ranges"`
-}
-
-// RangeCheckpoint is a range's progress, stored under ScanCheckpointKey + ".<range index>":
-// every key whose token is at most Last is in KEYS.
-type RangeCheckpoint struct {
-	Last int64 `json:"last"`
-	Done bool  `json:"done"`
-	Keys int64 `json:"keys"` // keys read, re-reads after a restart included
-}
-
 // scanner reads one table by token ranges.
 type scanner struct {
 	s       *sink
@@ -104,17 +87,10 @@ type scanner struct {
 	origin  string
 	cpKey   string // KV key prefix: <cpKey> holds the plan, <cpKey>.<i> range i's checkpoint
 	limit   *rate.Limiter
-	plan    ScanPlan
-	cps     []RangeCheckpoint
+	plan    checkpoint.ScanPlan
+	cps     []checkpoint.ScanRange
 	covered []atomic.Uint64 // tokens of each range known done, for the ETA
 	done    atomic.Int64    // ranges finished
-}
-
-// ScanCheckpointKey is the KV key of a table's scan plan, and the prefix of its ranges'
-// checkpoints: one scan per table and job.
-func ScanCheckpointKey(t config.Target) string {
-	sum := sha256.Sum256([]byte(t.Table + "/" + t.KeyColumn))
-	return "scan." + hex.EncodeToString(sum[:12])
 }
 
 // runScan enumerates the keys of the source table and publishes them.
@@ -129,7 +105,7 @@ func (s *sink) runScan(ctx context.Context, job *config.Job, p *tracker) error {
 		return fmt.Errorf("producer: scan: %w", err)
 	}
 	defer session.Close()
-	sc := &scanner{s: s, cfg: cfg, session: session, cpKey: ScanCheckpointKey(t),
+	sc := &scanner{s: s, cfg: cfg, session: session, cpKey: checkpoint.ScanKey(t),
 		cql:    fmt.Sprintf("SELECT token(%[1]s), %[1]s FROM %[2]s WHERE token(%[1]s) > ? AND token(%[1]s) <= ?", t.KeyColumn, t.Table),
 		origin: "scan " + t.Table}
 	if cfg.Rate > 0 {
@@ -165,7 +141,7 @@ func (sc *scanner) load(ctx context.Context, t config.Target) error {
 		if n == 0 {
 			n = rangesPerNode * max(len(tokens), 1)
 		}
-		sc.plan = ScanPlan{Table: t.Table, KeyColumn: t.KeyColumn, Ranges: Split(tokens, n)}
+		sc.plan = checkpoint.ScanPlan{Table: t.Table, KeyColumn: t.KeyColumn, Ranges: Split(tokens, n)}
 		b, _ := json.Marshal(sc.plan)
 		if err := sc.s.putCheckpoint(ctx, sc.cpKey, b); err != nil {
 			return err
@@ -173,7 +149,7 @@ func (sc *scanner) load(ctx context.Context, t config.Target) error {
 	} else {
 		sc.s.env.Log.Info("resuming the scan from its checkpoints", "table", t.Table, "ranges", len(sc.plan.Ranges))
 	}
-	sc.cps = make([]RangeCheckpoint, len(sc.plan.Ranges))
+	sc.cps = make([]checkpoint.ScanRange, len(sc.plan.Ranges))
 	sc.covered = make([]atomic.Uint64, len(sc.plan.Ranges))
 	for i, r := range sc.plan.Ranges {
 		sc.cps[i].Last = r.Start
@@ -339,7 +315,7 @@ func (sc *scanner) scanRange(ctx context.Context, i int) error {
 
 // commit waits for range i's publishes and saves its checkpoint: its end when the range is read
 // to the end, else the last token whose keys are all stored.
-func (sc *scanner) commit(ctx context.Context, w *window, i int, cp *RangeCheckpoint, end bool) error {
+func (sc *scanner) commit(ctx context.Context, w *window, i int, cp *checkpoint.ScanRange, end bool) error {
 	if ctx.Err() != nil {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)

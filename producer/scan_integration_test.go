@@ -13,6 +13,7 @@ import (
 
 	"github.com/ferry-migrate/ferry/shared/bustest"
 	"github.com/ferry-migrate/ferry/shared/casstest"
+	"github.com/ferry-migrate/ferry/shared/checkpoint"
 	"github.com/ferry-migrate/ferry/shared/config"
 	"github.com/ferry-migrate/ferry/shared/service"
 )
@@ -96,23 +97,23 @@ func TestScan(t *testing.T) {
 	}
 }
 
-func readScanCheckpoints(t *testing.T, env *service.Env, job *config.Job) (ScanPlan, []RangeCheckpoint) {
+func readScanCheckpoints(t *testing.T, env *service.Env, job *config.Job) (checkpoint.ScanPlan, []checkpoint.ScanRange) {
 	t.Helper()
 	ctx := context.Background()
 	kv, err := env.JS.KeyValue(ctx, env.Names.KV)
 	if err != nil {
 		t.Fatal(err)
 	}
-	key := ScanCheckpointKey(job.Source.Targets[0])
+	key := checkpoint.ScanKey(job.Source.Targets[0])
 	e, err := kv.Get(ctx, key)
 	if err != nil {
 		t.Fatalf("scan plan: %v", err)
 	}
-	var plan ScanPlan
+	var plan checkpoint.ScanPlan
 	if err := json.Unmarshal(e.Value(), &plan); err != nil {
 		t.Fatal(err)
 	}
-	cps := make([]RangeCheckpoint, len(plan.Ranges))
+	cps := make([]checkpoint.ScanRange, len(plan.Ranges))
 	for i, r := range plan.Ranges {
 		cps[i].Last = r.Start
 		if e, err := kv.Get(ctx, key+"."+strconv.Itoa(i)); err == nil {
@@ -124,7 +125,7 @@ func readScanCheckpoints(t *testing.T, env *service.Env, job *config.Job) (ScanP
 	return plan, cps
 }
 
-func coveredKeys(tokens map[string]int64, plan ScanPlan, cps []RangeCheckpoint) int {
+func coveredKeys(tokens map[string]int64, plan checkpoint.ScanPlan, cps []checkpoint.ScanRange) int {
 	var starts, ends, last []int64
 	for i, r := range plan.Ranges {
 		starts, ends, last = append(starts, r.Start), append(ends, r.End), append(last, cps[i].Last)

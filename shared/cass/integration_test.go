@@ -16,10 +16,10 @@ import (
 
 	"github.com/gocql/gocql"
 
-	"github.com/ferry-migrate/ferry/seed"
 	"github.com/ferry-migrate/ferry/shared/cass"
 	"github.com/ferry-migrate/ferry/shared/casstest"
 	"github.com/ferry-migrate/ferry/shared/config"
+	"github.com/ferry-migrate/ferry/tools/seed"
 )
 
 // testSeed keeps this test's keys apart from the demo's (seed 1).

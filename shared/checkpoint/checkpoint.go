@@ -1,0 +1,78 @@
+// Package checkpoint is the producer's position as it is stored in the job's KV bucket: how far
+// each key list is published, and each table scan's plan and the progress of its token ranges.
+// The producer writes these records and resumes from them; `ferry status` reads them. Both import
+// this package, so neither imports the other.
+package checkpoint
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+
+	"github.com/ferry-migrate/ferry/shared/config"
+	"github.com/ferry-migrate/ferry/shared/keylist"
+)
+
+// The KV keys: a key list's checkpoint is ListPrefix.<digest of its name>; a scan's plan is
+// ScanPrefix.<digest of table and key column> and range i's checkpoint that key + ".<i>".
+const (
+	ListPrefix = "producer"
+	ScanPrefix = "scan"
+)
+
+// List is a key list's position, stored under ListKey(name), with what identifies the list it
+// was saved for: the file's or object's identity (size and modification time or ETag) and the
+// SHA-256 of the list's first Offset (decompressed) bytes. A list whose identity changed is
+// resumed only when those bytes are unchanged. Checkpoints saved before lists had an identity
+// have no SHA256.
+type List struct {
+	Path   string `json:"path"`
+	Offset int64  `json:"offset"` // bytes of the (decompressed) list whose keys are durably in KEYS
+	Line   int64  `json:"line"`
+	Done   bool   `json:"done"`
+	keylist.Identity
+	SHA256    string `json:"sha256,omitempty"`     // hex, of the list's first Offset (decompressed) bytes
+	HashState []byte `json:"hash_state,omitempty"` // that hash's state, to hash on from Offset without reading the bytes before it again
+}
+
+// ListKey is the KV key of a key list's checkpoint. name is how the producer names the list: an
+// absolute path, an s3:// URL or "-", so the same list has the same key from any working
+// directory.
+func ListKey(name string) string {
+	sum := sha256.Sum256([]byte(name))
+	return ListPrefix + "." + hex.EncodeToString(sum[:12])
+}
+
+// Range is the token range (Start, End] with Start < End.
+type Range struct {
+	Start int64 `json:"start"`
+	End   int64 `json:"end"`
+}
+
+// Width is the number of tokens in r.
+func (r Range) Width() uint64 { return uint64(r.End) - uint64(r.Start) }
+
+func (r Range) String() string { return fmt.Sprintf("(%d, %d]", r.Start, r.End) }
+
+// ScanPlan is the split a scan uses, stored under ScanKey; saved once, so a restart scans the
+// same ranges even if the flags or the ring changed meanwhile.
+type ScanPlan struct {
+	Table     string  `json:"table"`
+	KeyColumn string  `json:"key_column"`
+	Ranges    []Range `json:"ranges"`
+}
+
+// ScanRange is a range's progress, stored under ScanKey + ".<range index>": every key whose token is at most
+// Last is in KEYS.
+type ScanRange struct {
+	Last int64 `json:"last"`
+	Done bool  `json:"done"`
+	Keys int64 `json:"keys"` // keys read, re-reads after a restart included
+}
+
+// ScanKey is the KV key of a table's scan plan, and the prefix of its ranges' checkpoints: one
+// scan per table and job.
+func ScanKey(t config.Target) string {
+	sum := sha256.Sum256([]byte(t.Table + "/" + t.KeyColumn))
+	return ScanPrefix + "." + hex.EncodeToString(sum[:12])
+}

@@ -1,0 +1,237 @@
+package diff
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/ferry-migrate/ferry/shared/keylist"
+)
+
+// Output file names of `ferry diff A B`.
+const (
+	OnlyInA = "only-in-A"
+	OnlyInB = "only-in-B"
+)
+
+// Counts are what one input held.
+type Counts struct {
+	Lines  int64 `json:"lines"`  // keys read (blank lines not counted)
+	Unique int64 `json:"unique"` // distinct keys
+}
+
+// Result is what `ferry diff A B` found.
+type Result struct {
+	A, B    Counts
+	OnlyA   int64
+	OnlyB   int64
+	Common  int64
+	Spilled int64 // bytes written to run files; 0 when both inputs fitted in memory
+}
+
+func (r Result) String() string {
+	return fmt.Sprintf("A: %s lines, %s unique; B: %s lines, %s unique; only in A: %s; only in B: %s; common: %s",
+		thousands(r.A.Lines), thousands(r.A.Unique), thousands(r.B.Lines), thousands(r.B.Unique),
+		thousands(r.OnlyA), thousands(r.OnlyB), thousands(r.Common))
+}
+
+// job is one run of ferry diff: where things go and how much memory it may use.
+type job struct {
+	out      string // output folder
+	tmp      string // parent of the spill folder
+	budget   int64  // bytes for the sort's chunks and scratch
+	s3       keylist.Getter
+	progress *diffProgress // nil: quiet
+}
+
+// withSorter runs f with a sorter whose spill folder is removed afterwards, whatever happens.
+func (j *job) withSorter(f func(s *sorter) error) error {
+	dir, err := os.MkdirTemp(j.tmp, "ferry-diff-")
+	if err != nil {
+		return fmt.Errorf("spill folder (--tmp): %w", err)
+	}
+	defer os.RemoveAll(dir)
+	return f(newSorter(dir, j.budget))
+}
+
+// sortList sorts one key list.
+func (j *job) sortList(ctx context.Context, s *sorter, label, name string, keepLast bool) (*runs, error) {
+	l, err := keylist.Open(ctx, name, 0, j.s3)
+	if err != nil {
+		return nil, err
+	}
+	defer l.Close()
+	j.progress.list(label, l)
+	return s.sortInput(ctx, func(add func([]byte) error) error {
+		return readLines(ctx, l, add)
+	}, keepLast)
+}
+
+// diffLists writes the keys only in a and only in b to the output folder.
+func (j *job) diffLists(ctx context.Context, a, b string) (Result, error) {
+	var res Result
+	err := j.withSorter(func(s *sorter) error {
+		ra, err := j.sortList(ctx, s, "A", a, false)
+		if err != nil {
+			return err
+		}
+		defer s.removeRuns(ra)
+		rb, err := j.sortList(ctx, s, "B", b, true)
+		if err != nil {
+			return err
+		}
+		defer s.removeRuns(rb)
+		res.A.Lines, res.B.Lines = ra.lines, rb.lines
+		ma, mb, err := j.mergers(s, ra, rb)
+		if err != nil {
+			return err
+		}
+		defer ma.close()
+		defer mb.close()
+		j.progress.phase("comparing")
+		outA, err := createOutput(j.out, OnlyInA)
+		if err != nil {
+			return err
+		}
+		defer outA.abort()
+		outB, err := createOutput(j.out, OnlyInB)
+		if err != nil {
+			return err
+		}
+		defer outB.abort()
+		okA, okB := ma.next(), mb.next()
+		for n := 0; okA || okB; n++ {
+			if n&0xffff == 0 {
+				if err := ctx.Err(); err != nil {
+					return err
+				}
+				j.progress.merged(ma.n + mb.n)
+			}
+			c := 0
+			switch {
+			case !okA:
+				c = 1
+			case !okB:
+				c = -1
+			default:
+				c = bytes.Compare(ma.cur, mb.cur)
+			}
+			switch {
+			case c < 0:
+				outA.line(ma.cur)
+				res.OnlyA++
+				okA = ma.next()
+			case c > 0:
+				outB.line(mb.cur)
+				res.OnlyB++
+				okB = mb.next()
+			default:
+				res.Common++
+				okA, okB = ma.next(), mb.next()
+			}
+		}
+		if err := errors.Join(ma.err, mb.err); err != nil {
+			return err
+		}
+		res.A.Unique, res.B.Unique = ma.n, mb.n
+		res.Spilled = s.spilled.Load()
+		return errors.Join(outA.commit(), outB.commit())
+	})
+	j.progress.done()
+	return res, err
+}
+
+// mergers opens the merge of each set of runs, with read buffers sized from what the sort no
+// longer uses.
+func (j *job) mergers(s *sorter, sets ...*runs) (m0, m1 *merger, err error) {
+	s.shrink()
+	files := 0
+	for _, rs := range sets {
+		files += len(rs.files)
+	}
+	buf := 1 << 20
+	if files > 0 {
+		buf = int(min(max(j.budget/int64(4*files), 64<<10), 1<<20))
+	}
+	ms := make([]*merger, len(sets))
+	for i, rs := range sets {
+		if ms[i], err = rs.merge(buf); err != nil {
+			for _, m := range ms[:i] {
+				m.close()
+			}
+			return nil, nil, err
+		}
+	}
+	return ms[0], ms[1], nil
+}
+
+// output is a result file, written under a temporary name and renamed when complete, so that an
+// interrupted run never leaves a partial file under the final name.
+type output struct {
+	f    *os.File
+	w    *bufio.Writer
+	path string
+	n    int64
+	done bool
+}
+
+func createOutput(dir, name string) (*output, error) {
+	path := filepath.Join(dir, name)
+	f, err := os.Create(path + ".partial")
+	if err != nil {
+		return nil, fmt.Errorf("output: %w", err)
+	}
+	return &output{f: f, w: bufio.NewWriterSize(f, 1<<20), path: path}, nil
+}
+
+func (o *output) line(b []byte) {
+	o.w.Write(b)
+	o.w.WriteByte('\n')
+	o.n++
+}
+
+func (o *output) write(s string) {
+	o.w.WriteString(s)
+	o.n++
+}
+
+func (o *output) commit() error {
+	err := errors.Join(o.w.Flush(), o.f.Close())
+	if err == nil {
+		err = os.Rename(o.f.Name(), o.path)
+	}
+	if err != nil {
+		os.Remove(o.f.Name())
+		return fmt.Errorf("output %s: %w", o.path, err)
+	}
+	o.done = true
+	return nil
+}
+
+// abort removes the partial file unless commit succeeded.
+func (o *output) abort() {
+	if !o.done {
+		o.f.Close()
+		os.Remove(o.f.Name())
+	}
+}
+
+// thousands formats n with comma separators.
+func thousands(n int64) string {
+	s := fmt.Sprint(n)
+	if n < 0 {
+		return "-" + thousands(-n)
+	}
+	var b []byte
+	for i := range len(s) {
+		if i > 0 && (len(s)-i)%3 == 0 {
+			b = append(b, ',')
+		}
+		b = append(b, s[i])
+	}
+	return string(b)
+}

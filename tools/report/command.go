@@ -1,0 +1,39 @@
+package report
+
+import (
+	"fmt"
+	"path/filepath"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/ferry-migrate/ferry/shared/service"
+)
+
+// Command is `ferry report`.
+func Command() *cli.Command {
+	var out string
+	return &cli.Command{
+		Name:  "report",
+		Usage: "write report.md and report.json (outcome, dead letters by reason, verified per minute) and the dead-lettered keys (reads NATS only)",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "out", Aliases: []string{"o"}, Value: ".", Destination: &out, Usage: "folder to write report.md, report.json, dlq-keys.txt and dlq.jsonl into"},
+		},
+		Action: func(c *cli.Context) error {
+			nc, js, n, err := service.ConnectJob(c.Context, c, "report")
+			if err != nil {
+				return err
+			}
+			defer nc.Close()
+			r, err := Write(c.Context, js, n, out, time.Now())
+			if err != nil {
+				return err
+			}
+			fmt.Printf("job %s: %d published, %d verified, %d dead-lettered, %d still in the pipeline\n",
+				r.Job, r.Published, r.Verified, r.DeadLettered, r.InPipeline)
+			fmt.Printf("wrote %s, %s, %s, %s\n", filepath.Join(out, FileMarkdown), filepath.Join(out, FileJSON),
+				filepath.Join(out, FileKeys), filepath.Join(out, FileEntries))
+			return nil
+		},
+	}
+}

@@ -1,0 +1,270 @@
+// Package report is `ferry report`: the end-of-migration account for the people who own it,
+// read from NATS alone. report.md and report.json say how many keys were published, verified,
+// dead-lettered (by stage and reason) and are still in the pipeline, how fast they were verified
+// over time, and exactly which keys did not arrive and why; dlq-keys.txt and dlq.jsonl list them.
+package report
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/ferry-migrate/ferry/shared/bus"
+	"github.com/ferry-migrate/ferry/shared/deadletter"
+	"github.com/ferry-migrate/ferry/shared/service"
+)
+
+// Files written into the output folder.
+const (
+	FileMarkdown = "report.md"
+	FileJSON     = "report.json"
+	FileKeys     = "dlq-keys.txt" // one dead-lettered key a line (keys holding a line break: dlq.jsonl only)
+	FileEntries  = "dlq.jsonl"    // one dead letter a line: key, stage, reason, error, attempts, origin
+)
+
+// KeysPerReason bounds the keys report.md lists for one stage/reason; the files hold all.
+const KeysPerReason = 100
+
+// Report is what `ferry report` found. JSON field names are stable.
+type Report struct {
+	Job  string    `json:"job"`
+	Time time.Time `json:"time"`
+	// Published is KEYS' last sequence: every key message stored in KEYS, replays included.
+	// Keys the producer dead-lettered (producer/invalid_key) never reach KEYS.
+	Published    uint64            `json:"published"`
+	Verified     uint64            `json:"verified"` // entries in DONE
+	DeadLettered uint64            `json:"dead_lettered"`
+	DeadLetters  map[string]uint64 `json:"dead_letters"` // by "stage/reason"
+	InPipeline   uint64            `json:"in_pipeline"`  // messages in the work queues
+	Queued       map[string]uint64 `json:"in_pipeline_by_stage"`
+
+	JobCreated     time.Time  `json:"job_created"` // KEYS stream created
+	FirstVerified  *time.Time `json:"first_verified"`
+	LastVerified   *time.Time `json:"last_verified"`
+	ElapsedSeconds float64    `json:"elapsed_seconds"` // first to last verified
+	PerMinute      []Bucket   `json:"verified_per_minute"`
+
+	// Dead letters as read (not in JSON: the files hold them all).
+	Samples    map[string][]Entry `json:"-"`                     // up to KeysPerReason per stage/reason
+	LineBreaks int                `json:"keys_with_line_breaks"` // keys only in dlq.jsonl
+	Files      []string           `json:"files"`
+}
+
+// Bucket is the number of keys verified in one minute (its start, UTC).
+type Bucket struct {
+	Minute   time.Time `json:"minute"`
+	Verified uint64    `json:"verified"`
+}
+
+// Entry is one dead letter, as dlq.jsonl holds it.
+type Entry struct {
+	Key      string `json:"key"`
+	Stage    string `json:"stage"`
+	Reason   string `json:"reason"`
+	Error    string `json:"error"`
+	Attempts string `json:"attempts"`
+	Origin   string `json:"origin,omitempty"`
+	Seq      uint64 `json:"dlq_seq"`
+}
+
+// Write collects the report of job n and writes its files into dir (created if missing).
+func Write(ctx context.Context, js jetstream.JetStream, n bus.Names, dir string, now time.Time) (*Report, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("report: %w", err)
+	}
+	r := &Report{Job: n.Job, Time: now.UTC(), Queued: map[string]uint64{}, Samples: map[string][]Entry{},
+		Files: []string{FileMarkdown, FileJSON, FileKeys, FileEntries}}
+	keys, err := service.JobStream(ctx, js, n, n.Keys)
+	if err != nil {
+		return nil, err
+	}
+	ki, err := keys.Info(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("report: stream info %s: %w", n.Keys, err)
+	}
+	r.Published, r.JobCreated = ki.State.LastSeq, ki.Created.UTC()
+	for stage, stream := range map[string]string{bus.StageFetcher: n.Keys, bus.StageUploader: n.Blobs, bus.StageVerifier: n.Uploaded, bus.StageAdvisor: n.Advisories} {
+		s, err := service.JobStream(ctx, js, n, stream)
+		if err != nil {
+			return nil, err
+		}
+		info, err := s.Info(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("report: stream info %s: %w", stream, err)
+		}
+		r.Queued[stage] = info.State.Msgs
+		r.InPipeline += info.State.Msgs
+	}
+	counts, err := deadletter.Count(ctx, js, n)
+	if err != nil {
+		return nil, err
+	}
+	r.DeadLetters, r.DeadLettered = counts, counts.Total()
+	if err := r.readDone(ctx, js, n); err != nil {
+		return nil, err
+	}
+	if err := r.exportDLQ(ctx, js, n, dir); err != nil {
+		return nil, err
+	}
+	if err := writeFile(filepath.Join(dir, FileJSON), func(w *bufio.Writer) error {
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		return enc.Encode(r)
+	}); err != nil {
+		return nil, err
+	}
+	if err := writeFile(filepath.Join(dir, FileMarkdown), func(w *bufio.Writer) error {
+		Markdown(w, r)
+		return nil
+	}); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// readDone counts DONE's entries per minute of their stored time, reading headers only with an
+// ordered consumer: memory grows with the minutes, not the keys.
+func (r *Report) readDone(ctx context.Context, js jetstream.JetStream, n bus.Names) error {
+	s, err := service.JobStream(ctx, js, n, n.Done)
+	if err != nil {
+		return err
+	}
+	c, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{HeadersOnly: true, InactiveThreshold: time.Minute})
+	if err != nil {
+		return fmt.Errorf("report: read %s: %w", n.Done, err)
+	}
+	if ci := c.CachedInfo(); ci == nil || ci.NumPending == 0 {
+		return nil
+	}
+	it, err := c.Messages(jetstream.PullMaxMessages(1000))
+	if err != nil {
+		return fmt.Errorf("report: read %s: %w", n.Done, err)
+	}
+	defer it.Stop()
+	minutes := map[int64]uint64{}
+	var first, last time.Time
+	for {
+		m, err := it.Next(jetstream.NextMaxWait(10 * time.Second))
+		if err != nil {
+			return fmt.Errorf("report: read %s: %w", n.Done, err)
+		}
+		md, err := m.Metadata()
+		if err != nil {
+			return fmt.Errorf("report: read %s: %w", n.Done, err)
+		}
+		ts := md.Timestamp.UTC()
+		if first.IsZero() || ts.Before(first) {
+			first = ts
+		}
+		if ts.After(last) {
+			last = ts
+		}
+		minutes[ts.Truncate(time.Minute).Unix()]++
+		r.Verified++
+		if md.NumPending == 0 {
+			break
+		}
+	}
+	r.FirstVerified, r.LastVerified = &first, &last
+	r.ElapsedSeconds = last.Sub(first).Seconds()
+	r.PerMinute = Buckets(minutes, first, last)
+	return nil
+}
+
+// Buckets turns counts by minute (Unix seconds) into one bucket per minute from first to last,
+// empty minutes included: a stall shows as zeros.
+func Buckets(minutes map[int64]uint64, first, last time.Time) []Bucket {
+	var out []Bucket
+	for m := first.Truncate(time.Minute); !m.After(last); m = m.Add(time.Minute) {
+		out = append(out, Bucket{Minute: m, Verified: minutes[m.Unix()]})
+	}
+	return out
+}
+
+// exportDLQ writes every dead letter to dlq-keys.txt and dlq.jsonl and keeps samples for
+// report.md.
+func (r *Report) exportDLQ(ctx context.Context, js jetstream.JetStream, n bus.Names, dir string) error {
+	kf, err := os.Create(filepath.Join(dir, FileKeys))
+	if err != nil {
+		return fmt.Errorf("report: %w", err)
+	}
+	defer kf.Close()
+	ef, err := os.Create(filepath.Join(dir, FileEntries))
+	if err != nil {
+		return fmt.Errorf("report: %w", err)
+	}
+	defer ef.Close()
+	kw, ew := bufio.NewWriter(kf), bufio.NewWriter(ef)
+	enc := json.NewEncoder(ew)
+	if r.DeadLettered > 0 {
+		if _, err := deadletter.Each(ctx, js, n, deadletter.Filter{}, 0, func(d deadletter.Entry) error {
+			e := Entry{Key: d.Key, Stage: d.Stage, Reason: d.Reason, Error: d.Err, Attempts: d.Attempt, Origin: d.Origin, Seq: d.Seq}
+			if strings.ContainsAny(e.Key, "\r\n") {
+				r.LineBreaks++
+			} else if _, err := kw.WriteString(e.Key + "\n"); err != nil {
+				return err
+			}
+			sr := e.Stage + "/" + e.Reason
+			if len(r.Samples[sr]) < KeysPerReason {
+				r.Samples[sr] = append(r.Samples[sr], e)
+			}
+			return enc.Encode(e)
+		}); err != nil {
+			return fmt.Errorf("report: %w", err)
+		}
+	}
+	for _, f := range []struct {
+		w *bufio.Writer
+		f *os.File
+	}{{kw, kf}, {ew, ef}} {
+		if err := f.w.Flush(); err != nil {
+			return fmt.Errorf("report: %w", err)
+		}
+		if err := f.f.Close(); err != nil {
+			return fmt.Errorf("report: %w", err)
+		}
+	}
+	return nil
+}
+
+func writeFile(path string, fill func(*bufio.Writer) error) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return fmt.Errorf("report: %w", err)
+	}
+	w := bufio.NewWriter(f)
+	err = fill(w)
+	if ferr := w.Flush(); err == nil {
+		err = ferr
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("report: write %s: %w", path, err)
+	}
+	return nil
+}
+
+// sortedKeys returns m's keys, most first, then by name.
+func sortedKeys(m map[string]uint64) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Slice(keys, func(i, j int) bool {
+		if m[keys[i]] != m[keys[j]] {
+			return m[keys[i]] > m[keys[j]]
+		}
+		return keys[i] < keys[j]
+	})
+	return keys
+}

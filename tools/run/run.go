@@ -1,0 +1,354 @@
+// Package run is `ferry run`: every stage in one process, on an embedded JetStream server unless
+// --nats is given. It publishes the key lists, waits until every key is verified or
+// dead-lettered, and prints a summary. Run it again to resume: the broker holds the progress.
+package run
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/urfave/cli/v2"
+
+	"github.com/ferry-migrate/ferry/fetcher"
+	"github.com/ferry-migrate/ferry/producer"
+	"github.com/ferry-migrate/ferry/shared/bus"
+	"github.com/ferry-migrate/ferry/shared/config"
+	"github.com/ferry-migrate/ferry/shared/deadletter"
+	"github.com/ferry-migrate/ferry/shared/progress"
+	"github.com/ferry-migrate/ferry/shared/service"
+	"github.com/ferry-migrate/ferry/uploader"
+	"github.com/ferry-migrate/ferry/verifier"
+)
+
+// Config is `ferry run`'s flags.
+type Config struct {
+	Data     string
+	Producer producer.Config
+	Fetcher  fetcher.Config
+	Uploader uploader.Config
+	Verifier verifier.Config
+	Settings bus.Settings
+	Wait     bool // keep running when the work is done (a long-lived single-machine service)
+	// NATSSync is --nats-sync-interval; Validate parses it into Sync.
+	NATSSync string
+	Sync     bus.Sync
+	Adaptive bool // adaptive concurrency for the fetcher and the uploader
+}
+
+// Flags are the flags of `ferry run`.
+func (c *Config) Flags() []cli.Flag {
+	f := []cli.Flag{
+		&cli.StringFlag{Name: "data", Value: "ferry-data", EnvVars: []string{"FERRY_DATA"}, Destination: &c.Data, Usage: "store folder of the embedded JetStream server (unused with --nats)"},
+		&cli.StringFlag{Name: "nats-sync-interval", Value: "always", EnvVars: []string{"FERRY_NATS_SYNC_INTERVAL"}, Destination: &c.NATSSync, Usage: "how the embedded JetStream server puts its store on disk: always (fsync before it confirms; survives a power loss) or an interval such as 2m (nats-server's default; faster, but a host crash loses up to that much confirmed work); unused with --nats"},
+		&cli.StringSliceFlag{Name: "keys", Aliases: []string{"k"}, EnvVars: []string{"FERRY_KEYS"}, Destination: &c.Producer.Keys, Usage: "key list(s) to publish first (files, globs, s3://, .gz, .zst); none and no --scan: finish the backlog"},
+		&cli.BoolFlag{Name: "progress", Value: true, EnvVars: []string{"FERRY_PROGRESS"}, Destination: &c.Producer.Progress, Usage: "print progress on stderr"},
+		&cli.BoolFlag{Name: "wait", EnvVars: []string{"FERRY_WAIT"}, Destination: &c.Wait, Usage: "keep running after the backlog is done, until interrupted"},
+		&cli.IntFlag{Name: "fetchers", Value: 64, EnvVars: []string{"FERRY_FETCHER_CONCURRENCY"}, Destination: &c.Fetcher.Concurrency, Usage: "concurrent Cassandra reads"},
+		&cli.IntFlag{Name: "uploaders", Value: 64, EnvVars: []string{"FERRY_UPLOADER_CONCURRENCY"}, Destination: &c.Uploader.Concurrency, Usage: "concurrent S3 uploads"},
+		&cli.IntFlag{Name: "verifiers", Value: 64, EnvVars: []string{"FERRY_VERIFIER_CONCURRENCY"}, Destination: &c.Verifier.Concurrency, Usage: "concurrent HEAD checks"},
+		&cli.BoolFlag{Name: "adaptive", EnvVars: []string{"FERRY_ADAPTIVE"}, Destination: &c.Adaptive, Usage: "adapt the fetchers' and uploaders' work in flight to Cassandra's and S3's latency, under --fetchers and --uploaders"},
+		&cli.Float64Flag{Name: "read-rate", EnvVars: []string{"FERRY_READ_RATE"}, Destination: &c.Fetcher.ReadRate, Usage: "cap on Cassandra reads/s until 'ferry throttle' sets one (0: none)"},
+		&cli.Float64Flag{Name: "byte-rate", EnvVars: []string{"FERRY_BYTE_RATE"}, Destination: &c.Fetcher.ByteRate, Usage: "cap on blob bytes/s read (0: none)"},
+		&cli.IntFlag{Name: "inline-limit", Value: 1 << 20, EnvVars: []string{"FERRY_INLINE_LIMIT"}, Destination: &c.Fetcher.InlineLimit, Usage: "blobs above this many bytes travel through the object store"},
+		&cli.Int64Flag{Name: "max-size", Value: 256 << 20, EnvVars: []string{"FERRY_MAX_SIZE"}, Destination: &c.Fetcher.MaxSize, Usage: "blobs above this many bytes are dead-lettered as too_large"},
+		&cli.Int64Flag{Name: "multipart-threshold", Value: 16 << 20, EnvVars: []string{"FERRY_MULTIPART_THRESHOLD"}, Destination: &c.Uploader.PartSize, Usage: "blobs above this many bytes are uploaded in parts of this size"},
+		&cli.BoolFlag{Name: "skip-existing", EnvVars: []string{"FERRY_SKIP_EXISTING"}, Destination: &c.Uploader.SkipExisting, Usage: "skip the PUT when S3 already holds the same object"},
+		&cli.Float64Flag{Name: "deep-sample", EnvVars: []string{"FERRY_DEEP_SAMPLE"}, Destination: &c.Verifier.Sample, Usage: "fraction of objects read back in full and hashed"},
+		&cli.BoolFlag{Name: "restart", EnvVars: []string{"FERRY_PRODUCER_RESTART"}, Destination: &c.Producer.Restart, Usage: "ignore key-list checkpoints"},
+	}
+	settings := c.Settings.Flags()
+	for _, fl := range settings {
+		// In one process a deep BLOBS buffer only costs memory: smaller caps, shown in --help.
+		if i, ok := fl.(*cli.Int64Flag); ok {
+			switch i.Name {
+			case "blobs-max-bytes":
+				i.Value = runBlobsMaxBytes
+			case "objects-max-bytes":
+				i.Value = runObjectsMaxBytes
+			}
+		}
+	}
+	return append(append(f, c.Producer.Scan.Flags()...), settings...)
+}
+
+// Validate checks the flags.
+func (c *Config) Validate() error {
+	c.Producer.InFlight, c.Producer.HighWater, c.Producer.Parallel = 1024, 1_000_000, 4
+	c.Fetcher.Adaptive, c.Uploader.Adaptive = c.Adaptive, c.Adaptive
+	for _, s := range []*bus.Settings{&c.Producer.Settings, &c.Fetcher.Settings, &c.Uploader.Settings, &c.Verifier.Settings} {
+		*s = c.Settings
+	}
+	errs := []error{c.Fetcher.Validate(), c.Uploader.Validate(), c.Verifier.Validate()}
+	var err error
+	if c.Sync, err = bus.ParseSync(c.NATSSync); err != nil {
+		errs = append(errs, fmt.Errorf("--nats-sync-interval %w", err))
+	}
+	if len(c.Producer.Keys.Value()) > 0 || c.Producer.Scan.Enabled {
+		errs = append(errs, c.Producer.Validate())
+	}
+	return config.Invalid(errors.Join(errs...))
+}
+
+// runBlobsMaxBytes is ferry run's BLOBS cap: measured at 1 GiB, fetchers ran ~18k blobs ahead of
+// the uploaders and the process peaked at 1.4 GiB RSS, mostly the embedded server's block cache.
+const runBlobsMaxBytes = 128 << 20
+
+// runObjectsMaxBytes is ferry run's cap of the object store of large blobs, for the same reason:
+// half the 1 GiB elsewhere, and still room for two blobs at the default --max-size (256 MiB).
+const runObjectsMaxBytes = 512 << 20
+
+// Command is `ferry run`.
+func Command() *cli.Command {
+	var cfg Config
+	return &cli.Command{
+		Name:  "run",
+		Usage: "run every stage in one process (embedded JetStream unless --nats is set) until all keys are verified or dead-lettered",
+		Flags: cfg.Flags(),
+		Description: "In one process a deep BLOBS buffer only costs memory (the embedded server keeps it\n" +
+			"cached), so --blobs-max-bytes defaults to 128 MiB here instead of 1 GiB, and\n" +
+			"--objects-max-bytes to 512 MiB.",
+		Action: func(c *cli.Context) error {
+			if err := cfg.Validate(); err != nil {
+				return err
+			}
+			url := ""
+			if !c.IsSet("nats") {
+				srv, err := startEmbedded(cfg)
+				if err != nil {
+					return err
+				}
+				defer srv.Shutdown()
+				url = srv.URL()
+			}
+			env, err := service.Open(c.Context, c, service.Options{Name: "run", NatsURL: url, Settings: cfg.Settings, NeedConfig: true})
+			if err != nil {
+				return err
+			}
+			defer env.Close()
+			if url != "" && !cfg.Sync.Always {
+				env.Log.Warn("the embedded NATS server syncs its store to disk in the background: a power loss or kernel crash of this host loses up to that much confirmed work, keys that then never arrive (--nats-sync-interval always prevents it)",
+					"sync_interval", cfg.Sync)
+			}
+			s, err := Run(c.Context, env, cfg)
+			s.Print(os.Stdout)
+			return err
+		},
+	}
+}
+
+// startEmbedded starts the embedded JetStream server in <--data>/nats, syncing as
+// --nats-sync-interval says.
+func startEmbedded(cfg Config) (*bus.Embedded, error) {
+	dir, err := filepath.Abs(filepath.Join(cfg.Data, "nats"))
+	if err != nil {
+		return nil, fmt.Errorf("--data: %w", err)
+	}
+	return bus.StartEmbedded(dir, cfg.Sync)
+}
+
+// Summary is what a run did.
+type Summary struct {
+	Job                string
+	Verified           uint64 // keys in DONE: verified in S3, over all runs of the job
+	VerifiedThisRun    uint64
+	DeadLetters        deadletter.Counts
+	Backlog            uint64 // keys still in the work queues (interrupted runs)
+	Elapsed            time.Duration
+	Published, Invalid int64
+}
+
+// Print writes the summary.
+func (s Summary) Print(w io.Writer) {
+	fmt.Fprintf(w, "\nferry run, job %s: %d keys verified in S3 (%d in this run), %d dead-lettered, %d still in the pipeline\n",
+		s.Job, s.Verified, s.VerifiedThisRun, s.DeadLetters.Total(), s.Backlog)
+	rate := float64(s.VerifiedThisRun) / max(s.Elapsed.Seconds(), 0.001)
+	fmt.Fprintf(w, "elapsed %s, %.0f files/s verified; producer published %d keys, %d invalid lines\n",
+		s.Elapsed.Round(time.Millisecond), rate, s.Published, s.Invalid)
+	if s.DeadLetters.Total() > 0 {
+		fmt.Fprintln(w, "dead letters (ferry dlq ls | export | replay):")
+		s.DeadLetters.Print(w)
+	}
+}
+
+// Run runs every stage until the key lists are published and every work queue is empty, or ctx
+// ends, or a stage fails.
+func Run(ctx context.Context, env *service.Env, cfg Config) (Summary, error) {
+	start := time.Now()
+	sum := Summary{Job: env.Names.Job}
+	before, err := streamMsgs(ctx, env.JS, env.Names.Done)
+	if err != nil {
+		return sum, err
+	}
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	var wg sync.WaitGroup
+	stageErr := func(name string, err error) {
+		if err != nil && !errors.Is(err, context.Canceled) {
+			cancel(fmt.Errorf("%s: %w", name, err))
+		}
+	}
+	wg.Go(func() { stageErr("fetcher", fetcher.Run(ctx, env, cfg.Fetcher)) })
+	wg.Go(func() { stageErr("uploader", uploader.Run(ctx, env, cfg.Uploader)) })
+	wg.Go(func() { stageErr("verifier", verifier.Run(ctx, env, cfg.Verifier)) })
+	env.StartAdvisor(ctx)
+
+	prog := newRunProgress(env, before, start, cfg.Producer.Progress)
+	produced := make(chan struct{})
+	go func() {
+		defer close(produced)
+		if len(cfg.Producer.Keys.Value()) == 0 && !cfg.Producer.Scan.Enabled {
+			return
+		}
+		pcfg := cfg.Producer
+		pcfg.Progress = false // one bar for the whole run
+		st, err := producer.Run(ctx, env, pcfg)
+		sum.Published, sum.Invalid = st.Published, st.Invalid
+		stageErr("producer", err)
+	}()
+
+	err = waitDone(ctx, env, produced, cfg.Wait, prog.sample)
+	prog.stop()
+	cancel(nil)
+	wg.Wait()
+	<-produced
+	if cause := context.Cause(ctx); err == nil && cause != nil && !errors.Is(cause, context.Canceled) {
+		err = cause
+	}
+	// Fresh context: the summary must print after an interrupt too.
+	qctx, qcancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer qcancel()
+	sum.Elapsed = time.Since(start)
+	if v, err := streamMsgs(qctx, env.JS, env.Names.Done); err == nil {
+		sum.Verified, sum.VerifiedThisRun = v, v-before
+	}
+	sum.DeadLetters, _ = deadletter.Count(qctx, env.JS, env.Names)
+	sum.Backlog, _ = backlog(qctx, env)
+	return sum, err
+}
+
+// waitDone returns once the producer is done and the work queues have stayed empty for a moment.
+func waitDone(ctx context.Context, env *service.Env, produced <-chan struct{}, wait bool, sample func(context.Context)) error {
+	t := time.NewTicker(500 * time.Millisecond)
+	defer t.Stop()
+	empty := 0
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		sample(ctx)
+		select {
+		case <-produced:
+		default:
+			continue
+		}
+		n, err := backlog(ctx, env)
+		if err != nil {
+			continue // transient; the stages report real trouble
+		}
+		if n > 0 || wait {
+			empty = 0
+			continue
+		}
+		if empty++; empty >= 3 {
+			return nil
+		}
+	}
+}
+
+// backlog is the number of messages in the job's work queues.
+func backlog(ctx context.Context, env *service.Env) (uint64, error) {
+	var total uint64
+	for _, s := range []string{env.Names.Keys, env.Names.Blobs, env.Names.Uploaded, env.Names.Advisories} {
+		n, err := streamMsgs(ctx, env.JS, s)
+		if err != nil {
+			return 0, err
+		}
+		total += n
+	}
+	return total, nil
+}
+
+func streamMsgs(ctx context.Context, js jetstream.JetStream, name string) (uint64, error) {
+	s, err := js.Stream(ctx, name)
+	if err != nil {
+		return 0, fmt.Errorf("stream %s: %w", name, err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("stream info %s: %w", name, err)
+	}
+	return info.State.Msgs, nil
+}
+
+// runProgress shows the whole pipeline's state (one bar: the producer's own is off in ferry run),
+// from counts it samples in NATS every 2 seconds.
+type runProgress struct {
+	env    *service.Env
+	before uint64 // DONE when the run began
+	start  time.Time
+	rep    *progress.Reporter
+	last   time.Time
+
+	mu                                    sync.Mutex
+	published, verified, dead, inPipeline uint64
+}
+
+func newRunProgress(env *service.Env, before uint64, start time.Time, on bool) *runProgress {
+	p := &runProgress{env: env, before: before, start: start}
+	if on {
+		p.rep = progress.Start("ferry run", p.status, progress.Options{})
+	}
+	return p
+}
+
+// sample reads the counts, at most every 2 seconds.
+func (p *runProgress) sample(ctx context.Context) {
+	if p.rep == nil || time.Since(p.last) < 2*time.Second {
+		return
+	}
+	p.last = time.Now()
+	done, err := streamMsgs(ctx, p.env.JS, p.env.Names.Done)
+	if err != nil {
+		return
+	}
+	n, _ := backlog(ctx, p.env)
+	dead, _ := deadletter.Count(ctx, p.env.JS, p.env.Names)
+	var published uint64
+	if s, err := p.env.JS.Stream(ctx, p.env.Names.Keys); err == nil {
+		if info, err := s.Info(ctx); err == nil {
+			published = info.State.LastSeq
+		}
+	}
+	p.mu.Lock()
+	p.published, p.verified, p.dead, p.inPipeline = published, done, dead.Total(), n
+	p.mu.Unlock()
+}
+
+func (p *runProgress) status() progress.Status {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	el := time.Since(p.start)
+	finished := float64(p.verified + p.dead)
+	total := finished + float64(p.inPipeline)
+	rate := float64(p.verified-min(p.before, p.verified)) / max(el.Seconds(), 0.001)
+	return progress.Status{Done: finished, Total: total, Text: fmt.Sprintf(
+		"published %d, verified %d, dead-lettered %d, in the pipeline %d, %.0f files/s, ETA %s",
+		p.published, p.verified, p.dead, p.inPipeline, rate, progress.ETA(el, float64(p.before), finished, total))}
+}
+
+func (p *runProgress) stop() {
+	if p.rep != nil {
+		p.last = time.Time{}
+		p.sample(context.Background())
+		p.rep.Stop()
+	}
+}
