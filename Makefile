@@ -47,6 +47,7 @@ build: ## build .local/bin/ferry
 
 test-unit: ## unit tests with -race: no services needed (the runner's tests embed a JetStream server)
 	$(GO) vet ./...
+	cd $(ROOT)/benchmarks && $(GO) vet ./...
 	$(GO) test -race -count=1 ./...
 
 test-integration: up ## integration and end-to-end tests against the local stack
@@ -65,7 +66,7 @@ SUDO       := $(if $(filter 0,$(shell id -u)),,sudo)
 .PHONY: bench bench-scale bench-build bench-diff bench-scan
 
 bench-build: build ## build .local/bin/ferry-bench (and ferry); install redis-server if missing
-	$(GO) build -o $(BENCH) ./benchmarks
+	cd $(ROOT)/benchmarks && $(GO) build -o $(BENCH) .
 	@command -v redis-server >/dev/null || { echo "installing redis-server (the seed-design variant)"; \
 	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq redis-server >/dev/null; }
 
@@ -78,11 +79,11 @@ bench-scale: bench-build ## ferry run at 10k and 200k keys, the producer on 10M 
 	cd $(ROOT) && source $(LOCAL)/env.sh && $(BENCH) scale
 
 bench-diff: build ## ferry diff A B vs LC_ALL=C sort -u + comm on two generated lists (BENCH_DIFF_LINES=20000000; no stack needed)
-	$(GO) build -o $(BENCH) ./benchmarks
+	cd $(ROOT)/benchmarks && $(GO) build -o $(BENCH) .
 	cd $(ROOT) && $(BENCH) diff
 
 bench-scan: build ## ferry producer --scan vs one SELECT on a 1M-row table, and a kill/restart (make up first; BENCH_SCAN_ROWS=1000000)
-	$(GO) build -o $(BENCH) ./benchmarks
+	cd $(ROOT)/benchmarks && $(GO) build -o $(BENCH) .
 	@bash $(STACK) status >/dev/null || { echo "the local stack is not up: make up"; exit 1; }
 	cd $(ROOT) && source $(LOCAL)/env.sh && $(BENCH) scan
 
