@@ -12,6 +12,7 @@ import (
 	"github.com/ferry-migrate/ferry/shared/cass"
 	"github.com/ferry-migrate/ferry/shared/config"
 	"github.com/ferry-migrate/ferry/shared/keyrules"
+	"github.com/ferry-migrate/ferry/shared/limit"
 	"github.com/ferry-migrate/ferry/shared/service"
 	"github.com/ferry-migrate/ferry/shared/stage"
 )
@@ -105,9 +106,9 @@ func Run(ctx context.Context, env *service.Env, cfg Config) error {
 	}
 	// Headers and protocol need room below max_payload.
 	inline := min(cfg.InlineLimit, int(env.NC.MaxPayload())-64<<10)
-	limits := &stage.Limits{Stage: bus.StageFetcher, RateKind: "reads",
-		Rates:   stage.NewRates(cfg.ReadRate, cfg.ByteRate),
-		Limiter: stage.NewLimiter(cfg.Concurrency, cfg.Adaptive),
+	limits := &limit.Limits{Stage: bus.StageFetcher, RateKind: "reads",
+		Rates:   limit.NewRates(cfg.ReadRate, cfg.ByteRate),
+		Limiter: limit.NewLimiter(cfg.Concurrency, cfg.Adaptive),
 		PerSec:  cfg.ReadRate, BytesPerSec: cfg.ByteRate, Concurrency: cfg.Concurrency}
 	f := &Fetcher{
 		Names: env.Names, JS: env.JS, Objects: objects, Readers: readers, Rules: rules,
@@ -116,7 +117,7 @@ func Run(ctx context.Context, env *service.Env, cfg Config) error {
 			StreamGauge("BLOBS", blobs), ObjectsGauge("object store", objects)),
 	}
 	f.Register(env.Registry)
-	if err := stage.WatchThrottle(ctx, env.JS, env.Names, limits, env.Registry, env.Log); err != nil {
+	if err := limit.WatchThrottle(ctx, env.JS, env.Names, limits, env.Registry, env.Log); err != nil {
 		return fmt.Errorf("fetcher: %w", err)
 	}
 	cons, err := env.JS.Consumer(ctx, env.Names.Keys, env.Names.Fetcher)

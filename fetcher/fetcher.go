@@ -21,6 +21,7 @@ import (
 	"github.com/ferry-migrate/ferry/shared/cass"
 	"github.com/ferry-migrate/ferry/shared/fault"
 	"github.com/ferry-migrate/ferry/shared/keyrules"
+	"github.com/ferry-migrate/ferry/shared/limit"
 	"github.com/ferry-migrate/ferry/shared/stage"
 )
 
@@ -39,7 +40,7 @@ type Fetcher struct {
 	Rules       *keyrules.Rules
 	InlineLimit int          // bytes; larger blobs go through the object store
 	MaxSize     int64        // bytes; larger blobs are dead-lettered too_large
-	Limits      *stage.Rates // reads/s and bytes/s against Cassandra; nil: none
+	Limits      *limit.Rates // reads/s and bytes/s against Cassandra; nil: none
 	Gate        *Gate        // backpressure of BLOBS and the object store; nil: none
 	metrics     *metrics
 }
@@ -177,7 +178,7 @@ func (f *Fetcher) putObject(ctx context.Context, key, id string, blob []byte) er
 		case <-ctx.Done():
 			return fmt.Errorf("key %q: store in object store (full): %w", key, ctx.Err())
 		case <-time.After(d):
-			stage.Waited(ctx, d) // backpressure, not Cassandra: keep it out of the adaptive limit
+			limit.Waited(ctx, d) // backpressure, not Cassandra: keep it out of the adaptive limit
 		}
 	}
 }

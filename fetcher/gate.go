@@ -9,7 +9,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/ferry-migrate/ferry/shared/stage"
+	"github.com/ferry-migrate/ferry/shared/limit"
 )
 
 // Gate holds fetchers back while BLOBS or the object store of large blobs is nearly full, before
@@ -129,6 +129,6 @@ func (g *Gate) Wait(ctx context.Context) error {
 	for !g.open && ctx.Err() == nil {
 		g.cond.Wait()
 	}
-	stage.Waited(ctx, time.Since(start)) // backpressure, not Cassandra
+	limit.Waited(ctx, time.Since(start)) // backpressure, not Cassandra
 	return ctx.Err()
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/ferry-migrate/ferry/shared/blobstore"
 	"github.com/ferry-migrate/ferry/shared/bus"
 	"github.com/ferry-migrate/ferry/shared/config"
+	"github.com/ferry-migrate/ferry/shared/limit"
 	"github.com/ferry-migrate/ferry/shared/service"
 	"github.com/ferry-migrate/ferry/shared/stage"
 )
@@ -38,7 +39,7 @@ type Uploader struct {
 	PartSize     int64
 	StorageClass string
 	SkipExisting bool
-	Limits       *stage.Rates // PUTs/s and bytes/s to S3; nil: none
+	Limits       *limit.Rates // PUTs/s and bytes/s to S3; nil: none
 
 	denials denials
 }
@@ -231,11 +232,11 @@ func Run(ctx context.Context, env *service.Env, cfg Config) error {
 	if err != nil {
 		return fmt.Errorf("uploader: object store %s: %w", env.Names.Objects, err)
 	}
-	limits := &stage.Limits{Stage: bus.StageUploader, RateKind: "uploads",
-		Rates:   stage.NewRates(cfg.UploadRate, cfg.ByteRate),
-		Limiter: stage.NewLimiter(cfg.Concurrency, cfg.Adaptive),
+	limits := &limit.Limits{Stage: bus.StageUploader, RateKind: "uploads",
+		Rates:   limit.NewRates(cfg.UploadRate, cfg.ByteRate),
+		Limiter: limit.NewLimiter(cfg.Concurrency, cfg.Adaptive),
 		PerSec:  cfg.UploadRate, BytesPerSec: cfg.ByteRate, Concurrency: cfg.Concurrency}
-	if err := stage.WatchThrottle(ctx, env.JS, env.Names, limits, env.Registry, env.Log); err != nil {
+	if err := limit.WatchThrottle(ctx, env.JS, env.Names, limits, env.Registry, env.Log); err != nil {
 		return fmt.Errorf("uploader: %w", err)
 	}
 	u := &Uploader{Names: env.Names, JS: env.JS, Objects: objects, Store: store, PartSize: cfg.PartSize,

@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/ferry-migrate/ferry/shared/bus"
+	"github.com/ferry-migrate/ferry/shared/limit"
 )
 
 // Handler is a stage: a function of one message's content that returns what to hand on (nil for
@@ -77,7 +78,7 @@ func store(ctx context.Context, js jetstream.JetStream, key string, out *Output)
 		case <-ctx.Done():
 			return fmt.Errorf("key %q: publish to %s (full): %w", key, out.Stream, ctx.Err())
 		case <-time.After(wait):
-			Waited(ctx, wait) // backpressure, not the dependency: keep it out of the adaptive limit
+			limit.Waited(ctx, wait) // backpressure, not the dependency: keep it out of the adaptive limit
 		}
 	}
 }

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/ferry-migrate/ferry/shared/limit"
 )
 
 // intake is the runner's message source: one pull iterator shared by the workers (Next is safe for
@@ -121,7 +123,7 @@ func (f *intake) drain() {
 }
 
 // follow resizes the intake to the limiter's limit every interval until stop is closed.
-func (f *intake) follow(l *Limiter, ceiling int, interval time.Duration, stop <-chan struct{}) {
+func (f *intake) follow(l *limit.Limiter, ceiling int, interval time.Duration, stop <-chan struct{}) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {

@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/ferry-migrate/ferry/shared/bus"
+	"github.com/ferry-migrate/ferry/shared/limit"
 )
 
 // Options configure Run.
@@ -23,7 +24,7 @@ type Options struct {
 	Workers int // concurrent handlers at most; default 16
 	// Limiter caps the handlers in flight below Workers, live (ferry throttle --concurrency,
 	// adaptive concurrency); default a fixed limit of Workers.
-	Limiter *Limiter
+	Limiter *limit.Limiter
 	// ExhaustedReason is the stage's dead-letter reason for an error that names none (stage.Reason
 	// does): a transient error that uses up the budget, a client's Permanent one; default
 	// max_deliveries.
@@ -98,20 +99,20 @@ func Run(ctx context.Context, cons jetstream.Consumer, h Handler, o Options) err
 		wg.Go(func() {
 			for {
 				// A slot first, then a message: workers above the limit wait without holding one.
-				s := o.Limiter.acquire(r.stop)
+				s := o.Limiter.Acquire(r.stop)
 				msg, err := src.next()
 				if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
-					o.Limiter.release(s, 0, sampleNone)
+					o.Limiter.Release(s, 0, limit.SampleNone)
 					return
 				}
 				if err != nil {
-					o.Limiter.release(s, 0, sampleNone)
+					o.Limiter.Release(s, 0, limit.SampleNone)
 					o.Log.Debug("next message", "err", err)
 					continue
 				}
-				o.Limiter.start(&s)
+				o.Limiter.Start(&s)
 				latency, out := r.process(hctx, msg) // naks at once when shutdown has begun
-				o.Limiter.release(s, latency, out)
+				o.Limiter.Release(s, latency, out)
 			}
 		})
 	}
@@ -155,7 +156,7 @@ func (o *Options) defaults() {
 		o.Workers = 16
 	}
 	if o.Limiter == nil {
-		o.Limiter = NewLimiter(o.Workers, false)
+		o.Limiter = limit.NewLimiter(o.Workers, false)
 	}
 	if o.Backoff == nil {
 		o.Backoff = Backoff
@@ -200,20 +201,20 @@ func (r *runner) setFatal(err error) {
 // process handles msg and acks, naks, terms or dead-letters it. It returns the handler's latency
 // (its first call, without the time it said it waited on its own limits) and what that call tells
 // the adaptive limit.
-func (r *runner) process(ctx context.Context, msg jetstream.Msg) (time.Duration, outcome) {
+func (r *runner) process(ctx context.Context, msg jetstream.Msg) (time.Duration, limit.Outcome) {
 	if r.stopping.Load() {
 		_ = msg.Nak() // prefetched, not started: give it back at once
-		return 0, sampleNone
+		return 0, limit.SampleNone
 	}
 	md, err := msg.Metadata()
 	if err != nil { // not a JetStream message; cannot happen on a pull consumer
 		r.o.Log.Error("message without metadata", "err", err)
 		_ = msg.Term()
-		return 0, sampleNone
+		return 0, limit.SampleNone
 	}
 	a, ok := r.before(ctx, msg, md)
 	if !ok {
-		return 0, sampleNone
+		return 0, limit.SampleNone
 	}
 	runs := a.runs
 	m := r.o.Metrics
@@ -286,24 +287,24 @@ func (r *runner) process(ctx context.Context, msg jetstream.Msg) (time.Duration,
 		r.o.Log.Debug("retry", "key", r.o.KeyOf(in), "runs", runs, "delivered", md.NumDelivered, "err", err)
 	}
 	if r.stopping.Load() && err != nil {
-		sample = sampleNone // cut short by shutdown: says nothing about the dependency
+		sample = limit.SampleNone // cut short by shutdown: says nothing about the dependency
 	}
 	return latency, sample
 }
 
 // outcome classifies a handler result for the adaptive limit: a permanent answer (not found,
 // invalid) is a normal latency sample; transient errors, outages and timeouts are drops.
-func (r *runner) outcome(err error) outcome {
+func (r *runner) outcome(err error) limit.Outcome {
 	if err == nil {
-		return sampleOK
+		return limit.SampleOK
 	}
 	if _, ok := IsPermanent(err); ok {
-		return sampleOK
+		return limit.SampleOK
 	}
 	if IsFatal(err) {
-		return sampleNone
+		return limit.SampleNone
 	}
-	return sampleDrop
+	return limit.SampleDrop
 }
 
 // hold keeps msg for d, extending its ack deadline; false when shutdown began.
@@ -345,10 +346,10 @@ func (r *runner) outageLog(err error) {
 }
 
 // call runs the handler with InProgress heartbeats while it works and turns a panic into an error.
-// latency is its run time without what it reported through Waited.
+// latency is its run time without what it reported through limit.Waited.
 func (r *runner) call(ctx context.Context, msg jetstream.Msg, in Msg) (latency time.Duration, err error) {
 	start := time.Now()
-	ctx, waited := withWaits(ctx)
+	ctx, waited := limit.WithWaits(ctx)
 	done := make(chan struct{})
 	defer func() { latency = max(time.Since(start)-time.Duration(waited.Load()), 0) }()
 	defer close(done)

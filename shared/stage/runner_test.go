@@ -14,6 +14,7 @@ import (
 	"github.com/ferry-migrate/ferry/shared/bus"
 	"github.com/ferry-migrate/ferry/shared/bustest"
 	"github.com/ferry-migrate/ferry/shared/fault"
+	"github.com/ferry-migrate/ferry/shared/limit"
 	"github.com/ferry-migrate/ferry/shared/stage"
 )
 
@@ -183,7 +184,7 @@ func keysBacklog(t *testing.T, count int) (jetstream.JetStream, bus.Names, jetst
 
 func TestRunLimiter(t *testing.T) {
 	js, n, cons, keys := keysBacklog(t, 60)
-	lim := stage.NewLimiter(4, false)
+	lim := limit.NewLimiter(4, false)
 	var inflight, peak, done atomic.Int32
 	lowered := make(chan struct{})
 	var peakAfter atomic.Int32
@@ -233,7 +234,7 @@ func TestRunLimiter(t *testing.T) {
 // consumer's ack-pending count (in flight plus prefetched) shows it.
 func TestRunPrefetchFollowsLimit(t *testing.T) {
 	js, n, cons, keys := keysBacklog(t, 400)
-	lim := stage.NewLimiter(32, false)
+	lim := limit.NewLimiter(32, false)
 	var done atomic.Int32
 	h := func(context.Context, stage.Msg) error {
 		time.Sleep(100 * time.Millisecond)

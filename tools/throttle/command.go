@@ -13,8 +13,8 @@ import (
 
 	"github.com/ferry-migrate/ferry/shared/bus"
 	"github.com/ferry-migrate/ferry/shared/config"
+	"github.com/ferry-migrate/ferry/shared/limit"
 	"github.com/ferry-migrate/ferry/shared/service"
-	"github.com/ferry-migrate/ferry/shared/stage"
 )
 
 // Command is `ferry throttle`.
@@ -68,8 +68,8 @@ func Command() *cli.Command {
 			if err != nil {
 				return err
 			}
-			key := stage.ThrottleKey(stageName)
-			var t stage.Throttle
+			key := limit.ThrottleKey(stageName)
+			var t limit.Throttle
 			set := false
 			if e, err := kv.Get(c.Context, key); err == nil {
 				set = json.Unmarshal(e.Value(), &t) == nil // a bad value is replaced
@@ -101,7 +101,7 @@ func Command() *cli.Command {
 					return fmt.Errorf("set %s: %w", key, err)
 				}
 			}
-			live, _ := stage.LiveProcesses(c.Context, kv, stageName)
+			live, _ := limit.LiveProcesses(c.Context, kv, stageName)
 			if !set && !changed {
 				fmt.Printf("%s throttle of job %s: none, each process uses its own flags; %d live %s(s)\n",
 					stageName, env.Names.Job, live, stageName)
@@ -114,7 +114,7 @@ func Command() *cli.Command {
 	}
 }
 
-func describe(t stage.Throttle, stageName string) string {
+func describe(t limit.Throttle, stageName string) string {
 	unit := "reads/s"
 	if stageName == bus.StageUploader {
 		unit = "uploads/s"

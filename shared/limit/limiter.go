@@ -1,4 +1,9 @@
-package stage
+// Package limit caps how much a stage does: a Limiter for the handlers in flight (a ceiling that
+// changes live, adaptive under it with a Gradient), Rates for messages/s and bytes/s, and the
+// live throttle that keeps both in step with the stage-wide setting of `ferry throttle` in the
+// job's KV. The runner (shared/stage) takes a Limiter slot around every handler call; handlers
+// wait on Rates and report, through Waited, the time that was not their dependency's.
+package limit
 
 import (
 	"context"
@@ -93,11 +98,11 @@ func (l *Limiter) changedLocked() {
 	}
 }
 
-// slot is one taken place in the limiter; the zero slot (taken after shutdown began) counts nothing.
-type slot struct{ taken, busy bool }
+// Slot is one taken place in the limiter; the zero Slot (taken after shutdown began) counts nothing.
+type Slot struct{ taken, busy bool }
 
-// start marks s as handling a message: the adaptive limit only grows while its slots are used.
-func (l *Limiter) start(s *slot) {
+// Start marks s as handling a message: the adaptive limit only grows while its slots are used.
+func (l *Limiter) Start(s *Slot) {
 	if !s.taken {
 		return
 	}
@@ -107,49 +112,49 @@ func (l *Limiter) start(s *slot) {
 	s.busy = true
 }
 
-// acquire waits for a free slot. Once stop is closed it returns the zero slot at once: shutdown
+// Acquire waits for a free slot. Once stop is closed it returns the zero Slot at once: shutdown
 // must hand the buffered messages back (nak) without waiting for room.
-func (l *Limiter) acquire(stop <-chan struct{}) slot {
+func (l *Limiter) Acquire(stop <-chan struct{}) Slot {
 	for {
 		select {
 		case <-stop:
-			return slot{}
+			return Slot{}
 		default:
 		}
 		l.mu.Lock()
 		if l.inflight < l.limitLocked() {
 			l.inflight++
 			l.mu.Unlock()
-			return slot{taken: true}
+			return Slot{taken: true}
 		}
 		wake := l.wake
 		l.mu.Unlock()
 		select {
 		case <-wake:
 		case <-stop:
-			return slot{}
+			return Slot{}
 		}
 	}
 }
 
-// outcome is what a handler call tells the adaptive limit.
-type outcome int
+// Outcome is what a handler call tells the adaptive limit.
+type Outcome int
 
 const (
-	sampleNone outcome = iota // no sample: nothing was handled, or shutdown cut it short
-	sampleOK                  // a latency sample (success, or a permanent answer such as not found)
-	sampleDrop                // the dependency failed: timeout, transient error, outage
+	SampleNone Outcome = iota // no sample: nothing was handled, or shutdown cut it short
+	SampleOK                  // a latency sample (success, or a permanent answer such as not found)
+	SampleDrop                // the dependency failed: timeout, transient error, outage
 )
 
-// release frees s and feeds the adaptive limit with the handler's latency and outcome.
-func (l *Limiter) release(s slot, latency time.Duration, o outcome) {
+// Release frees s and feeds the adaptive limit with the handler's latency and outcome.
+func (l *Limiter) Release(s Slot, latency time.Duration, o Outcome) {
 	if !s.taken {
 		return
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.gradient != nil && o != sampleNone {
-		l.gradient.Sample(latency, l.busy, o == sampleDrop)
+	if l.gradient != nil && o != SampleNone {
+		l.gradient.Sample(latency, l.busy, o == SampleDrop)
 	}
 	if s.busy {
 		l.busy--
@@ -264,14 +269,16 @@ func (g *Gradient) observeLong(v float64) {
 type waitKey struct{}
 
 // Waited tells the runner that the handler of ctx spent d waiting for something other than its
-// dependency (a rate cap, backpressure). Without a runner context it does nothing.
+// dependency (a rate cap, backpressure). Without a context from WithWaits it does nothing.
 func Waited(ctx context.Context, d time.Duration) {
 	if w, ok := ctx.Value(waitKey{}).(*atomic.Int64); ok {
 		w.Add(int64(d))
 	}
 }
 
-func withWaits(ctx context.Context) (context.Context, *atomic.Int64) {
+// WithWaits returns a context for one handler call and the total its Waited calls report, which
+// the runner takes off the call's latency before it samples the adaptive limit.
+func WithWaits(ctx context.Context) (context.Context, *atomic.Int64) {
 	w := new(atomic.Int64)
 	return context.WithValue(ctx, waitKey{}, w), w
 }

@@ -1,4 +1,4 @@
-package stage
+package limit
 
 import (
 	"sync"
@@ -127,26 +127,26 @@ func TestLimiterCeilingLive(t *testing.T) {
 	var changes []int
 	l.OnChange(func(n int) { changes = append(changes, n) })
 	stop := make(chan struct{})
-	var slots []slot
+	var slots []Slot
 	for range 4 {
-		slots = append(slots, l.acquire(stop))
+		slots = append(slots, l.Acquire(stop))
 	}
-	got := make(chan slot)
-	go func() { got <- l.acquire(stop) }()
+	got := make(chan Slot)
+	go func() { got <- l.Acquire(stop) }()
 	select {
 	case <-got:
 		t.Fatal("a fifth slot under a limit of 4")
 	case <-time.After(50 * time.Millisecond):
 	}
 	l.SetCeiling(2) // lower while 4 are taken: nobody starts until two have finished
-	l.release(slots[0], 0, sampleNone)
-	l.release(slots[1], 0, sampleNone)
+	l.Release(slots[0], 0, SampleNone)
+	l.Release(slots[1], 0, SampleNone)
 	select {
 	case <-got:
 		t.Fatal("a slot while 2 are taken under a limit of 2")
 	case <-time.After(50 * time.Millisecond):
 	}
-	l.release(slots[2], 0, sampleNone)
+	l.Release(slots[2], 0, SampleNone)
 	select {
 	case s := <-got:
 		slots[2] = s
@@ -156,14 +156,14 @@ func TestLimiterCeilingLive(t *testing.T) {
 	l.SetCeiling(8)
 	var wg sync.WaitGroup
 	for range 5 {
-		wg.Go(func() { l.acquire(stop) })
+		wg.Go(func() { l.Acquire(stop) })
 	}
 	wg.Wait()
 	if n := l.InFlight(); n != 7 {
 		t.Fatalf("in flight %d, want 7", n)
 	}
 	close(stop)
-	if s := l.acquire(stop); s.taken {
+	if s := l.Acquire(stop); s.taken {
 		t.Fatal("a counted slot after stop")
 	}
 	if want := []int{4, 2, 8}; len(changes) != 3 || changes[0] != 4 || changes[1] != 2 || changes[2] != 8 {
