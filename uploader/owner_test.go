@@ -116,7 +116,7 @@ func TestTrailingBlankOwner(t *testing.T) {
 func TestTrailingBlankOwnSourceChanged(t *testing.T) {
 	js, n := bustest.Job(t)
 	ctx := context.Background()
-	fs := &fakeStore{objects: map[string][]byte{"p/x": []byte("old")}, owners: map[string]string{"p/x": ownerValue("x ")}}
+	fs := &fakeStore{objects: map[string][]byte{"p/x": []byte("old")}, owners: map[string]string{"p/x": blobstore.OwnerValue("x ")}}
 	u := &Uploader{Names: n, JS: js, Store: trimmingStore{fs}, PartSize: 16 << 20}
 	if err := stage.Once(ctx, js, u.Handle, keyedBlobMsg(t, js, n, "x ", "p/x", []byte("new bytes"))); err != nil {
 		t.Errorf("own object with new source bytes: Handle = %v; want overwritten like any other key", err)

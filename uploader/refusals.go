@@ -19,12 +19,12 @@ const probeName = ".ferry-probe-"
 
 // denials decides what an AccessDenied on one object means (see refused).
 //
-// There is no breaker (the uploader used to stop when 20 and half of its last 100 uploads were
-// refused, even with the probe allowed). The probe now asks where this job's keys live and an
-// allowed answer is not reused for later refusals, so a policy that refuses every key refuses the
-// probe at the first of them. What a breaker would add is stopping on a run of refused keys the
-// probe says are the objects' own, and key lists are sorted: the keys of one refused prefix come
-// together, so it stopped the uploader again on every restart and the job never ended. The cost:
+// There is no breaker that stops the uploader after a run of refused objects. The probe asks where
+// this job's keys live and an allowed answer is not reused for later refusals, so a policy that
+// refuses every key refuses the probe at the first of them. What a breaker would add is stopping
+// on a run of refused keys the probe says are the objects' own, and key lists are sorted: the keys
+// of one refused prefix come together, so it would stop the uploader again on every restart and
+// the job would never end. The cost:
 // a policy that refuses the job's keys by something the probe does not share (a suffix, say)
 // dead-letters them, each with the reason, to be replayed once it is fixed.
 type denials struct {

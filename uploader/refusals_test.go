@@ -117,9 +117,9 @@ func wantDeadLetter(t *testing.T, what string, err error) {
 }
 
 // A least-privilege policy allows PutObject only under the destination prefix "p/" and denies
-// "p/legal/". The bucket-wide probe location of old (.ferry-probe/<job>) was always refused, so
-// one refused object stopped the uploader for good; the probe now goes next to a key that was
-// written. Before the fix: Fatal ("a write probe was refused too").
+// "p/legal/". A probe outside the prefix (bucket-wide, .ferry-probe/<job>) would always be
+// refused, and one refused object would stop the uploader for good (Fatal: "a write probe was
+// refused too"); the probe goes next to a key that was written, so the object is refused alone.
 func TestRefusedPrefixScopedPolicy(t *testing.T) {
 	js, n := bustest.Job(t)
 	ctx := context.Background()
@@ -213,8 +213,8 @@ func TestRefusedEveryKey(t *testing.T) {
 
 // One object refused on its own (probe allowed), then the whole bucket is refused. An allowed
 // probe's answer is not reused for a later refusal, so the revocation is seen at the first key it
-// refuses: nothing more is dead-lettered as "refused on its own". Before the fix: 48 such dead
-// letters (the allowed probe stood 30 s) until the breaker tripped.
+// refuses: nothing more is dead-lettered as "refused on its own". Reusing the allowed answer (for
+// 30 s, say) would dead-letter every key refused meanwhile as refused on its own.
 func TestRefusedAfterRevocation(t *testing.T) {
 	js, n := bustest.Job(t)
 	ctx := context.Background()

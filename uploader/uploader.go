@@ -88,7 +88,7 @@ func (u *Uploader) Handle(ctx context.Context, msg stage.Msg) (*stage.Output, er
 	}
 	in := blobstore.PutInput{
 		Key: s3Key, Body: body, MD5: sum, ContentType: rec.ContentType,
-		Metadata:     map[string]string{ownerMeta: ownerValue(key)},
+		Metadata:     map[string]string{blobstore.OwnerMeta: blobstore.OwnerValue(key)},
 		StorageClass: u.StorageClass, PartSize: u.PartSize, IfAbsent: true, CRC32C: crc,
 		Progress: msg.Progress,
 	}
@@ -104,7 +104,7 @@ func (u *Uploader) Handle(ctx context.Context, msg stage.Msg) (*stage.Output, er
 		// or two keys the rules map to one object on purpose); other bytes of another source key
 		// are never overwritten: the first key would be lost while it counts as verified.
 		head, herr := u.Store.Head(ctx, s3Key)
-		owner, name := ownerOf(head.Metadata, key)
+		owner, name := blobstore.OwnerOf(head.Metadata, key)
 		switch {
 		case errors.Is(herr, blobstore.ErrNotFound):
 			// Deleted since the PUT was refused (a lifecycle rule, an operator, the other
@@ -114,9 +114,9 @@ func (u *Uploader) Handle(ctx context.Context, msg stage.Msg) (*stage.Output, er
 			err = fmt.Errorf("head after a refused conditional put: %w", herr)
 		case head.Check(want) == nil:
 			return u.uploaded(rec, head.ETag), nil
-		case owner == ownerOther:
+		case owner == blobstore.OwnerOther:
 			return nil, stage.Permanent(bus.ReasonUploadError, fmt.Errorf("key %q: S3 key %q already holds other bytes of source key %q: two source keys map to one S3 key; fix the key rules and replay", key, s3Key, name))
-		case owner == ownerAmbiguous:
+		case owner == blobstore.OwnerAmbiguous:
 			return nil, stage.Permanent(bus.ReasonUploadError, fmt.Errorf("key %q: S3 key %q holds other bytes, written by an older ferry for %q, which this key or another could have been: not overwritten; if the object is this key's, delete it and replay", key, s3Key, name))
 		default: // the same key with new bytes: the source changed since the last run
 			in.IfAbsent = false
@@ -246,7 +246,7 @@ func Run(ctx context.Context, env *service.Env, cfg Config) error {
 		return fmt.Errorf("uploader: consumer %s on %s: %w", env.Names.Uploader, env.Names.Blobs, err)
 	}
 	env.Log.Info("uploader started", "bucket", dest.Bucket, "concurrency", cfg.Concurrency, "adaptive", cfg.Adaptive)
-	err = stage.Run(ctx, cons, u.Handle, stage.Options{
+	err = stage.Serve(ctx, cons, u.Handle, stage.Options{
 		Stage: bus.StageUploader, Names: env.Names, JS: env.JS, Workers: cfg.Concurrency, Limiter: limits.Limiter,
 		ExhaustedReason: bus.ReasonUploadError, Metrics: env.Metrics, Log: env.Log,
 	})

@@ -9,7 +9,6 @@ import (
 	"hash/crc32"
 	"net/http"
 	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -52,7 +51,7 @@ func (f *fakeStore) putRaw(_ context.Context, in blobstore.PutInput) (blobstore.
 		return blobstore.PutResult{}, blobstore.ErrExists
 	}
 	f.objects[in.Key] = bytes.Clone(in.Body)
-	f.owners[in.Key] = in.Metadata[ownerMeta]
+	f.owners[in.Key] = in.Metadata[blobstore.OwnerMeta]
 	delete(f.legacy, in.Key)
 	sum := md5.Sum(in.Body)
 	return blobstore.PutResult{ETag: hex.EncodeToString(sum[:])}, nil
@@ -69,10 +68,10 @@ func (f *fakeStore) headRaw(_ context.Context, key string) (blobstore.HeadResult
 	sum := md5.Sum(b)
 	meta := map[string]string{}
 	if o, ok := f.owners[key]; ok {
-		meta[ownerMeta] = o
+		meta[blobstore.OwnerMeta] = o
 	}
 	if o, ok := f.legacy[key]; ok {
-		meta[legacyOwnerMeta] = o
+		meta[blobstore.LegacyOwnerMeta] = o
 	}
 	return blobstore.HeadResult{Key: key, Size: int64(len(b)), ETag: hex.EncodeToString(sum[:]), Metadata: meta}, nil
 }
@@ -215,59 +214,6 @@ func TestHandle(t *testing.T) {
 				if _, err := objects.GetInfo(ctx, object); !errors.Is(err, jetstream.ErrObjectNotFound) {
 					t.Errorf("object-store copy not deleted after upload: %v", err)
 				}
-			}
-		})
-	}
-}
-
-func TestOwnerValue(t *testing.T) {
-	for in, want := range map[string]string{"t01a.jpg": "t01a.jpg", "a b.jpg": "a b.jpg", "päth/ü.jpg": "p%C3%A4th/%C3%BC.jpg",
-		"a\nb": "a%0Ab", "100%.jpg": "100%25.jpg", "%C3%A9": "%25C3%25A9", "é": "%C3%A9", " x": "%20x", "x ": "x%20",
-		" a b ": "%20a%20b%20", "x\u00a0": "x%C2%A0", "\u3000x": "%E3%80%80x"} {
-		if got := ownerValue(in); got != want {
-			t.Errorf("ownerValue(%q) = %q, want %q", in, got, want)
-		}
-	}
-	// Owners are compared by ownerValue: two keys must never share one, and no value may have a
-	// blank at either end (the SDK trims those when it reads metadata back).
-	seen := map[string]string{}
-	for _, k := range []string{"é", "%C3%A9", "a b", "a+b", "a%20b", "a\x00", "a%00", "x", "%78", " x", "x ", "%20x", "+x",
-		"x\u00a0", "x%C2%A0", "\u2003x", "\u0085x"} {
-		v := ownerValue(k)
-		if other, ok := seen[v]; ok {
-			t.Errorf("keys %q and %q share the owner %q", other, k, v)
-		}
-		if v != strings.TrimSpace(v) {
-			t.Errorf("ownerValue(%q) = %q: blanks at an end", k, v)
-		}
-		seen[v] = k
-	}
-}
-
-func TestOwnerOf(t *testing.T) {
-	for _, tc := range []struct {
-		name string
-		meta map[string]string
-		key  string
-		want ownership
-	}{
-		{"none", nil, "k", ownerNone},
-		{"own", map[string]string{ownerMeta: "k"}, "k", ownerKey},
-		{"own escaped", map[string]string{ownerMeta: "%20k"}, " k", ownerKey},
-		{"other", map[string]string{ownerMeta: "k"}, " k", ownerOther},
-		{"new record wins over legacy", map[string]string{ownerMeta: "k", legacyOwnerMeta: "j"}, "k", ownerKey},
-		{"legacy own", map[string]string{legacyOwnerMeta: "k"}, "k", ownerKey},
-		{"legacy own with a bare %", map[string]string{legacyOwnerMeta: "100%.jpg"}, "100%.jpg", ownerKey},
-		{"legacy other", map[string]string{legacyOwnerMeta: "j"}, "k", ownerOther},
-		{"legacy escaped or literal: é", map[string]string{legacyOwnerMeta: "%C3%A9"}, "é", ownerAmbiguous},
-		{"legacy escaped or literal: the literal", map[string]string{legacyOwnerMeta: "%C3%A9"}, "%C3%A9", ownerAmbiguous},
-		{"legacy escaped, other key", map[string]string{legacyOwnerMeta: "%C3%A9"}, "ü", ownerOther},
-		{"legacy read back trimmed", map[string]string{legacyOwnerMeta: "x"}, "x ", ownerAmbiguous},
-		{"legacy escaped non-ASCII", map[string]string{legacyOwnerMeta: "p%C3%A4th%2F%C3%BC.jpg"}, "päth/ü.jpg", ownerAmbiguous},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			if got, _ := ownerOf(tc.meta, tc.key); got != tc.want {
-				t.Errorf("ownerOf(%q, %q) = %d, want %d", tc.meta, tc.key, got, tc.want)
 			}
 		})
 	}

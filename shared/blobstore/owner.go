@@ -1,25 +1,26 @@
-package uploader
+package blobstore
 
 import (
 	"net/url"
 	"strings"
 )
 
-// The source key that wrote an object is stored in its user metadata, so that a second source key
-// mapped to the same S3 key never overwrites the first one's bytes.
+// The source key an object was written for is stored in its user metadata (the owner record), so
+// that a second source key mapped to the same S3 key never overwrites the first one's bytes, and
+// an object ferry did not write is told apart.
 const (
-	ownerMeta = "ferry-source-key" // ownerValue(key)
-	// legacyOwnerMeta is what ferry wrote before ownerMeta: printable ASCII keys as they are (so
+	OwnerMeta = "ferry-source-key" // OwnerValue(key)
+	// LegacyOwnerMeta is what ferry wrote before OwnerMeta: printable ASCII keys as they are (so
 	// "x " read back as "x", and "%C3%A9" could be that literal key or "é"), others query-escaped.
-	legacyOwnerMeta = "ferry-key"
+	LegacyOwnerMeta = "ferry-key"
 )
 
-// ownerValue makes a source key safe as an x-amz-meta value: HTTP carries ASCII, and the SDK trims
+// OwnerValue makes a source key safe as an x-amz-meta value: HTTP carries ASCII, and the SDK trims
 // the blanks (ASCII and Unicode) around a value it reads. A key of printable ASCII without '%'
 // and without a blank at either end is stored as it is, readable in any S3 console; any other key
 // has each byte outside '!'..'~', and each '%', written as %XX. The mapping is one-to-one: a
 // value holds a '%' exactly when it was escaped.
-func ownerValue(key string) string {
+func OwnerValue(key string) string {
 	escape := key != "" && (key[0] == ' ' || key[len(key)-1] == ' ')
 	for i := 0; i < len(key) && !escape; i++ {
 		escape = key[i] < 0x20 || key[i] > 0x7e || key[i] == '%'
@@ -42,31 +43,31 @@ func ownerValue(key string) string {
 	return b.String()
 }
 
-// ownership is what an object's metadata says about who wrote it.
-type ownership int
+// Ownership is what an object's metadata says about who wrote it.
+type Ownership int
 
 const (
-	ownerNone      ownership = iota // no ferry metadata: not written by ferry
-	ownerKey                        // written for this source key
-	ownerOther                      // written for another source key
-	ownerAmbiguous                  // an older ferry's record that this key or another could have written
+	OwnerNone      Ownership = iota // no ferry metadata: not written by ferry
+	OwnerKey                        // written for this source key
+	OwnerOther                      // written for another source key
+	OwnerAmbiguous                  // an older ferry's record that this key or another could have written
 )
 
-// ownerOf reads the owner from an object's metadata and compares it with key; name is the owner
+// OwnerOf reads the owner from an object's metadata and compares it with key; name is the owner
 // as recorded, for messages.
-func ownerOf(meta map[string]string, key string) (o ownership, name string) {
-	if v, ok := meta[ownerMeta]; ok {
-		if v == ownerValue(key) {
-			return ownerKey, key
+func OwnerOf(meta map[string]string, key string) (o Ownership, name string) {
+	if v, ok := meta[OwnerMeta]; ok {
+		if v == OwnerValue(key) {
+			return OwnerKey, key
 		}
 		if u, err := url.PathUnescape(v); err == nil {
-			return ownerOther, u
+			return OwnerOther, u
 		}
-		return ownerOther, v
+		return OwnerOther, v
 	}
-	v, ok := meta[legacyOwnerMeta]
+	v, ok := meta[LegacyOwnerMeta]
 	if !ok || v == "" {
-		return ownerNone, ""
+		return OwnerNone, ""
 	}
 	// The keys an older ferry could have written v for: v itself (printable ASCII was stored
 	// as it is, and read back without its blanks) and the key it query-unescapes to.
@@ -75,13 +76,13 @@ func ownerOf(meta map[string]string, key string) (o ownership, name string) {
 		candidates[u] = true
 	}
 	if t := strings.TrimSpace(key); t != key && candidates[t] {
-		return ownerAmbiguous, v
+		return OwnerAmbiguous, v
 	}
 	switch {
 	case !candidates[key]:
-		return ownerOther, v
+		return OwnerOther, v
 	case len(candidates) > 1:
-		return ownerAmbiguous, v
+		return OwnerAmbiguous, v
 	}
-	return ownerKey, key
+	return OwnerKey, key
 }
