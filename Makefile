@@ -59,7 +59,7 @@ test: test-unit test-integration ## everything: what .ci/run runs
 demo: up build ## seed $(DEMO_KEYS) blobs, migrate them with `ferry run`, verify, print the summary
 	@bash $(LOCAL)/demo.sh $(DEMO_KEYS)
 
-# ---- benchmarks (benchmarks/, issue 4) ----------------------------------------------------------
+# ---- benchmarks (benchmarks/, a Go module of its own: built from its folder) --------------------
 BENCH      := $(ROOT)/.local/bin/ferry-bench
 SUDO       := $(if $(filter 0,$(shell id -u)),,sudo)
 
@@ -87,13 +87,13 @@ bench-scan: build ## ferry producer --scan vs one SELECT on a 1M-row table, and 
 	@bash $(STACK) status >/dev/null || { echo "the local stack is not up: make up"; exit 1; }
 	cd $(ROOT) && source $(LOCAL)/env.sh && $(BENCH) scan
 
-# ---- fault tolerance (e2e/chaos_*_test.go, issue 5) ---------------------------------------------
+# ---- fault tolerance (e2e/chaos_*_test.go) ------------------------------------------------------
 .PHONY: chaos
 
 chaos: up build ## the long fault scenarios (FERRY_CHAOS=1, 30,000+ keys; 30-60 min): kills, outages, bad input
 	cd $(ROOT) && source $(LOCAL)/env.sh && FERRY_CHAOS=1 $(GO) test -tags integration -count=1 -run 'TestChaos' -timeout 60m -v ./e2e/
 
-# ---- container image (deploy/image, issue 8) ----------------------------------------------------
+# ---- container image (deploy/image) -------------------------------------------------------------
 IMAGE ?= localhost/ferry:dev
 
 .PHONY: image

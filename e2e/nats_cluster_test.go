@@ -65,8 +65,8 @@ func TestNATSCluster(t *testing.T) {
 	})
 
 	// The worst loss: one node leads everything (meta, every stream and consumer, the KV and the
-	// object store) when it dies, so every leader fails over at once, mid-flight. A CI rehearsal
-	// once left a message stuck in BLOBS exactly so: the uploader's consumer leader was killed.
+	// object store) when it dies, so every leader fails over at once, mid-flight. Killing the
+	// uploader's consumer leader with the rest is how a message can be left stuck in BLOBS.
 	victim := cl.index(leader)
 	streams := []string{r.names.Keys, r.names.Blobs, r.names.Uploaded, r.names.Done, r.names.DLQ,
 		r.names.Advisories, "KV_" + r.names.KV, "OBJ_" + r.names.Objects}

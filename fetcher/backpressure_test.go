@@ -84,7 +84,7 @@ func TestLargeBlobsBackpressure(t *testing.T) {
 	runCtx, stop := context.WithCancel(ctx)
 	ran := make(chan error, 1)
 	go func() {
-		ran <- stage.Run(runCtx, cons, f.Handle, stage.Options{Stage: bus.StageFetcher, Names: n, JS: js, Workers: 8,
+		ran <- stage.Serve(runCtx, cons, f.Handle, stage.Options{Stage: bus.StageFetcher, Names: n, JS: js, Workers: 8,
 			ExhaustedReason: bus.ReasonSourceError, OutagePause: 100 * time.Millisecond, Log: slog.New(slog.DiscardHandler),
 			KeyOf: func(in stage.Msg) string { return string(in.Body) }})
 	}()
@@ -295,7 +295,7 @@ func TestLargeBlobOverObjectsCap(t *testing.T) {
 	runCtx, stop := context.WithCancel(ctx)
 	ran := make(chan error, 1)
 	go func() {
-		ran <- stage.Run(runCtx, cons, f.Handle, stage.Options{Stage: bus.StageFetcher, Names: n, JS: js, Workers: 1,
+		ran <- stage.Serve(runCtx, cons, f.Handle, stage.Options{Stage: bus.StageFetcher, Names: n, JS: js, Workers: 1,
 			Log: slog.New(slog.DiscardHandler), KeyOf: func(in stage.Msg) string { return string(in.Body) }})
 	}()
 	for bustest.Msgs(t, js, n.DLQ)+bustest.Msgs(t, js, n.Blobs) < 2 && ctx.Err() == nil {

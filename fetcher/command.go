@@ -125,7 +125,7 @@ func Run(ctx context.Context, env *service.Env, cfg Config) error {
 		return fmt.Errorf("fetcher: consumer %s on %s: %w", env.Names.Fetcher, env.Names.Keys, err)
 	}
 	env.Log.Info("fetcher started", "targets", len(readers), "concurrency", cfg.Concurrency, "adaptive", cfg.Adaptive, "inline_limit", inline)
-	return stage.Run(ctx, cons, f.Handle, stage.Options{
+	return stage.Serve(ctx, cons, f.Handle, stage.Options{
 		Stage: bus.StageFetcher, Names: env.Names, JS: env.JS, Workers: cfg.Concurrency, Limiter: limits.Limiter,
 		ExhaustedReason: bus.ReasonSourceError, Metrics: env.Metrics, Log: env.Log,
 		KeyOf: func(in stage.Msg) string { return string(in.Body) },

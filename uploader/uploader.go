@@ -18,6 +18,7 @@ import (
 	"github.com/ferry-migrate/ferry/shared/blobstore"
 	"github.com/ferry-migrate/ferry/shared/bus"
 	"github.com/ferry-migrate/ferry/shared/config"
+	"github.com/ferry-migrate/ferry/shared/keyrules"
 	"github.com/ferry-migrate/ferry/shared/limit"
 	"github.com/ferry-migrate/ferry/shared/service"
 	"github.com/ferry-migrate/ferry/shared/stage"
@@ -40,6 +41,12 @@ type Uploader struct {
 	StorageClass string
 	SkipExisting bool
 	Limits       *limit.Rates // PUTs/s and bytes/s to S3; nil: none
+	// Rules are the job's key rules: the uploader maps Ferry-Key itself and writes only where they
+	// say, whatever the message's S3 key (nil: trust the message; tests only).
+	Rules *keyrules.Rules
+	// ReplaceUnowned writes over an object that holds other bytes and no ferry owner record
+	// (destination.replace_unowned).
+	ReplaceUnowned bool
 
 	denials denials
 }
@@ -51,6 +58,9 @@ func (u *Uploader) Handle(ctx context.Context, msg stage.Msg) (*stage.Output, er
 	key, s3Key, object, size, sum := rec.Key, rec.S3Key, rec.Object, rec.Size, rec.MD5
 	if msg.Malformed != nil || s3Key == "" || size < 0 || sum == nil {
 		return nil, stage.Permanent(bus.ReasonUploadError, fmt.Errorf("key %q: malformed BLOBS message (S3 key %q, size %d, md5 %x): %v", key, s3Key, size, sum, msg.Malformed))
+	}
+	if err := checkS3Key(u.Rules, key, s3Key); err != nil {
+		return nil, stage.Permanent(bus.ReasonUploadError, err)
 	}
 	crc := ""
 	if rec.HasCRC32C {
@@ -116,6 +126,8 @@ func (u *Uploader) Handle(ctx context.Context, msg stage.Msg) (*stage.Output, er
 			return u.uploaded(rec, head.ETag), nil
 		case owner == blobstore.OwnerOther:
 			return nil, stage.Permanent(bus.ReasonUploadError, fmt.Errorf("key %q: S3 key %q already holds other bytes of source key %q: two source keys map to one S3 key; fix the key rules and replay", key, s3Key, name))
+		case owner == blobstore.OwnerNone && !u.ReplaceUnowned:
+			return nil, stage.Permanent(bus.ReasonUploadError, fmt.Errorf("key %q: S3 key %q holds other bytes that ferry did not write (no owner record): not overwritten; set destination.replace_unowned to replace such objects", key, s3Key))
 		case owner == blobstore.OwnerAmbiguous:
 			return nil, stage.Permanent(bus.ReasonUploadError, fmt.Errorf("key %q: S3 key %q holds other bytes, written by an older ferry for %q, which this key or another could have been: not overwritten; if the object is this key's, delete it and replay", key, s3Key, name))
 		default: // the same key with new bytes: the source changed since the last run
@@ -221,6 +233,10 @@ func Command() *cli.Command {
 // Run consumes BLOBS until ctx ends or S3 fails in a way that would fail every key.
 func Run(ctx context.Context, env *service.Env, cfg Config) error {
 	dest := env.Job().Destination
+	rules, err := keyrules.Compile(env.Job().Keys)
+	if err != nil {
+		return fmt.Errorf("uploader: %w", err)
+	}
 	store, err := blobstore.New(ctx, dest, cfg.Concurrency)
 	if err != nil {
 		return fmt.Errorf("uploader: %w", err)
@@ -240,7 +256,8 @@ func Run(ctx context.Context, env *service.Env, cfg Config) error {
 		return fmt.Errorf("uploader: %w", err)
 	}
 	u := &Uploader{Names: env.Names, JS: env.JS, Objects: objects, Store: store, PartSize: cfg.PartSize,
-		StorageClass: dest.StorageClass, SkipExisting: cfg.SkipExisting, Limits: limits.Rates}
+		StorageClass: dest.StorageClass, SkipExisting: cfg.SkipExisting, Limits: limits.Rates,
+		Rules: rules, ReplaceUnowned: dest.ReplaceUnowned}
 	cons, err := env.JS.Consumer(ctx, env.Names.Blobs, env.Names.Uploader)
 	if err != nil {
 		return fmt.Errorf("uploader: consumer %s on %s: %w", env.Names.Uploader, env.Names.Blobs, err)
@@ -277,4 +294,21 @@ func (u *Uploader) objectBytes(ctx context.Context, name string, size int64) ([]
 		case <-time.After(time.Duration(attempt) * 500 * time.Millisecond):
 		}
 	}
+}
+
+// checkS3Key says whether s3Key is where the job's key rules put key. A stage after the fetcher
+// takes nothing from a message on trust: a hand-published message could name any S3 key ("../x",
+// another key's object), and S3 servers fold "./" and "//" so that two names meet in one object.
+func checkS3Key(rules *keyrules.Rules, key, s3Key string) error {
+	if rules == nil {
+		return nil
+	}
+	want, err := rules.Map(key)
+	if err != nil {
+		return fmt.Errorf("key %q: the message names S3 key %q, but the key fails the job's key rules: %w", key, s3Key, err)
+	}
+	if want != s3Key {
+		return fmt.Errorf("key %q: the message names S3 key %q, the job's key rules %q: not written (not published by this job's fetcher)", key, s3Key, want)
+	}
+	return nil
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/ferry-migrate/ferry/shared/bus"
 	"github.com/ferry-migrate/ferry/shared/config"
 	"github.com/ferry-migrate/ferry/shared/fault"
+	"github.com/ferry-migrate/ferry/shared/keyrules"
 	"github.com/ferry-migrate/ferry/shared/refusal"
 	"github.com/ferry-migrate/ferry/shared/service"
 	"github.com/ferry-migrate/ferry/shared/stage"
@@ -36,6 +37,9 @@ type Verifier struct {
 	JS     jetstream.JetStream
 	Store  Store
 	Sample float64 // fraction of objects read back and hashed
+	// Rules are the job's key rules: the verifier maps Ferry-Key itself and checks only the object
+	// they name (nil: trust the message; tests only).
+	Rules *keyrules.Rules
 
 	readOnce sync.Once
 	reads    refusal.Judge // HEAD refused: of this object, or of every object? (see refused)
@@ -48,6 +52,11 @@ func (v *Verifier) Handle(ctx context.Context, msg stage.Msg) (*stage.Output, er
 	key, s3Key, size, sum := rec.Key, rec.S3Key, rec.Size, rec.MD5
 	if msg.Malformed != nil || s3Key == "" || size < 0 || sum == nil {
 		return nil, stage.Permanent(bus.ReasonVerifyMismatch, fmt.Errorf("key %q: malformed UPLOADED message (S3 key %q, size %d, md5 %x): %v", key, s3Key, size, sum, msg.Malformed))
+	}
+	if v.Rules != nil {
+		if want, err := v.Rules.Map(key); err != nil || want != s3Key {
+			return nil, stage.Permanent(bus.ReasonVerifyMismatch, fmt.Errorf("key %q: the message names S3 key %q, the job's key rules %q (%v): not this job's object", key, s3Key, want, err))
+		}
 	}
 	crc := ""
 	if rec.HasCRC32C {
@@ -67,6 +76,11 @@ func (v *Verifier) Handle(ctx context.Context, msg stage.Msg) (*stage.Output, er
 	// when those are there (with SSE-KMS or SSE-C it is not the MD5).
 	if err := head.Check(blobstore.Want{Size: size, MD5: sum, CRC32C: crc}); err != nil {
 		return nil, stage.Permanent(bus.ReasonVerifyMismatch, fmt.Errorf("key %q: %w", key, err))
+	}
+	// Bytes that match are not enough when the owner record names another source key: the object
+	// is that key's (two keys with equal bytes the rules keep apart never share an S3 key).
+	if owner, name := blobstore.OwnerOf(head.Metadata, key); owner == blobstore.OwnerOther {
+		return nil, stage.Permanent(bus.ReasonVerifyMismatch, fmt.Errorf("key %q: s3://%s was written for source key %q", key, s3Key, name))
 	}
 	if v.Sample > 0 && rand.Float64() < v.Sample {
 		body, err := v.Store.Get(ctx, s3Key)
@@ -186,13 +200,17 @@ func Run(ctx context.Context, env *service.Env, cfg Config) error {
 	if err := store.Check(ctx); err != nil {
 		return fmt.Errorf("verifier: %w", err)
 	}
-	v := &Verifier{Names: env.Names, JS: env.JS, Store: store, Sample: cfg.Sample}
+	rules, err := keyrules.Compile(env.Job().Keys)
+	if err != nil {
+		return fmt.Errorf("verifier: %w", err)
+	}
+	v := &Verifier{Names: env.Names, JS: env.JS, Store: store, Sample: cfg.Sample, Rules: rules}
 	cons, err := env.JS.Consumer(ctx, env.Names.Uploaded, env.Names.Verifier)
 	if err != nil {
 		return fmt.Errorf("verifier: consumer %s on %s: %w", env.Names.Verifier, env.Names.Uploaded, err)
 	}
 	env.Log.Info("verifier started", "concurrency", cfg.Concurrency, "deep_sample", cfg.Sample)
-	return stage.Run(ctx, cons, v.Handle, stage.Options{
+	return stage.Serve(ctx, cons, v.Handle, stage.Options{
 		Stage: bus.StageVerifier, Names: env.Names, JS: env.JS, Workers: cfg.Concurrency,
 		Metrics: env.Metrics, Log: env.Log,
 	})

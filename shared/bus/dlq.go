@@ -33,7 +33,7 @@ type DeadLetter struct {
 	Stage    string      // the stage that gave up
 	Reason   string      // one of Reasons
 	Err      string      // the last error, human readable
-	Attempts uint64      // handler runs (stage.Run); deliveries in an advisor's max_deliveries entry
+	Attempts uint64      // handler runs (stage.Serve); deliveries in an advisor's max_deliveries entry
 	From     nats.Header // headers of the failed message: Ferry-Id and Ferry-Origin are kept
 }
 

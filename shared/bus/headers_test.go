@@ -12,7 +12,7 @@ import (
 
 // TestTextThroughJetStream sends key headers through a real server and reads them back as a
 // stage does: every value must come back byte for byte (nats.go drops a value's leading blanks,
-// which once made " x" the key "x").
+// so read as a plain header " x" would become the key "x").
 func TestTextThroughJetStream(t *testing.T) {
 	js, n := bustest.Job(t)
 	ctx := context.Background()

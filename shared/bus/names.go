@@ -33,7 +33,7 @@ type Names struct {
 
 	KV       string // checkpoints and live settings
 	Objects  string // object store for blobs above the inline limit
-	Attempts string // handler runs of messages that failed, by stream and sequence (stage.Run)
+	Attempts string // handler runs of messages that failed, by stream and sequence (stage.Serve)
 }
 
 // For returns the names of job j. The job must already be validated (config.ValidateJobName).

@@ -18,7 +18,7 @@ import (
 // (or the same flags on each service) rather than by hand.
 type Settings struct {
 	AckWait       time.Duration // redelivery after a worker dies; long work sends InProgress
-	MaxDeliver    int           // handler runs before a message is dead-lettered (stage.Run counts them)
+	MaxDeliver    int           // handler runs before a message is dead-lettered (stage.Serve counts them)
 	Backstop      int           // the consumers' MaxDeliver; 0: DeliveryBackstop(MaxDeliver)
 	MaxAckPending int           // must cover all workers' in-flight messages of a consumer
 	Dedupe        time.Duration // Nats-Msg-Id window; must exceed AckWait (redelivery after a crash)
@@ -94,14 +94,14 @@ func (s Settings) Validate() error {
 // MetaBudget is the consumer metadata entry that holds --max-deliver, the handler runs a message
 // gets before it is dead-lettered. The consumer's own MaxDeliver counts deliveries, and a stop or
 // crash delivers prefetched messages that no handler ran (nakked, or timed out), so the server's
-// count is only the backstop (DeliveryBackstop) and stage.Run counts runs. A consumer without the
+// count is only the backstop (DeliveryBackstop) and stage.Serve counts runs. A consumer without the
 // entry predates that: the runner takes its MaxDeliver as the budget until `ferry setup` runs.
 const MetaBudget = "ferry.max_deliver"
 
 // AttemptsTTL is how long a recorded handler run counts against its message's budget.
 const AttemptsTTL = 24 * time.Hour
 
-// DeliveryBackstop is the consumers' MaxDeliver for a budget of handler runs. stage.Run
+// DeliveryBackstop is the consumers' MaxDeliver for a budget of handler runs. stage.Serve
 // dead-letters a message at the budget, including one whose process dies while its handler runs
 // (a redelivery records its run before the handler starts), so the server gives up only when the
 // runner's count is lost (its record expired or unwritable). Each restart of a service uses one

@@ -53,7 +53,7 @@ func TestReaderBothDCs(t *testing.T) {
 	// them, and this shows the driver reads such a blob whole.
 	cfg := seed.Config{Count: 5, Sizes: "0,3145728,17825792", KeysOut: filepath.Join(t.TempDir(), "keys.txt"),
 		Concurrency: 4, Consistency: "ALL", Replication: "dc1:1,dc2:1", Seed: testSeed}
-	if _, err := seed.Run(ctx, job, cfg, testWriter{t}); err != nil {
+	if _, err := seed.Write(ctx, job, cfg, testWriter{t}); err != nil {
 		t.Fatal(err)
 	}
 	keys := seed.PlanKeys(testSeed, 5, 0, 0, []int{0, 3145728, 17825792}).Main

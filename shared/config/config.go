@@ -84,6 +84,10 @@ type Destination struct {
 	// "off" for servers that do not support S3's checksums; the verifier then relies on ferry's
 	// MD5 in the object's metadata.
 	Checksum string `yaml:"checksum"`
+	// ReplaceUnowned lets the uploader write over an object that holds other bytes and no ferry
+	// owner record (written by another tool or by hand). Default false: such a key is
+	// dead-lettered upload_error and the object is left as it is.
+	ReplaceUnowned bool `yaml:"replace_unowned"`
 }
 
 // Checksum values of Destination.Checksum.

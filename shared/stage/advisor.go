@@ -33,7 +33,7 @@ func RunAdvisor(ctx context.Context, js jetstream.JetStream, n bus.Names, m *Met
 	handle := func(ctx context.Context, in Msg) (*Output, error) {
 		return nil, deadLetterAdvised(ctx, js, n, stages, in.Body)
 	}
-	return Run(ctx, cons, handle, Options{Stage: bus.StageAdvisor, Names: n, JS: js, Workers: 2, Metrics: m, Log: log,
+	return Serve(ctx, cons, handle, Options{Stage: bus.StageAdvisor, Names: n, JS: js, Workers: 2, Metrics: m, Log: log,
 		KeyOf: func(Msg) string { return "" }})
 }
 

@@ -67,7 +67,7 @@ func handleAll(t *testing.T, js jetstream.JetStream, n bus.Names, keys []string)
 		}
 		return nil
 	}
-	if err := stage.Run(ctx, cons, plain(h), stage.Options{Stage: bus.StageFetcher, Names: n, JS: js, Workers: 16}); err != nil {
+	if err := stage.Serve(ctx, cons, plain(h), stage.Options{Stage: bus.StageFetcher, Names: n, JS: js, Workers: 16}); err != nil {
 		t.Fatal(err)
 	}
 	mu.Lock()
@@ -132,11 +132,11 @@ func TestRunStopsKeepBudget(t *testing.T) {
 						cancel()
 					}()
 				}
-				err := stage.Run(ctx, cons, plain(h), stage.Options{Stage: bus.StageFetcher, Names: n, JS: js,
+				err := stage.Serve(ctx, cons, plain(h), stage.Options{Stage: bus.StageFetcher, Names: n, JS: js,
 					Workers: 16, Grace: 100 * time.Millisecond})
 				cancel()
 				if mode == "fatal" != stage.IsFatal(err) {
-					t.Fatalf("round %d: Run returned %v", round, err)
+					t.Fatalf("round %d: Serve returned %v", round, err)
 				}
 				if calls.Load() == 0 {
 					t.Fatalf("round %d: no handler ran", round)
@@ -208,7 +208,7 @@ func TestRunTransientBudget(t *testing.T) {
 			cancel()
 			return stage.Fatal(errors.New("stop"))
 		}
-		if err := stage.Run(ctx, cons, plain(h), stage.Options{Stage: bus.StageFetcher, Names: n, JS: js, Workers: 4,
+		if err := stage.Serve(ctx, cons, plain(h), stage.Options{Stage: bus.StageFetcher, Names: n, JS: js, Workers: 4,
 			Backoff: func(uint64) time.Duration { return 10 * time.Millisecond }}); err != nil && !stage.IsFatal(err) {
 			t.Fatalf("round %d: %v", round, err)
 		}
@@ -225,7 +225,7 @@ func TestRunTransientBudget(t *testing.T) {
 		}
 		cancel()
 	}()
-	if err := stage.Run(ctx, cons, plain(fail), stage.Options{Stage: bus.StageFetcher, Names: n, JS: js, Workers: 4,
+	if err := stage.Serve(ctx, cons, plain(fail), stage.Options{Stage: bus.StageFetcher, Names: n, JS: js, Workers: 4,
 		Backoff: func(uint64) time.Duration { return 10 * time.Millisecond }}); err != nil {
 		t.Fatal(err)
 	}
@@ -283,7 +283,7 @@ func TestRunCrashingMessageDeadLettered(t *testing.T) {
 			}
 			cancel()
 		}()
-		_ = stage.Run(ctx, cons, plain(h), stage.Options{Stage: bus.StageFetcher, Names: n, JS: pjs, Workers: 2,
+		_ = stage.Serve(ctx, cons, plain(h), stage.Options{Stage: bus.StageFetcher, Names: n, JS: pjs, Workers: 2,
 			Grace: 50 * time.Millisecond})
 		cancel()
 		die()
@@ -331,7 +331,7 @@ func TestRunLegacyConsumerBudget(t *testing.T) {
 		calls.Add(1)
 		return stage.Transient(bus.ReasonSourceError, errors.New("read timeout"))
 	}
-	if err := stage.Run(rctx, cons, plain(h), stage.Options{Stage: bus.StageFetcher, Names: n, JS: js, Workers: 2,
+	if err := stage.Serve(rctx, cons, plain(h), stage.Options{Stage: bus.StageFetcher, Names: n, JS: js, Workers: 2,
 		Backoff: func(uint64) time.Duration { return 10 * time.Millisecond }}); err != nil {
 		t.Fatal(err)
 	}
@@ -429,7 +429,7 @@ func TestRunLostAckAfterLastRun(t *testing.T) {
 		}
 		cancel()
 	}()
-	if err := stage.Run(ctx, lc, plain(h), stage.Options{Stage: bus.StageFetcher, Names: n, JS: js, Workers: 2,
+	if err := stage.Serve(ctx, lc, plain(h), stage.Options{Stage: bus.StageFetcher, Names: n, JS: js, Workers: 2,
 		Backoff: func(uint64) time.Duration { return 10 * time.Millisecond }}); err != nil {
 		t.Fatal(err)
 	}
@@ -467,7 +467,7 @@ func TestRunCrashAfterLastRunOutput(t *testing.T) {
 		cancel()
 		return nil
 	}
-	_ = stage.Run(ctx, cons, plain(h), stage.Options{Stage: bus.StageFetcher, Names: n, JS: pjs, Workers: 2,
+	_ = stage.Serve(ctx, cons, plain(h), stage.Options{Stage: bus.StageFetcher, Names: n, JS: pjs, Workers: 2,
 		Grace: 50 * time.Millisecond, Backoff: func(uint64) time.Duration { return 10 * time.Millisecond }})
 	cancel()
 	if calls.Load() != budget {
@@ -494,7 +494,7 @@ func TestRunCrashAfterLastRunOutput(t *testing.T) {
 		succeeded.Add(1)
 		return nil
 	}
-	if err := stage.Run(ctx, cons, plain(h), stage.Options{Stage: bus.StageFetcher, Names: n, JS: js, Workers: 2}); err != nil {
+	if err := stage.Serve(ctx, cons, plain(h), stage.Options{Stage: bus.StageFetcher, Names: n, JS: js, Workers: 2}); err != nil {
 		t.Fatal(err)
 	}
 	if got := succeeded.Load(); got != 2 {
@@ -550,7 +550,7 @@ func TestRunAttemptsOnlyOnRetries(t *testing.T) {
 		}
 		return nil
 	}
-	if err := stage.Run(ctx, cons, plain(h), stage.Options{Stage: bus.StageFetcher, Names: n, JS: js, Workers: 1,
+	if err := stage.Serve(ctx, cons, plain(h), stage.Options{Stage: bus.StageFetcher, Names: n, JS: js, Workers: 1,
 		Backoff: func(uint64) time.Duration { return 10 * time.Millisecond }}); err != nil {
 		t.Fatal(err)
 	}

@@ -47,7 +47,7 @@ func TestRunOutageAlone(t *testing.T) {
 		}
 		cancel()
 	}()
-	if err := stage.Run(ctx, cons, plain(h), stage.Options{Stage: bus.StageFetcher, Names: n, JS: js, Workers: 4,
+	if err := stage.Serve(ctx, cons, plain(h), stage.Options{Stage: bus.StageFetcher, Names: n, JS: js, Workers: 4,
 		ExhaustedReason: bus.ReasonSourceError, OutagePause: 5 * time.Millisecond, OutageAlone: 100 * time.Millisecond,
 		Backoff: func(uint64) time.Duration { return 10 * time.Millisecond }}); err != nil {
 		t.Fatal(err)
@@ -93,7 +93,7 @@ func TestRunOutageHeld(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	if err := stage.Run(ctx, cons, plain(h), stage.Options{Stage: bus.StageFetcher, Names: n, JS: js, Workers: 4,
+	if err := stage.Serve(ctx, cons, plain(h), stage.Options{Stage: bus.StageFetcher, Names: n, JS: js, Workers: 4,
 		OutagePause: 5 * time.Millisecond, OutageAlone: 50 * time.Millisecond,
 		Backoff: func(uint64) time.Duration { return 10 * time.Millisecond }}); err != nil {
 		t.Fatal(err)

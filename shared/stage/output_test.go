@@ -50,7 +50,7 @@ func TestRunStoresOutput(t *testing.T) {
 				}
 				cancel()
 			}()
-			if err := stage.Run(ctx, cons, h, stage.Options{Stage: bus.StageFetcher, Names: n, JS: js, Workers: 2,
+			if err := stage.Serve(ctx, cons, h, stage.Options{Stage: bus.StageFetcher, Names: n, JS: js, Workers: 2,
 				Backoff: func(uint64) time.Duration { return 10 * time.Millisecond }}); err != nil {
 				t.Fatal(err)
 			}

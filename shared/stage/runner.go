@@ -16,7 +16,7 @@ import (
 	"github.com/ferry-migrate/ferry/shared/limit"
 )
 
-// Options configure Run.
+// Options configure Serve.
 type Options struct {
 	Stage   string
 	Names   bus.Names
@@ -59,14 +59,14 @@ func Backoff(delivered uint64) time.Duration {
 	return time.Duration(float64(d) * (0.75 + rand.Float64()/2))
 }
 
-// Run consumes cons until ctx ends or a handler returns a Fatal error, which Run returns. On
-// shutdown it stops pulling, naks what was prefetched but not started, lets in-flight handlers
-// finish (up to Grace), acks or naks them, and returns nil.
+// Serve runs h on the messages of cons until ctx ends or a handler returns a Fatal error, which
+// Serve returns. On shutdown it stops pulling, naks what was prefetched but not started, lets
+// in-flight handlers finish (up to Grace), acks or naks them, and returns nil.
 //
 // A message's budget (the consumer's bus.MetaBudget, `--max-deliver`) counts handler runs, not
 // deliveries: each stop naks the prefetch and each crash lets it time out, and either would use a
 // delivery of messages no handler ran. See attempts.
-func Run(ctx context.Context, cons jetstream.Consumer, h Handler, o Options) error {
+func Serve(ctx context.Context, cons jetstream.Consumer, h Handler, o Options) error {
 	o.defaults()
 	info := cons.CachedInfo()
 	r := &runner{o: o, h: h, maxDeliver: info.Config.MaxDeliver, ackWait: info.Config.AckWait,

@@ -122,7 +122,7 @@ func TestRunOutcomes(t *testing.T) {
 			defer cancel()
 			done := make(chan error, 1)
 			go func() {
-				done <- stage.Run(ctx, cons, plain(tt.handler(&calls)), stage.Options{
+				done <- stage.Serve(ctx, cons, plain(tt.handler(&calls)), stage.Options{
 					Stage: bus.StageFetcher, Names: n, JS: js, Workers: 2,
 					Backoff:     func(uint64) time.Duration { return 10 * time.Millisecond },
 					OutagePause: 10 * time.Millisecond,
@@ -141,7 +141,7 @@ func TestRunOutcomes(t *testing.T) {
 				select {
 				case err := <-done:
 					if !stage.IsFatal(err) {
-						t.Fatalf("Run returned %v, want a fatal error", err)
+						t.Fatalf("Serve returned %v, want a fatal error", err)
 					}
 				case <-time.After(4 * time.Second):
 					t.Fatal("runner did not stop on a fatal error")
@@ -149,7 +149,7 @@ func TestRunOutcomes(t *testing.T) {
 			} else {
 				cancel()
 				if err := <-done; err != nil {
-					t.Fatalf("Run: %v", err)
+					t.Fatalf("Serve: %v", err)
 				}
 			}
 			if got := calls.Load(); got != tt.wantCalls {
@@ -215,7 +215,7 @@ func TestRunLimiter(t *testing.T) {
 		}
 		cancel()
 	}()
-	if err := stage.Run(ctx, cons, plain(h), stage.Options{Stage: bus.StageFetcher, Names: n, JS: js, Workers: 16, Limiter: lim}); err != nil {
+	if err := stage.Serve(ctx, cons, plain(h), stage.Options{Stage: bus.StageFetcher, Names: n, JS: js, Workers: 16, Limiter: lim}); err != nil {
 		t.Fatal(err)
 	}
 	if done.Load() != int32(len(keys)) {
@@ -245,7 +245,7 @@ func TestRunPrefetchFollowsLimit(t *testing.T) {
 	defer cancel()
 	ran := make(chan error, 1)
 	go func() {
-		ran <- stage.Run(ctx, cons, plain(h), stage.Options{Stage: bus.StageFetcher, Names: n, JS: js, Workers: 32, Limiter: lim})
+		ran <- stage.Serve(ctx, cons, plain(h), stage.Options{Stage: bus.StageFetcher, Names: n, JS: js, Workers: 32, Limiter: lim})
 	}()
 	ackPending := func() int {
 		ci, err := cons.Info(context.Background())

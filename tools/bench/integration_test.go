@@ -61,7 +61,7 @@ func TestBenchSource(t *testing.T) {
 	defer cancel()
 	path, job := jobFile(t)
 	keys := filepath.Join(t.TempDir(), "keys.txt")
-	if _, err := seed.Run(ctx, job, seed.Config{Count: 60, Absent: 10, KeysOut: keys, Concurrency: 8,
+	if _, err := seed.Write(ctx, job, seed.Config{Count: 60, Absent: 10, KeysOut: keys, Concurrency: 8,
 		Consistency: "ALL", Replication: "dc1:1,dc2:1", Seed: 92001}, io.Discard); err != nil {
 		t.Fatal(err)
 	}

@@ -44,20 +44,20 @@ func (r BucketResult) String() string {
 // bucketDiff lists s3://bucket/prefix and writes the source keys whose S3 key (by rules) is not
 // there to missing, and those the rules refuse to invalid-keys. Source records "s3key\tsourcekey"
 // and the listing are external-sorted, then merged by S3 key.
-func (j *job) bucketDiff(ctx context.Context, source string, rules *keyrules.Rules, ls Lister, bucket, prefix string, listers int, missing string) (BucketResult, error) {
+func (d *differ) bucketDiff(ctx context.Context, source string, rules *keyrules.Rules, ls Lister, bucket, prefix string, listers int, missing string) (BucketResult, error) {
 	var res BucketResult
-	err := j.withSorter(func(s *sorter) error {
-		bad, err := createOutput(j.out, InvalidKeys)
+	err := d.withSorter(func(s *sorter) error {
+		bad, err := createOutput(d.out, InvalidKeys)
 		if err != nil {
 			return err
 		}
 		defer bad.abort()
-		src, err := j.sortSource(ctx, s, source, rules, bucket, prefix, bad, &res)
+		src, err := d.sortSource(ctx, s, source, rules, bucket, prefix, bad, &res)
 		if err != nil {
 			return err
 		}
 		defer s.removeRuns(src)
-		j.progress.phase("listing s3://" + bucket + "/" + prefix)
+		d.progress.phase("listing s3://" + bucket + "/" + prefix)
 		listed, err := s.sortInput(ctx, func(add func([]byte) error) error {
 			n, err := listBucket(ctx, ls, bucket, prefix, listers, add)
 			res.Listed = n
@@ -67,14 +67,14 @@ func (j *job) bucketDiff(ctx context.Context, source string, rules *keyrules.Rul
 			return err
 		}
 		defer s.removeRuns(listed)
-		ms, ml, err := j.mergers(s, src, listed)
+		ms, ml, err := d.mergers(s, src, listed)
 		if err != nil {
 			return err
 		}
 		defer ms.close()
 		defer ml.close()
-		j.progress.phase("comparing")
-		out, err := createOutput(j.out, missing)
+		d.progress.phase("comparing")
+		out, err := createOutput(d.out, missing)
 		if err != nil {
 			return err
 		}
@@ -85,7 +85,7 @@ func (j *job) bucketDiff(ctx context.Context, source string, rules *keyrules.Rul
 				if err := ctx.Err(); err != nil {
 					return err
 				}
-				j.progress.merged(ms.n)
+				d.progress.merged(ms.n)
 			}
 			s3key, key, _ := bytes.Cut(ms.cur, []byte{'\t'})
 			for okL && bytes.Compare(ml.cur, s3key) < 0 {
@@ -104,18 +104,18 @@ func (j *job) bucketDiff(ctx context.Context, source string, rules *keyrules.Rul
 		res.Source.Unique = ms.n
 		return errors.Join(out.commit(), bad.commit())
 	})
-	j.progress.done()
+	d.progress.done()
 	return res, err
 }
 
 // sortSource maps each key of the source list and sorts the records "s3key\tsourcekey".
-func (j *job) sortSource(ctx context.Context, s *sorter, name string, rules *keyrules.Rules, bucket, prefix string, bad *output, res *BucketResult) (*runs, error) {
-	l, err := keylist.Open(ctx, name, 0, j.s3)
+func (d *differ) sortSource(ctx context.Context, s *sorter, name string, rules *keyrules.Rules, bucket, prefix string, bad *output, res *BucketResult) (*runs, error) {
+	l, err := keylist.Open(ctx, name, 0, d.s3)
 	if err != nil {
 		return nil, err
 	}
 	defer l.Close()
-	j.progress.list("source", l)
+	d.progress.list("source", l)
 	s.avgLine = 2*s.avgLine + 8 // records hold the key twice, plus the template's prefix
 	var rec []byte
 	rs, err := s.sortInput(ctx, func(add func([]byte) error) error {

@@ -101,8 +101,8 @@ func TestBucketDiff(t *testing.T) {
 			dir := t.TempDir()
 			list := filepath.Join(dir, "source.txt")
 			os.WriteFile(list, []byte(src.String()), 0o644)
-			j := &job{out: dir, tmp: t.TempDir(), budget: c.budget}
-			res, err := j.bucketDiff(context.Background(), list, rules, bucket, "b", c.prefix, 4, MissingInS3)
+			d := &differ{out: dir, tmp: t.TempDir(), budget: c.budget}
+			res, err := d.bucketDiff(context.Background(), list, rules, bucket, "b", c.prefix, 4, MissingInS3)
 			if err != nil {
 				t.Fatalf("bucketDiff: %v", err)
 			}

@@ -135,7 +135,7 @@ func Command() *cli.Command {
 
 func run(ctx context.Context, c *cli.Context, cfg Config) error {
 	debug.SetMemoryLimit(cfg.mem)
-	j := &job{out: cfg.Out, tmp: cfg.Tmp, budget: budget(cfg.mem)}
+	d := &differ{out: cfg.Out, tmp: cfg.Tmp, budget: budget(cfg.mem)}
 	args := c.Args().Slice()
 	needS3 := cfg.Bucket != ""
 	for _, n := range append(args, cfg.Source) {
@@ -153,12 +153,12 @@ func run(ctx context.Context, c *cli.Context, cfg Config) error {
 		if client, err = blobstore.New(ctx, job.Destination, max(cfg.Listers, 4)); err != nil {
 			return err
 		}
-		j.s3 = client
+		d.s3 = client
 	}
-	j.progress = newProgress()
-	defer j.progress.done()
+	d.progress = newProgress()
+	defer d.progress.done()
 	if cfg.Source == "" {
-		res, err := j.diffLists(ctx, args[0], args[1])
+		res, err := d.diffLists(ctx, args[0], args[1])
 		if err != nil {
 			return interrupted(ctx, err)
 		}
@@ -170,7 +170,7 @@ func run(ctx context.Context, c *cli.Context, cfg Config) error {
 		return config.Invalid(err)
 	}
 	bucket, prefix, _ := keylist.ParseS3(cfg.Bucket)
-	res, err := j.bucketDiff(ctx, cfg.Source, rules, client, bucket, prefix, cfg.Listers, cfg.Missing)
+	res, err := d.bucketDiff(ctx, cfg.Source, rules, client, bucket, prefix, cfg.Listers, cfg.Missing)
 	if err != nil {
 		return interrupted(ctx, err)
 	}

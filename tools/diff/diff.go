@@ -39,8 +39,8 @@ func (r Result) String() string {
 		thousands(r.OnlyA), thousands(r.OnlyB), thousands(r.Common))
 }
 
-// job is one run of ferry diff: where things go and how much memory it may use.
-type job struct {
+// differ runs one ferry diff: where its outputs go and how much memory it may use.
+type differ struct {
 	out      string // output folder
 	tmp      string // parent of the spill folder
 	budget   int64  // bytes for the sort's chunks and scratch
@@ -49,56 +49,56 @@ type job struct {
 }
 
 // withSorter runs f with a sorter whose spill folder is removed afterwards, whatever happens.
-func (j *job) withSorter(f func(s *sorter) error) error {
-	dir, err := os.MkdirTemp(j.tmp, "ferry-diff-")
+func (d *differ) withSorter(f func(s *sorter) error) error {
+	dir, err := os.MkdirTemp(d.tmp, "ferry-diff-")
 	if err != nil {
 		return fmt.Errorf("spill folder (--tmp): %w", err)
 	}
 	defer os.RemoveAll(dir)
-	return f(newSorter(dir, j.budget))
+	return f(newSorter(dir, d.budget))
 }
 
 // sortList sorts one key list.
-func (j *job) sortList(ctx context.Context, s *sorter, label, name string, keepLast bool) (*runs, error) {
-	l, err := keylist.Open(ctx, name, 0, j.s3)
+func (d *differ) sortList(ctx context.Context, s *sorter, label, name string, keepLast bool) (*runs, error) {
+	l, err := keylist.Open(ctx, name, 0, d.s3)
 	if err != nil {
 		return nil, err
 	}
 	defer l.Close()
-	j.progress.list(label, l)
+	d.progress.list(label, l)
 	return s.sortInput(ctx, func(add func([]byte) error) error {
 		return readLines(ctx, l, add)
 	}, keepLast)
 }
 
 // diffLists writes the keys only in a and only in b to the output folder.
-func (j *job) diffLists(ctx context.Context, a, b string) (Result, error) {
+func (d *differ) diffLists(ctx context.Context, a, b string) (Result, error) {
 	var res Result
-	err := j.withSorter(func(s *sorter) error {
-		ra, err := j.sortList(ctx, s, "A", a, false)
+	err := d.withSorter(func(s *sorter) error {
+		ra, err := d.sortList(ctx, s, "A", a, false)
 		if err != nil {
 			return err
 		}
 		defer s.removeRuns(ra)
-		rb, err := j.sortList(ctx, s, "B", b, true)
+		rb, err := d.sortList(ctx, s, "B", b, true)
 		if err != nil {
 			return err
 		}
 		defer s.removeRuns(rb)
 		res.A.Lines, res.B.Lines = ra.lines, rb.lines
-		ma, mb, err := j.mergers(s, ra, rb)
+		ma, mb, err := d.mergers(s, ra, rb)
 		if err != nil {
 			return err
 		}
 		defer ma.close()
 		defer mb.close()
-		j.progress.phase("comparing")
-		outA, err := createOutput(j.out, OnlyInA)
+		d.progress.phase("comparing")
+		outA, err := createOutput(d.out, OnlyInA)
 		if err != nil {
 			return err
 		}
 		defer outA.abort()
-		outB, err := createOutput(j.out, OnlyInB)
+		outB, err := createOutput(d.out, OnlyInB)
 		if err != nil {
 			return err
 		}
@@ -109,7 +109,7 @@ func (j *job) diffLists(ctx context.Context, a, b string) (Result, error) {
 				if err := ctx.Err(); err != nil {
 					return err
 				}
-				j.progress.merged(ma.n + mb.n)
+				d.progress.merged(ma.n + mb.n)
 			}
 			c := 0
 			switch {
@@ -141,13 +141,13 @@ func (j *job) diffLists(ctx context.Context, a, b string) (Result, error) {
 		res.Spilled = s.spilled.Load()
 		return errors.Join(outA.commit(), outB.commit())
 	})
-	j.progress.done()
+	d.progress.done()
 	return res, err
 }
 
 // mergers opens the merge of each set of runs, with read buffers sized from what the sort no
 // longer uses.
-func (j *job) mergers(s *sorter, sets ...*runs) (m0, m1 *merger, err error) {
+func (d *differ) mergers(s *sorter, sets ...*runs) (m0, m1 *merger, err error) {
 	s.shrink()
 	files := 0
 	for _, rs := range sets {
@@ -155,7 +155,7 @@ func (j *job) mergers(s *sorter, sets ...*runs) (m0, m1 *merger, err error) {
 	}
 	buf := 1 << 20
 	if files > 0 {
-		buf = int(min(max(j.budget/int64(4*files), 64<<10), 1<<20))
+		buf = int(min(max(d.budget/int64(4*files), 64<<10), 1<<20))
 	}
 	ms := make([]*merger, len(sets))
 	for i, rs := range sets {

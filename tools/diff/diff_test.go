@@ -89,8 +89,8 @@ func diffOf(t *testing.T, a, b []byte, kind string, budget int64) Result {
 		t.Fatal(err)
 	}
 	out, tmp := t.TempDir(), t.TempDir()
-	j := &job{out: out, tmp: tmp, budget: budget}
-	res, err := j.diffLists(context.Background(), pa, pb)
+	d := &differ{out: out, tmp: tmp, budget: budget}
+	res, err := d.diffLists(context.Background(), pa, pb)
 	if err != nil {
 		t.Fatalf("diffLists: %v", err)
 	}
@@ -238,12 +238,12 @@ func TestStdinAndErrors(t *testing.T) {
 	dir := t.TempDir()
 	a := filepath.Join(dir, "a")
 	os.WriteFile(a, []byte("x\n"), 0o644)
-	j := &job{out: dir, tmp: filepath.Join(dir, "no-such-folder"), budget: 1 << 20}
-	if _, err := j.diffLists(context.Background(), a, a); err == nil || !strings.Contains(err.Error(), "--tmp") {
+	d := &differ{out: dir, tmp: filepath.Join(dir, "no-such-folder"), budget: 1 << 20}
+	if _, err := d.diffLists(context.Background(), a, a); err == nil || !strings.Contains(err.Error(), "--tmp") {
 		t.Errorf("missing --tmp folder: %v", err)
 	}
-	j.tmp = dir
-	if _, err := j.diffLists(context.Background(), a, filepath.Join(dir, "missing")); err == nil || !strings.Contains(err.Error(), "missing") {
+	d.tmp = dir
+	if _, err := d.diffLists(context.Background(), a, filepath.Join(dir, "missing")); err == nil || !strings.Contains(err.Error(), "missing") {
 		t.Errorf("missing B: %v", err)
 	}
 	if _, err := os.Stat(filepath.Join(dir, OnlyInA)); !os.IsNotExist(err) {
@@ -251,7 +251,7 @@ func TestStdinAndErrors(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if _, err := j.diffLists(ctx, a, a); err == nil {
+	if _, err := d.diffLists(ctx, a, a); err == nil {
 		t.Error("a cancelled diff succeeded")
 	}
 	ents, _ := os.ReadDir(dir)

@@ -76,8 +76,8 @@ func TestIntegrationBucketDiff(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, listers := range []int{1, 8} {
-		j := &job{out: dir, tmp: t.TempDir(), budget: 4 << 10} // a few lines a chunk: spilled
-		res, err := j.bucketDiff(ctx, list, rules, c, "ferry-test", prefix, listers, MissingInS3)
+		d := &differ{out: dir, tmp: t.TempDir(), budget: 4 << 10} // a few lines a chunk: spilled
+		res, err := d.bucketDiff(ctx, list, rules, c, "ferry-test", prefix, listers, MissingInS3)
 		if err != nil {
 			t.Fatalf("bucketDiff: %v", err)
 		}

@@ -37,14 +37,14 @@ func Command() *cli.Command {
 			if err != nil {
 				return err
 			}
-			return Run(c.Context, js, n, qs, Options{DryRun: dryRun, Settle: DefaultSettle}, c.App.Writer)
+			return Each(c.Context, js, n, qs, Options{DryRun: dryRun, Settle: DefaultSettle}, c.App.Writer)
 		},
 	}
 }
 
-// Run repairs each of qs in turn and writes a line per queue and a total to w; with o.DryRun,
+// Each repairs each of qs in turn and writes a line per queue and a total to w; with o.DryRun,
 // also a line per orphan. It stops at the first error, after a line of what it did in that queue.
-func Run(ctx context.Context, js jetstream.JetStream, n bus.Names, qs []Queue, o Options, w io.Writer) error {
+func Each(ctx context.Context, js jetstream.JetStream, n bus.Names, qs []Queue, o Options, w io.Writer) error {
 	if _, err := service.JobStream(ctx, js, n, n.Keys); err != nil {
 		return err // a job that does not exist is a usage error, whichever --stage
 	}

@@ -96,8 +96,8 @@ func (c *Config) Validate() error {
 	return config.Invalid(errors.Join(errs...))
 }
 
-// runBlobsMaxBytes is ferry run's BLOBS cap: measured at 1 GiB, fetchers ran ~18k blobs ahead of
-// the uploaders and the process peaked at 1.4 GiB RSS, mostly the embedded server's block cache.
+// runBlobsMaxBytes is ferry run's BLOBS cap: at 1 GiB, fetchers run ~18k blobs ahead of the
+// uploaders and the process peaks at 1.4 GiB RSS, mostly the embedded server's block cache.
 const runBlobsMaxBytes = 128 << 20
 
 // runObjectsMaxBytes is ferry run's cap of the object store of large blobs, for the same reason:
@@ -136,7 +136,7 @@ func Command() *cli.Command {
 				env.Log.Warn("the embedded NATS server syncs its store to disk in the background: a power loss or kernel crash of this host loses up to that much confirmed work, keys that then never arrive (--nats-sync-interval always prevents it)",
 					"sync_interval", cfg.Sync)
 			}
-			s, err := Run(c.Context, env, cfg)
+			s, err := All(c.Context, env, cfg)
 			s.Print(os.Stdout)
 			return err
 		},
@@ -177,9 +177,9 @@ func (s Summary) Print(w io.Writer) {
 	}
 }
 
-// Run runs every stage until the key lists are published and every work queue is empty, or ctx
+// All runs every stage in this process until the key lists are published and every work queue is empty, or ctx
 // ends, or a stage fails.
-func Run(ctx context.Context, env *service.Env, cfg Config) (Summary, error) {
+func All(ctx context.Context, env *service.Env, cfg Config) (Summary, error) {
 	start := time.Now()
 	sum := Summary{Job: env.Names.Job}
 	before, err := streamMsgs(ctx, env.JS, env.Names.Done)

@@ -44,7 +44,7 @@ func (c *Config) Flags() []cli.Flag {
 	}
 }
 
-// Validate checks the flags on their own; Run checks them against the job.
+// Validate checks the flags on their own; Write checks them against the job.
 func (c *Config) Validate() error {
 	var errs []error
 	if c.Count < 0 || c.Absent < 0 || c.Fallback < 0 {
@@ -120,7 +120,7 @@ func Command() *cli.Command {
 			if err != nil {
 				return err
 			}
-			sum, err := Run(c.Context, job, cfg, c.App.ErrWriter)
+			sum, err := Write(c.Context, job, cfg, c.App.ErrWriter)
 			if err != nil {
 				return err
 			}

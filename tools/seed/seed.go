@@ -37,10 +37,10 @@ func (s Summary) String() string {
 	return b.String()
 }
 
-// Run seeds the job's tables: the first target's table gets the seeded and sized keys, the second
-// target's table (if any) the fallback keys. Progress goes to out: a bar on a terminal, else a
-// line a second.
-func Run(ctx context.Context, job *config.Job, cfg Config, out io.Writer) (Summary, error) {
+// Write seeds the job's tables and writes the key list to cfg.KeysOut: the first target's table
+// gets the seeded and sized keys, the second target's table (if any) the fallback keys. Progress
+// goes to out: a bar on a terminal, else a line a second.
+func Write(ctx context.Context, job *config.Job, cfg Config, out io.Writer) (Summary, error) {
 	start := time.Now()
 	if out == nil {
 		out = io.Discard
@@ -97,14 +97,14 @@ func Run(ctx context.Context, job *config.Job, cfg Config, out io.Writer) (Summa
 		}
 	}
 
-	jobs := make([]write, 0, len(keys.Main)+len(keys.Fallback))
+	writes := make([]write, 0, len(keys.Main)+len(keys.Fallback))
 	for _, k := range keys.Main {
-		jobs = append(jobs, write{w1, k})
+		writes = append(writes, write{w1, k})
 	}
 	for _, k := range keys.Fallback {
-		jobs = append(jobs, write{w2, k})
+		writes = append(writes, write{w2, k})
 	}
-	if sum.Bytes, err = writeAll(ctx, jobs, cfg.Concurrency, out); err != nil {
+	if sum.Bytes, err = writeAll(ctx, writes, cfg.Concurrency, out); err != nil {
 		return sum, err
 	}
 

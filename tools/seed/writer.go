@@ -109,13 +109,13 @@ type write struct {
 }
 
 // writeAll runs the writes with at most concurrency in flight; the first error stops the rest.
-func writeAll(ctx context.Context, jobs []write, concurrency int, out io.Writer) (int64, error) {
+func writeAll(ctx context.Context, writes []write, concurrency int, out io.Writer) (int64, error) {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	var done, bytes atomic.Int64
 	next := make(chan write)
 	var wg sync.WaitGroup
-	for range min(concurrency, max(len(jobs), 1)) {
+	for range min(concurrency, max(len(writes), 1)) {
 		wg.Go(func() {
 			for j := range next {
 				blob := Content(j.key)
@@ -134,8 +134,8 @@ func writeAll(ctx context.Context, jobs []write, concurrency int, out io.Writer)
 	status := func() progress.Status {
 		secs := max(time.Since(start).Seconds(), 0.001)
 		n, b := done.Load(), bytes.Load()
-		return progress.Status{Done: float64(n), Total: float64(len(jobs)), Text: fmt.Sprintf(
-			"%d/%d blobs, %.0f/s, %.1f MB written (%.1f MB/s)", n, len(jobs), float64(n)/secs, float64(b)/1e6, float64(b)/1e6/secs)}
+		return progress.Status{Done: float64(n), Total: float64(len(writes)), Text: fmt.Sprintf(
+			"%d/%d blobs, %.0f/s, %.1f MB written (%.1f MB/s)", n, len(writes), float64(n)/secs, float64(b)/1e6, float64(b)/1e6/secs)}
 	}
 	opts := progress.Options{Out: out, Every: time.Second}
 	if f, ok := out.(*os.File); !ok || !progress.IsTerminal(f) {
@@ -152,7 +152,7 @@ func writeAll(ctx context.Context, jobs []write, concurrency int, out io.Writer)
 	rep := progress.Start("seed", status, opts)
 
 feed:
-	for _, j := range jobs {
+	for _, j := range writes {
 		select {
 		case next <- j:
 		case <-ctx.Done():
