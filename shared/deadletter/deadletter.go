@@ -156,3 +156,14 @@ func Each(ctx context.Context, js jetstream.JetStream, n bus.Names, f Filter, li
 	}
 	return done, nil
 }
+
+// AfterKeys counts the dead letters of keys that had reached KEYS: all but the producer's.
+func (c Counts) AfterKeys() uint64 {
+	var t uint64
+	for sr, k := range c {
+		if !strings.HasPrefix(sr, bus.StageProducer+"/") {
+			t += k
+		}
+	}
+	return t
+}

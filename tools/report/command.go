@@ -31,6 +31,9 @@ func Command() *cli.Command {
 			}
 			fmt.Printf("job %s: %d published, %d verified, %d dead-lettered, %d still in the pipeline\n",
 				r.Job, r.Published, r.Verified, r.DeadLettered, r.InPipeline)
+			if d := r.Discrepancy(); d != "" {
+				fmt.Printf("the counts do not add up: %s\n", d)
+			}
 			fmt.Printf("wrote %s, %s, %s, %s\n", filepath.Join(out, FileMarkdown), filepath.Join(out, FileJSON),
 				filepath.Join(out, FileKeys), filepath.Join(out, FileEntries))
 			return nil

@@ -45,6 +45,9 @@ func Markdown(w io.Writer, r *Report) {
 	}
 	fmt.Fprintln(w, "Published counts every message stored in KEYS, replayed dead letters included; keys the producer refused (`producer/invalid_key`) never reached KEYS.")
 	fmt.Fprintln(w)
+	if d := r.Discrepancy(); d != "" {
+		fmt.Fprintf(w, "**The counts do not add up.** Published should be verified + dead-lettered after KEYS + in flight; %s.\n\n", d)
+	}
 
 	fmt.Fprintln(w, "## Did not arrive")
 	fmt.Fprintln(w)

@@ -83,6 +83,13 @@ func Print(w io.Writer, st *Status) {
 	}
 	tw.Flush()
 	fmt.Fprintln(w)
+	switch {
+	case st.Unaccounted > 0 && st.Backlog == 0:
+		fmt.Fprintf(w, "unaccounted   %d published keys are neither verified, dead-lettered nor in a work queue; `ferry report` and `ferry diff` find them\n", st.Unaccounted)
+	case st.Unaccounted < 0 && -st.Unaccounted > st.ackPending():
+		// A key whose output is stored and whose ack is not yet in counts twice for a moment.
+		fmt.Fprintf(w, "unaccounted   %d verified or dead-lettered entries that no published key accounts for (messages published past KEYS: forged or by hand); see `ferry report`\n", -st.Unaccounted)
+	}
 	if orphaned > 0 {
 		fmt.Fprintf(w, "orphaned      %d in the work queues that no consumer will deliver (%s); if it stays, run `ferry repair --dry-run`, then `ferry repair`\n",
 			orphaned, strings.Join(orphanedBy, ", "))
