@@ -15,6 +15,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nkeys"
+
+	"github.com/ferry-migrate/ferry/shared/config"
 )
 
 // MaxAsyncPending is how many async publishes a connection allows outstanding; publishers that
@@ -28,6 +30,9 @@ const MaxAsyncPending = 2048
 // and TLS.
 func Connect(ctx context.Context, url, name string, opts ...nats.Option) (*nats.Conn, jetstream.JetStream, error) {
 	shown := Redact(url)
+	if err := CheckURLs(url); err != nil {
+		return nil, nil, err
+	}
 	nc, err := nats.Connect(url, append([]nats.Option{
 		nats.Name("ferry " + name),
 		nats.MaxReconnects(-1), // a NATS restart must not end a months-long migration
@@ -49,6 +54,10 @@ func Connect(ctx context.Context, url, name string, opts ...nats.Option) (*nats.
 		}
 		if strings.Contains(strings.ToLower(err.Error()), "tls") || errors.Is(err, nats.ErrSecureConnRequired) {
 			return nil, nil, fmt.Errorf("connect to nats %s: %w (check --nats-ca, and --nats-cert/--nats-key if the server asks for a client certificate)", shown, err)
+		}
+		var uerr *neturl.Error
+		if errors.As(err, &uerr) { // quotes the URL; CheckURLs should have caught it
+			return nil, nil, config.Invalid(fmt.Errorf("connect to nats %s: %w", shown, ErrBadURL))
 		}
 		return nil, nil, fmt.Errorf("connect to nats %s: %w", shown, err)
 	}
@@ -110,27 +119,81 @@ func WhileAllowed(ctx context.Context, nc *nats.Conn) (context.Context, context.
 }
 
 // Redact replaces the passwords (and tokens) in a comma-separated list of NATS URLs, for messages.
+// It works on the text, not on a parsed URL, so that a URL that does not parse (a password holding
+// /, ?, #, %, a space, a port typo) or parses otherwise than meant (nats://u:12?pw@host reads as
+// the host "u") shows no part of its password either: everything between "://" and the last @ is
+// the user information, of which only a user name before a colon is kept.
 func Redact(urls string) string {
 	parts := strings.Split(urls, ",")
 	for i, p := range parts {
-		u, err := neturl.Parse(strings.TrimSpace(p))
-		if err != nil {
-			if strings.Contains(p, "@") {
-				parts[i] = "(unparsable URL with credentials)"
-			}
-			continue
-		}
-		if u.User != nil {
-			if _, ok := u.User.Password(); ok {
-				u.User = neturl.UserPassword(u.User.Username(), "redacted")
-			} else {
-				u.User = neturl.User("redacted") // a token or a user alone: hide either
-			}
-			parts[i] = u.String()
-		}
+		parts[i] = redactOne(strings.TrimSpace(p))
 	}
 	return strings.Join(parts, ",")
 }
+
+func redactOne(u string) string {
+	at := strings.LastIndex(u, "@")
+	if at < 0 {
+		return u
+	}
+	start := 0
+	if i := strings.Index(u, "://"); i >= 0 && i < at {
+		start = i + len("://")
+	}
+	if user, _, ok := strings.Cut(u[start:at], ":"); ok {
+		return u[:start] + user + ":redacted@" + u[at+1:]
+	}
+	return u[:start] + "redacted@" + u[at+1:] // a token or a user alone: hide either
+}
+
+// CheckURLs reads each of the comma-separated NATS URLs as nats.go will (a missing scheme is
+// nats://) and fails, as a usage error wrapping ErrBadURL, on one that does not parse or whose
+// user information does not end up as the user and password (an @ after a /, ? or #). The error
+// names the URL redacted and says what to change; it never quotes url.Parse's error, which
+// repeats the URL and, for a bad escape or port, a piece of the password.
+func CheckURLs(urls string) error {
+	for p := range strings.SplitSeq(urls, ",") {
+		p = strings.TrimSpace(p)
+		if p == "" {
+			continue
+		}
+		full := p
+		if !strings.Contains(full, "://") {
+			full = "nats://" + full
+		}
+		u, err := neturl.Parse(full)
+		var reason string
+		var esc neturl.EscapeError
+		var host neturl.InvalidHostError
+		switch {
+		case err == nil && strings.Contains(p, "@") && (u.User == nil || strings.Contains(u.Host, "@")):
+			reason = "its user or password holds /, ? or #: " + encodeHint
+		case err == nil:
+			continue
+		case errors.As(err, &esc):
+			reason = "a % that does not start a %XX escape: write % in a user or password as %25, " + elseHint
+		case errors.As(err, &host):
+			reason = "an invalid character in the host"
+		case strings.Contains(err.Error(), "invalid userinfo"):
+			reason = "its user or password holds a character a URL does not allow (a space, ^, \", <, >, `, {, |, }): " + encodeHint
+		case strings.Contains(err.Error(), "invalid port") && !strings.Contains(p, "@"):
+			reason = "the port is not a number"
+		case strings.Contains(err.Error(), "invalid port"):
+			reason = "the port is not a number, or the user or password holds /, ? or #: " + encodeHint
+		case strings.Contains(err.Error(), "missing ']'"):
+			reason = "a [ without ] in the host"
+		default:
+			reason = "it does not parse as scheme://[user:password@]host:port"
+		}
+		return config.Invalid(fmt.Errorf("%s: %w: %s", Redact(p), ErrBadURL, reason))
+	}
+	return nil
+}
+
+const (
+	elseHint   = "or give the password in FERRY_NATS_PASSWORD or --nats-password-file"
+	encodeHint = "percent-encode it (%2F, %3F, %23, %20, …) " + elseHint
+)
 
 // Client says how a connection proves who it is and how it checks the server. Every field but
 // Password names a file or a user; the password is read from the environment or a file by the
@@ -257,3 +320,6 @@ func checkInboxPrefix(p string) error {
 	}
 	return nil
 }
+
+// ErrBadURL marks a NATS URL that does not parse as meant.
+var ErrBadURL = errors.New("not a valid NATS URL")

@@ -2,6 +2,8 @@ package bus
 
 import (
 	"context"
+	"errors"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -14,6 +16,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nkeys"
+
+	"github.com/ferry-migrate/ferry/shared/config"
 )
 
 func TestRedact(t *testing.T) {
@@ -295,4 +299,60 @@ func startServer(t *testing.T, opts *server.Options) *server.Server {
 		t.Fatal("not ready")
 	}
 	return srv
+}
+
+// TestConnectBadURLHidesPassword: a NATS URL that does not parse as meant (a password with /, %,
+// ?, #, a space or ^, a port typo, a token with ^) fails at once as a usage error that names the
+// URL with its password redacted; neither the error, nor Redact, nor the log shows any part of it.
+// Before, nats.go's parse error quoted the whole URL, and "u:12?pw@host" parsed as the host "u".
+func TestConnectBadURLHidesPassword(t *testing.T) {
+	var logged strings.Builder
+	old := slog.Default()
+	slog.SetDefault(slog.New(slog.NewTextHandler(&logged, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	defer slog.SetDefault(old)
+	for _, tc := range []struct {
+		url    string
+		shown  string // Redact(url); its last URL is named in the error
+		reason string // in the error
+	}{
+		{"nats://u:sekra/betxq@127.0.0.1:4299", "nats://u:redacted@127.0.0.1:4299", "percent-encode"},
+		{"nats://u:sekr%etxq@127.0.0.1:4299", "nats://u:redacted@127.0.0.1:4299", "%25"},
+		{"nats://u:sekr%zzetxq@127.0.0.1:4299", "nats://u:redacted@127.0.0.1:4299", "%25"},
+		{"nats://u:sekr?etxq@127.0.0.1:4299", "nats://u:redacted@127.0.0.1:4299", "percent-encode"},
+		{"nats://u:12?sekretxq@127.0.0.1:4299", "nats://u:redacted@127.0.0.1:4299", "percent-encode"},
+		{"nats://u:12/sekretxq@127.0.0.1:4299", "nats://u:redacted@127.0.0.1:4299", "percent-encode"},
+		{"nats://u:sekr#etxq@127.0.0.1:4299", "nats://u:redacted@127.0.0.1:4299", "percent-encode"},
+		{"nats://u:12#sekretxq@127.0.0.1:4299", "nats://u:redacted@127.0.0.1:4299", "percent-encode"},
+		{"nats://u:sekr etxq@127.0.0.1:4299", "nats://u:redacted@127.0.0.1:4299", "percent-encode"},
+		{"nats://u:sekr^etxq@127.0.0.1:4299", "nats://u:redacted@127.0.0.1:4299", "percent-encode"},
+		{"nats://u:sekretxq@127.0.0.1:42x9", "nats://u:redacted@127.0.0.1:42x9", "port"},
+		{"nats://sekr^etxq@127.0.0.1:4299", "nats://redacted@127.0.0.1:4299", "percent-encode"},
+		{"u:sekr^etxq@127.0.0.1:4299", "u:redacted@127.0.0.1:4299", "percent-encode"},
+		{"nats://a:1, nats://u:sekretxq@[::1:4222", "nats://a:1,nats://u:redacted@[::1:4222", "host"},
+	} {
+		if got := Redact(tc.url); got != tc.shown {
+			t.Errorf("Redact(%q) = %q, want %q", tc.url, got, tc.shown)
+		}
+		_, _, err := Connect(context.Background(), tc.url, "test")
+		if err == nil {
+			t.Errorf("%q: connected", tc.url)
+			continue
+		}
+		msg := err.Error()
+		for _, secret := range []string{"sekr", "etxq"} {
+			if strings.Contains(msg, secret) {
+				t.Errorf("%q: the error shows the password: %s", tc.url, msg)
+			}
+		}
+		bad := tc.shown[strings.LastIndex(tc.shown, ",")+1:] // the URL that does not parse
+		if !strings.Contains(msg, bad) || !strings.Contains(msg, tc.reason) || strings.Contains(msg, "\n") {
+			t.Errorf("%q: error %q, want one line naming %q and saying %q", tc.url, msg, bad, tc.reason)
+		}
+		if !config.IsInvalid(err) || !errors.Is(err, ErrBadURL) {
+			t.Errorf("%q: %v is not a usage error wrapping ErrBadURL", tc.url, err)
+		}
+	}
+	if strings.Contains(logged.String(), "sekr") || strings.Contains(logged.String(), "etxq") {
+		t.Errorf("the log shows a password: %s", logged.String())
+	}
 }

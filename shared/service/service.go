@@ -6,6 +6,7 @@ package service
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"log/slog"
 	"os"
@@ -30,7 +31,7 @@ import (
 // GlobalFlags are the flags of the ferry app itself, shared by every subcommand.
 func GlobalFlags() []cli.Flag {
 	return []cli.Flag{
-		&cli.StringFlag{Name: "nats", Value: "nats://127.0.0.1:4222", EnvVars: []string{"FERRY_NATS"}, Usage: "NATS server URL (JetStream enabled); a cluster's servers separated by commas"},
+		&natsFlag{StringFlag: &cli.StringFlag{Name: "nats", Value: "nats://127.0.0.1:4222", EnvVars: []string{NATSEnv}, Usage: "NATS server URL (JetStream enabled); a cluster's servers separated by commas; a user, password or token in it only through $" + NATSEnv + " (refused on the command line, which ps shows)"}},
 		&cli.StringFlag{Name: "nats-creds", EnvVars: []string{"FERRY_NATS_CREDS"}, Category: natsCategory, Usage: "NATS user credentials file (JWT and NKEY seed)"},
 		&cli.StringFlag{Name: "nats-nkey", EnvVars: []string{"FERRY_NATS_NKEY"}, Category: natsCategory, Usage: "NATS NKEY seed file"},
 		&cli.StringFlag{Name: "nats-user", EnvVars: []string{"FERRY_NATS_USER"}, Category: natsCategory, Usage: "NATS user; its password from $FERRY_NATS_PASSWORD or --nats-password-file"},
@@ -45,6 +46,74 @@ func GlobalFlags() []cli.Flag {
 		&cli.StringFlag{Name: "log-format", Value: "text", EnvVars: []string{"FERRY_LOG_FORMAT"}, Usage: "text or json"},
 		&cli.StringFlag{Name: "metrics-addr", EnvVars: []string{"FERRY_METRICS_ADDR"}, Usage: "serve Prometheus /metrics, /healthz, /readyz and /debug/pprof on this address (e.g. 127.0.0.1:9100); empty: off"},
 	}
+}
+
+// NATSEnv holds the --nats URL. A URL with credentials is taken from it, never from the command
+// line.
+const NATSEnv = "FERRY_NATS"
+
+// ErrCredentialsInArgs: a --nats URL on the command line holds a user, password or token.
+var ErrCredentialsInArgs = errors.New("credentials in a URL on the command line, where ps and /debug/pprof/cmdline show them")
+
+// natsFlag is --nats: a string flag that knows whether its value was given on the command line
+// (which ps and /debug/pprof/cmdline show) rather than through $FERRY_NATS. urfave/cli applies the
+// environment as the flag's default and sets a command-line value through its flag.Value, so a
+// Set on that Value is a command-line value.
+type natsFlag struct {
+	*cli.StringFlag
+	onCommandLine bool
+}
+
+func (f *natsFlag) Apply(set *flag.FlagSet) error {
+	f.onCommandLine = false
+	if err := f.StringFlag.Apply(set); err != nil {
+		return err
+	}
+	for _, name := range f.Names() {
+		if fl := set.Lookup(name); fl != nil {
+			fl.Value = &setSpy{Value: fl.Value, set: &f.onCommandLine}
+		}
+	}
+	return nil
+}
+
+// setSpy records that Set was called.
+type setSpy struct {
+	flag.Value
+	set *bool
+}
+
+func (s *setSpy) Set(v string) error {
+	*s.set = true
+	return s.Value.Set(v)
+}
+
+func (s *setSpy) Get() any { return s.Value.String() }
+
+// NATSURL returns --nats, checked: it parses as NATS URLs (bus.CheckURLs), and holds no user,
+// password or token unless it came from $FERRY_NATS. Errors are usage errors (exit 2) that name
+// the URL redacted.
+func NATSURL(c *cli.Context) (string, error) {
+	url := c.String("nats")
+	onCommandLine := c.IsSet("nats") && url != os.Getenv(NATSEnv) // an app without natsFlag (tests)
+	for _, ctx := range c.Lineage() {
+		if ctx.Command == nil {
+			continue
+		}
+		for _, fl := range ctx.Command.Flags {
+			if f, ok := fl.(*natsFlag); ok {
+				onCommandLine = f.onCommandLine
+			}
+		}
+	}
+	if onCommandLine && strings.Contains(url, "@") {
+		return "", config.Invalid(fmt.Errorf("--nats %s: %w: put the URL in $%s instead, or use --nats-creds, --nats-nkey, or --nats-user with $%s or --nats-password-file",
+			bus.Redact(url), ErrCredentialsInArgs, NATSEnv, PasswordEnv))
+	}
+	if err := bus.CheckURLs(url); err != nil {
+		return "", err
+	}
+	return url, nil
 }
 
 const natsCategory = "NATS connection (secrets only in files or the environment)"
@@ -79,10 +148,14 @@ func NATSClient(c *cli.Context) (bus.Client, error) {
 // Connect connects to the --nats servers with the authentication and TLS flags of c, without
 // setting anything up: for commands that only read a job or delete it.
 func Connect(ctx context.Context, c *cli.Context, name string) (*nats.Conn, jetstream.JetStream, error) {
-	return connect(ctx, c, c.String("nats"), name)
+	return connect(ctx, c, name)
 }
 
-func connect(ctx context.Context, c *cli.Context, url, name string) (*nats.Conn, jetstream.JetStream, error) {
+func connect(ctx context.Context, c *cli.Context, name string) (*nats.Conn, jetstream.JetStream, error) {
+	url, err := NATSURL(c)
+	if err != nil {
+		return nil, nil, err
+	}
 	cl, err := NATSClient(c)
 	if err != nil {
 		return nil, nil, err
@@ -150,7 +223,7 @@ func Open(ctx context.Context, c *cli.Context, o Options) (*Env, error) {
 	if o.NatsURL != "" { // an embedded server: no authentication, no TLS
 		e.NC, e.JS, err = bus.Connect(ctx, o.NatsURL, o.Name)
 	} else {
-		e.NC, e.JS, err = connect(ctx, c, c.String("nats"), o.Name)
+		e.NC, e.JS, err = connect(ctx, c, o.Name)
 	}
 	if err != nil {
 		return nil, err
