@@ -1,12 +1,15 @@
 # ferry -- local development / CI stack. `make up` installs what is missing and starts everything.
 SHELL := /bin/bash
-.DEFAULT_GOAL := up
+.DEFAULT_GOAL := help
 
 ROOT  := $(abspath $(dir $(lastword $(MAKEFILE_LIST))))
 LOCAL := $(ROOT)/deploy/local
 STACK := $(LOCAL)/stack.sh
 
-.PHONY: tools up down status logs clean-data
+.PHONY: help tools up down status logs clean-data
+
+help: ## list the targets (the default: `make` alone starts nothing)
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-zA-Z_-]+):.*## (.*)/  \1\t\2/' | expand -t 24
 
 tools: ## install pinned nats-server, versitygw, nats CLI and Cassandra jars into .local (once)
 	@bash $(LOCAL)/tools.sh
@@ -39,7 +42,7 @@ FERRY     := $(ROOT)/.local/bin/ferry
 DEMO_KEYS ?= 5000
 TEST_TIMEOUT ?= 60m
 
-.PHONY: build test test-unit test-integration demo bench
+.PHONY: build lint test test-unit test-integration demo bench
 
 build: ## build .local/bin/ferry
 	@mkdir -p $(dir $(FERRY))
@@ -54,7 +57,22 @@ test-integration: up ## integration and end-to-end tests against the local stack
 	$(GO) vet -tags integration ./...
 	source $(LOCAL)/env.sh && $(GO) test -tags integration -count=1 -p 1 -timeout $(TEST_TIMEOUT) ./...
 
-test: test-unit test-integration ## everything: what .ci/run runs
+STATICCHECK_VERSION := v0.8.2
+STATICCHECK := $(ROOT)/.local/bin/staticcheck-$(STATICCHECK_VERSION)
+
+$(STATICCHECK):
+	@mkdir -p $(dir $@)
+	GOBIN=$(ROOT)/.local/bin/sc-$(STATICCHECK_VERSION) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+	@mv $(ROOT)/.local/bin/sc-$(STATICCHECK_VERSION)/staticcheck $@ && rmdir $(ROOT)/.local/bin/sc-$(STATICCHECK_VERSION)
+
+lint: $(STATICCHECK) ## gofmt, go vet (with and without the integration tag) and staticcheck (pinned, installed into .local)
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
+	$(GO) vet ./...
+	$(GO) vet -tags integration ./...
+	$(STATICCHECK) ./...
+	$(STATICCHECK) -tags integration ./...
+
+test: lint test-unit test-integration ## everything: what .ci/run runs
 
 demo: up build ## seed $(DEMO_KEYS) blobs, migrate them with `ferry run`, verify, print the summary
 	@bash $(LOCAL)/demo.sh $(DEMO_KEYS)

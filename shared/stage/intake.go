@@ -106,13 +106,6 @@ func (f *intake) resize(size, ceiling int) {
 	old.Drain()
 }
 
-// prefetch is the current prefetch size.
-func (f *intake) prefetch() int {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.size
-}
-
 // drain stops pulling for good: buffered messages are still handed out, then next reports closed.
 func (f *intake) drain() {
 	f.mu.Lock()

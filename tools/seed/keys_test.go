@@ -31,7 +31,7 @@ func TestKeyFormat(t *testing.T) {
 			}
 		})
 	}
-	if Key(1, 7) != Key(1, 7) || Key(1, 7) == Key(2, 7) || Key(1, 7) == Key(1, 8) {
+	if a, b := Key(1, 7), Key(1, 7); a != b || a == Key(2, 7) || a == Key(1, 8) {
 		t.Error("Key must depend on seed and index, and on nothing else")
 	}
 }
