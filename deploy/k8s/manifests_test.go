@@ -217,9 +217,14 @@ func stageOf(job string) map[string][2]string {
 
 const drainSeconds = 30 // the runner's shutdown drain (README: graceful shutdown)
 
+// baseImage is the image the base manifests name: a registry under .invalid (RFC 6761), which no
+// resolver answers, so that base applied without an overlay setting the real image fails to pull
+// instead of fetching someone else's "ferry" from a public registry.
+const baseImage = "registry.example.invalid/ferry:unset"
+
 func TestBase(t *testing.T) {
 	o := render(t, "base")
-	check(t, o, "ferry")
+	check(t, o, baseImage)
 }
 
 func TestOverlayLocal(t *testing.T) {
@@ -510,6 +515,9 @@ func checkPod(t *testing.T, o *objects, what string, ps *corev1.PodSpec, image, 
 	if c.Image != image {
 		t.Errorf("%s: image %q, want %q", what, c.Image, image)
 	}
+	if err := checkImageRef(c.Image); err != nil {
+		t.Errorf("%s: image %q: %v", what, c.Image, err)
+	}
 	psc := ps.SecurityContext
 	if psc == nil || psc.RunAsNonRoot == nil || !*psc.RunAsNonRoot || psc.RunAsUser == nil || *psc.RunAsUser == 0 {
 		t.Errorf("%s: the pod must set runAsNonRoot and a non-zero runAsUser", what)
@@ -610,6 +618,28 @@ func checkPod(t *testing.T, o *objects, what string, ps *corev1.PodSpec, image, 
 			t.Errorf("%s: mounts volume %s, which the pod does not define", what, name)
 		}
 	}
+}
+
+// checkImageRef refuses an image reference that a container runtime would complete with a public
+// registry (no registry host: Docker Hub), names Docker Hub itself, or has no fixed version
+// (no tag, or latest, and no digest).
+func checkImageRef(ref string) error {
+	name, digest, _ := strings.Cut(ref, "@")
+	host, path, ok := strings.Cut(name, "/")
+	if !ok || !(strings.ContainsAny(host, ".:") || host == "localhost") {
+		return fmt.Errorf("no registry host: a runtime pulls it from Docker Hub, whoever publishes it there")
+	}
+	if slices.Contains([]string{"docker.io", "index.docker.io", "registry-1.docker.io"}, host) {
+		return fmt.Errorf("a public registry")
+	}
+	tag := ""
+	if i := strings.LastIndex(path, ":"); i >= 0 {
+		tag = path[i+1:]
+	}
+	if digest == "" && (tag == "" || tag == "latest") {
+		return fmt.Errorf("no tag or digest, or latest: the image changes under the manifests")
+	}
+	return nil
 }
 
 func hasKey(s *corev1.Secret, key string) bool {

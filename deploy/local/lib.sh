@@ -15,6 +15,70 @@ RUN=$LOCAL/run
 msg() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { msg "ERROR: $*"; exit 1; }
 
+# ---- checksum lock (deploy/local/tools.sum) ----------------------------------------------------
+TOOLS_SUM=${TOOLS_SUM:-$DEPLOY/tools.sum}
+
+# verify_sha256 FILE SHA256: true when FILE's SHA-256 is SHA256; else says so and returns 1.
+verify_sha256() {
+  local got
+  got=$(sha256sum "$1" 2>/dev/null | cut -d' ' -f1)
+  [[ -n $got && $got == "$2" ]] && return 0
+  msg "REFUSED $1: sha256 ${got:-unreadable}, but $TOOLS_SUM says $2"
+  return 1
+}
+
+# verify_jars DIR: true when DIR holds exactly the jars of the lock, each with its locked SHA-256;
+# else names every missing, changed or unlisted file and returns 1.
+verify_jars() {
+  local dir=$1 bad=0 kind sum file f
+  local -A want=()
+  while read -r kind sum file _; do
+    [[ $kind == jar ]] && want[$file]=$sum
+  done <"$TOOLS_SUM"
+  ((${#want[@]})) || { msg "REFUSED: $TOOLS_SUM lists no jar"; return 1; }
+  for file in "${!want[@]}"; do
+    if [[ ! -f $dir/$file ]]; then
+      msg "REFUSED $dir: $file is missing ($TOOLS_SUM lists it)"; bad=1
+    else
+      verify_sha256 "$dir/$file" "${want[$file]}" || bad=1
+    fi
+  done
+  for f in "$dir"/*; do
+    [[ -e $f ]] || continue
+    [[ -n ${want[${f##*/}]:-} ]] || { msg "REFUSED $f: not in $TOOLS_SUM"; bad=1; }
+  done
+  return $bad
+}
+
+# lock_module PKG VERSION: the module of the lock's `go` line that PKG@VERSION belongs to (the
+# longest matching module path); fails when there is none.
+lock_module() {
+  awk -v p="$1" -v v="$2" '$1 == "go" && $3 == v && (p == $2 || index(p, $2 "/") == 1) && length($2) > length(m) { m = $2 }
+    END { if (m == "") exit 1; print m }' "$TOOLS_SUM"
+}
+
+# lock_h1 MODULE VERSION: the go.sum hash the lock gives MODULE@VERSION.
+lock_h1() {
+  awk -v m="$1" -v v="$2" '$1 == "go" && $2 == m && $3 == v { print $4; f = 1 } END { exit !f }' "$TOOLS_SUM"
+}
+
+# built_from BINARY: "MODULE VERSION HASH" of the main module a Go binary was built from.
+built_from() { go version -m "$1" 2>/dev/null | awk '$1 == "mod" { print $2, $3, $4; exit }'; }
+
+# jar_lock_lines DIR: the tools.sum lines of the jars in DIR, with coordinates from the local Maven
+# repository, each jar first compared with the .sha1 Maven downloaded from Central beside it.
+jar_lock_lines() {
+  local f m rel ver art grp
+  for f in "$1"/*.jar; do
+    m=$(find "${MAVEN_REPO:-$HOME/.m2/repository}" -name "${f##*/}" -type f | head -1)
+    [[ -n $m ]] || die "${f##*/}: not in the local Maven repository"
+    [[ $(sha1sum <"$f" | cut -c1-40) == "$(cut -c1-40 "$m.sha1" 2>/dev/null)" ]] || die "${f##*/}: sha1 differs from Central's $m.sha1"
+    rel=${m#"${MAVEN_REPO:-$HOME/.m2/repository}"/}; rel=${rel%/*}
+    ver=${rel##*/}; rel=${rel%/*}; art=${rel##*/}; grp=${rel%/*}
+    printf 'jar %s %s %s:%s:%s\n' "$(sha256sum <"$f" | cut -d' ' -f1)" "${f##*/}" "${grp//\//.}" "$art" "$ver"
+  done
+}
+
 # tail_log FILE: the last 30 lines of a service log, for failure reports.
 tail_log() {
   echo "----- last 30 lines of $1 -----" >&2
