@@ -13,6 +13,14 @@ import (
 // Job starts an embedded server for the test's lifetime and sets up job "t" on it.
 func Job(t testing.TB) (jetstream.JetStream, bus.Names) {
 	t.Helper()
+	_, js, n := JobAt(t)
+	return js, n
+}
+
+// JobAt is Job that also returns the server's URL, for tests that run a command against it
+// (--nats URL --job t).
+func JobAt(t testing.TB) (string, jetstream.JetStream, bus.Names) {
+	t.Helper()
 	srv, err := bus.StartEmbedded(t.TempDir(), bus.Sync{})
 	if err != nil {
 		t.Fatal(err)
@@ -29,7 +37,7 @@ func Job(t testing.TB) (jetstream.JetStream, bus.Names) {
 	if err := bus.Setup(context.Background(), js, n, s, true); err != nil {
 		t.Fatal(err)
 	}
-	return js, n
+	return srv.URL(), js, n
 }
 
 // Msgs is the number of messages in a stream.

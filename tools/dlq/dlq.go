@@ -7,7 +7,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"strconv"
 	"strings"
@@ -78,7 +77,7 @@ func Command() *cli.Command {
 					if err != nil {
 						return err
 					}
-					counts.Print(os.Stdout)
+					counts.Print(c.App.Writer)
 					return nil
 				},
 			},
@@ -93,7 +92,7 @@ func Command() *cli.Command {
 						return err
 					}
 					defer env.Close()
-					w := io.Writer(os.Stdout)
+					w := c.App.Writer
 					if out != "-" {
 						file, err := os.Create(out)
 						if err != nil {
@@ -110,7 +109,7 @@ func Command() *cli.Command {
 					if ferr := bw.Flush(); err == nil {
 						err = ferr
 					}
-					fmt.Fprintf(os.Stderr, "exported %d dead letters\n", k)
+					fmt.Fprintf(c.App.ErrWriter, "exported %d dead letters\n", k)
 					return err
 				},
 			},
@@ -131,7 +130,7 @@ func Command() *cli.Command {
 					if dryRun {
 						verb = "would replay"
 					}
-					fmt.Printf("%s %d dead letters\n", verb, k)
+					fmt.Fprintf(c.App.Writer, "%s %d dead letters\n", verb, k)
 					return err
 				},
 			},

@@ -93,7 +93,7 @@ func Command() *cli.Command {
 				if err := kv.Delete(c.Context, key); err != nil {
 					return fmt.Errorf("clear %s: %w", key, err)
 				}
-				fmt.Printf("%s throttle of job %s cleared: each process uses its own flags\n", stageName, env.Names.Job)
+				fmt.Fprintf(c.App.Writer, "%s throttle of job %s cleared: each process uses its own flags\n", stageName, env.Names.Job)
 				return nil
 			case changed:
 				b, _ := json.Marshal(t)
@@ -103,11 +103,11 @@ func Command() *cli.Command {
 			}
 			live, _ := limit.LiveProcesses(c.Context, kv, stageName)
 			if !set && !changed {
-				fmt.Printf("%s throttle of job %s: none, each process uses its own flags; %d live %s(s)\n",
+				fmt.Fprintf(c.App.Writer, "%s throttle of job %s: none, each process uses its own flags; %d live %s(s)\n",
 					stageName, env.Names.Job, live, stageName)
 				return nil
 			}
-			fmt.Printf("%s throttle of job %s: %s; %d live %s(s), each applies 1/%d\n",
+			fmt.Fprintf(c.App.Writer, "%s throttle of job %s: %s; %d live %s(s), each applies 1/%d\n",
 				stageName, env.Names.Job, describe(t, stageName), live, stageName, max(live, 1))
 			return nil
 		},
