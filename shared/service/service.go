@@ -1,6 +1,6 @@
 // Package service is what every ferry service opens at start: the global flags, the logger, the
 // job's configuration, the NATS connection with the job's streams set up, the metrics registry and
-// the readiness checks served on --metrics-addr.
+// the readiness checks served on --metrics-addr, and the profiler on --pprof-addr.
 package service
 
 import (
@@ -44,7 +44,8 @@ func GlobalFlags() []cli.Flag {
 		&cli.StringFlag{Name: "config", Value: "ferry.yaml", EnvVars: []string{"FERRY_CONFIG"}, Usage: "job file: source read targets, destination, key rules"},
 		&cli.StringFlag{Name: "log-level", Value: "info", EnvVars: []string{"FERRY_LOG_LEVEL"}, Usage: "debug, info, warn or error"},
 		&cli.StringFlag{Name: "log-format", Value: "text", EnvVars: []string{"FERRY_LOG_FORMAT"}, Usage: "text or json"},
-		&cli.StringFlag{Name: "metrics-addr", EnvVars: []string{"FERRY_METRICS_ADDR"}, Usage: "serve Prometheus /metrics, /healthz, /readyz and /debug/pprof on this address (e.g. 127.0.0.1:9100); empty: off"},
+		&cli.StringFlag{Name: "metrics-addr", EnvVars: []string{"FERRY_METRICS_ADDR"}, Usage: "serve Prometheus /metrics, /healthz and /readyz (nothing else) on this address (e.g. 127.0.0.1:9100); empty: off"},
+		&cli.StringFlag{Name: "pprof-addr", EnvVars: []string{"FERRY_PPROF_ADDR"}, Usage: "serve the Go profiler /debug/pprof/ on this address, e.g. 127.0.0.1:6060 (profiles of at most 60 s); it shows goroutine stacks, the heap and the command line: keep it on loopback (a warning otherwise); empty: off"},
 	}
 }
 
@@ -188,7 +189,7 @@ type Env struct {
 	stopBg     context.CancelFunc // ends them
 	configPath string
 	job        *config.Job
-	stopServe  func() // ends the metrics server, at the very end of Close
+	stopServe  func() // ends the metrics and pprof servers, at the very end of Close
 }
 
 // Options say what Open needs beyond the global flags.
@@ -238,10 +239,18 @@ func Open(ctx context.Context, c *cli.Context, o Options) (*Env, error) {
 		e.NC.Close()
 		return nil, err
 	}
-	if e.stopServe, err = telemetry.Serve(ctx, c.String("metrics-addr"), e.Registry, e.Checks, e.Log); err != nil {
+	stopMetrics, err := telemetry.Serve(ctx, c.String("metrics-addr"), e.Registry, e.Checks, e.Log)
+	if err != nil {
 		e.NC.Close()
 		return nil, err
 	}
+	stopPprof, err := telemetry.ServePprof(c.String("pprof-addr"), e.Log)
+	if err != nil {
+		stopMetrics()
+		e.NC.Close()
+		return nil, err
+	}
+	e.stopServe = func() { stopPprof(); stopMetrics() }
 	return e, nil
 }
 

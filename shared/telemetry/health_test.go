@@ -111,7 +111,9 @@ func TestServe(t *testing.T) {
 		resp.Body.Close()
 		return resp.StatusCode, string(body)
 	}
-	for path, want := range map[string]int{"/healthz": 200, "/readyz": 503, "/metrics": 200, "/debug/pprof/": 200} {
+	// The profiler is not on the metrics port (issue 18 item 5): ServePprof serves it elsewhere.
+	for path, want := range map[string]int{"/healthz": 200, "/readyz": 503, "/metrics": 200,
+		"/debug/pprof/": 404, "/debug/pprof/cmdline": 404, "/debug/pprof/goroutine?debug=2": 404, "/debug/pprof/profile?seconds=1": 404} {
 		code, body := get(path)
 		if code != want {
 			t.Errorf("GET %s = %d, want %d: %s", path, code, want, body)
