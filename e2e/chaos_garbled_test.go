@@ -36,8 +36,11 @@ func md5hex(b []byte) string { s := md5.Sum(b); return hex.EncodeToString(s[:]) 
 // garbledSet is one round of garbled messages; sfx keeps rounds apart.
 func garbledSet(n bus.Names, rules *keyrules.Rules, prefix, good, sfx string, first bool) []garbled {
 	body := []byte("0123456789")
+	// The uploader and verifier map Ferry-Key with the job's rules themselves: a message is
+	// checked for what it is garbled in only when its S3 key is the rules' one.
+	s3Of := func(key string) string { k, _ := rules.Map(key); return k }
 	blob := func(over map[string]string) map[string]string {
-		h := map[string]string{bus.HdrKey: "garbled-blob" + sfx, bus.HdrS3Key: prefix + "blob" + sfx + ".jpg",
+		h := map[string]string{bus.HdrKey: "garbled-blob" + sfx, bus.HdrS3Key: s3Of("garbled-blob" + sfx),
 			bus.HdrSize: "10", bus.HdrMD5: md5hex(body), bus.HdrContentType: "image/jpeg", bus.HdrSource: "garbled"}
 		for k, v := range over {
 			h[k] = v
@@ -67,7 +70,10 @@ func garbledSet(n bus.Names, rules *keyrules.Rules, prefix, good, sfx string, fi
 			bus.HdrSize: strconv.Itoa(len(goodBlob)), bus.HdrMD5: md5hex(goodBlob), bus.HdrSource: "handmade"}, body: goodBlob, want: outcomeVerified},
 		{name: "UPLOADED: malformed MD5", subject: n.UploadedSubject, id: "g-up-md5" + sfx, hdr: blob(map[string]string{bus.HdrMD5: "xyz"}), want: "verifier/verify_mismatch"},
 		{name: "UPLOADED: no headers", subject: n.UploadedSubject, body: []byte("garbled uploaded without headers" + sfx), want: "verifier/verify_mismatch"},
-		{name: "UPLOADED: object not in S3", subject: n.UploadedSubject, id: "g-up-missing" + sfx, hdr: blob(map[string]string{bus.HdrS3Key: prefix + "missing" + sfx + ".jpg"}), want: "verifier/verify_missing"},
+		{name: "UPLOADED: object not in S3", subject: n.UploadedSubject, id: "g-up-missing" + sfx, hdr: blob(map[string]string{bus.HdrKey: "garbled-missing" + sfx, bus.HdrS3Key: s3Of("garbled-missing" + sfx)}), want: "verifier/verify_missing"},
+		{name: "BLOBS: an S3 key outside the job's rules (path traversal)", subject: n.BlobsSubject, id: "g-blobs-traversal" + sfx, hdr: blob(map[string]string{bus.HdrS3Key: prefix + "../../../other-prefix/x" + sfx}), body: body, want: "uploader/upload_error"},
+		{name: "BLOBS: an S3 key S3 would fold (./ and //)", subject: n.BlobsSubject, id: "g-blobs-fold" + sfx, hdr: blob(map[string]string{bus.HdrS3Key: prefix + "b/./c//d" + sfx}), body: body, want: "uploader/upload_error"},
+		{name: "UPLOADED: another key's S3 key", subject: n.UploadedSubject, id: "g-up-other" + sfx, hdr: blob(map[string]string{bus.HdrS3Key: goodS3}), want: "verifier/verify_mismatch"},
 		{name: "ADVISORIES: not JSON", subject: adv, id: "g-adv-json" + sfx, body: []byte("{not json" + sfx), want: "advisor/max_deliveries"},
 		{name: "ADVISORIES: sequence not in KEYS (ignored)", subject: adv, id: "g-adv-seq" + sfx,
 			body: fmt.Appendf(nil, `{"stream":%q,"consumer":"fetcher","stream_seq":999999999,"deliveries":10}`, n.Keys)},
