@@ -336,7 +336,13 @@ func (l *List) decode(br *bufio.Reader, offset int64, prefix io.Writer) error {
 		l.closers = append(l.closers, zr.Close)
 		l.r, l.compressed = zr, true
 	case "zstd":
-		zr, err := zstd.NewReader(br, zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true))
+		if err := checkWindow(br); err != nil {
+			return fmt.Errorf("key list %s: %w", l.name, err)
+		}
+		// The window bounds the decoder's memory (about one window, with lowmem). MaxMemory caps
+		// it too, as it is what bounds a single-segment frame, whose window is its whole content.
+		zr, err := zstd.NewReader(br, zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true),
+			zstd.WithDecoderMaxWindow(MaxWindow), zstd.WithDecoderMaxMemory(MaxWindow))
 		if err != nil {
 			return fmt.Errorf("key list %s: zstd: %w", l.name, err)
 		}
@@ -354,8 +360,39 @@ func (l *List) decode(br *bufio.Reader, offset int64, prefix io.Writer) error {
 			if errors.Is(err, io.EOF) {
 				return fmt.Errorf("key list %s: offset %d is %w (%d bytes)", l.name, offset, ErrShort, n)
 			}
-			return fmt.Errorf("key list %s: %w", l.name, err)
+			return l.readError(err)
 		}
+	}
+	return nil
+}
+
+// MaxWindow is the largest zstd window a key list may ask for: 32 MiB, which is what decoding
+// costs in memory (the decoder keeps one window of history). It is 4 times the window of every
+// standard zstd level up to -19 (8 MiB) and that of --ultra -20 (32 MiB); -21, -22 and --long
+// (64 and 128 MiB) are refused, so that a producer holds its 256 MiB pod limit against any list
+// (the decoder's own default, 512 MiB, let a 66 KB list take 552 MB).
+const MaxWindow = 32 << 20
+
+// ErrWindowTooLarge: a zstd frame of a key list needs a window over MaxWindow.
+var ErrWindowTooLarge = errors.New("zstd window over ferry's 32 MiB cap")
+
+// recompress says how to make a list that ErrWindowTooLarge refuses readable.
+const recompress = "recompress it at a standard level, e.g. zstd -dc LIST | zstd -19 -o NEW, or with --long=25 at most"
+
+// checkWindow refuses, before the decoder allocates anything, a zstd stream whose first frame
+// needs a window over MaxWindow; the decoder's own limits refuse a later frame (Read).
+func checkWindow(br *bufio.Reader) error {
+	head, _ := br.Peek(zstd.HeaderMaxSize) // a short list: Decode says what is missing
+	var h zstd.Header
+	if h.Decode(head) != nil || h.Skippable {
+		return nil // the decoder says what is wrong
+	}
+	w := h.WindowSize
+	if h.SingleSegment {
+		w = h.FrameContentSize
+	}
+	if w > MaxWindow {
+		return fmt.Errorf("%w: its first frame needs %d MiB: %s", ErrWindowTooLarge, (w+(1<<20)-1)>>20, recompress)
 	}
 	return nil
 }
@@ -364,9 +401,17 @@ func (l *List) decode(br *bufio.Reader, offset int64, prefix io.Writer) error {
 func (l *List) Read(p []byte) (int, error) {
 	n, err := l.r.Read(p)
 	if err != nil && !errors.Is(err, io.EOF) {
-		err = fmt.Errorf("key list %s: %w", l.name, err)
+		err = l.readError(err)
 	}
 	return n, err
+}
+
+// readError wraps an error of the decompressor or the file, naming the list.
+func (l *List) readError(err error) error {
+	if errors.Is(err, zstd.ErrWindowSizeExceeded) || errors.Is(err, zstd.ErrDecoderSizeExceeded) {
+		return fmt.Errorf("key list %s: %w: a frame after the first needs more (%v): %s", l.name, ErrWindowTooLarge, err, recompress)
+	}
+	return fmt.Errorf("key list %s: %w", l.name, err)
 }
 
 // Close releases the decompressor and the file or connection.
