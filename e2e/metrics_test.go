@@ -3,14 +3,12 @@
 package e2e
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"io"
 	"net/http"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -18,6 +16,7 @@ import (
 	"github.com/ferry-migrate/ferry/shared/blobstore"
 	"github.com/ferry-migrate/ferry/shared/config"
 	"github.com/ferry-migrate/ferry/shared/keyrules"
+	"github.com/ferry-migrate/ferry/shared/promtext"
 	"github.com/ferry-migrate/ferry/tools/seed"
 )
 
@@ -70,7 +69,7 @@ func TestMetricsEndpoints(t *testing.T) {
 				t.Errorf("%s /healthz: %d", s, code)
 			}
 			m := scrapeMetrics(t, a)
-			if m.sum("ferry_in_flight", nil) > 0 {
+			if m.Sum("ferry_in_flight", nil) > 0 {
 				sawInFlight = true
 			}
 		}
@@ -109,12 +108,12 @@ func TestMetricsEndpoints(t *testing.T) {
 		got  float64
 		want uint64
 	}{
-		{"fetcher ok", fm.sum("ferry_messages_total", with("stage", "fetcher", "outcome", "ok")), wantVerified},
-		{"fetcher dead", fm.sum("ferry_messages_total", with("stage", "fetcher", "outcome", "dead")), dead["fetcher/not_found"]},
-		{"uploader ok", um.sum("ferry_messages_total", with("stage", "uploader", "outcome", "ok")), wantVerified},
-		{"verifier ok = DONE", vm.sum("ferry_messages_total", with("stage", "verifier", "outcome", "ok")), done},
-		{"PUTs ok", um.sum("ferry_s3_request_seconds_count", with("operation", "PutObject", "result", "ok")), wantVerified},
-		{"dlq gauge (verifier's view)", vm.sum("ferry_dlq_messages", with("stage", "fetcher", "reason", "not_found")), absent},
+		{"fetcher ok", fm.Sum("ferry_messages_total", with("stage", "fetcher", "outcome", "ok")), wantVerified},
+		{"fetcher dead", fm.Sum("ferry_messages_total", with("stage", "fetcher", "outcome", "dead")), dead["fetcher/not_found"]},
+		{"uploader ok", um.Sum("ferry_messages_total", with("stage", "uploader", "outcome", "ok")), wantVerified},
+		{"verifier ok = DONE", vm.Sum("ferry_messages_total", with("stage", "verifier", "outcome", "ok")), done},
+		{"PUTs ok", um.Sum("ferry_s3_request_seconds_count", with("operation", "PutObject", "result", "ok")), wantVerified},
+		{"dlq gauge (verifier's view)", vm.Sum("ferry_dlq_messages", with("stage", "fetcher", "reason", "not_found")), absent},
 	} {
 		if uint64(c.got) != c.want {
 			t.Errorf("%s: metric %g, want %d", c.what, c.got, c.want)
@@ -122,7 +121,7 @@ func TestMetricsEndpoints(t *testing.T) {
 	}
 	for _, c := range []struct {
 		what string
-		m    metricSet
+		m    promtext.Samples
 		name string
 		l    map[string]string
 	}{
@@ -134,11 +133,11 @@ func TestMetricsEndpoints(t *testing.T) {
 		{"HEADs", vm, "ferry_s3_request_seconds_count", with("operation", "HeadObject", "result", "ok")},
 		{"ready nats", um, "ferry_ready", with("check", "nats")},
 	} {
-		if v := c.m.sum(c.name, c.l); v <= 0 {
+		if v := c.m.Sum(c.name, c.l); v <= 0 {
 			t.Errorf("%s: %s%v = %g, want > 0", c.what, c.name, c.l, v)
 		}
 	}
-	if v := vm.sum("ferry_s3_request_seconds_count", with("operation", "HeadObject", "result", "ok")); uint64(v) < done {
+	if v := vm.Sum("ferry_s3_request_seconds_count", with("operation", "HeadObject", "result", "ok")); uint64(v) < done {
 		t.Errorf("verifier HEADs ok %g < verified %d", v, done)
 	}
 }
@@ -180,62 +179,12 @@ func httpGet(t *testing.T, addr, path string) (int, string) {
 	return resp.StatusCode, string(b)
 }
 
-type metricSample struct {
-	name   string
-	labels map[string]string
-	value  float64
-}
-
-type metricSet []metricSample
-
-// sum adds the samples of name whose labels include every one of match.
-func (m metricSet) sum(name string, match map[string]string) float64 {
-	var total float64
-next:
-	for _, s := range m {
-		if s.name != name {
-			continue
-		}
-		for k, v := range match {
-			if s.labels[k] != v {
-				continue next
-			}
-		}
-		total += s.value
-	}
-	return total
-}
-
-// scrapeMetrics parses the text exposition of http://addr/metrics (no escaped quotes in ferry's
-// label values).
-func scrapeMetrics(t *testing.T, addr string) metricSet {
+// scrapeMetrics reads http://addr/metrics; nil while the process does not answer.
+func scrapeMetrics(t *testing.T, addr string) promtext.Samples {
 	t.Helper()
-	code, body := httpGet(t, addr, "/metrics")
-	if code != http.StatusOK {
+	s, err := promtext.Scrape(context.Background(), addr)
+	if err != nil {
 		return nil
 	}
-	var out metricSet
-	sc := bufio.NewScanner(strings.NewReader(body))
-	for sc.Scan() {
-		line := sc.Text()
-		if line == "" || line[0] == '#' {
-			continue
-		}
-		i := strings.LastIndexByte(line, ' ')
-		v, err := strconv.ParseFloat(line[i+1:], 64)
-		if err != nil {
-			continue
-		}
-		s := metricSample{name: line[:i], labels: map[string]string{}, value: v}
-		if j := strings.IndexByte(s.name, '{'); j >= 0 {
-			for _, kv := range strings.Split(strings.TrimSuffix(s.name[j+1:], "}"), ",") {
-				if k, v, ok := strings.Cut(kv, "="); ok {
-					s.labels[k] = strings.Trim(v, `"`)
-				}
-			}
-			s.name = s.name[:j]
-		}
-		out = append(out, s)
-	}
-	return out
+	return s
 }

@@ -3,15 +3,12 @@
 package e2e
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -22,6 +19,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/ferry-migrate/ferry/shared/config"
+	"github.com/ferry-migrate/ferry/shared/promtext"
 	"github.com/ferry-migrate/ferry/tools/seed"
 )
 
@@ -36,38 +34,15 @@ func freeAddr(t *testing.T) string {
 	return l.Addr().String()
 }
 
-// scrape sums the samples of metric whose labels contain every one of match (e.g. `result="found"`).
-// It returns -1 when the endpoint does not answer.
+// scrape sums the samples of metric whose labels include match (pairs: "stage", "fetcher"). It
+// returns -1 when the endpoint does not answer or has no such sample.
 func scrape(addr, metric string, match ...string) float64 {
-	resp, err := http.Get("http://" + addr + "/metrics")
-	if err != nil {
+	s, err := promtext.Scrape(context.Background(), addr)
+	l := promtext.Labels(match...)
+	if err != nil || !s.Has(metric, l) {
 		return -1
 	}
-	defer resp.Body.Close()
-	total, seen := 0.0, false
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-lines:
-	for sc.Scan() {
-		line := sc.Text()
-		if !strings.HasPrefix(line, metric+"{") && !strings.HasPrefix(line, metric+" ") {
-			continue
-		}
-		for _, m := range match {
-			if !strings.Contains(line, m) {
-				continue lines
-			}
-		}
-		f := strings.Fields(line)
-		v, err := strconv.ParseFloat(f[len(f)-1], 64)
-		if err == nil {
-			total, seen = total+v, true
-		}
-	}
-	if !seen {
-		return -1
-	}
-	return total
+	return s.Sum(metric, l)
 }
 
 // writeKeyFile writes keys, one a line.
@@ -103,7 +78,7 @@ func TestThrottleLive(t *testing.T) {
 	}
 	time.Sleep(time.Second) // past the first burst
 	at50 := rate(8 * time.Second)
-	if g := scrape(metrics, "ferry_rate_limit", `stage="fetcher"`, `kind="reads"`); g != 50 {
+	if g := scrape(metrics, "ferry_rate_limit", "stage", "fetcher", "kind", "reads"); g != 50 {
 		t.Errorf("ferry_rate_limit{stage=fetcher,kind=reads} = %v, want 50", g)
 	}
 	changed := time.Now()
@@ -119,8 +94,8 @@ func TestThrottleLive(t *testing.T) {
 	at200 := rate(8 * time.Second)
 	h.run("throttle", "--concurrency", "2")
 	time.Sleep(1500 * time.Millisecond)
-	limit := scrape(metrics, "ferry_concurrency_limit", `stage="fetcher"`)
-	inflight := scrape(metrics, "ferry_in_flight", `stage="fetcher"`)
+	limit := scrape(metrics, "ferry_concurrency_limit", "stage", "fetcher")
+	inflight := scrape(metrics, "ferry_in_flight", "stage", "fetcher")
 	t.Logf("read rate: %.1f/s at --reads-per-sec 50, %.1f/s at 200 (new rate seen %s after the change); after --concurrency 2: limit gauge %v, in flight %v",
 		at50, at200, seen.Round(100*time.Millisecond), limit, inflight)
 	if at50 < 40 || at50 > 60 {
@@ -262,7 +237,7 @@ func TestAdaptiveUnderLatency(t *testing.T) {
 			}
 			f := h.start("fetcher", args...)
 			reads := func(result string) float64 {
-				return max(scrape(metrics, "ferry_fetcher_reads_total", `result="`+result+`"`), 0)
+				return max(scrape(metrics, "ferry_fetcher_reads_total", "result", result), 0)
 			}
 			h.waitUntil(30*time.Second, func() string { return "fetcher reading" }, func() bool { return reads("found") > 0 })
 
@@ -278,8 +253,8 @@ func TestAdaptiveUnderLatency(t *testing.T) {
 				end := time.Now().Add(d)
 				for time.Now().Before(end) {
 					points = append(points, point{at: time.Since(start), phase: phase,
-						limit: scrape(metrics, "ferry_concurrency_limit", `stage="fetcher"`),
-						inUse: scrape(metrics, "ferry_in_flight", `stage="fetcher"`),
+						limit: scrape(metrics, "ferry_concurrency_limit", "stage", "fetcher"),
+						inUse: scrape(metrics, "ferry_in_flight", "stage", "fetcher"),
 						found: reads("found"), errors: reads("error")})
 					time.Sleep(time.Second)
 				}
