@@ -9,6 +9,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -37,7 +38,7 @@ import (
 // something breaks, then reconciles: each key that entered is verified in S3 (its bytes read back
 // and compared) or in the DLQ with the expected reason; lost = 0. The short versions (TestFault*)
 // run in `make test`; the long ones (TestChaos*) only with FERRY_CHAOS=1 (`make chaos`).
-// TestChaosReport prints the table of every scenario that ran.
+// TestMain prints the table of every scenario that ran.
 
 func chaosOn() bool { return os.Getenv("FERRY_CHAOS") == "1" }
 
@@ -88,6 +89,44 @@ func (r *rig) addRow(rw *row) {
 	report.rows = append(report.rows, rw)
 	report.mu.Unlock()
 	r.rows = append(r.rows, rw)
+}
+
+// reliabilityTable is the markdown table of the scenarios' rows.
+func reliabilityTable(rows []*row) string {
+	var b strings.Builder
+	b.WriteString("| scenario | keys in | verified | DLQ by reason | lost | duplicate PUTs | wall | result | notes |\n")
+	b.WriteString("| --- | ---: | ---: | --- | ---: | ---: | ---: | --- | --- |\n")
+	for _, r := range rows {
+		keysIn, verified, lost := "-", "-", "-"
+		if r.keysIn > 0 || r.note != "did not finish" {
+			keysIn, verified, lost = strconv.Itoa(r.keysIn), strconv.Itoa(r.verified), strconv.Itoa(r.lost)
+		}
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", r.scenario, keysIn, verified,
+			r.deadString(), lost, r.dupPUTs, r.wall.Round(time.Second), r.result, strings.ReplaceAll(r.note, "|", "/"))
+	}
+	return b.String()
+}
+
+// printReport prints the reliability table of every fault scenario that ran, once the tests are
+// done (TestMain): on w with FERRY_CHAOS=1 (make chaos) or -v, and into $FERRY_CHAOS_REPORT when
+// set. Nothing when no scenario ran.
+func printReport(w io.Writer, verbose bool) error {
+	report.mu.Lock()
+	rows := append([]*row(nil), report.rows...)
+	report.mu.Unlock()
+	if len(rows) == 0 {
+		return nil
+	}
+	table := reliabilityTable(rows)
+	if chaosOn() || verbose {
+		fmt.Fprintf(w, "\nferry reliability (%s)\n\n%s\n", time.Now().Format(time.DateTime), table)
+	}
+	if path := os.Getenv("FERRY_CHAOS_REPORT"); path != "" {
+		if err := os.WriteFile(path, []byte(table), 0o644); err != nil {
+			return fmt.Errorf("FERRY_CHAOS_REPORT: %w", err)
+		}
+	}
+	return nil
 }
 
 func (r *row) deadString() string {

@@ -58,6 +58,10 @@ func TestMain(m *testing.M) {
 		os.Setenv("AWS_SECRET_ACCESS_KEY", "ferrylocalsecret")
 	}
 	code := m.Run()
+	if err := printReport(os.Stdout, testing.Verbose()); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		code = max(code, 1)
+	}
 	os.RemoveAll(dir)
 	os.Exit(code)
 }
