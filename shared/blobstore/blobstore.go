@@ -62,6 +62,9 @@ func New(ctx context.Context, d config.Destination, concurrency int) (*Client, e
 	if timeout <= 0 {
 		timeout = 60 * time.Second
 	}
+	if r := d.Plaintext(); r != "" {
+		config.WarnPlaintext(r) // warn, not refuse: see shared/config/plaintext.go
+	}
 	roots, err := rootCAs(d.CABundle)
 	if err != nil {
 		return nil, fmt.Errorf("s3 client for bucket %s: %w", d.Bucket, err)

@@ -81,6 +81,20 @@ func Connect(ctx context.Context, url, name string, opts ...nats.Option) (*nats.
 	return nc, js, nil
 }
 
+// InClear reports, in one line, that nc sends a password or token (secret: one was given, by
+// --nats-user or in the URL) in clear: the connection is not TLS (nats:// to a server that does
+// not ask for TLS) and the server is not loopback. "" otherwise: NKEY and creds authentication
+// send a signature, never the seed.
+func InClear(nc *nats.Conn, secret bool) string {
+	if !secret || nc == nil {
+		return ""
+	}
+	if _, err := nc.TLSConnectionState(); err == nil || config.Loopback(nc.ConnectedAddr()) {
+		return ""
+	}
+	return fmt.Sprintf("NATS server %s: the password or token crosses the network in clear (no TLS); use tls:// with --nats-ca, or --nats-creds or --nats-nkey (never sent), or --nats-allow-plaintext (FERRY_NATS_ALLOW_PLAINTEXT) if that is deliberate", Redact(nc.ConnectedUrl()))
+}
+
 // accountInfo asks for the account's JetStream info, ending the wait at the first permissions
 // violation (WhileAllowed).
 func accountInfo(ctx context.Context, nc *nats.Conn, js jetstream.JetStream) error {

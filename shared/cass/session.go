@@ -104,6 +104,9 @@ func ClusterConfig(t config.Target, concurrency int) (*gocql.ClusterConfig, erro
 			return nil, err
 		}
 		c.Authenticator = gocql.PasswordAuthenticator{Username: t.Username, Password: pw}
+		if r := t.Plaintext(); r != "" {
+			config.WarnPlaintext(r) // warn, not refuse: see shared/config/plaintext.go
+		}
 	}
 	if t.TLS != nil {
 		tc, err := TLSConfig(*t.TLS)

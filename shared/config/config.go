@@ -50,6 +50,9 @@ type Target struct {
 	PasswordFile string `yaml:"password_file"`
 	// TLS turns on client-to-node TLS; absent: clear text. "tls: {}" verifies against the system's CAs.
 	TLS *TargetTLS `yaml:"tls"`
+	// AllowPlaintext declares that a username without tls, to hosts that are not loopback, is
+	// deliberate (the network is encrypted below ferry): no warning at start (Plaintext).
+	AllowPlaintext bool `yaml:"allow_plaintext"`
 }
 
 // TargetTLS is client-to-node TLS for a read target (client_encryption_options on the nodes).
@@ -88,6 +91,9 @@ type Destination struct {
 	// owner record (written by another tool or by hand). Default false: such a key is
 	// dead-lettered upload_error and the object is left as it is.
 	ReplaceUnowned bool `yaml:"replace_unowned"`
+	// AllowPlaintext declares that an http:// endpoint to a host that is not loopback is
+	// deliberate: no warning at start (Plaintext).
+	AllowPlaintext bool `yaml:"allow_plaintext"`
 }
 
 // Checksum values of Destination.Checksum.
@@ -270,6 +276,9 @@ func (t Target) Validate() error {
 		if err := t.TLS.Validate(); err != nil {
 			errs = append(errs, fmt.Errorf("tls: %w", err))
 		}
+		if t.AllowPlaintext {
+			errs = append(errs, errors.New("allow_plaintext: true, but tls is set: nothing is in clear; remove allow_plaintext"))
+		}
 	}
 	return errors.Join(errs...)
 }
@@ -339,6 +348,9 @@ func (d Destination) Validate() error {
 	}
 	if d.Timeout < 0 {
 		errs = append(errs, errors.New("timeout: must not be negative"))
+	}
+	if d.AllowPlaintext && !strings.HasPrefix(d.Endpoint, "http://") {
+		errs = append(errs, fmt.Errorf("allow_plaintext: true, but the endpoint is not http:// (%q): nothing is in clear; remove allow_plaintext", d.Endpoint))
 	}
 	if d.CABundle != "" {
 		if _, err := LoadCABundle(d.CABundle); err != nil {

@@ -39,6 +39,7 @@ func GlobalFlags() []cli.Flag {
 		&cli.StringFlag{Name: "nats-ca", EnvVars: []string{"FERRY_NATS_CA"}, Category: natsCategory, Usage: "PEM file of the CAs that sign the NATS server certificate (TLS)"},
 		&cli.StringFlag{Name: "nats-cert", EnvVars: []string{"FERRY_NATS_CERT"}, Category: natsCategory, Usage: "PEM client certificate for NATS (mutual TLS), with --nats-key"},
 		&cli.StringFlag{Name: "nats-key", EnvVars: []string{"FERRY_NATS_KEY"}, Category: natsCategory, Usage: "PEM private key of --nats-cert"},
+		&cli.BoolFlag{Name: "nats-allow-plaintext", EnvVars: []string{"FERRY_NATS_ALLOW_PLAINTEXT"}, Category: natsCategory, Usage: "a password or token sent to a NATS server that is not loopback without TLS is deliberate: no warning at start"},
 		&cli.StringFlag{Name: "nats-inbox-prefix", Value: bus.DefaultInboxPrefix, EnvVars: []string{"FERRY_NATS_INBOX_PREFIX"}, Category: natsCategory, Usage: "subject prefix of the replies this process receives, e.g. _INBOX_fetcher, so that the server can keep each service's replies to its own user"},
 		&cli.StringFlag{Name: "job", Value: "default", EnvVars: []string{"FERRY_JOB"}, Usage: "job name: letters, digits, '_' and '-'; names the streams"},
 		&cli.StringFlag{Name: "config", Value: "ferry.yaml", EnvVars: []string{"FERRY_CONFIG"}, Usage: "job file: source read targets, destination, key rules"},
@@ -165,7 +166,15 @@ func connect(ctx context.Context, c *cli.Context, name string) (*nats.Conn, jets
 	if err != nil {
 		return nil, nil, config.Invalid(err)
 	}
-	return bus.Connect(ctx, url, name, opts...)
+	nc, js, err := bus.Connect(ctx, url, name, opts...)
+	if err != nil {
+		return nil, nil, err
+	}
+	// Warn, not refuse, as for the job file's settings: see shared/config/plaintext.go.
+	if r := bus.InClear(nc, cl.User != "" || strings.Contains(url, "@")); r != "" && !c.Bool("nats-allow-plaintext") {
+		config.WarnPlaintext(r)
+	}
+	return nc, js, nil
 }
 
 // Env is an open service environment. Close it when done.
