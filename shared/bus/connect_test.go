@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -355,4 +357,53 @@ func TestConnectBadURLHidesPassword(t *testing.T) {
 	if strings.Contains(logged.String(), "sekr") || strings.Contains(logged.String(), "etxq") {
 		t.Errorf("the log shows a password: %s", logged.String())
 	}
+}
+
+// TestReconnectLogHidesToken: the "nats reconnected" line names the server without its token.
+// Before, it used nats.go's ConnectedUrlRedacted, which hides a password but not a token.
+func TestReconnectLogHidesToken(t *testing.T) {
+	var logged syncBuilder
+	old := slog.Default()
+	slog.SetDefault(slog.New(slog.NewTextHandler(&logged, nil)))
+	defer slog.SetDefault(old)
+	opts := &server.Options{Host: "127.0.0.1", Port: server.RANDOM_PORT, NoSigs: true, NoLog: true,
+		JetStream: true, StoreDir: t.TempDir(), Authorization: "tok-sekretxq"}
+	srv := startServer(t, opts)
+	url := strings.Replace(srv.ClientURL(), "://", "://tok-sekretxq@", 1)
+	nc, _, err := Connect(context.Background(), url, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	again := *opts
+	again.Port = srv.Addr().(*net.TCPAddr).Port
+	srv.Shutdown()
+	srv.WaitForShutdown()
+	startServer(t, &again)
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(logged.String(), "nats reconnected"); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no reconnection logged: %s", logged.String())
+		}
+	}
+	if out := logged.String(); strings.Contains(out, "sekretxq") || !strings.Contains(out, "redacted@127.0.0.1") {
+		t.Errorf("log %q: want the server named, its token redacted", out)
+	}
+}
+
+// syncBuilder is a strings.Builder safe for the client's callback goroutine.
+type syncBuilder struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuilder) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuilder) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
