@@ -43,7 +43,8 @@ func Connect(ctx context.Context, url, name string, opts ...nats.Option) (*nats.
 				slog.Warn("nats disconnected", "err", err)
 			}
 		}),
-		nats.ReconnectHandler(func(c *nats.Conn) { slog.Info("nats reconnected", "url", Redact(c.ConnectedUrl())) // ConnectedUrlRedacted shows a token }),
+		// Redact, not ConnectedUrlRedacted, which hides a password but not a token.
+		nats.ReconnectHandler(func(c *nats.Conn) { slog.Info("nats reconnected", "url", Redact(c.ConnectedUrl())) }),
 		// Async errors (a permissions violation, a slow consumer) in the service's log, not
 		// printed raw on stderr by nats.go's default handler.
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { slog.Warn("nats async error", "err", err) }),
