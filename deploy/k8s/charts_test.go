@@ -1,6 +1,7 @@
 package k8s
 
 import (
+	"errors"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -30,6 +31,9 @@ func helmCommands(t *testing.T, root string) map[string][]string {
 	t.Helper()
 	out := map[string][]string{}
 	err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil // removed while walking: other work goes on in this tree
+		}
 		if err != nil {
 			return err
 		}
@@ -43,12 +47,17 @@ func helmCommands(t *testing.T, root string) map[string][]string {
 		if strings.HasSuffix(name, ".go") || !d.Type().IsRegular() {
 			return nil
 		}
-		if info, err := d.Info(); err != nil || info.Size() > 1<<20 {
+		info, err := d.Info()
+		if errors.Is(err, fs.ErrNotExist) || (err == nil && info.Size() > 1<<20) {
+			return nil
+		} else if err != nil {
 			return err
 		}
 		b, err := os.ReadFile(path)
-		if err != nil || strings.ContainsRune(string(b[:min(len(b), 512)]), 0) {
-			return err // binary
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil
+		} else if err != nil || strings.ContainsRune(string(b[:min(len(b), 512)]), 0) {
+			return err // nil for a binary file: skipped
 		}
 		joined := strings.ReplaceAll(string(b), "\\\n", " ")
 		for _, line := range strings.Split(joined, "\n") {

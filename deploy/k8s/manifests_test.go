@@ -3,7 +3,9 @@
 // (an unknown or misspelled field fails), and checks the rules the README promises: probes on the
 // metrics port, a grace period longer than the 30 s drain, non-root pods, one PodDisruptionBudget
 // and one KEDA ScaledObject per stage on the stage's own stream and consumer, and a job file that
-// ferry itself accepts.
+// ferry itself accepts. security_test.go adds NATS over TLS, one NATS identity per pod (admin for
+// the setup Job alone), the NetworkPolicies here and in nats-values.yaml, and nats-secrets.sh;
+// charts_test.go the pinned Helm charts.
 package k8s
 
 import (
@@ -23,6 +25,7 @@ import (
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -72,21 +75,22 @@ type scaledObject struct {
 
 // objects is one rendered kustomization, by kind and name.
 type objects struct {
-	namespaces    map[string]*corev1.Namespace
-	configMaps    map[string]*corev1.ConfigMap
-	secrets       map[string]*corev1.Secret
-	services      map[string]*corev1.Service
-	deployments   map[string]*appsv1.Deployment
-	jobs          map[string]*batchv1.Job
-	pdbs          map[string]*policyv1.PodDisruptionBudget
-	scaledObjects map[string]*scaledObject
+	namespaces      map[string]*corev1.Namespace
+	configMaps      map[string]*corev1.ConfigMap
+	secrets         map[string]*corev1.Secret
+	services        map[string]*corev1.Service
+	deployments     map[string]*appsv1.Deployment
+	jobs            map[string]*batchv1.Job
+	pdbs            map[string]*policyv1.PodDisruptionBudget
+	scaledObjects   map[string]*scaledObject
+	networkPolicies map[string]*networkingv1.NetworkPolicy
 }
 
 // apiVersions is the group/version each kind must be written in.
 var apiVersions = map[string]string{
 	"Namespace": "v1", "ConfigMap": "v1", "Secret": "v1", "Service": "v1",
 	"Deployment": "apps/v1", "Job": "batch/v1", "PodDisruptionBudget": "policy/v1",
-	"ScaledObject": "keda.sh/v1alpha1",
+	"ScaledObject": "keda.sh/v1alpha1", "NetworkPolicy": "networking.k8s.io/v1",
 }
 
 // render builds the kustomization in dir (as `kubectl kustomize dir`) and decodes every object.
@@ -101,6 +105,7 @@ func render(t *testing.T, dir string) *objects {
 		secrets: map[string]*corev1.Secret{}, services: map[string]*corev1.Service{},
 		deployments: map[string]*appsv1.Deployment{}, jobs: map[string]*batchv1.Job{},
 		pdbs: map[string]*policyv1.PodDisruptionBudget{}, scaledObjects: map[string]*scaledObject{},
+		networkPolicies: map[string]*networkingv1.NetworkPolicy{},
 	}
 	for _, r := range m.Resources() {
 		y, err := r.AsYAML()
@@ -132,6 +137,8 @@ func render(t *testing.T, dir string) *objects {
 			dst = into(o.pdbs, name)
 		case "ScaledObject":
 			dst = into(o.scaledObjects, name)
+		case "NetworkPolicy":
+			dst = into(o.networkPolicies, name)
 		}
 		if err := decodeStrict(y, dst); err != nil {
 			t.Errorf("%s %s: %v", kind, name, err)
@@ -230,9 +237,15 @@ func TestBase(t *testing.T) {
 func TestOverlayLocal(t *testing.T) {
 	o := render(t, filepath.Join("overlays", "local"))
 	check(t, o, "localhost/ferry:dev")
-	for _, name := range []string{"ferry-aws", "ferry-cassandra", "ferry-nats"} {
+	for _, name := range []string{"ferry-aws", "ferry-cassandra"} {
 		if o.secrets[name] == nil {
 			t.Errorf("overlay local: example Secret %s missing", name)
+		}
+	}
+	for obj := range deploymentCreates() {
+		kind, name, _ := strings.Cut(obj, "/")
+		if (kind == "Secret" && o.secrets[name] == nil) || (kind == "ConfigMap" && o.configMaps[name] == nil) {
+			t.Errorf("overlay local: no example %s (a deployment creates it)", obj)
 		}
 	}
 	for name, d := range o.deployments {
@@ -292,9 +305,6 @@ func check(t *testing.T, o *objects, image string) {
 	job := env.Data["FERRY_JOB"]
 	if err := config.ValidateJobName(job); err != nil {
 		t.Errorf("ferry-env FERRY_JOB: %v", err)
-	}
-	if u, err := url.Parse(env.Data["FERRY_NATS"]); err != nil || u.Scheme != "nats" || u.Port() == "" {
-		t.Errorf("ferry-env FERRY_NATS %q: want nats://host:port", env.Data["FERRY_NATS"])
 	}
 	if _, ok := env.Data["FERRY_NATS_INBOX_PREFIX"]; ok {
 		t.Errorf("ferry-env sets FERRY_NATS_INBOX_PREFIX: it is per service (each workload's env)")
@@ -422,8 +432,8 @@ func check(t *testing.T, o *objects, image string) {
 			t.Errorf("ScaledObject %s (%s): stream/consumer %s/%s, want %s/%s",
 				name, stage, md["stream"], md["consumer"], want[0], want[1])
 		}
-		if md["account"] == "" {
-			t.Errorf("ScaledObject %s: no account (\"$G\" without NATS accounts)", name)
+		if accounts := secureConfAccounts(t); !slices.Contains(accounts, md["account"]) {
+			t.Errorf("ScaledObject %s: account %q, want the job's NATS account, one of %v (deploy/nats/secure.conf)", name, md["account"], accounts)
 		}
 		if n, err := strconv.ParseInt(md["lagThreshold"], 10, 64); err != nil || n <= 0 {
 			t.Errorf("ScaledObject %s: lagThreshold %q, want a positive integer", name, md["lagThreshold"])
@@ -501,6 +511,13 @@ func check(t *testing.T, o *objects, image string) {
 			t.Errorf("Service %s: want one port to the metrics port", name)
 		}
 	}
+
+	// NATS: TLS, one identity per pod, admin for setup alone; and the NetworkPolicies.
+	checkNATSAccess(t, o, env)
+	for _, np := range o.networkPolicies {
+		inNamespace("NetworkPolicy", np.ObjectMeta)
+	}
+	checkNetworkPolicies(t, o, metricsPort)
 }
 
 // checkPod applies the rules of every ferry pod: one container of the ferry image, the non-root
@@ -557,13 +574,15 @@ func checkPod(t *testing.T, o *objects, what string, ps *corev1.PodSpec, image, 
 	}
 
 	// References.
+	// A reference must exist, be optional, or be one of the objects every deployment creates.
+	provided := deploymentCreates()
 	hasCM := func(name string, optional *bool) {
-		if o.configMaps[name] == nil && (optional == nil || !*optional) {
+		if o.configMaps[name] == nil && (optional == nil || !*optional) && !provided["ConfigMap/"+name] {
 			t.Errorf("%s: ConfigMap %s does not exist", what, name)
 		}
 	}
 	hasSecret := func(name string, optional *bool) {
-		if o.secrets[name] == nil && (optional == nil || !*optional) {
+		if o.secrets[name] == nil && (optional == nil || !*optional) && !provided["Secret/"+name] {
 			t.Errorf("%s: Secret %s is required but not created here (make it optional or create it)", what, name)
 		}
 	}
