@@ -65,7 +65,7 @@ func TestImage(t *testing.T) {
 	wantVerified := uint64(len(keys.Main) + len(keys.Fallback))
 	wantTotal := wantVerified + absent
 
-	h := newHarness(t, "image")
+	h := newRig(t, "", "image", rigOptions{plain: true})
 	job, err := os.ReadFile(h.cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -83,7 +83,7 @@ func TestImage(t *testing.T) {
 	}
 	prod := pm.start(h.job+"-producer", slices.Concat(env, []string{"-v", list + ":/keys/keys.txt:ro"}), "producer", "--keys", "/keys/keys.txt")
 	progress := func() string {
-		return fmt.Sprintf("verified %d of %d, dead %v, backlog %d", h.msgs(h.names.Done), wantVerified, h.dead(), h.backlog())
+		return fmt.Sprintf("verified %d of %d, dead %v, backlog %d", h.mustMsgs(h.names.Done), wantVerified, h.mustDead(), h.mustBacklog())
 	}
 
 	// The first uploader starts on a full BLOBS behind a proxy that slows each PUT down, and gets
@@ -95,12 +95,12 @@ func TestImage(t *testing.T) {
 	if err := os.WriteFile(slowCfg, []byte(regexp.MustCompile(`(?m)^  endpoint: .*$`).ReplaceAllString(string(job), "  endpoint: "+slow)), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	h.waitUntil(90*time.Second, progress, func() bool { return h.msgs(h.names.Blobs) == wantVerified })
+	h.waitUntil(90*time.Second, progress, func() bool { return h.mustMsgs(h.names.Blobs) == wantVerified })
 	up1 := pm.start(h.job+"-uploader1", slices.Concat(env, []string{"-v", slowCfg + ":/etc/ferry/slow.yaml:ro", "-e", "FERRY_CONFIG=/etc/ferry/slow.yaml"}),
 		"uploader", "--concurrency", "4")
-	h.waitUntil(60*time.Second, progress, func() bool { return h.msgs(h.names.Blobs) < wantVerified })
+	h.waitUntil(60*time.Second, progress, func() bool { return h.mustMsgs(h.names.Blobs) < wantVerified })
 	pm.stop(up1)
-	acked := wantVerified - h.msgs(h.names.Blobs)
+	acked := wantVerified - h.mustMsgs(h.names.Blobs)
 	t.Logf("uploader1 stopped after %d PUTs, %d of %d blobs acked", puts.Load(), acked, wantVerified)
 	if acked != uint64(puts.Load()) {
 		t.Errorf("uploader1 made %d PUTs but acked %d blobs: in-flight work was not drained", puts.Load(), acked)
@@ -110,7 +110,7 @@ func TestImage(t *testing.T) {
 	}
 	up2 := pm.start(h.job+"-uploader2", env, "uploader", "--concurrency", "8")
 	h.waitUntil(90*time.Second, progress, func() bool {
-		return h.msgs(h.names.Done)+h.dead().Total() >= wantTotal && h.backlog() == 0
+		return h.mustMsgs(h.names.Done)+h.mustDead().Total() >= wantTotal && h.mustBacklog() == 0
 	})
 	t.Logf("%d keys through the containers in %s", wantTotal, time.Since(start).Round(100*time.Millisecond))
 	if code := pm.wait(prod, 30*time.Second); code != 0 {
@@ -143,7 +143,7 @@ func TestImage(t *testing.T) {
 			t.Errorf("fallback key %s served by %q, want dc2-old", k, src)
 		}
 	}
-	if dead := h.dead(); dead.Total() != absent || dead["fetcher/not_found"] != absent {
+	if dead := h.mustDead(); dead.Total() != absent || dead["fetcher/not_found"] != absent {
 		t.Errorf("dead letters %v, want fetcher/not_found=%d only", dead, absent)
 	}
 	checkS3(t, h.cfg, append(slices.Clone(keys.Main), keys.Fallback...))

@@ -38,8 +38,8 @@ func TestMetricsEndpoints(t *testing.T) {
 	wantVerified := uint64(count + 1 + fallback)
 	wantTotal := wantVerified + absent
 
-	h := newHarness(t, "metrics")
-	h.run("setup")
+	h := newRig(t, "", "metrics", rigOptions{plain: true})
+	h.must("setup")
 	addr := map[string]string{}
 	for _, s := range []string{"fetcher", "uploader", "verifier"} {
 		addr[s] = freeAddr(t)
@@ -57,7 +57,7 @@ func TestMetricsEndpoints(t *testing.T) {
 	ready := map[string]bool{}
 	sawInFlight := false
 	h.waitUntil(5*time.Minute, func() string {
-		return fmt.Sprintf("verified %d of %d, dead %v, backlog %d; ready %v", h.msgs(h.names.Done), wantVerified, h.dead(), h.backlog(), ready)
+		return fmt.Sprintf("verified %d of %d, dead %v, backlog %d; ready %v", h.mustMsgs(h.names.Done), wantVerified, h.mustDead(), h.mustBacklog(), ready)
 	}, func() bool {
 		for s, a := range addr {
 			if code, body := httpGet(t, a, "/readyz"); code == http.StatusOK {
@@ -73,7 +73,7 @@ func TestMetricsEndpoints(t *testing.T) {
 				sawInFlight = true
 			}
 		}
-		return h.msgs(h.names.Done)+h.dead().Total() >= wantTotal && h.backlog() == 0
+		return h.mustMsgs(h.names.Done)+h.mustDead().Total() >= wantTotal && h.mustBacklog() == 0
 	})
 	for s := range addr {
 		if !ready[s] {
@@ -87,11 +87,11 @@ func TestMetricsEndpoints(t *testing.T) {
 		}
 	}
 	t.Logf("fetcher /readyz: %q; in flight seen: %v", body, sawInFlight)
-	if err := prod.stop(t); err != nil {
+	if err := prod.stop(time.Minute); err != nil {
 		t.Errorf("producer: %v", err)
 	}
 
-	done, dead := h.msgs(h.names.Done), h.dead()
+	done, dead := h.mustMsgs(h.names.Done), h.mustDead()
 	if done != wantVerified || dead["fetcher/not_found"] != absent || dead.Total() != absent {
 		t.Fatalf("DONE %d (want %d), DLQ %v (want fetcher/not_found %d)", done, wantVerified, dead, absent)
 	}

@@ -27,11 +27,11 @@ import (
 // fixes the cause of the not_found keys and replays them.
 func TestPipeline(t *testing.T) {
 	keys, list := seeded(t)
-	h := newHarness(t, "e2e")
+	h := newRig(t, "", "e2e", rigOptions{plain: true})
 	// The replay below writes the absent keys; an earlier run on the same data left them there.
 	deleteBlobs(t, h.cfg, keys.Absent)
 	// Short AckWait: the killed workers' messages come back in seconds, not a minute.
-	h.run("setup", "--ack-wait", "10s", "--dedupe-window", "2m")
+	h.must("setup", "--ack-wait", "10s", "--dedupe-window", "2m")
 
 	// The key list: the seeded keys, then trouble.
 	seedLines, err := os.ReadFile(list)
@@ -62,11 +62,11 @@ func TestPipeline(t *testing.T) {
 	up := h.start("uploader1", "uploader", "--concurrency", "32")
 	ver := h.start("verifier", "verifier", "--concurrency", "32", "--deep-sample", "0.01")
 	progress := func() string {
-		return fmt.Sprintf("verified %d of %d, dead %v, backlog %d", h.msgs(h.names.Done), wantVerified, h.dead(), h.backlog())
+		return fmt.Sprintf("verified %d of %d, dead %v, backlog %d", h.mustMsgs(h.names.Done), wantVerified, h.mustDead(), h.mustBacklog())
 	}
 
 	// Crash a fetcher and an uploader in the middle.
-	h.waitUntil(10*time.Minute, progress, func() bool { return h.msgs(h.names.Done) > uint64(wantVerified)/4 })
+	h.waitUntil(10*time.Minute, progress, func() bool { return h.mustMsgs(h.names.Done) > uint64(wantVerified)/4 })
 	fetch.kill()
 	up.kill()
 	t.Logf("killed fetcher and uploader at %s", progress())
@@ -74,10 +74,10 @@ func TestPipeline(t *testing.T) {
 	up2 := h.start("uploader2", "uploader", "--concurrency", "32")
 
 	h.waitUntil(15*time.Minute, progress, func() bool {
-		return h.msgs(h.names.Done)+h.dead().Total() >= wantTotal && h.backlog() == 0
+		return h.mustMsgs(h.names.Done)+h.mustDead().Total() >= wantTotal && h.mustBacklog() == 0
 	})
 	elapsed := time.Since(start)
-	if err := prod.stop(t); err != nil {
+	if err := prod.stop(time.Minute); err != nil {
 		t.Errorf("producer: %v", err)
 	}
 	t.Logf("pipeline: %d keys in %s (%.0f files/s)", wantTotal, elapsed.Round(time.Second), float64(wantVerified)/elapsed.Seconds())
@@ -98,7 +98,7 @@ func TestPipeline(t *testing.T) {
 			t.Errorf("fallback key %s served by %q, want dc2-old", k, src)
 		}
 	}
-	dead := h.dead()
+	dead := h.mustDead()
 	if dead.Total() != wantTotal-uint64(wantVerified) {
 		t.Errorf("dead letters %v, want %v", dead, wantDead)
 	}
@@ -107,7 +107,7 @@ func TestPipeline(t *testing.T) {
 			t.Errorf("dead letters %s = %d, want %d", k, dead[k], want)
 		}
 	}
-	exported := h.run("dlq", "export", "--reason", "not_found")
+	exported := h.must("dlq", "export", "--reason", "not_found")
 	for _, k := range keys.Absent {
 		if !strings.Contains(exported, k+"\tfetcher\tnot_found\t") {
 			t.Errorf("absent key %s not exported as fetcher not_found", k)
@@ -121,21 +121,21 @@ func TestPipeline(t *testing.T) {
 		fixed[k] = seed.Content(k)
 	}
 	putBlobs(t, h.cfg, fixed)
-	out := h.run("dlq", "replay", "--reason", "not_found")
+	out := h.must("dlq", "replay", "--reason", "not_found")
 	if !strings.Contains(out, fmt.Sprintf("replayed %d dead letters", seedAbsent)) {
 		t.Fatalf("replay said %q, want %d replayed", out, seedAbsent)
 	}
 	h.waitUntil(5*time.Minute, progress, func() bool {
-		return h.msgs(h.names.Done) == uint64(wantVerified+seedAbsent) && h.backlog() == 0
+		return h.mustMsgs(h.names.Done) == uint64(wantVerified+seedAbsent) && h.mustBacklog() == 0
 	})
-	if got := h.dead()["fetcher/not_found"]; got != 0 {
+	if got := h.mustDead()["fetcher/not_found"]; got != 0 {
 		t.Errorf("not_found dead letters after replay = %d, want 0", got)
 	}
 	checkS3(t, h.cfg, keys.Absent)
 
 	// Clean shutdown on SIGTERM.
-	for name, p := range map[string]*proc{"uploader": up2, "verifier": ver} {
-		if err := p.stop(t); err != nil {
+	for name, p := range map[string]*svc{"uploader": up2, "verifier": ver} {
+		if err := p.stop(time.Minute); err != nil {
 			t.Errorf("%s did not exit cleanly on SIGTERM: %v", name, err)
 		}
 	}
@@ -145,7 +145,7 @@ func TestPipeline(t *testing.T) {
 // while: the keys must be retried with backoff and all end in S3, none in the DLQ.
 func TestS3Outage(t *testing.T) {
 	keys, _ := seeded(t)
-	h := newHarness(t, "outage")
+	h := newRig(t, "", "outage", rigOptions{plain: true})
 	job, err := config.Load(cfgPath)
 	if err != nil {
 		t.Fatal(err)
@@ -180,7 +180,7 @@ func TestS3Outage(t *testing.T) {
 	}
 	failing.Store(true)
 	time.AfterFunc(8*time.Second, func() { failing.Store(false) })
-	out := h.run("--nats", natsURL, "run", "--keys", file, "--fetchers", "8", "--uploaders", "8", "--verifiers", "8")
+	out := h.must("--nats", natsURL, "run", "--keys", file, "--fetchers", "8", "--uploaders", "8", "--verifiers", "8")
 	if refused.Load() == 0 {
 		t.Fatal("the proxy refused no PUT: the outage was not exercised")
 	}
@@ -194,7 +194,7 @@ func TestS3Outage(t *testing.T) {
 // TestProducerResume SIGKILLs a producer in the middle of a long key list and starts it again: it
 // resumes from its checkpoint instead of re-sending the file, and KEYS ends with every key once.
 func TestProducerResume(t *testing.T) {
-	h := newHarness(t, "resume")
+	h := newRig(t, "", "resume", rigOptions{plain: true})
 	const n = 200_000
 	var b strings.Builder
 	for i := range n {
@@ -204,17 +204,17 @@ func TestProducerResume(t *testing.T) {
 	if err := os.WriteFile(file, []byte(b.String()), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	h.run("setup")
+	h.must("setup")
 	p := h.start("producer1", "producer", "--keys", file)
-	h.waitUntil(2*time.Minute, func() string { return fmt.Sprint(h.msgs(h.names.Keys), " keys") },
-		func() bool { return h.msgs(h.names.Keys) > n/10 })
+	h.waitUntil(2*time.Minute, func() string { return fmt.Sprint(h.mustMsgs(h.names.Keys), " keys") },
+		func() bool { return h.mustMsgs(h.names.Keys) > n/10 })
 	p.kill()
-	first := h.msgs(h.names.Keys)
+	first := h.mustMsgs(h.names.Keys)
 	if first >= n {
 		t.Skipf("producer finished before it could be killed (%d keys); machine too fast for this test", first)
 	}
 
-	out := h.run("producer", "--keys", file)
+	out := h.must("producer", "--keys", file)
 	if !strings.Contains(out, "resuming key list from checkpoint") {
 		t.Errorf("second producer did not resume from a checkpoint:\n%s", out)
 	}
@@ -223,13 +223,13 @@ func TestProducerResume(t *testing.T) {
 	if dups > 12_000 || uint64(published+dups) < n-first {
 		t.Errorf("second producer re-sent %d keys and published %d new ones; killed at %d", dups, published, first)
 	}
-	if got := h.msgs(h.names.Keys); got != n {
+	if got := h.mustMsgs(h.names.Keys); got != n {
 		t.Errorf("KEYS holds %d messages, want %d (each key exactly once)", got, n)
 	}
 	t.Logf("killed at %d keys; the restart published %d and re-sent %d (deduplicated)", first, published, dups)
 
-	out = h.run("producer", "--keys", file)
-	if !strings.Contains(out, "already published") || h.msgs(h.names.Keys) != n {
+	out = h.must("producer", "--keys", file)
+	if !strings.Contains(out, "already published") || h.mustMsgs(h.names.Keys) != n {
 		t.Errorf("third producer should skip the finished file:\n%s", out)
 	}
 }

@@ -4,7 +4,6 @@ package e2e
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"strings"
 	"testing"
@@ -256,17 +255,6 @@ func (r *rig) stage(name string) status.Stage {
 	}
 	r.t.Fatalf("ferry status --json: no stage %s", name)
 	return status.Stage{}
-}
-
-// status runs `ferry status --json` and decodes it.
-func (r *rig) status() *status.Status {
-	r.t.Helper()
-	out, code := r.runFerry(time.Minute, nil, "status", "--json")
-	var st status.Status
-	if err := json.Unmarshal([]byte(out), &st); code != 0 || err != nil {
-		r.t.Fatalf("ferry status --json: exit %d, %v\n%s", code, err, out)
-	}
-	return &st
 }
 
 // stepDown asks the leader of the group a stepdown subject addresses to step down, and waits

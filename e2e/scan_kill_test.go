@@ -23,17 +23,17 @@ import (
 // restarts it: no key is lost, and the restart re-reads at most one page per range in progress.
 func TestScanKill(t *testing.T) {
 	const rows, page, concurrency = 20_000, 200, 4
-	h := newHarness(t, "scankill")
+	h := newRig(t, "", "scankill", rigOptions{plain: true})
 	target, tokens := h.scanTable(rows)
-	h.run("setup")
+	h.must("setup")
 	args := []string{"producer", "--scan", "--scan-page-size", strconv.Itoa(page),
 		"--scan-concurrency", strconv.Itoa(concurrency), "--scan-rate", "5000"}
 
 	p := h.start("producer-1", args...)
-	h.waitUntil(time.Minute, func() string { return fmt.Sprintf("KEYS holds %d", h.msgs(h.names.Keys)) },
-		func() bool { return h.msgs(h.names.Keys) >= rows/3 })
+	h.waitUntil(time.Minute, func() string { return fmt.Sprintf("KEYS holds %d", h.mustMsgs(h.names.Keys)) },
+		func() bool { return h.mustMsgs(h.names.Keys) >= rows/3 })
 	p.kill()
-	stored := int(h.msgs(h.names.Keys))
+	stored := int(h.mustMsgs(h.names.Keys))
 
 	kv, err := h.js.KeyValue(context.Background(), h.names.KV)
 	if err != nil {
@@ -70,7 +70,7 @@ func TestScanKill(t *testing.T) {
 		t.Errorf("%d keys stored past the checkpoints: more than one page per range in progress (%d)", reread, concurrency*page)
 	}
 
-	out := h.run(args...)
+	out := h.must(args...)
 	m := regexp.MustCompile(`producer finished.*read=(\d+)`).FindStringSubmatch(out)
 	if m == nil {
 		t.Fatalf("no final line in the restarted producer's output:\n%s", tail([]byte(out), 2000))
@@ -78,10 +78,10 @@ func TestScanKill(t *testing.T) {
 	if read, _ := strconv.Atoi(m[1]); read != rows-covered {
 		t.Errorf("the restart read %d keys, want %d (those past the checkpoints)", read, rows-covered)
 	}
-	if got := h.msgs(h.names.Keys); got != rows {
+	if got := h.mustMsgs(h.names.Keys); got != rows {
 		t.Errorf("KEYS holds %d keys, want every one of the %d once", got, rows)
 	}
-	if d := h.dead(); len(d) != 0 {
+	if d := h.mustDead(); len(d) != 0 {
 		t.Errorf("dead letters: %+v", d)
 	}
 }
@@ -92,31 +92,31 @@ func TestScanOutage(t *testing.T) {
 	const rows = 20_000
 	java := cassJava(t)
 	t.Cleanup(func() { cassRestore(t) })
-	h := newHarness(t, "scanoutage")
+	h := newRig(t, "", "scanoutage", rigOptions{plain: true})
 	h.scanTable(rows)
-	h.run("setup")
+	h.must("setup")
 	p := h.start("producer", "producer", "--scan", "--scan-page-size", "200", "--scan-rate", "3000")
-	h.waitUntil(time.Minute, func() string { return fmt.Sprintf("KEYS holds %d", h.msgs(h.names.Keys)) },
-		func() bool { return h.msgs(h.names.Keys) >= rows/4 })
+	h.waitUntil(time.Minute, func() string { return fmt.Sprintf("KEYS holds %d", h.mustMsgs(h.names.Keys)) },
+		func() bool { return h.mustMsgs(h.names.Keys) >= rows/4 })
 	cassStop(t, "dc1")
-	stoppedAt := h.msgs(h.names.Keys)
+	stoppedAt := h.mustMsgs(h.names.Keys)
 	time.Sleep(3 * time.Second)
 	cassStart(t, "dc1", java)
 	select {
-	case err := <-p.done:
-		if err != nil {
-			t.Fatalf("producer: %v", err)
+	case <-p.exited:
+		if p.err != nil {
+			t.Fatalf("producer: %v", p.err)
 		}
 	case <-time.After(3 * time.Minute):
-		t.Fatalf("the scan did not finish within 3 minutes of dc1 coming back (KEYS holds %d)", h.msgs(h.names.Keys))
+		t.Fatalf("the scan did not finish within 3 minutes of dc1 coming back (KEYS holds %d)", h.mustMsgs(h.names.Keys))
 	}
 	if stoppedAt >= rows {
 		t.Fatalf("the scan finished before dc1 stopped")
 	}
-	if got := h.msgs(h.names.Keys); got != rows {
+	if got := h.mustMsgs(h.names.Keys); got != rows {
 		t.Errorf("KEYS holds %d keys, want %d", got, rows)
 	}
-	if d := h.dead(); len(d) != 0 {
+	if d := h.mustDead(); len(d) != 0 {
 		t.Errorf("dead letters: %+v", d)
 	}
 	if log, _ := os.ReadFile(p.log); !strings.Contains(string(log), "scan page failed, retrying") {
@@ -126,7 +126,7 @@ func TestScanOutage(t *testing.T) {
 
 // scanTable fills ferry_scan_test.keys with rows keys (once per machine) and points the harness's
 // job file at it in place of the demo table. It returns the scanned target and each key's token.
-func (h *harness) scanTable(rows int) (config.Target, map[string]int64) {
+func (h *rig) scanTable(rows int) (config.Target, map[string]int64) {
 	h.t.Helper()
 	b, err := os.ReadFile(cfgPath)
 	if err != nil {

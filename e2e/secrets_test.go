@@ -43,7 +43,7 @@ func TestSecretsStayOut(t *testing.T) {
 	t.Setenv("FERRY_NATS_USER", "ferry")
 	t.Setenv("FERRY_NATS_PASSWORD", natsPW)
 
-	h := newHarness(t, "secrets")
+	h := newRig(t, "", "secrets", rigOptions{plain: true})
 	job, err := config.Load(cfgPath)
 	if err != nil {
 		t.Fatal(err)
@@ -74,7 +74,7 @@ func TestSecretsStayOut(t *testing.T) {
 	wantVerified := uint64(len(keys.Main) + len(keys.Fallback))
 	wantTotal := wantVerified + absent
 
-	collect("setup", h.run("setup"))
+	collect("setup", h.must("setup"))
 	addr := map[string]string{}
 	for _, s := range []string{"producer", "fetcher", "uploader", "verifier"} {
 		addr[s] = freeAddr(t)
@@ -87,9 +87,9 @@ func TestSecretsStayOut(t *testing.T) {
 		h.start(s, args...)
 	}
 	h.waitUntil(3*time.Minute, func() string {
-		return fmt.Sprintf("verified %d of %d, dead %v, backlog %d", h.msgs(h.names.Done), wantVerified, h.dead(), h.backlog())
-	}, func() bool { return h.msgs(h.names.Done)+h.dead().Total() >= wantTotal && h.backlog() == 0 })
-	if done, dead := h.msgs(h.names.Done), h.dead(); done != wantVerified || dead["fetcher/not_found"] != absent {
+		return fmt.Sprintf("verified %d of %d, dead %v, backlog %d", h.mustMsgs(h.names.Done), wantVerified, h.mustDead(), h.mustBacklog())
+	}, func() bool { return h.mustMsgs(h.names.Done)+h.mustDead().Total() >= wantTotal && h.mustBacklog() == 0 })
+	if done, dead := h.mustMsgs(h.names.Done), h.mustDead(); done != wantVerified || dead["fetcher/not_found"] != absent {
 		t.Errorf("DONE %d (want %d), DLQ %v (want fetcher/not_found %d)", done, wantVerified, dead, absent)
 	}
 	checkS3(t, h.cfg, append(append([]string{}, keys.Main...), keys.Fallback...))
@@ -108,25 +108,25 @@ func TestSecretsStayOut(t *testing.T) {
 		}
 	}
 	for _, args := range [][]string{{"status"}, {"dlq", "ls"}} {
-		collect(strings.Join(args, " "), h.run(args...))
+		collect(strings.Join(args, " "), h.must(args...))
 	}
 
 	// --help of every command.
-	top := h.run("--help")
+	top := h.must("--help")
 	collect("--help", top)
 	for _, cmd := range []string{"setup", "producer", "fetcher", "uploader", "verifier", "run", "dlq", "throttle", "seed",
 		"bench", "diff", "status", "report"} {
 		if !strings.Contains(top, cmd) {
 			t.Errorf("ferry --help does not list %s", cmd)
 		}
-		collect(cmd+" --help", h.run(cmd, "--help"))
+		collect(cmd+" --help", h.must(cmd, "--help"))
 	}
 
 	// Runs that fail on purpose, with the secrets still set.
 	fail := func(what string, env []string, want string, args ...string) {
 		t.Helper()
 		cmd := exec.Command(bin, args...)
-		cmd.Env = append(h.env(), env...)
+		cmd.Env = append(h.environ(), env...)
 		timer := time.AfterFunc(time.Minute, func() { _ = cmd.Process.Kill() })
 		out, err := cmd.CombinedOutput()
 		timer.Stop()

@@ -25,7 +25,7 @@ import (
 // dead-lettered keys by reason.
 func TestStatusReport(t *testing.T) {
 	keys, _ := seeded(t)
-	h := newHarness(t, "status")
+	h := newRig(t, "", "status", rigOptions{plain: true})
 	good := keys.Main[:min(200, seedCount())]
 	var absent []string
 	for i := range 20 {
@@ -50,7 +50,7 @@ func TestStatusReport(t *testing.T) {
 	}
 
 	// The producer alone: every key waits in KEYS, nothing moves, so the numbers are fixed.
-	h.run("producer", "--keys", file)
+	h.must("producer", "--keys", file)
 	st := h.status()
 	h.checkConsumers(st)
 	if f := st.Stages[0]; f.Stream != h.names.Keys || f.Messages != uint64(total) || f.Pending != uint64(total) || f.Published != uint64(total) {
@@ -65,7 +65,7 @@ func TestStatusReport(t *testing.T) {
 
 	// The rest of the pipeline finishes the backlog.
 	start := time.Now()
-	h.run("--nats", natsURL, "run", "--fetchers", "8", "--uploaders", "8", "--verifiers", "8")
+	h.must("--nats", natsURL, "run", "--fetchers", "8", "--uploaders", "8", "--verifiers", "8")
 	st = h.status()
 	h.checkConsumers(st)
 	if st.Verified.Messages != uint64(len(good)) || st.DeadLetters.Total != uint64(len(absent)) ||
@@ -84,7 +84,7 @@ func TestStatusReport(t *testing.T) {
 	}
 
 	dir := filepath.Join(h.dir, "report")
-	t.Log(h.run("report", "--out", dir))
+	t.Log(h.must("report", "--out", dir))
 	var r ferryreport.Report
 	b, err := os.ReadFile(filepath.Join(dir, ferryreport.FileJSON))
 	if err != nil {
@@ -137,19 +137,8 @@ func TestStatusReport(t *testing.T) {
 	}
 }
 
-// status runs `ferry status --json` and decodes it.
-func (h *harness) status() *status.Status {
-	h.t.Helper()
-	var st status.Status
-	out := h.run("status", "--json")
-	if err := json.Unmarshal([]byte(out), &st); err != nil {
-		h.t.Fatalf("ferry status --json: %v\n%s", err, out)
-	}
-	return &st
-}
-
 // checkConsumers compares each stage of st with `nats consumer info`'s numbers read directly.
-func (h *harness) checkConsumers(st *status.Status) {
+func (h *rig) checkConsumers(st *status.Status) {
 	h.t.Helper()
 	ctx := context.Background()
 	if len(st.Stages) != 4 {

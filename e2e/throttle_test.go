@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -45,16 +46,6 @@ func scrape(addr, metric string, match ...string) float64 {
 	return s.Sum(metric, l)
 }
 
-// writeKeyFile writes keys, one a line.
-func writeKeyFile(t *testing.T, dir string, keys []string) string {
-	t.Helper()
-	path := filepath.Join(dir, "keys.txt")
-	if err := os.WriteFile(path, []byte(strings.Join(keys, "\n")+"\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return path
-}
-
 // TestThrottleLive: `ferry throttle` changes the read rate of a running fetcher within seconds,
 // without a restart. A fetcher works through a backlog (no uploader, so BLOBS only grows) while the
 // job's throttle goes 50 → 200 reads/s; the reads counter's rate follows.
@@ -62,10 +53,10 @@ func TestThrottleLive(t *testing.T) {
 	// Reads count whatever they find, so the keys need not be seeded: the ones an earlier seed run
 	// wrote (PlanKeys) are found, others are not_found on both targets.
 	keys := seed.PlanKeys(seedNum, seedCount(), seedFallback, seedAbsent, seedSizes)
-	h := newHarness(t, "throttle")
+	h := newRig(t, "", "throttle", rigOptions{plain: true})
 	n := min(len(keys.Main), 4000)
-	h.run("producer", "--keys", writeKeyFile(t, h.dir, keys.Main[:n]))
-	h.run("throttle", "--reads-per-sec", "50")
+	h.must("producer", "--keys", h.writeKeys("keys.txt", keys.Main[:n]))
+	h.must("throttle", "--reads-per-sec", "50")
 	metrics := freeAddr(t)
 	f := h.start("fetcher", "--metrics-addr", metrics, "fetcher", "--concurrency", "16")
 	reads := func() float64 { return scrape(metrics, "ferry_fetcher_reads_total") }
@@ -82,7 +73,7 @@ func TestThrottleLive(t *testing.T) {
 		t.Errorf("ferry_rate_limit{stage=fetcher,kind=reads} = %v, want 50", g)
 	}
 	changed := time.Now()
-	h.run("throttle", "--reads-per-sec", "200")
+	h.must("throttle", "--reads-per-sec", "200")
 	// Within a few seconds: the first 2-second window at the new rate.
 	var seen time.Duration
 	for time.Since(changed) < 10*time.Second {
@@ -92,7 +83,7 @@ func TestThrottleLive(t *testing.T) {
 		}
 	}
 	at200 := rate(8 * time.Second)
-	h.run("throttle", "--concurrency", "2")
+	h.must("throttle", "--concurrency", "2")
 	time.Sleep(1500 * time.Millisecond)
 	limit := scrape(metrics, "ferry_concurrency_limit", "stage", "fetcher")
 	inflight := scrape(metrics, "ferry_in_flight", "stage", "fetcher")
@@ -110,7 +101,7 @@ func TestThrottleLive(t *testing.T) {
 	if limit != 2 || inflight > 2 {
 		t.Errorf("after --concurrency 2: ferry_concurrency_limit %v, ferry_in_flight %v", limit, inflight)
 	}
-	if err := f.stop(t); err != nil {
+	if err := f.stop(time.Minute); err != nil {
 		t.Errorf("fetcher exit: %v", err)
 	}
 }
@@ -206,7 +197,7 @@ func TestAdaptiveUnderLatency(t *testing.T) {
 	}
 	for _, adaptive := range modes {
 		t.Run(fmt.Sprintf("adaptive=%v", adaptive), func(t *testing.T) {
-			h := newHarness(t, "adaptive")
+			h := newRig(t, "", "adaptive", rigOptions{plain: true})
 			job, err := config.Load(cfgPath)
 			if err != nil {
 				t.Fatal(err)
@@ -228,7 +219,7 @@ func TestAdaptiveUnderLatency(t *testing.T) {
 				t.Fatal(err)
 			}
 			n := min(len(keys.Main), 20000)
-			h.run("producer", "--keys", writeKeyFile(t, h.dir, keys.Main[:n]))
+			h.must("producer", "--keys", h.writeKeys("keys.txt", keys.Main[:n]))
 			drainBlobs(t, h) // stands in for the uploader: BLOBS never fills, the fetcher never waits on it
 			metrics := freeAddr(t)
 			args := []string{"--metrics-addr", metrics, "fetcher", "--concurrency", "64"}
@@ -264,7 +255,9 @@ func TestAdaptiveUnderLatency(t *testing.T) {
 			sample("slow", 25*time.Second)
 			proxy.setDelay(0)
 			sample("fast again", 15*time.Second)
-			_ = f.stop(t)
+			if err := f.stop(time.Minute); errors.Is(err, errStopTimeout) {
+				t.Error(err)
+			}
 
 			// Per phase: reads/s, timeouts (read errors), the limit at the end.
 			type sum struct {
@@ -313,7 +306,7 @@ func TestAdaptiveUnderLatency(t *testing.T) {
 }
 
 // drainBlobs acks everything the fetcher publishes to BLOBS, with the uploader's consumer.
-func drainBlobs(t *testing.T, h *harness) {
+func drainBlobs(t *testing.T, h *rig) {
 	t.Helper()
 	ctx := context.Background()
 	cons, err := h.js.Consumer(ctx, h.names.Blobs, h.names.Uploader)
