@@ -82,9 +82,10 @@ func Command() *cli.Command {
 				},
 			},
 			{
-				Name: "export", Usage: "write dead letters as lines: key<TAB>stage<TAB>reason<TAB>attempts<TAB>error",
+				Name: "export", Usage: "write dead letters as lines: key<TAB>stage<TAB>reason<TAB>attempts<TAB>error; control and invisible characters and backslashes as Go escapes (\\t, \\x1b, \\u0085, \\\\) unless --raw",
 				Flags: append([]cli.Flag{
 					&cli.StringFlag{Name: "out", Aliases: []string{"o"}, Value: "-", Destination: &out, Usage: "file to write; - for stdout"},
+					&cli.BoolFlag{Name: "raw", Usage: "write the fields as stored, escaping nothing: a tab, CR or escape sequence in a key reaches the file or terminal as is"},
 				}, filterFlags...),
 				Action: func(c *cli.Context) error {
 					env, err := open(c)
@@ -102,8 +103,12 @@ func Command() *cli.Command {
 						w = file
 					}
 					bw := bufio.NewWriter(w)
+					esc := Escape // every field: a forged dead letter's headers are not to be trusted either
+					if c.Bool("raw") {
+						esc = func(s string) string { return s }
+					}
 					k, err := deadletter.Each(c.Context, env.JS, env.Names, f, 0, func(e deadletter.Entry) error {
-						_, err := fmt.Fprintf(bw, "%s\t%s\t%s\t%s\t%s\n", e.Key, e.Stage, e.Reason, e.Attempt, e.Err)
+						_, err := fmt.Fprintf(bw, "%s\t%s\t%s\t%s\t%s\n", esc(e.Key), esc(e.Stage), esc(e.Reason), esc(e.Attempt), esc(e.Err))
 						return err
 					})
 					if ferr := bw.Flush(); err == nil {
