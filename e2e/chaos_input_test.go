@@ -19,8 +19,8 @@ import (
 	"github.com/ferry-migrate/ferry/tools/seed"
 )
 
-// inputCase is one kind of bad line in a key list and what must become of it. The README's
-// Reliability section has the same table.
+// inputCase is one kind of bad line in a key list and what must become of it. docs/reliability.md
+// has the same table.
 type inputCase struct {
 	name  string
 	lines []string // raw lines, each with its line ending

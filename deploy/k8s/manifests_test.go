@@ -1,6 +1,6 @@
 // Package k8s holds the Kubernetes manifests of ferry (base/, overlays/, nats-values.yaml); this
 // test renders them with kustomize, decodes every object strictly into the Kubernetes API types
-// (an unknown or misspelled field fails), and checks the rules the README promises: probes on the
+// (an unknown or misspelled field fails), and checks the rules docs/kubernetes.md promises: probes on the
 // metrics port, a grace period longer than the 30 s drain, non-root pods, one PodDisruptionBudget
 // and one KEDA ScaledObject per stage on the stage's own stream and consumer, and a job file that
 // ferry itself accepts. security_test.go adds NATS over TLS, one NATS identity per pod (admin for
@@ -222,7 +222,7 @@ func stageOf(job string) map[string][2]string {
 	}
 }
 
-const drainSeconds = 30 // the runner's shutdown drain (README: graceful shutdown)
+const drainSeconds = 30 // the runner's shutdown drain (docs/kubernetes.md: graceful shutdown)
 
 // baseImage is the image the base manifests name: a registry under .invalid (RFC 6761), which no
 // resolver answers, so that base applied without an overlay setting the real image fails to pull

@@ -11,7 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// Dead-letter reasons: a closed set, documented in the README. Operators replay by reason.
+// Dead-letter reasons: a closed set, documented in docs/operations.md. Operators replay by reason.
 const (
 	ReasonInvalidKey     = "invalid_key"     // not UTF-8, too long, or fails the key rules
 	ReasonNotFound       = "not_found"       // no read target holds the key
@@ -23,7 +23,7 @@ const (
 	ReasonMaxDeliveries  = "max_deliveries"  // a message kept killing or stalling its worker
 )
 
-// Reasons lists every reason, in the order the README gives them.
+// Reasons lists every reason, in the order docs/operations.md gives them.
 var Reasons = []string{ReasonInvalidKey, ReasonNotFound, ReasonSourceError, ReasonTooLarge,
 	ReasonUploadError, ReasonVerifyMissing, ReasonVerifyMismatch, ReasonMaxDeliveries}
 

@@ -12,7 +12,7 @@ import (
 	"github.com/ferry-migrate/ferry/shared/bus"
 )
 
-// meaning is what each reason says, as the README's dead-letter table does.
+// meaning is what each reason says, as the dead-letter table of docs/operations.md does.
 var meaning = map[string]string{
 	bus.ReasonInvalidKey:     "not UTF-8, over 1 KiB, control characters, or fails the key rules",
 	bus.ReasonNotFound:       "no read target holds the key",
