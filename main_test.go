@@ -115,3 +115,40 @@ func TestRepairCommand(t *testing.T) {
 		t.Errorf("unknown job: %v, %q; want a usage error and no output", err, out)
 	}
 }
+
+// TestReadCommandsCreateNothing: on a job that does not exist (a mistyped --job, the wrong
+// --nats), every command that reads a job or maintains one says so in one line and exits 2, and
+// leaves the server as it was: no stream, KV bucket or object store of that job is created.
+func TestReadCommandsCreateNothing(t *testing.T) {
+	ctx := context.Background()
+	srv, err := bus.StartEmbedded(t.TempDir(), bus.Sync{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Shutdown)
+	nc, js, err := bus.Connect(ctx, srv.URL(), "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	out := t.TempDir()
+	for _, args := range [][]string{
+		{"status"}, {"report", "--out", out}, {"dlq", "ls"}, {"dlq", "export"}, {"dlq", "replay", "--dry-run"},
+		{"dlq", "replay"}, {"throttle"}, {"throttle", "--reads-per-sec", "5"}, {"repair", "--dry-run"},
+	} {
+		a := app()
+		var b bytes.Buffer
+		a.Writer, a.ErrWriter = &b, &b
+		err := a.RunContext(ctx, append([]string{"ferry", "--nats", srv.URL(), "--job", "nosuchjob"}, args...))
+		if err == nil || !config.IsInvalid(err) || !strings.Contains(err.Error(), `job "nosuchjob" not found`) {
+			t.Errorf("ferry %s on a missing job: %v; want a usage error (exit 2) saying the job was not found", strings.Join(args, " "), err)
+		}
+		var names []string
+		for name := range js.StreamNames(ctx).Name() {
+			names = append(names, name)
+		}
+		if len(names) > 0 {
+			t.Fatalf("ferry %s on a missing job created %v", strings.Join(args, " "), names)
+		}
+	}
+}

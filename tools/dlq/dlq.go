@@ -10,7 +10,9 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/urfave/cli/v2"
 
@@ -43,6 +45,24 @@ func Replay(ctx context.Context, js jetstream.JetStream, n bus.Names, f deadlett
 	})
 }
 
+// job is the connection to an existing job.
+type job struct {
+	nc    *nats.Conn
+	JS    jetstream.JetStream
+	Names bus.Names
+}
+
+// Close drains the connection, so a replay's last publishes and deletes are flushed.
+func (j *job) Close() {
+	if err := j.nc.Drain(); err != nil {
+		j.nc.Close()
+	}
+	for deadline := time.Now().Add(5 * time.Second); !j.nc.IsClosed() && time.Now().Before(deadline); {
+		time.Sleep(5 * time.Millisecond)
+	}
+	j.nc.Close()
+}
+
 // Command is `ferry dlq`.
 func Command() *cli.Command {
 	var f deadletter.Filter
@@ -51,12 +71,22 @@ func Command() *cli.Command {
 		&cli.StringSliceFlag{Name: "stage", Destination: &stageFlag, Usage: "only dead letters of this stage (repeatable)"},
 		&cli.StringSliceFlag{Name: "reason", Destination: &reasonFlag, Usage: "only dead letters with this reason (repeatable): " + strings.Join(bus.Reasons, ", ")},
 	}
-	open := func(c *cli.Context) (*service.Env, error) {
+	// open connects to the job without setting anything up: a mistyped --job is a usage error
+	// (exit 2), not a new job.
+	open := func(c *cli.Context) (*job, error) {
 		f = deadletter.Filter{Stages: stageFlag.Value(), Reasons: reasonFlag.Value()}
 		if err := f.Validate(); err != nil {
 			return nil, err
 		}
-		return service.Open(c.Context, c, service.Options{Name: "dlq", Settings: bus.DefaultSettings()})
+		nc, js, n, err := service.ConnectJob(c.Context, c, "dlq")
+		if err != nil {
+			return nil, err
+		}
+		if _, err := service.JobStream(c.Context, js, n, n.Keys); err != nil {
+			nc.Close()
+			return nil, err
+		}
+		return &job{nc: nc, JS: js, Names: n}, nil
 	}
 	var out string
 	var limit int

@@ -59,14 +59,18 @@ func Command() *cli.Command {
 			if err := errors.Join(errs...); err != nil {
 				return config.Invalid(err)
 			}
-			env, err := service.Open(c.Context, c, service.Options{Name: "throttle", Settings: bus.DefaultSettings()})
+			// The job must exist: a mistyped --job is a usage error (exit 2), not a new job.
+			nc, js, n, err := service.ConnectJob(c.Context, c, "throttle")
 			if err != nil {
 				return err
 			}
-			defer env.Close()
-			kv, err := env.JS.KeyValue(c.Context, env.Names.KV)
-			if err != nil {
+			defer nc.Close()
+			if _, err := service.JobStream(c.Context, js, n, n.Keys); err != nil {
 				return err
+			}
+			kv, err := js.KeyValue(c.Context, n.KV)
+			if err != nil {
+				return fmt.Errorf("kv %s: %w (ferry setup creates it)", n.KV, err)
 			}
 			key := limit.ThrottleKey(stageName)
 			var t limit.Throttle
@@ -93,7 +97,7 @@ func Command() *cli.Command {
 				if err := kv.Delete(c.Context, key); err != nil {
 					return fmt.Errorf("clear %s: %w", key, err)
 				}
-				fmt.Fprintf(c.App.Writer, "%s throttle of job %s cleared: each process uses its own flags\n", stageName, env.Names.Job)
+				fmt.Fprintf(c.App.Writer, "%s throttle of job %s cleared: each process uses its own flags\n", stageName, n.Job)
 				return nil
 			case changed:
 				b, _ := json.Marshal(t)
@@ -104,11 +108,11 @@ func Command() *cli.Command {
 			live, _ := limit.LiveProcesses(c.Context, kv, stageName)
 			if !set && !changed {
 				fmt.Fprintf(c.App.Writer, "%s throttle of job %s: none, each process uses its own flags; %d live %s(s)\n",
-					stageName, env.Names.Job, live, stageName)
+					stageName, n.Job, live, stageName)
 				return nil
 			}
 			fmt.Fprintf(c.App.Writer, "%s throttle of job %s: %s; %d live %s(s), each applies 1/%d\n",
-				stageName, env.Names.Job, describe(t, stageName), live, stageName, max(live, 1))
+				stageName, n.Job, describe(t, stageName), live, stageName, max(live, 1))
 			return nil
 		},
 	}
