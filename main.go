@@ -12,6 +12,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/ferry-migrate/ferry/advisor"
 	"github.com/ferry-migrate/ferry/fetcher"
 	"github.com/ferry-migrate/ferry/producer"
 	"github.com/ferry-migrate/ferry/shared/bus"
@@ -72,6 +73,7 @@ func app() *cli.App {
 			fetcher.Command(),
 			uploader.Command(),
 			verifier.Command(),
+			advisor.Command(),
 			run.Command(),
 			dlq.Command(),
 			throttle.Command(),

@@ -64,7 +64,7 @@ func Command() *cli.Command {
 	return &cli.Command{
 		Name:  "fetcher",
 		Usage: "read each key's blob from Cassandra (ordered read targets, with fallback) into BLOBS",
-		Flags: cfg.Flags(),
+		Flags: append(cfg.Flags(), service.AdvisorFlag()),
 		Action: func(c *cli.Context) error {
 			if err := cfg.Validate(); err != nil {
 				return err
@@ -74,7 +74,7 @@ func Command() *cli.Command {
 				return err
 			}
 			defer env.Close()
-			env.StartAdvisor(c.Context)
+			env.StartAdvisorIf(c)
 			return Run(c.Context, env, cfg)
 		},
 	}

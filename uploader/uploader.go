@@ -214,7 +214,7 @@ func Command() *cli.Command {
 	return &cli.Command{
 		Name:  "uploader",
 		Usage: "upload each blob of BLOBS to S3 and record it in UPLOADED",
-		Flags: cfg.Flags(),
+		Flags: append(cfg.Flags(), service.AdvisorFlag()),
 		Action: func(c *cli.Context) error {
 			if err := cfg.Validate(); err != nil {
 				return err
@@ -224,7 +224,7 @@ func Command() *cli.Command {
 				return err
 			}
 			defer env.Close()
-			env.StartAdvisor(c.Context)
+			env.StartAdvisorIf(c)
 			return Run(c.Context, env, cfg)
 		},
 	}

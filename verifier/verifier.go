@@ -175,7 +175,7 @@ func Command() *cli.Command {
 	return &cli.Command{
 		Name:  "verifier",
 		Usage: "check every uploaded object in S3 (exists, size, checksum) and record it in DONE",
-		Flags: cfg.Flags(),
+		Flags: append(cfg.Flags(), service.AdvisorFlag()),
 		Action: func(c *cli.Context) error {
 			if err := cfg.Validate(); err != nil {
 				return err
@@ -185,7 +185,7 @@ func Command() *cli.Command {
 				return err
 			}
 			defer env.Close()
-			env.StartAdvisor(c.Context)
+			env.StartAdvisorIf(c)
 			return Run(c.Context, env, cfg)
 		},
 	}
