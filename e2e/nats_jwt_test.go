@@ -51,7 +51,7 @@ func TestNATSJWT(t *testing.T) {
 		t.Errorf("services exited by themselves: %v", c.exits)
 	}
 	r.reconcile(plan{want: want, note: "each service --nats-creds (a user JWT with secure.conf's permissions) and its own inbox prefix"})
-	if v := srv.violations("ferry producer", "ferry fetcher", "ferry uploader", "ferry verifier"); len(v) > 0 {
+	if v := srv.violations("ferry producer", "ferry fetcher", "ferry uploader", "ferry verifier", "ferry advisor"); len(v) > 0 {
 		t.Errorf("the services needed subjects their user JWTs do not grant:\n  %s", strings.Join(v, "\n  "))
 	}
 	t.Logf("migration through user JWTs: %s", time.Since(start).Round(time.Second))

@@ -25,7 +25,6 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/nats-io/nkeys"
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/ferry-migrate/ferry/shared/bus"
@@ -49,21 +48,14 @@ func TestNATSSecurity(t *testing.T) {
 		t.Fatal(err)
 	}
 	secrets := []string{adminPW, pki.keyPEM(t, "client-key.pem"), pki.keyPEM(t, "server-key.pem")}
-	seeds := map[string]string{} // service -> seed file
-	repl := map[string]string{"ADMIN_BCRYPT_HASH": string(hash)}
-	for _, svc := range []string{"producer", "fetcher", "uploader", "verifier"} {
-		kp, err := nkeys.CreateUser()
+	seeds, repl := nkeyUsers(t, dir) // service -> seed file, and the public keys for the config
+	repl["ADMIN_BCRYPT_HASH"] = string(hash)
+	for _, f := range seeds {
+		b, err := os.ReadFile(f)
 		if err != nil {
 			t.Fatal(err)
 		}
-		pub, _ := kp.PublicKey()
-		seed, _ := kp.Seed()
-		seeds[svc] = filepath.Join(dir, svc+".nk")
-		if err := os.WriteFile(seeds[svc], seed, 0o600); err != nil {
-			t.Fatal(err)
-		}
-		repl[strings.ToUpper(svc)+"_NKEY"] = pub
-		secrets = append(secrets, string(seed))
+		secrets = append(secrets, string(b))
 	}
 
 	// The example config, for this job, these files and free ports.
@@ -100,7 +92,7 @@ func TestNATSSecurity(t *testing.T) {
 		t.Errorf("services exited by themselves: %v", c.exits)
 	}
 	r.reconcile(plan{want: want, note: "each service its own NKEY user, TLS with client certificates"})
-	if v := srv.violations("ferry producer", "ferry fetcher", "ferry uploader", "ferry verifier", "ferry throttle", "ferry status", "ferry dlq"); len(v) > 0 {
+	if v := srv.violations("ferry producer", "ferry fetcher", "ferry uploader", "ferry verifier", "ferry advisor", "ferry throttle", "ferry status", "ferry dlq"); len(v) > 0 {
 		t.Errorf("the services needed subjects secure.conf does not grant:\n  %s", strings.Join(v, "\n  "))
 	}
 	t.Logf("migration through TLS and per-service users: %s", time.Since(start).Round(time.Second))
@@ -169,14 +161,16 @@ func setupAsAdmin(r *rig, producer, admin []string) {
 	}
 }
 
-// startServices starts the producer on the key list file and a fetcher, an uploader and a
-// verifier, each with the environment user(service) gives it (its NATS user and inbox prefix).
+// startServices starts the producer on the key list file, a fetcher, an uploader and a verifier
+// (each without the advisor: their users may not delete messages) and `ferry advisor`, each with
+// the environment user(service) gives it (its NATS user and inbox prefix).
 func startServices(r *rig, keyFile string, user func(svc string) []string) *crew {
 	c := r.crew()
 	c.addEnv("producer", user("producer"), "producer", "--keys", keyFile)
 	for _, svc := range []string{"fetcher", "uploader", "verifier"} {
-		c.addEnv(svc, user(svc), svc, "--concurrency", "8")
+		c.addEnv(svc, append(user(svc), "FERRY_ADVISOR=false"), svc, "--concurrency", "8")
 	}
+	c.addEnv("advisor", user("advisor"), "advisor")
 	return c
 }
 
