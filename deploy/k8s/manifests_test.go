@@ -2,8 +2,9 @@
 // test renders them with kustomize, decodes every object strictly into the Kubernetes API types
 // (an unknown or misspelled field fails), and checks the rules docs/kubernetes.md promises: probes on the
 // metrics port, a grace period longer than the 30 s drain, non-root pods, one PodDisruptionBudget
-// and one KEDA ScaledObject per stage on the stage's own stream and consumer, and a job file that
-// ferry itself accepts. security_test.go adds NATS over TLS, one NATS identity per pod (admin for
+// and one KEDA ScaledObject per stage on the stage's own stream and consumer, one `ferry advisor`
+// (one replica, a PodDisruptionBudget, no ScaledObject, NATS credentials only) with the stages'
+// own advisors off (FERRY_ADVISOR=false), and a job file that ferry itself accepts. security_test.go adds NATS over TLS, one NATS identity per pod (admin for
 // the setup Job alone), the NetworkPolicies here and in nats-values.yaml, and nats-secrets.sh;
 // charts_test.go the pinned Helm charts.
 package k8s
@@ -36,6 +37,7 @@ import (
 
 	"github.com/ferry-migrate/ferry/shared/bus"
 	"github.com/ferry-migrate/ferry/shared/config"
+	"github.com/ferry-migrate/ferry/shared/service"
 )
 
 // scaledObject mirrors the fields of KEDA's keda.sh/v1alpha1 ScaledObject that these manifests use
@@ -331,7 +333,8 @@ func check(t *testing.T, o *objects, image string) {
 		t.Errorf("ferry-job: %v", err)
 	}
 
-	// Each worker stage: one Deployment, PDB and ScaledObject.
+	// Each worker stage: one Deployment, PDB and ScaledObject. And one Deployment of ferry advisor
+	// (deployOf[advisorIdentity]): one replica, a PDB, no ScaledObject.
 	stages := stageOf(job)
 	deployOf := map[string]*appsv1.Deployment{}
 	for name, d := range o.deployments {
@@ -343,16 +346,27 @@ func check(t *testing.T, o *objects, image string) {
 			continue
 		}
 		stage := c.Args[0]
-		if _, ok := stages[stage]; !ok {
-			t.Errorf("Deployment %s: runs %q, not a worker stage", name, stage)
+		if _, ok := stages[stage]; !ok && stage != advisorIdentity {
+			t.Errorf("Deployment %s: runs %q, not a worker stage nor the advisor", name, stage)
 			continue
 		}
 		if deployOf[stage] != nil {
 			t.Errorf("two Deployments run %s", stage)
 		}
 		deployOf[stage] = d
-		if d.Spec.Replicas != nil {
-			t.Errorf("Deployment %s: sets replicas; KEDA owns the count (an apply would reset it)", name)
+		if stage == advisorIdentity {
+			checkAdvisor(t, d)
+		} else {
+			if d.Spec.Replicas != nil {
+				t.Errorf("Deployment %s: sets replicas; KEDA owns the count (an apply would reset it)", name)
+			}
+			// With one NATS identity per service the stage's user may not delete work-queue
+			// messages: its advisor would only log Permissions Violations, and none would run.
+			if v, ok := envOf(c, service.AdvisorEnv); !ok {
+				t.Errorf("Deployment %s: no %s in its env; want false (ferry advisor runs the advisor under its own identity)", name, service.AdvisorEnv)
+			} else if b, err := strconv.ParseBool(v); err != nil || b {
+				t.Errorf("Deployment %s: %s=%q, want false (ferry advisor runs the advisor under its own identity)", name, service.AdvisorEnv, v)
+			}
 		}
 		sel, err := metav1.LabelSelectorAsSelector(d.Spec.Selector)
 		if err != nil || !sel.Matches(labels.Set(d.Spec.Template.Labels)) {
@@ -369,6 +383,9 @@ func check(t *testing.T, o *objects, image string) {
 		if deployOf[stage] == nil {
 			t.Errorf("no Deployment runs %s", stage)
 		}
+	}
+	if deployOf[advisorIdentity] == nil {
+		t.Errorf("no Deployment runs ferry advisor (the stages run with %s=false: without it no advisor runs)", service.AdvisorEnv)
 	}
 
 	// PodDisruptionBudgets: one per stage, selecting exactly that stage's pods.
@@ -415,7 +432,11 @@ func check(t *testing.T, o *objects, image string) {
 		}
 		stage := d.Spec.Template.Spec.Containers[0].Args[0]
 		soOf[stage]++
-		want := stages[stage]
+		want, ok := stages[stage]
+		if !ok {
+			t.Errorf("ScaledObject %s: targets Deployment %s (%s), not a worker stage", name, ref.Name, stage)
+			continue
+		}
 		lo, hi := so.Spec.MinReplicaCount, so.Spec.MaxReplicaCount
 		if lo == nil || hi == nil || *lo < 0 || *hi < 1 || *lo > *hi {
 			t.Errorf("ScaledObject %s: want 0 <= minReplicaCount <= maxReplicaCount, >= 1", name)
@@ -449,8 +470,12 @@ func check(t *testing.T, o *objects, image string) {
 		}
 	}
 	for stage := range deployOf {
-		if soOf[stage] != 1 {
-			t.Errorf("%s: %d ScaledObjects target it, want 1", stage, soOf[stage])
+		want := 1
+		if stage == advisorIdentity {
+			want = 0 // one replica: no backlog to scale on, and two would only race on the same advisories
+		}
+		if soOf[stage] != want {
+			t.Errorf("%s: %d ScaledObjects target it, want %d", stage, soOf[stage], want)
 		}
 	}
 
@@ -635,6 +660,35 @@ func checkPod(t *testing.T, o *objects, what string, ps *corev1.PodSpec, image, 
 	for name := range mounts {
 		if !slices.ContainsFunc(ps.Volumes, func(v corev1.Volume) bool { return v.Name == name }) {
 			t.Errorf("%s: mounts volume %s, which the pod does not define", what, name)
+		}
+	}
+}
+
+// checkAdvisor: the Deployment of ferry advisor runs one replica and holds NATS credentials only,
+// its own identity's Secret: no S3 or Cassandra credentials (it deletes work-queue messages, so it
+// is kept apart from everything that talks to the stores).
+func checkAdvisor(t *testing.T, d *appsv1.Deployment) {
+	t.Helper()
+	what := "Deployment " + d.Name + " (ferry advisor)"
+	if r := d.Spec.Replicas; r == nil || *r != 1 {
+		t.Errorf("%s: want replicas: 1", what)
+	}
+	ps := &d.Spec.Template.Spec
+	var secrets []string
+	for s := range secretsOf(ps) {
+		secrets = append(secrets, s)
+	}
+	slices.Sort(secrets)
+	if own := natsSecret(advisorIdentity); !slices.Equal(secrets, []string{own}) {
+		t.Errorf("%s: reads the Secrets %v, want exactly [%s] (no S3 or Cassandra credentials)", what, secrets, own)
+	} else if mountOf(ps, "Secret", own) == "" {
+		t.Errorf("%s: does not mount Secret %s", what, own)
+	}
+	for _, c := range append(append([]corev1.Container{}, ps.InitContainers...), ps.Containers...) {
+		for _, e := range c.Env {
+			if strings.HasPrefix(e.Name, "AWS_") || strings.HasPrefix(e.Name, "FERRY_CASSANDRA") {
+				t.Errorf("%s: env %s: the advisor needs no S3 or Cassandra access", what, e.Name)
+			}
 		}
 	}
 }

@@ -31,6 +31,11 @@ import (
 // every other workload as its own service user.
 const adminIdentity = "admin"
 
+// advisorIdentity is both the subcommand (`ferry advisor`: the max-deliveries advisor and the
+// orphan sweeper, alone) and its secure.conf user (ADVISOR_NKEY), the only one that deletes
+// work-queue messages; the fetcher, uploader and verifier run with FERRY_ADVISOR=false.
+const advisorIdentity = "advisor"
+
 // natsSecret is the Secret holding an identity's NATS credentials (deploy/k8s/nats-secrets.sh
 // creates one per identity of secure.conf): key natsSeedKey (an NKEY seed) for a service,
 // natsPasswordKey for admin.
@@ -60,7 +65,7 @@ var natsPodLabels = labels.Set{"app.kubernetes.io/name": "nats", "app.kubernetes
 // overlay has examples of each.
 func deploymentCreates() map[string]bool {
 	m := map[string]bool{"ConfigMap/" + natsCAConfigMap: true}
-	for _, id := range []string{adminIdentity, "producer", "fetcher", "uploader", "verifier"} {
+	for _, id := range []string{adminIdentity, "producer", "fetcher", "uploader", "verifier", advisorIdentity} {
 		m["Secret/"+natsSecret(id)] = true
 	}
 	return m
@@ -245,6 +250,8 @@ var egressWanted = map[string][]string{
 	"fetcher":     {toCassandra, toDNS, toNATS},
 	"uploader":    {toDNS, toNATS, toS3},
 	"verifier":    {toDNS, toNATS, toS3},
+	// ferry advisor touches NATS only: it holds no S3 or Cassandra credentials and must not reach them.
+	advisorIdentity: {toDNS, toNATS},
 }
 
 func selects(t *testing.T, np *networkingv1.NetworkPolicy, l labels.Set) bool {
@@ -389,7 +396,9 @@ func checkNetworkPolicies(t *testing.T, o *objects, metricsPort int) {
 			}
 		}
 		sort.Strings(egress)
-		if want := egressWanted[p.identity]; !slices.Equal(egress, want) {
+		if want, ok := egressWanted[p.identity]; !ok {
+			t.Errorf("%s (%s): no egressWanted entry for this identity; teach the test what it may reach", p.what, p.identity)
+		} else if !slices.Equal(egress, want) {
 			t.Errorf("%s (%s): may reach %v, want %v", p.what, p.identity, egress, want)
 		}
 		if len(p.spec.Containers[0].Ports) > 0 && !scraped {
