@@ -25,6 +25,12 @@ func (b *bench) ferryArgs(job, cfg, metricsAddr string, withNATS bool) []string 
 	args := []string{b.o.Ferry, "--job", job, "--config", cfg}
 	if metricsAddr != "" {
 		args = append(args, "--metrics-addr", metricsAddr)
+		// The profiler has its own address (the metrics port serves metrics only).
+		if port, err := freePort(); err == nil {
+			pprof := "127.0.0.1:" + strconv.Itoa(port)
+			pprofAddrs.Store(metricsAddr, pprof)
+			args = append(args, "--pprof-addr", pprof)
+		}
 	}
 	if withNATS {
 		args = append(args, "--nats", b.o.NATS)

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/ferry-migrate/ferry/shared/promtext"
@@ -34,10 +35,16 @@ func readCounters(samples promtext.Samples) counters {
 	}
 }
 
-// fetchProfile saves http://addr/debug/pprof/<path> to file.
+// pprofAddrs maps a ferry process's --metrics-addr to its --pprof-addr.
+var pprofAddrs sync.Map
+
+// fetchProfile saves http://<addr's pprof address>/debug/pprof/<path> to file.
 func fetchProfile(ctx context.Context, addr, path, file string, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
+	if pp, ok := pprofAddrs.Load(addr); ok {
+		addr = pp.(string)
+	}
 	url := "http://" + addr + "/debug/pprof/" + path
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
@@ -49,7 +56,7 @@ func fetchProfile(ctx context.Context, addr, path, file string, timeout time.Dur
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("GET %s: %s (is net/http/pprof mounted on --metrics-addr?)", url, resp.Status)
+		return fmt.Errorf("GET %s: %s (is --pprof-addr set?)", url, resp.Status)
 	}
 	f, err := os.Create(file)
 	if err != nil {
