@@ -77,11 +77,6 @@ func (v *Verifier) Handle(ctx context.Context, msg stage.Msg) (*stage.Output, er
 	if err := head.Check(blobstore.Want{Size: size, MD5: sum, CRC32C: crc}); err != nil {
 		return nil, stage.Permanent(bus.ReasonVerifyMismatch, fmt.Errorf("key %q: %w", key, err))
 	}
-	// Bytes that match are not enough when the owner record names another source key: the object
-	// is that key's (two keys with equal bytes the rules keep apart never share an S3 key).
-	if owner, name := blobstore.OwnerOf(head.Metadata, key); owner == blobstore.OwnerOther {
-		return nil, stage.Permanent(bus.ReasonVerifyMismatch, fmt.Errorf("key %q: s3://%s was written for source key %q", key, s3Key, name))
-	}
 	if v.Sample > 0 && rand.Float64() < v.Sample {
 		body, err := v.Store.Get(ctx, s3Key)
 		if errors.Is(err, blobstore.ErrNotFound) {

@@ -291,7 +291,9 @@ func TestIntegrationMissingBucketIsFatal(t *testing.T) {
 	}
 }
 
-func TestIntegrationUnreachableIsTransient(t *testing.T) {
+// TestIntegrationUnreachableIsOutage: a refused connection is an Outage (held, no run used), for
+// Check, Head and Put alike.
+func TestIntegrationUnreachableIsOutage(t *testing.T) {
 	testEnv(t)
 	ctx := context.Background()
 	d := testDest(t, testBucket)
@@ -301,15 +303,15 @@ func TestIntegrationUnreachableIsTransient(t *testing.T) {
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
-	if err := c.Check(ctx); err == nil || Classify(err) != fault.Transient {
-		t.Errorf("Check of an unreachable endpoint: %v (kind %v), want transient", err, Classify(err))
+	if err := c.Check(ctx); err == nil || fault.KindOf(err) != fault.Outage {
+		t.Errorf("Check of an unreachable endpoint: %v (kind %v), want outage", err, fault.KindOf(err))
 	}
-	if _, err := c.Head(ctx, "k"); !IsUnreachable(err) {
-		t.Errorf("Head at an unreachable endpoint: %v, want IsUnreachable", err)
+	if _, err := c.Head(ctx, "k"); !IsUnreachable(err) || fault.KindOf(err) != fault.Outage {
+		t.Errorf("Head at an unreachable endpoint: %v, want IsUnreachable, an outage", err)
 	}
 	body := []byte("x")
 	sum := md5.Sum(body)
-	if _, err := c.Put(ctx, PutInput{Key: "k", Body: body, MD5: sum[:]}); !IsUnreachable(err) {
-		t.Errorf("Put at an unreachable endpoint: %v, want IsUnreachable", err)
+	if _, err := c.Put(ctx, PutInput{Key: "k", Body: body, MD5: sum[:]}); !IsUnreachable(err) || fault.KindOf(err) != fault.Outage {
+		t.Errorf("Put at an unreachable endpoint: %v, want IsUnreachable, an outage", err)
 	}
 }
