@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/md5"
 	"encoding/hex"
-	"hash/crc32"
 	"strconv"
 	"strings"
 	"sync"
@@ -78,35 +77,6 @@ func (s *policyStore) probes() []string {
 	return append([]string(nil), s.probed...)
 }
 
-// refusedMsg publishes a BLOBS message as the fetcher builds it (Ferry-Key the source key,
-// Ferry-S3-Key its S3 key) and returns it as the uploader's consumer delivers it.
-func refusedMsg(t *testing.T, js jetstream.JetStream, n bus.Names, key, s3Key string) jetstream.Msg {
-	t.Helper()
-	ctx := context.Background()
-	body := []byte("bytes of " + key)
-	m := nats.NewMsg(n.BlobsSubject)
-	sum := md5.Sum(body)
-	m.Header.Set(bus.HdrID, bus.KeyID(n.Job, key))
-	m.Header.Set(bus.HdrKey, key)
-	m.Header.Set(bus.HdrS3Key, s3Key)
-	m.Header.Set(bus.HdrSize, strconv.Itoa(len(body)))
-	m.Header.Set(bus.HdrMD5, hex.EncodeToString(sum[:]))
-	m.Header.Set(bus.HdrCRC32C, strconv.FormatUint(uint64(crc32.Checksum(body, crc32.MakeTable(crc32.Castagnoli))), 10))
-	m.Data = body
-	if _, err := js.PublishMsg(ctx, m); err != nil {
-		t.Fatal(err)
-	}
-	cons, err := js.Consumer(ctx, n.Blobs, n.Uploader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	msg, err := cons.Next(jetstream.FetchMaxWait(2 * time.Second))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return msg
-}
-
 // wantDeadLetter fails unless err dead-letters the key as refused on its own.
 func wantDeadLetter(t *testing.T, what string, err error) {
 	t.Helper()
@@ -126,12 +96,12 @@ func TestRefusedPrefixScopedPolicy(t *testing.T) {
 	store := newPolicyStore(func(k string) bool { return strings.HasPrefix(k, "p/") && !strings.HasPrefix(k, "p/legal/") })
 	u := &Uploader{Names: n, JS: js, Store: store, PartSize: 16 << 20}
 	for i := range 5 {
-		if err := stage.Once(ctx, js, u.Handle, refusedMsg(t, js, n, "k"+strconv.Itoa(i), "p/k"+strconv.Itoa(i))); err != nil {
+		if err := stage.Once(ctx, js, u.Handle, keyedBlobMsg(t, js, n, "k"+strconv.Itoa(i), "p/k"+strconv.Itoa(i), []byte("b"))); err != nil {
 			t.Fatal(err)
 		}
 	}
-	wantDeadLetter(t, "p/legal/x after 5 uploads under p/", stage.Once(ctx, js, u.Handle, refusedMsg(t, js, n, "legal", "p/legal/x")))
-	if err := stage.Once(ctx, js, u.Handle, refusedMsg(t, js, n, "k9", "p/k9")); err != nil {
+	wantDeadLetter(t, "p/legal/x after 5 uploads under p/", stage.Once(ctx, js, u.Handle, keyedBlobMsg(t, js, n, "legal", "p/legal/x", []byte("bytes of legal"))))
+	if err := stage.Once(ctx, js, u.Handle, keyedBlobMsg(t, js, n, "k9", "p/k9", []byte("bytes of k9"))); err != nil {
 		t.Errorf("the next key: %v", err)
 	}
 	for _, p := range store.probes() {
@@ -149,7 +119,7 @@ func TestRefusedPrefixScopedPolicyFirstKey(t *testing.T) {
 	ctx := context.Background()
 	store := newPolicyStore(func(k string) bool { return strings.HasPrefix(k, "p/") && !strings.HasPrefix(k, "p/legal/") })
 	u := &Uploader{Names: n, JS: js, Store: store, PartSize: 16 << 20}
-	wantDeadLetter(t, "p/legal/x first", stage.Once(ctx, js, u.Handle, refusedMsg(t, js, n, "legal", "p/legal/x")))
+	wantDeadLetter(t, "p/legal/x first", stage.Once(ctx, js, u.Handle, keyedBlobMsg(t, js, n, "legal", "p/legal/x", []byte("bytes of legal"))))
 }
 
 // A deeper destination prefix ("backups/2024/{key}", the policy allows backups/2024/* only): the
@@ -168,7 +138,7 @@ func TestRefusedPrefixScopedPolicyAfterRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	u := &Uploader{Names: n, JS: js, Store: store, PartSize: 16 << 20}
-	wantDeadLetter(t, "backups/2024/legal/x first after a restart", stage.Once(ctx, js, u.Handle, refusedMsg(t, js, n, "legal/x", "backups/2024/legal/x")))
+	wantDeadLetter(t, "backups/2024/legal/x first after a restart", stage.Once(ctx, js, u.Handle, keyedBlobMsg(t, js, n, "legal/x", "backups/2024/legal/x", []byte("bytes of legal/x"))))
 }
 
 // Key lists are sorted, so the keys under a refused prefix arrive together, before any other.
@@ -183,7 +153,7 @@ func TestRefusedSortedPrefix(t *testing.T) {
 		u := &Uploader{Names: n, JS: js, Store: store, PartSize: 16 << 20}
 		for i := range 25 {
 			k := strconv.Itoa(restart) + "-" + strconv.Itoa(i)
-			err := stage.Once(ctx, js, u.Handle, refusedMsg(t, js, n, k, "p/a-locked/"+k))
+			err := stage.Once(ctx, js, u.Handle, keyedBlobMsg(t, js, n, k, "p/a-locked/"+k, []byte("bytes of "+k)))
 			if stage.IsFatal(err) {
 				t.Fatalf("restart %d: key %d of 25 under a refused prefix (probe allowed): uploader stopped: %v", restart, i, err)
 			}
@@ -202,7 +172,7 @@ func TestRefusedEveryKey(t *testing.T) {
 	ctx := context.Background()
 	store := newPolicyStore(func(k string) bool { return !strings.HasPrefix(k, "p/") })
 	u := &Uploader{Names: n, JS: js, Store: store, PartSize: 16 << 20}
-	err := stage.Once(ctx, js, u.Handle, refusedMsg(t, js, n, "k1", "p/k1"))
+	err := stage.Once(ctx, js, u.Handle, keyedBlobMsg(t, js, n, "k1", "p/k1", []byte("bytes of k1")))
 	if !stage.IsFatal(err) {
 		t.Fatalf("every key refused: Handle = %v; want the uploader stopped", err)
 	}
@@ -222,17 +192,17 @@ func TestRefusedAfterRevocation(t *testing.T) {
 	store := newPolicyStore(func(k string) bool { return !revoked && k != "p/locked" })
 	u := &Uploader{Names: n, JS: js, Store: store, PartSize: 16 << 20}
 	for i := range 80 {
-		if err := stage.Once(ctx, js, u.Handle, refusedMsg(t, js, n, "k"+strconv.Itoa(i), "p/k"+strconv.Itoa(i))); err != nil {
+		if err := stage.Once(ctx, js, u.Handle, keyedBlobMsg(t, js, n, "k"+strconv.Itoa(i), "p/k"+strconv.Itoa(i), []byte("b"))); err != nil {
 			t.Fatal(err)
 		}
 	}
-	wantDeadLetter(t, "p/locked", stage.Once(ctx, js, u.Handle, refusedMsg(t, js, n, "locked", "p/locked")))
+	wantDeadLetter(t, "p/locked", stage.Once(ctx, js, u.Handle, keyedBlobMsg(t, js, n, "locked", "p/locked", []byte("bytes of locked"))))
 	store.mu.Lock()
 	revoked = true
 	store.mu.Unlock()
 	dead := 0
 	for i := range 100 {
-		err := stage.Once(ctx, js, u.Handle, refusedMsg(t, js, n, "r"+strconv.Itoa(i), "p/r"+strconv.Itoa(i)))
+		err := stage.Once(ctx, js, u.Handle, keyedBlobMsg(t, js, n, "r"+strconv.Itoa(i), "p/r"+strconv.Itoa(i), []byte("b")))
 		if stage.IsFatal(err) {
 			break
 		}
@@ -276,15 +246,15 @@ func TestRefusedConcurrent(t *testing.T) {
 	store := &gatedStore{policyStore: newPolicyStore(func(k string) bool { return !strings.HasPrefix(k, "p/locked/") }),
 		release: make(chan struct{})}
 	u := &Uploader{Names: n, JS: js, Store: store, PartSize: 16 << 20}
-	if err := stage.Once(ctx, js, u.Handle, refusedMsg(t, js, n, "first", "p/first")); err != nil {
+	if err := stage.Once(ctx, js, u.Handle, keyedBlobMsg(t, js, n, "first", "p/first", []byte("bytes of first"))); err != nil {
 		t.Fatal(err)
 	}
 	const workers = 16
 	msgs := make([]jetstream.Msg, workers)
 	for i := range msgs {
-		msgs[i] = refusedMsg(t, js, n, "l"+strconv.Itoa(i), "p/locked/"+strconv.Itoa(i))
+		msgs[i] = keyedBlobMsg(t, js, n, "l"+strconv.Itoa(i), "p/locked/"+strconv.Itoa(i), []byte("b"))
 	}
-	other := refusedMsg(t, js, n, "other", "p/other")
+	other := keyedBlobMsg(t, js, n, "other", "p/other", []byte("bytes of other"))
 	errs := make([]error, workers)
 	var wg sync.WaitGroup
 	for i := range msgs {

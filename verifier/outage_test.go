@@ -9,18 +9,13 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"strconv"
 	"syscall"
 	"testing"
-	"time"
 
 	"github.com/aws/smithy-go"
 	smithyhttp "github.com/aws/smithy-go/transport/http"
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/ferry-migrate/ferry/shared/blobstore"
-	"github.com/ferry-migrate/ferry/shared/bus"
 	"github.com/ferry-migrate/ferry/shared/bustest"
 	"github.com/ferry-migrate/ferry/shared/stage"
 )
@@ -70,7 +65,7 @@ func TestVerifierS3DownBehindProxy(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			js, n := bustest.Job(t)
 			v := &Verifier{Names: n, JS: js, Store: tc.store, Sample: tc.sample}
-			err := stage.Once(context.Background(), js, v.Handle, uploaded(t, js, n, "k", "p/k", body))
+			err := stage.Once(context.Background(), js, v.Handle, uploadedMsg(t, js, n, "k", "p/k", body))
 			if stage.IsOutage(err) != tc.wantOutage {
 				t.Errorf("Handle = %v: outage %v, want %v", err, stage.IsOutage(err), tc.wantOutage)
 			}
@@ -79,31 +74,6 @@ func TestVerifierS3DownBehindProxy(t *testing.T) {
 			}
 		})
 	}
-}
-
-// uploaded publishes an UPLOADED message of key and returns it as the verifier's consumer gets it.
-func uploaded(t *testing.T, js jetstream.JetStream, n bus.Names, key, s3Key string, body []byte) jetstream.Msg {
-	t.Helper()
-	ctx := context.Background()
-	sum := md5.Sum(body)
-	m := nats.NewMsg(n.UploadedSubject)
-	m.Header.Set(bus.HdrID, bus.KeyID(n.Job, key))
-	m.Header.Set(bus.HdrKey, key)
-	m.Header.Set(bus.HdrS3Key, s3Key)
-	m.Header.Set(bus.HdrSize, strconv.Itoa(len(body)))
-	m.Header.Set(bus.HdrMD5, hex.EncodeToString(sum[:]))
-	if _, err := js.PublishMsg(ctx, m); err != nil {
-		t.Fatal(err)
-	}
-	cons, err := js.Consumer(ctx, n.Uploaded, n.Verifier)
-	if err != nil {
-		t.Fatal(err)
-	}
-	msg, err := cons.Next(jetstream.FetchMaxWait(2 * time.Second))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return msg
 }
 
 // Head answers as the client does: errors carry their fault kind.

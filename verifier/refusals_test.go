@@ -5,18 +5,14 @@ import (
 	"crypto/md5"
 	"encoding/hex"
 	"errors"
-	"hash/crc32"
 	"net/http"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/aws/smithy-go"
 	smithyhttp "github.com/aws/smithy-go/transport/http"
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/ferry-migrate/ferry/shared/blobstore"
 	"github.com/ferry-migrate/ferry/shared/bus"
@@ -61,34 +57,6 @@ func (s *policyStore) getRaw(context.Context, string) ([]byte, error) {
 	return nil, errors.New("unused")
 }
 
-// verifyMsg publishes an UPLOADED message for s3Key holding "b" and returns it as the verifier's
-// consumer delivers it.
-func verifyMsg(t *testing.T, js jetstream.JetStream, n bus.Names, key, s3Key string) jetstream.Msg {
-	t.Helper()
-	ctx := context.Background()
-	body := []byte("b")
-	sum := md5.Sum(body)
-	m := nats.NewMsg(n.UploadedSubject)
-	m.Header.Set(bus.HdrID, bus.KeyID(n.Job, key))
-	m.Header.Set(bus.HdrKey, key)
-	m.Header.Set(bus.HdrS3Key, s3Key)
-	m.Header.Set(bus.HdrSize, strconv.Itoa(len(body)))
-	m.Header.Set(bus.HdrMD5, hex.EncodeToString(sum[:]))
-	m.Header.Set(bus.HdrCRC32C, strconv.FormatUint(uint64(crc32.Checksum(body, crc32.MakeTable(crc32.Castagnoli))), 10))
-	if _, err := js.PublishMsg(ctx, m); err != nil {
-		t.Fatal(err)
-	}
-	cons, err := js.Consumer(ctx, n.Uploaded, n.Verifier)
-	if err != nil {
-		t.Fatal(err)
-	}
-	msg, err := cons.Next(jetstream.FetchMaxWait(2 * time.Second))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return msg
-}
-
 func wantRefusedOnItsOwn(t *testing.T, what string, err error) {
 	t.Helper()
 	reason, permanent := stage.IsPermanent(err)
@@ -107,11 +75,11 @@ func TestRefusedHeadOneObject(t *testing.T) {
 		store := &policyStore{objects: map[string][]byte{"p/ok": []byte("b"), "p/locked": []byte("b"), "p/next": []byte("b")},
 			refused: func(k string) bool { return k == "p/locked" }, refuse: refuse}
 		v := &Verifier{Names: n, JS: js, Store: store}
-		if err := stage.Once(ctx, js, v.Handle, verifyMsg(t, js, n, "ok", "p/ok")); err != nil {
+		if err := stage.Once(ctx, js, v.Handle, uploadedMsg(t, js, n, "ok", "p/ok", []byte("b"))); err != nil {
 			t.Fatal(err)
 		}
-		wantRefusedOnItsOwn(t, "p/locked ("+refuse.Error()+")", stage.Once(ctx, js, v.Handle, verifyMsg(t, js, n, "locked", "p/locked")))
-		if err := stage.Once(ctx, js, v.Handle, verifyMsg(t, js, n, "next", "p/next")); err != nil {
+		wantRefusedOnItsOwn(t, "p/locked ("+refuse.Error()+")", stage.Once(ctx, js, v.Handle, uploadedMsg(t, js, n, "locked", "p/locked", []byte("b"))))
+		if err := stage.Once(ctx, js, v.Handle, uploadedMsg(t, js, n, "next", "p/next", []byte("b"))); err != nil {
 			t.Errorf("the next key: %v", err)
 		}
 		if got := store.asked; len(got) != 4 || got[2] != "p/ok" {
@@ -129,11 +97,11 @@ func TestRefusedHeadEveryObject(t *testing.T) {
 	store := &policyStore{objects: map[string][]byte{"p/ok": []byte("b"), "p/k": []byte("b")},
 		refused: func(string) bool { return revoked }, refuse: headForbidden}
 	v := &Verifier{Names: n, JS: js, Store: store}
-	if err := stage.Once(ctx, js, v.Handle, verifyMsg(t, js, n, "ok", "p/ok")); err != nil {
+	if err := stage.Once(ctx, js, v.Handle, uploadedMsg(t, js, n, "ok", "p/ok", []byte("b"))); err != nil {
 		t.Fatal(err)
 	}
 	revoked = true
-	err := stage.Once(ctx, js, v.Handle, verifyMsg(t, js, n, "k", "p/k"))
+	err := stage.Once(ctx, js, v.Handle, uploadedMsg(t, js, n, "k", "p/k", []byte("b")))
 	if !stage.IsFatal(err) || !strings.Contains(err.Error(), `key "k"`) {
 		t.Errorf("every HEAD refused: Handle = %v; want the verifier stopped, naming the key", err)
 	}
@@ -148,7 +116,7 @@ func TestRefusedHeadFirstObject(t *testing.T) {
 		js, n := bustest.Job(t)
 		store := &policyStore{objects: map[string][]byte{}, refused: func(k string) bool { return k == "p/locked" }, refuse: headDenied}
 		v := &Verifier{Names: n, JS: js, Store: store}
-		wantRefusedOnItsOwn(t, "first key", stage.Once(context.Background(), js, v.Handle, verifyMsg(t, js, n, "locked", "p/locked")))
+		wantRefusedOnItsOwn(t, "first key", stage.Once(context.Background(), js, v.Handle, uploadedMsg(t, js, n, "locked", "p/locked", []byte("b"))))
 	})
 	t.Run("no ListBucket, a verified key in DONE", func(t *testing.T) {
 		js, n := bustest.Job(t)
@@ -162,14 +130,14 @@ func TestRefusedHeadFirstObject(t *testing.T) {
 		store := &policyStore{objects: map[string][]byte{"p/earlier": []byte("b")}, noList: true,
 			refused: func(k string) bool { return k == "p/locked" }, refuse: headForbidden}
 		v := &Verifier{Names: n, JS: js, Store: store}
-		wantRefusedOnItsOwn(t, "first key", stage.Once(ctx, js, v.Handle, verifyMsg(t, js, n, "locked", "p/locked")))
+		wantRefusedOnItsOwn(t, "first key", stage.Once(ctx, js, v.Handle, uploadedMsg(t, js, n, "locked", "p/locked", []byte("b"))))
 	})
 	t.Run("no ListBucket, nothing verified", func(t *testing.T) {
 		js, n := bustest.Job(t)
 		store := &policyStore{objects: map[string][]byte{}, noList: true,
 			refused: func(k string) bool { return k == "p/locked" }, refuse: headForbidden}
 		v := &Verifier{Names: n, JS: js, Store: store}
-		if err := stage.Once(context.Background(), js, v.Handle, verifyMsg(t, js, n, "locked", "p/locked")); !stage.IsFatal(err) {
+		if err := stage.Once(context.Background(), js, v.Handle, uploadedMsg(t, js, n, "locked", "p/locked", []byte("b"))); !stage.IsFatal(err) {
 			t.Errorf("no read proven anywhere: Handle = %v; want the verifier stopped", err)
 		}
 	})

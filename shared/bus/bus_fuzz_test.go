@@ -57,10 +57,10 @@ func FuzzHeaderSafe(f *testing.F) {
 	})
 }
 
-// FuzzSizeOf: the Ferry-Size header of a BLOBS or UPLOADED message is parsed by the uploader and
-// the verifier; a malformed one must read as -1 (the message is dead-lettered as malformed), never
-// as a size the body is then compared with by accident, and decoding any header block must not
-// panic.
+// FuzzSizeOf: the Ferry-Size header of a BLOBS or UPLOADED message is parsed by DecodeRecord for
+// the uploader and the verifier; a malformed one must read as -1 with an error (the message is
+// dead-lettered as malformed), never as a size the body is then compared with by accident, and
+// decoding any header block must not panic.
 //
 //	go test -run '^$' -fuzz FuzzSizeOf -fuzztime 60s ./shared/bus/
 func FuzzSizeOf(f *testing.F) {
@@ -71,7 +71,11 @@ func FuzzSizeOf(f *testing.F) {
 	f.Fuzz(func(t *testing.T, v string) {
 		h := nats.Header{}
 		h.Set(HdrSize, v)
-		n := SizeOf(h)
+		rec, err := DecodeRecord(h)
+		n := rec.Size
+		if n < 0 && v != "" && err == nil {
+			t.Fatalf("Ferry-Size %q reads as %d without an error", v, n)
+		}
 		if n < -1 {
 			t.Fatalf("SizeOf(%q) = %d", v, n)
 		}
@@ -81,14 +85,15 @@ func FuzzSizeOf(f *testing.F) {
 				t.Fatalf("SizeOf(%q) = %d, but the value does not parse as that size (%v)", v, n, err)
 			}
 		}
-		if SizeOf(nats.Header{}) != -1 {
+		if r, _ := DecodeRecord(nats.Header{}); r.Size != -1 {
 			t.Fatal("SizeOf of a message without Ferry-Size is not -1")
 		}
 		// The same value as it arrives over the wire: decoding never panics, and a size that
 		// survives decoding is the one that was sent.
 		block := "NATS/1.0\r\n" + HdrSize + ": " + v + "\r\n\r\n"
 		if dh, err := nats.DecodeHeadersMsg([]byte(block)); err == nil {
-			if m := SizeOf(dh); m >= 0 {
+			if r, _ := DecodeRecord(dh); r.Size >= 0 {
+				m := r.Size
 				if parsed, err := strconv.ParseInt(dh.Get(HdrSize), 10, 64); err != nil || parsed != m {
 					t.Fatalf("decoded Ferry-Size %q reads as %d", dh.Get(HdrSize), m)
 				}

@@ -31,15 +31,10 @@ const (
 	HdrEscaped     = "Ferry-Escaped" // the headers of this message whose values are percent-escaped (SetText)
 )
 
-// Carry copies the identity headers of in to out.
+// Carry copies the identity headers of in to out as they are, an escaped key with its mark.
 func Carry(out, in nats.Header) {
-	Copy(out, in, HdrID, HdrKey, HdrOrigin)
-}
-
-// Copy copies the named headers of in to out as they are, escaped ones with their mark.
-func Copy(out, in nats.Header, names ...string) {
 	escaped := escapedSet(in)
-	for _, name := range names {
+	for _, name := range []string{HdrID, HdrKey, HdrOrigin} {
 		v := in.Get(name)
 		if v == "" {
 			continue
@@ -125,15 +120,6 @@ func mark(h nats.Header, name string, escaped bool) {
 	}
 	sort.Strings(names)
 	h.Set(HdrEscaped, strings.Join(names, ","))
-}
-
-// SizeOf parses the Ferry-Size header; -1 when absent or malformed.
-func SizeOf(h nats.Header) int64 {
-	n, err := strconv.ParseInt(h.Get(HdrSize), 10, 64)
-	if err != nil || n < 0 {
-		return -1
-	}
-	return n
 }
 
 // CRC32COf parses the Ferry-CRC32C header (the CRC32C of the source bytes, in decimal); ok is
