@@ -15,6 +15,7 @@ import (
 const (
 	ReasonInvalidKey     = "invalid_key"     // not UTF-8, too long, or fails the key rules
 	ReasonNotFound       = "not_found"       // no read target holds the key
+	ReasonDeleted        = "deleted"         // a scan pass read the key, the fetch found no row: deleted or expired at the source since
 	ReasonSourceError    = "source_error"    // reads kept failing until the last delivery
 	ReasonTooLarge       = "too_large"       // blob above the hard size limit
 	ReasonUploadError    = "upload_error"    // S3 kept failing, or refused this object for good
@@ -24,7 +25,7 @@ const (
 )
 
 // Reasons lists every reason, in the order docs/operations.md gives them.
-var Reasons = []string{ReasonInvalidKey, ReasonNotFound, ReasonSourceError, ReasonTooLarge,
+var Reasons = []string{ReasonInvalidKey, ReasonNotFound, ReasonDeleted, ReasonSourceError, ReasonTooLarge,
 	ReasonUploadError, ReasonVerifyMissing, ReasonVerifyMismatch, ReasonMaxDeliveries}
 
 // DeadLetter is one DLQ entry.

@@ -25,6 +25,11 @@ type Record struct {
 	Source      string // the read target that served the blob
 	Object      string // object-store name of a blob above the inline limit
 	ETag        string
+	// Pass is the scan pass that published the key (Ferry-Pass); 0 for keys from lists and replays.
+	Pass int
+	// WriteTime is the Cassandra writetime of the bytes read (Ferry-Writetime), microseconds
+	// since the epoch; 0 when unknown (a custom query that does not select it, an older fetcher).
+	WriteTime int64
 }
 
 // DecodeRecord reads a Record from h. A header that is there but does not parse is an error that
@@ -59,6 +64,20 @@ func DecodeRecord(h nats.Header) (Record, error) {
 	} else {
 		r.CRC32C, r.HasCRC32C = crc, ok
 	}
+	if v := h.Get(HdrPass); v != "" {
+		if n, err := strconv.Atoi(v); err == nil && n > 0 {
+			r.Pass = n
+		} else {
+			errs = append(errs, fmt.Errorf("%s %q: not a pass number", HdrPass, v))
+		}
+	}
+	if v := h.Get(HdrWriteTime); v != "" {
+		if n, err := strconv.ParseInt(v, 10, 64); err == nil && n > 0 {
+			r.WriteTime = n
+		} else {
+			errs = append(errs, fmt.Errorf("%s %q: not a writetime", HdrWriteTime, v))
+		}
+	}
 	return r, errors.Join(errs...)
 }
 
@@ -90,4 +109,10 @@ func (r Record) Encode(h nats.Header) {
 	set(HdrSource, r.Source)
 	set(HdrObject, r.Object)
 	set(HdrETag, r.ETag)
+	if r.Pass > 0 {
+		h.Set(HdrPass, strconv.Itoa(r.Pass))
+	}
+	if r.WriteTime > 0 {
+		h.Set(HdrWriteTime, strconv.FormatInt(r.WriteTime, 10))
+	}
 }

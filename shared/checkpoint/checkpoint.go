@@ -8,6 +8,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"time"
 
 	"github.com/ferry-migrate/ferry/shared/config"
 	"github.com/ferry-migrate/ferry/shared/keylist"
@@ -75,4 +76,34 @@ type ScanRange struct {
 func ScanKey(t config.Target) string {
 	sum := sha256.Sum256([]byte(t.Table + "/" + t.KeyColumn))
 	return ScanPrefix + "." + hex.EncodeToString(sum[:12])
+}
+
+// PassPrefix starts the KV keys of a table's scan passes: PassKey(t, n) holds pass n's record.
+const PassPrefix = "pass"
+
+// Pass is one scan pass of a table, stored under PassKey. Pass 1 is the first full scan; a delta
+// pass (Since > 0) enumerates every key again but publishes only those whose blob's writetime is
+// at or after Since. The producer writes it when the pass starts and as it ends; `ferry status`
+// shows the passes, `ferry prune` and its proof read them.
+type Pass struct {
+	N     int    `json:"n"`
+	Table string `json:"table"`
+	// Since is the writetime floor in microseconds since the epoch (the --since point less the
+	// clock-skew margin); 0 for a full pass, which publishes every key.
+	Since       int64     `json:"since_us"`
+	SinceFrom   string    `json:"since_from,omitempty"` // what --since named: "pass 3", a time
+	Margin      string    `json:"margin,omitempty"`     // the clock-skew margin taken off
+	Consistency string    `json:"consistency"`
+	DC          string    `json:"dc,omitempty"`
+	Start       time.Time `json:"start"`
+	End         time.Time `json:"end,omitzero"` // zero while running
+	Scanned     int64     `json:"scanned"`      // keys read (re-reads after a restart included)
+	Published   int64     `json:"published"`    // keys published (at or after Since)
+	Complete    bool      `json:"complete"`     // every token range of the pass read to its end
+}
+
+// PassKey is the KV key of pass n of table t's scan.
+func PassKey(t config.Target, n int) string {
+	sum := sha256.Sum256([]byte(t.Table + "/" + t.KeyColumn))
+	return fmt.Sprintf("%s.%s.%d", PassPrefix, hex.EncodeToString(sum[:12]), n)
 }
