@@ -22,6 +22,9 @@ type HeadResult struct {
 	// CRC32C is the whole object's CRC32C kept by S3 (base64); empty when the object has none or
 	// only a composite of its parts' checksums.
 	CRC32C string
+	// WriteTime is the Cassandra writetime of the bytes held (WriteTimeMeta), microseconds since
+	// the epoch; 0 when the object does not say.
+	WriteTime int64
 }
 
 func (c *Client) head(ctx context.Context, key string) (HeadResult, error) {
@@ -42,6 +45,7 @@ func (c *Client) head(ctx context.Context, key string) (HeadResult, error) {
 		ETag:      etag,
 		Metadata:  out.Metadata,
 		Multipart: strings.Contains(etag, "-"),
+		WriteTime: writeTimeOf(out.Metadata),
 	}
 	if crc := aws.ToString(out.ChecksumCRC32C); crc != "" && !strings.Contains(crc, "-") &&
 		out.ChecksumType != types.ChecksumTypeComposite {

@@ -2,6 +2,7 @@ package blobstore
 
 import (
 	"net/url"
+	"strconv"
 	"strings"
 )
 
@@ -13,7 +14,29 @@ const (
 	// LegacyOwnerMeta is what ferry wrote before OwnerMeta: printable ASCII keys as they are (so
 	// "x " read back as "x", and "%C3%A9" could be that literal key or "é"), others query-escaped.
 	LegacyOwnerMeta = "ferry-key"
+	// WriteTimeMeta is the Cassandra writetime of the bytes the object holds, in decimal
+	// microseconds since the epoch (WriteTimeValue), so that a later message of the same key
+	// replaces the object only with newer bytes. An object without it (written by an older ferry,
+	// or from a source that does not give the writetime) counts as older than any known writetime.
+	WriteTimeMeta = "ferry-writetime"
 )
+
+// WriteTimeValue is the WriteTimeMeta value of a writetime; "" for 0 (unknown), which is not stored.
+func WriteTimeValue(wt int64) string {
+	if wt <= 0 {
+		return ""
+	}
+	return strconv.FormatInt(wt, 10)
+}
+
+// writeTimeOf reads WriteTimeMeta; 0 when absent or not a positive number.
+func writeTimeOf(meta map[string]string) int64 {
+	n, err := strconv.ParseInt(metaValue(meta, WriteTimeMeta), 10, 64)
+	if err != nil || n < 0 {
+		return 0
+	}
+	return n
+}
 
 // OwnerValue makes a source key safe as an x-amz-meta value: HTTP carries ASCII, and the SDK trims
 // the blanks (ASCII and Unicode) around a value it reads. A key of printable ASCII without '%'

@@ -46,6 +46,11 @@ type PutInput struct {
 	// CompleteMultipartUpload): an existing object is left alone and Put returns ErrExists. Servers
 	// that ignore the header overwrite as an unconditional write would.
 	IfAbsent bool
+	// IfMatch, when set, is the ETag (unquoted, as HeadResult gives it) the object must still have
+	// for the write to replace it (If-Match on the single PUT and on CompleteMultipartUpload): an
+	// object that changed or went since it was read is left alone and Put returns ErrChanged, so
+	// two writers that read the same object cannot both replace it. Not with IfAbsent.
+	IfMatch string
 	// Progress, if set, is called after each part so that the caller can extend its message's ack
 	// deadline during a long upload.
 	Progress func()
@@ -61,6 +66,28 @@ type PutResult struct {
 	// CRC32C is the whole object's CRC32C (base64, as S3 writes it) that S3 checked the bytes
 	// against and keeps with the object; empty when the destination has checksums off.
 	CRC32C string
+}
+
+// ErrChanged is an object that a conditional Put (IfMatch) found changed or gone since its ETag
+// was read: nothing was written, and whoever decided to replace it must look again.
+var ErrChanged = errors.New("object changed since it was read")
+
+// ifMatch is the If-Match header value for an unquoted ETag.
+func ifMatch(etag string) *string { return aws.String(`"` + etag + `"`) }
+
+// refusedPrecondition turns a failed conditional write into ErrExists or ErrChanged; other errors
+// are returned as they are. Under If-Match, S3 answers 412 for another ETag, 404 for an object
+// gone since, and 409 ConditionalRequestConflict for a write racing this one: all mean "changed".
+func refusedPrecondition(in PutInput, err error) error {
+	status := statusOf(err)
+	switch {
+	case in.IfAbsent && status == http.StatusPreconditionFailed:
+		return ErrExists
+	case in.IfMatch != "" && (status == http.StatusPreconditionFailed || status == http.StatusConflict ||
+		isCode(err, "NoSuchKey") || isCode(err, "ConditionalRequestConflict")):
+		return fmt.Errorf("%w (it had ETag %s): %w", ErrChanged, in.IfMatch, err)
+	}
+	return err
 }
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
@@ -81,6 +108,10 @@ func (c *Client) put(ctx context.Context, in PutInput) (PutResult, error) {
 	if len(in.MD5) != md5.Size {
 		return PutResult{}, fmt.Errorf("put s3://%s/%s: %w", c.bucket, in.Key,
 			fault.Mark(fmt.Errorf("md5 is %d bytes, want %d", len(in.MD5), md5.Size), fault.Permanent))
+	}
+	if in.IfAbsent && in.IfMatch != "" {
+		return PutResult{}, fmt.Errorf("put s3://%s/%s: %w", c.bucket, in.Key,
+			fault.Mark(errors.New("IfAbsent and IfMatch together: the object cannot be both absent and present"), fault.Permanent))
 	}
 	partSize := in.PartSize
 	if partSize == 0 {
@@ -124,6 +155,9 @@ func (c *Client) putSingle(ctx context.Context, in PutInput, meta map[string]str
 	if in.IfAbsent {
 		input.IfNoneMatch = aws.String("*")
 	}
+	if in.IfMatch != "" {
+		input.IfMatch = ifMatch(in.IfMatch)
+	}
 	var crc string
 	if c.checksums {
 		crc = in.CRC32C
@@ -134,10 +168,7 @@ func (c *Client) putSingle(ctx context.Context, in PutInput, meta map[string]str
 	}
 	out, err := c.s3.PutObject(rctx, input)
 	if err != nil {
-		if in.IfAbsent && statusOf(err) == http.StatusPreconditionFailed {
-			return PutResult{}, fmt.Errorf("put s3://%s/%s: %w", c.bucket, in.Key, ErrExists)
-		}
-		return PutResult{}, fmt.Errorf("put s3://%s/%s: %w", c.bucket, in.Key, err)
+		return PutResult{}, fmt.Errorf("put s3://%s/%s: %w", c.bucket, in.Key, refusedPrecondition(in, err))
 	}
 	return PutResult{ETag: unquote(out.ETag), CRC32C: crc}, nil
 }
@@ -238,14 +269,15 @@ func (c *Client) uploadParts(ctx context.Context, in PutInput, uploadID *string,
 		// meanwhile is refused here like on a single PUT.
 		complete.IfNoneMatch = aws.String("*")
 	}
+	if in.IfMatch != "" {
+		// Likewise checked when the new bytes would replace the object, not when the upload began.
+		complete.IfMatch = ifMatch(in.IfMatch)
+	}
 	rctx, cancel := c.reqCtx(ctx)
 	defer cancel()
 	out, err := c.s3.CompleteMultipartUpload(rctx, complete)
 	if err != nil {
-		if in.IfAbsent && statusOf(err) == http.StatusPreconditionFailed {
-			return "", "", fmt.Errorf("complete multipart upload: %w", ErrExists)
-		}
-		return "", "", fmt.Errorf("complete multipart upload: %w", err)
+		return "", "", fmt.Errorf("complete multipart upload: %w", refusedPrecondition(in, err))
 	}
 	return unquote(out.ETag), crc, nil
 }
