@@ -27,6 +27,7 @@ type Names struct {
 	Done, DoneSubject         string // limits: one entry per verified key, the proof at the end
 	DLQ, DLQSubjects          string // limits, never discards: ferry.J.dlq.<stage>.<reason>
 	Advisories                string // captures MAX_DELIVERIES advisories of the work queues
+	Pruned, PrunedSubject     string // limits: one record per object `ferry prune` deleted or moved
 	AdvisorySubjects          []string
 
 	Fetcher, Uploader, Verifier, Advisor string // durable consumer names
@@ -51,6 +52,8 @@ func For(j string) Names {
 		DLQ:             "FERRY_" + j + "_DLQ",
 		DLQSubjects:     "ferry." + j + ".dlq.>",
 		Advisories:      "FERRY_" + j + "_ADVISORIES",
+		Pruned:          "FERRY_" + j + "_PRUNED",
+		PrunedSubject:   "ferry." + j + ".pruned",
 		Fetcher:         "fetcher",
 		Uploader:        "uploader",
 		Verifier:        "verifier",

@@ -181,6 +181,11 @@ func setup(ctx context.Context, js jetstream.JetStream, n Names, s Settings, upd
 			Storage: jetstream.FileStorage, Discard: jetstream.DiscardNew, MaxBytes: -1, MaxMsgs: -1,
 			Replicas: s.Replicas},
 	}
+	if update {
+		// Only `ferry setup` (and prune itself, EnsurePruned) makes PRUNED: a service started with
+		// a user that may not create streams must still start on a job made before PRUNED existed.
+		streams = append(streams, prunedConfig(n, s.Replicas))
+	}
 	for _, cfg := range streams {
 		if !update {
 			if _, err := js.Stream(ctx, cfg.Name); err == nil {
@@ -242,11 +247,33 @@ func setup(ctx context.Context, js jetstream.JetStream, n Names, s Settings, upd
 	return nil
 }
 
+// prunedConfig is the PRUNED stream: one record per object `ferry prune` deleted or moved, kept
+// (limits retention, never discarded) for `ferry report`.
+func prunedConfig(n Names, replicas int) jetstream.StreamConfig {
+	return jetstream.StreamConfig{Name: n.Pruned, Subjects: []string{n.PrunedSubject}, Retention: jetstream.LimitsPolicy,
+		Storage: jetstream.FileStorage, Discard: jetstream.DiscardNew, MaxBytes: -1, MaxMsgs: -1,
+		Duplicates: 2 * time.Minute, Replicas: replicas}
+}
+
+// EnsurePruned creates the PRUNED stream of a job made before it existed; an existing one is left
+// as it is.
+func EnsurePruned(ctx context.Context, js jetstream.JetStream, n Names, replicas int) error {
+	if _, err := js.Stream(ctx, n.Pruned); err == nil {
+		return nil
+	} else if !errors.Is(err, jetstream.ErrStreamNotFound) {
+		return fmt.Errorf("stream %s: %w", n.Pruned, err)
+	}
+	if _, err := js.CreateStream(ctx, prunedConfig(n, max(replicas, 1))); err != nil && !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+		return fmt.Errorf("create stream %s: %w", n.Pruned, err)
+	}
+	return nil
+}
+
 // Delete removes every stream, consumer and bucket of the job: its progress, dead letters and
 // DONE record are gone afterwards. Missing ones are skipped.
 func Delete(ctx context.Context, js jetstream.JetStream, n Names) error {
 	var errs []error
-	for _, s := range []string{n.Keys, n.Blobs, n.Uploaded, n.Done, n.DLQ, n.Advisories} {
+	for _, s := range []string{n.Keys, n.Blobs, n.Uploaded, n.Done, n.DLQ, n.Advisories, n.Pruned} {
 		if err := js.DeleteStream(ctx, s); err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
 			errs = append(errs, fmt.Errorf("delete stream %s: %w", s, err))
 		}

@@ -25,7 +25,19 @@ type Job struct {
 	Source      Source      `yaml:"source"`
 	Destination Destination `yaml:"destination"`
 	Keys        KeyRules    `yaml:"keys"`
+	Prune       Prune       `yaml:"prune"`
 }
+
+// Prune is how `ferry prune` reads the source key set it deletes by.
+type Prune struct {
+	// Consistency is the read level of prune's key scan, default LOCAL_QUORUM: a key a replica
+	// missed must not look deleted. --consistency may raise it, never lower it.
+	Consistency string `yaml:"consistency"`
+}
+
+// DefaultPruneConsistency is prune.consistency when the job file does not name one.
+const DefaultPruneConsistency = "LOCAL_QUORUM"
+
 
 // Source is an ordered list of read targets; the fetcher tries them in order.
 type Source struct {
@@ -41,7 +53,7 @@ type Target struct {
 	Table       string        `yaml:"table"`        // keyspace.table
 	KeyColumn   string        `yaml:"key_column"`   // default "key"
 	BlobColumn  string        `yaml:"blob_column"`  // default "data"
-	Query       string        `yaml:"query"`        // full CQL with one ?; overrides table and columns
+	Query       string        `yaml:"query"`        // full CQL with one ?; overrides table and columns; selects the blob [, writetime(blob)]
 	Timeout     time.Duration `yaml:"timeout"`      // per query; default 5s
 	ConnTimeout time.Duration `yaml:"conn_timeout"` // default 5s
 	Username    string        `yaml:"username"`     // PasswordAuthenticator; see PasswordFile
@@ -196,6 +208,9 @@ func (j *Job) Defaults() {
 	if j.Keys.Template == "" {
 		j.Keys.Template = "{key}"
 	}
+	if j.Prune.Consistency == "" {
+		j.Prune.Consistency = DefaultPruneConsistency
+	}
 }
 
 // Validate reports every bad value at once.
@@ -219,6 +234,9 @@ func (j *Job) Validate() error {
 	}
 	if err := j.Keys.Validate(); err != nil {
 		errs = append(errs, fmt.Errorf("keys: %w", err))
+	}
+	if c := strings.ToUpper(j.Prune.Consistency); c != "" && (!consistency[c] || c == "ANY") {
+		errs = append(errs, fmt.Errorf("prune.consistency: %q is not a read level", j.Prune.Consistency))
 	}
 	return errors.Join(errs...)
 }
@@ -324,12 +342,15 @@ func (c TargetTLS) Validate() error {
 	return errors.Join(errs...)
 }
 
-// CQL is the SELECT the fetcher prepares for this target: one ? for the key, one blob column out.
+// CQL is the SELECT the fetcher prepares for this target: one ? for the key; out the blob and
+// its writetime (microseconds), read in one query. A custom query may select the blob alone
+// (its writetime is then unknown: a rewrite cannot be told from a stale retry) or the blob and
+// writetime(blob), in that order.
 func (t Target) CQL() string {
 	if t.Query != "" {
 		return t.Query
 	}
-	return fmt.Sprintf("SELECT %s FROM %s WHERE %s = ?", t.BlobColumn, t.Table, t.KeyColumn)
+	return fmt.Sprintf("SELECT %s, writetime(%s) FROM %s WHERE %s = ?", t.BlobColumn, t.BlobColumn, t.Table, t.KeyColumn)
 }
 
 var bucketName = regexp.MustCompile(`^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$`)
