@@ -38,7 +38,6 @@ type Prune struct {
 // DefaultPruneConsistency is prune.consistency when the job file does not name one.
 const DefaultPruneConsistency = "LOCAL_QUORUM"
 
-
 // Source is an ordered list of read targets; the fetcher tries them in order.
 type Source struct {
 	Targets []Target `yaml:"targets"`
