@@ -37,3 +37,30 @@ func TestBlobCell(t *testing.T) {
 		})
 	}
 }
+
+// TestCheckColumns: a target's SELECT gives the blob, optionally followed by its writetime; any
+// other shape is configuration (not transient), so NewReader fails instead of every key.
+func TestCheckColumns(t *testing.T) {
+	col := func(name string, typ gocql.Type) gocql.ColumnInfo {
+		return gocql.ColumnInfo{Name: name, TypeInfo: gocql.NewNativeType(4, typ, "")}
+	}
+	blob, wt, key := col("data", gocql.TypeBlob), col("writetime(data)", gocql.TypeBigInt), col("key", gocql.TypeVarchar)
+	for _, tc := range []struct {
+		name string
+		cols []gocql.ColumnInfo
+		ok   bool
+	}{
+		{"blob alone", []gocql.ColumnInfo{blob}, true},
+		{"blob and writetime", []gocql.ColumnInfo{blob, wt}, true},
+		{"no metadata (an error answer)", nil, true},
+		{"second column not a bigint", []gocql.ColumnInfo{blob, key}, false},
+		{"three columns", []gocql.ColumnInfo{blob, wt, key}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := checkColumns(tc.cols)
+			if (err == nil) != tc.ok || (err != nil && IsTransient(err)) {
+				t.Fatalf("checkColumns = %v (transient %v), want ok %v and never transient", err, IsTransient(err), tc.ok)
+			}
+		})
+	}
+}

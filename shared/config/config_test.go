@@ -25,7 +25,7 @@ func TestLocalJobFileIsValid(t *testing.T) {
 	if len(j.Source.Targets) != 2 || j.Source.Targets[1].LocalDC != "dc2" {
 		t.Fatalf("targets = %+v", j.Source.Targets)
 	}
-	if got := j.Source.Targets[0].CQL(); got != "SELECT data FROM ferry_demo.blobs WHERE key = ?" {
+	if got := j.Source.Targets[0].CQL(); got != "SELECT data, writetime(data) FROM ferry_demo.blobs WHERE key = ?" {
 		t.Errorf("CQL() = %q", got)
 	}
 }
