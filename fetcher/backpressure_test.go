@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/ferry-migrate/ferry/shared/bus"
+	"github.com/ferry-migrate/ferry/shared/cass"
 	"github.com/ferry-migrate/ferry/shared/bustest"
 	"github.com/ferry-migrate/ferry/shared/config"
 	"github.com/ferry-migrate/ferry/shared/keyrules"
@@ -31,9 +32,9 @@ type sizedReader struct {
 
 func (r *sizedReader) Name() string { return "dc1" }
 
-func (r *sizedReader) Read(_ context.Context, key string) ([]byte, error) {
+func (r *sizedReader) ReadBlob(_ context.Context, key string) (cass.Blob, error) {
 	r.reads.Add(1)
-	return blobOf(key, r.size), nil
+	return cass.Blob{Data: blobOf(key, r.size)}, nil
 }
 
 func blobOf(key string, size int) []byte {

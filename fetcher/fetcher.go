@@ -1,6 +1,9 @@
-// Package fetcher consumes KEYS, reads each blob from the job's ordered Cassandra read targets
-// (falling back on not-found, timeout and unavailable), and publishes it with its checksums to
-// BLOBS; blobs above the inline limit travel through the job's object store.
+// Package fetcher consumes KEYS, reads each blob and its writetime from the job's ordered
+// Cassandra read targets (falling back on not-found, timeout and unavailable), and publishes it
+// with its checksums and writetime to BLOBS; blobs above the inline limit travel through the
+// job's object store. A key that no target holds is dead-lettered not_found, or deleted when a
+// scan pass published it: the row was there when the scan read it, so it was deleted or expired
+// (TTL) since, which is the source changing, not a failure.
 package fetcher
 
 import (
@@ -25,10 +28,11 @@ import (
 	"github.com/ferry-migrate/ferry/shared/stage"
 )
 
-// Reader reads one blob from one read target; cass.Reader is the real one.
+// Reader reads one blob and its writetime from one read target; cass.Reader is the real one.
+// A missing row and a NULL blob are both cass.ErrNotFound.
 type Reader interface {
 	Name() string
-	Read(ctx context.Context, key string) ([]byte, error)
+	ReadBlob(ctx context.Context, key string) (cass.Blob, error)
 }
 
 // Fetcher is the KEYS handler.
@@ -75,10 +79,11 @@ func (f *Fetcher) Handle(ctx context.Context, in stage.Msg) (*stage.Output, erro
 	if err := f.Gate.Wait(ctx); err != nil {
 		return nil, err
 	}
-	blob, source, err := f.read(ctx, key)
+	cell, source, err := f.read(ctx, key, in.Record.Pass)
 	if err != nil {
 		return nil, err
 	}
+	blob := cell.Data
 	if int64(len(blob)) > f.MaxSize {
 		return nil, stage.Permanent(bus.ReasonTooLarge, fmt.Errorf("key %q: blob of %d bytes is over the %d-byte limit", key, len(blob), f.MaxSize))
 	}
@@ -88,7 +93,7 @@ func (f *Fetcher) Handle(ctx context.Context, in stage.Msg) (*stage.Output, erro
 	sum := md5.Sum(blob)
 	rec := bus.Record{ID: in.Record.ID, Key: key, Origin: in.Record.Origin, S3Key: s3Key, Size: int64(len(blob)),
 		MD5: sum[:], CRC32C: crc32.Checksum(blob, castagnoli), HasCRC32C: true,
-		ContentType: f.Rules.ContentType(s3Key), Source: source}
+		ContentType: f.Rules.ContentType(s3Key), Source: source, Pass: in.Record.Pass, WriteTime: cell.WriteTime}
 	if rec.ID == "" { // published by something other than ferry's producer
 		rec.ID = bus.KeyID(f.Names.Job, key)
 	}
@@ -112,16 +117,17 @@ func (f *Fetcher) Handle(ctx context.Context, in stage.Msg) (*stage.Output, erro
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
-// read tries the targets in order. Not found everywhere is permanent; if any target failed with
-// an error instead, the key may exist there, so it is retried.
-func (f *Fetcher) read(ctx context.Context, key string) ([]byte, string, error) {
+// read tries the targets in order. Not found everywhere is permanent: not_found, or deleted for
+// a key of scan pass (> 0), which the scan saw. If any target failed with an error instead, the
+// key may exist there, so it is retried.
+func (f *Fetcher) read(ctx context.Context, key string, pass int) (cass.Blob, string, error) {
 	var failures []string
 	unreachable := 0
 	for _, r := range f.Readers {
 		if err := f.Limits.Wait(ctx); err != nil {
-			return nil, "", err
+			return cass.Blob{}, "", err
 		}
-		blob, err := r.Read(ctx, key)
+		blob, err := r.ReadBlob(ctx, key)
 		result := "found"
 		switch {
 		case err == nil:
@@ -141,17 +147,22 @@ func (f *Fetcher) read(ctx context.Context, key string) ([]byte, string, error) 
 			return blob, r.Name(), nil
 		}
 		if ctx.Err() != nil {
-			return nil, "", ctx.Err()
+			return cass.Blob{}, "", ctx.Err()
 		}
 	}
 	if len(failures) > 0 {
 		err := fmt.Errorf("key %q: not read from any target: %s", key, strings.Join(failures, "; "))
 		if unreachable == len(f.Readers) {
-			return nil, "", stage.Outage(err) // the whole source is down: wait, don't burn deliveries
+			return cass.Blob{}, "", stage.Outage(err) // the whole source is down: wait, don't burn deliveries
 		}
-		return nil, "", stage.Transient(bus.ReasonSourceError, err)
+		return cass.Blob{}, "", stage.Transient(bus.ReasonSourceError, err)
 	}
-	return nil, "", stage.Permanent(bus.ReasonNotFound, fmt.Errorf("key %q: %w on every read target", key, cass.ErrNotFound))
+	if pass > 0 {
+		// The scan read the row, so it existed: it was deleted or expired (TTL) since. A key of a
+		// list has no such proof and stays not_found.
+		return cass.Blob{}, "", stage.Permanent(bus.ReasonDeleted, fmt.Errorf("key %q: %w on every read target: deleted or expired at the source after scan pass %d read it", key, cass.ErrNotFound, pass))
+	}
+	return cass.Blob{}, "", stage.Permanent(bus.ReasonNotFound, fmt.Errorf("key %q: %w on every read target", key, cass.ErrNotFound))
 }
 
 // putObject stores a blob above the inline limit in the object store. The object name is the
