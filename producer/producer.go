@@ -46,7 +46,7 @@ func (c *Config) Flags() []cli.Flag {
 		&cli.IntFlag{Name: "parallel", Value: 4, EnvVars: []string{"FERRY_PRODUCER_PARALLEL"}, Destination: &c.Parallel, Usage: "key lists read at once"},
 		&cli.IntFlag{Name: "in-flight", Value: 1024, EnvVars: []string{"FERRY_PRODUCER_IN_FLIGHT"}, Destination: &c.InFlight, Usage: "publishes awaiting acknowledgement, per key list or token range (at most 2048 / readers)"},
 		&cli.Int64Flag{Name: "high-water", Value: 1_000_000, EnvVars: []string{"FERRY_PRODUCER_HIGH_WATER"}, Destination: &c.HighWater, Usage: "wait while the KEYS backlog holds more messages than this"},
-		&cli.BoolFlag{Name: "restart", EnvVars: []string{"FERRY_PRODUCER_RESTART"}, Destination: &c.Restart, Usage: "ignore checkpoints: publish every list from its start, scan the whole ring again (needed for a list whose lines already published changed since its checkpoint: it is refused otherwise)"},
+		&cli.BoolFlag{Name: "restart", EnvVars: []string{"FERRY_PRODUCER_RESTART"}, Destination: &c.Restart, Usage: "ignore checkpoints: publish every list from its start (needed for a list whose lines already published changed since its checkpoint: it is refused otherwise); with --scan, start a new pass (full, or a delta with --since) over a new split of the ring, leaving an incomplete one (earlier passes stay recorded)"},
 		&cli.BoolFlag{Name: "progress", Value: true, EnvVars: []string{"FERRY_PROGRESS"}, Destination: &c.Progress, Usage: "print a progress line on stderr when it is a terminal"},
 	}, c.Scan.Flags()...), c.Settings.Flags()...)
 }
@@ -62,6 +62,8 @@ func (c *ScanConfig) Flags() []cli.Flag {
 		&cli.IntFlag{Name: "scan-rate", EnvVars: []string{"FERRY_SCAN_RATE"}, Destination: &c.Rate, Usage: "keys read per second, all ranges together (0: no cap)", Category: "scan"},
 		&cli.IntFlag{Name: "scan-page-size", Value: 1000, EnvVars: []string{"FERRY_SCAN_PAGE_SIZE"}, Destination: &c.PageSize, Usage: "rows per page; a restart re-reads at most one page per range. Cassandra reads whole rows, blobs included, so keep page size x concurrency x mean blob size well under its heap", Category: "scan"},
 		&cli.StringFlag{Name: "scan-consistency", Value: "LOCAL_ONE", EnvVars: []string{"FERRY_SCAN_CONSISTENCY"}, Destination: &c.Consistency, Usage: "consistency level of the scan", Category: "scan"},
+		&cli.StringFlag{Name: "since", EnvVars: []string{"FERRY_SCAN_SINCE"}, Destination: &c.Since, Usage: "a delta pass: publish only the keys whose blob was written at or after this point, less --since-margin: a pass number (that pass's start), last (the last complete pass's start) or an RFC 3339 time. Every key is still read (Cassandra cannot filter on writetime)", Category: "scan"},
+		&cli.DurationFlag{Name: "since-margin", Value: 10 * time.Minute, EnvVars: []string{"FERRY_SCAN_SINCE_MARGIN"}, Destination: &c.SinceMargin, Usage: "taken off --since's point: a blob's writetime comes from the clock of the client that wrote it, which may run behind ferry's", Category: "scan"},
 	}
 }
 
@@ -76,6 +78,8 @@ func (c *Config) Validate() error {
 	}
 	if c.Scan.Enabled {
 		errs = append(errs, c.Scan.validate())
+	} else if c.Scan.Since != "" {
+		errs = append(errs, errors.New("--since: only with --scan (a delta pass of the table scan)"))
 	}
 	if c.Parallel < 1 || c.Parallel > 256 {
 		errs = append(errs, fmt.Errorf("--parallel %d: must be 1..256", c.Parallel))
@@ -124,7 +128,7 @@ func Command() *cli.Command {
 			defer env.Close()
 			st, err := Run(c.Context, env, cfg)
 			env.Log.Info("producer finished", "read", st.Lines, "published", st.Published, "duplicates", st.Duplicates,
-				"invalid", st.Invalid, "blank", st.Blank, "skipped_files", st.SkippedFiles)
+				"invalid", st.Invalid, "blank", st.Blank, "skipped_files", st.SkippedFiles, "unchanged", st.Unchanged)
 			return err
 		},
 	}
@@ -133,6 +137,7 @@ func Command() *cli.Command {
 // Stats count what a run did.
 type Stats struct {
 	Lines, Published, Duplicates, Invalid, Blank, SkippedFiles int64
+	Unchanged                                                  int64 // keys a delta pass read and left: written before its floor
 }
 
 // Run publishes every key list of cfg.Keys, or scans the source table with cfg.Scan. It returns
@@ -223,8 +228,8 @@ func (p *tracker) status() progress.Status {
 		if !p.fractionSet {
 			p.startFraction, p.fractionSet = f, true
 		}
-		return progress.Status{Done: f, Total: 1, Text: fmt.Sprintf("scan %s: ranges %d/%d, read %d, %s, ETA %s",
-			sc.plan.Table, sc.done.Load(), len(sc.cps), st.Lines, counts, progress.ETA(el, p.startFraction, f, 1))}
+		return progress.Status{Done: f, Total: 1, Text: fmt.Sprintf("scan %s pass %d: ranges %d/%d, read %d, %s, ETA %s",
+			sc.plan.Table, sc.pass.N, sc.done.Load(), len(sc.cps), st.Lines, counts, progress.ETA(el, p.startFraction, f, 1))}
 	}
 	if fp := p.files.Load(); fp != nil {
 		size, read, base := fp.size.Load(), fp.consumed.Load(), fp.startConsumed.Load()

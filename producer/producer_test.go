@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/klauspost/compress/zstd"
 	"github.com/nats-io/nats.go/jetstream"
@@ -167,6 +168,13 @@ func TestValidate(t *testing.T) {
 			Scan: ScanConfig{Enabled: true, Concurrency: 0, PageSize: 0, Consistency: "MOST", Rate: -1, Ranges: -1}},
 			"--scan-concurrency"},
 		{"parallel", Config{Keys: *cli.NewStringSlice("k"), Parallel: 0, InFlight: 1, HighWater: 1}, "--parallel"},
+		{"delta", Config{Parallel: 4, InFlight: 1, HighWater: 1,
+			Scan: ScanConfig{Enabled: true, Concurrency: 4, PageSize: 1000, Consistency: "LOCAL_ONE", Since: "last", SinceMargin: time.Minute}}, ""},
+		{"bad since", Config{Parallel: 4, InFlight: 1, HighWater: 1,
+			Scan: ScanConfig{Enabled: true, Concurrency: 4, PageSize: 1000, Consistency: "LOCAL_ONE", Since: "monday"}}, `--since "monday"`},
+		{"negative margin", Config{Parallel: 4, InFlight: 1, HighWater: 1,
+			Scan: ScanConfig{Enabled: true, Concurrency: 4, PageSize: 1000, Consistency: "LOCAL_ONE", Since: "1", SinceMargin: -time.Second}}, "--since-margin"},
+		{"since without scan", Config{Keys: *cli.NewStringSlice("k"), Parallel: 4, InFlight: 1, HighWater: 1, Scan: ScanConfig{Since: "1"}}, "--since: only with --scan"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

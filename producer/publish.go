@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -46,14 +47,14 @@ type sink struct {
 
 	ackTimeout time.Duration
 
-	lines, published, duplicates, invalid, blank, skipped atomic.Int64
+	lines, published, duplicates, invalid, blank, skipped, unchanged atomic.Int64
 
 	oldCheckpoints sync.Once // warns of checkpoints without a list identity
 }
 
 func (s *sink) stats() Stats {
 	return Stats{Lines: s.lines.Load(), Published: s.published.Load(), Duplicates: s.duplicates.Load(),
-		Invalid: s.invalid.Load(), Blank: s.blank.Load(), SkippedFiles: s.skipped.Load()}
+		Invalid: s.invalid.Load(), Blank: s.blank.Load(), SkippedFiles: s.skipped.Load(), Unchanged: s.unchanged.Load()}
 }
 
 // key publishes key through w, or dead-letters it as invalid_key when it is not a valid source key.
@@ -90,6 +91,7 @@ type pending struct {
 // stored, their position is safe to checkpoint: done.
 type window struct {
 	s    *sink
+	pass int // the scan pass it publishes for; 0 for a key list
 	pend []pending
 	done position
 }
@@ -101,7 +103,10 @@ func (w *window) publish(ctx context.Context, key []byte, origin string, pos pos
 		}
 	}
 	names := w.s.env.Names
-	m := bus.KeyMsg(names, string(key), bus.KeyID(names.Job, string(key)), origin)
+	m := bus.KeyMsg(names, string(key), keyID(names.Job, string(key), w.pass), origin)
+	if w.pass > 0 {
+		m.Header.Set(bus.HdrPass, strconv.Itoa(w.pass))
+	}
 	fut, err := w.s.js.PublishMsgAsync(m, jetstream.WithMsgID(bus.MsgID("keys", m.Header.Get(bus.HdrID))))
 	// The connection's outstanding publishes are capped (other windows share them): a stall is
 	// backpressure, so confirm what this window has out and try again.
@@ -123,6 +128,18 @@ func (w *window) publish(ctx context.Context, key []byte, origin string, pos pos
 	}
 	w.pend = append(w.pend, pending{fut: fut, pos: pos})
 	return nil
+}
+
+// keyID is a KEYS message's Ferry-Id: the key's, with ".p<n>" for a scan pass after the first.
+// Every stage derives its Nats-Msg-Id from it, so a later pass's message of a key (rewritten
+// since) must differ from the first pass's, or a duplicate window still holding that one would
+// drop it at every stage.
+func keyID(job, key string, pass int) string {
+	id := bus.KeyID(job, key)
+	if pass >= 2 {
+		id += ".p" + strconv.Itoa(pass)
+	}
+	return id
 }
 
 // confirm waits for the oldest n publishes, re-publishing (same Nats-Msg-Id) any that failed or

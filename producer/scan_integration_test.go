@@ -86,14 +86,18 @@ func TestScan(t *testing.T) {
 	if st := bustest.Msgs(t, js, n.DLQ); st != 0 {
 		t.Errorf("DLQ holds %d, want 0", st)
 	}
-	// Done: a third run reads nothing; --restart reads everything again (deduplicated).
+	// Done: a third run reads nothing; --restart is pass 2, a new split, and publishes everything
+	// again under pass 2's ids.
 	if st3, err := Run(context.Background(), env, cfg); err != nil || st3.Lines != 0 {
 		t.Errorf("third run = %+v, %v; want nothing read", st3, err)
 	}
 	cfg.Restart = true
 	cfg.Scan.Ranges = 7
-	if st4, err := Run(context.Background(), env, cfg); err != nil || st4.Lines != scanRows || st4.Duplicates != scanRows {
-		t.Errorf("--restart run = %+v, %v; want %d read, all duplicates", st4, err, scanRows)
+	if st4, err := Run(context.Background(), env, cfg); err != nil || st4.Lines != scanRows || st4.Published != scanRows || st4.Duplicates != 0 {
+		t.Errorf("--restart run = %+v, %v; want %d read and published", st4, err, scanRows)
+	}
+	if got := bustest.Msgs(t, js, n.Keys); got != 2*scanRows {
+		t.Errorf("KEYS holds %d keys, want %d (pass 1 and pass 2)", got, 2*scanRows)
 	}
 }
 

@@ -8,6 +8,8 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/ferry-migrate/ferry/shared/config"
@@ -69,6 +71,9 @@ type ScanRange struct {
 	Last int64 `json:"last"`
 	Done bool  `json:"done"`
 	Keys int64 `json:"keys"` // keys read, re-reads after a restart included
+	// Published is the keys of the range published: at or after the pass's writetime floor
+	// (all of them in a full pass), re-reads included. Absent in checkpoints saved before passes.
+	Published int64 `json:"published,omitempty"`
 }
 
 // ScanKey is the KV key of a table's scan plan, and the prefix of its ranges' checkpoints: one
@@ -100,6 +105,53 @@ type Pass struct {
 	Scanned     int64     `json:"scanned"`      // keys read (re-reads after a restart included)
 	Published   int64     `json:"published"`    // keys published (at or after Since)
 	Complete    bool      `json:"complete"`     // every token range of the pass read to its end
+}
+
+// RangePrefix is the prefix of pass n's range checkpoints, <prefix>.<range index>, where scanKey
+// is the scan's ScanKey: scanKey itself for pass 1, the layout from before passes (so a scan
+// started then resumes), scanKey + ".p<n>" for a later pass. A KV watch of scanKey + ".*" (one
+// token) sees pass 1's ranges only.
+func RangePrefix(scanKey string, n int) string {
+	if n <= 1 {
+		return scanKey
+	}
+	return scanKey + ".p" + strconv.Itoa(n)
+}
+
+// ParseRangeKey reads a range checkpoint's KV key: the scan's key (scan.<digest>), the pass and
+// the range index. ok is false for any other key, the plan's included.
+func ParseRangeKey(key string) (scanKey string, pass, index int, ok bool) {
+	parts := strings.Split(key, ".")
+	if parts[0] != ScanPrefix || len(parts) < 3 || len(parts) > 4 {
+		return "", 0, 0, false
+	}
+	pass = 1
+	if len(parts) == 4 {
+		n, err := strconv.Atoi(strings.TrimPrefix(parts[2], "p"))
+		if err != nil || !strings.HasPrefix(parts[2], "p") || n < 2 {
+			return "", 0, 0, false
+		}
+		pass = n
+	}
+	i, err := strconv.Atoi(parts[len(parts)-1])
+	if err != nil || i < 0 {
+		return "", 0, 0, false
+	}
+	return parts[0] + "." + parts[1], pass, i, true
+}
+
+// ParsePassKey reads a pass record's KV key: the scan's key (scan.<digest>) it belongs to and
+// the pass number.
+func ParsePassKey(key string) (scanKey string, n int, ok bool) {
+	parts := strings.Split(key, ".")
+	if len(parts) != 3 || parts[0] != PassPrefix {
+		return "", 0, false
+	}
+	n, err := strconv.Atoi(parts[2])
+	if err != nil || n < 1 {
+		return "", 0, false
+	}
+	return ScanPrefix + "." + parts[1], n, true
 }
 
 // PassKey is the KV key of pass n of table t's scan.

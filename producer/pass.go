@@ -1,0 +1,158 @@
+package producer
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/ferry-migrate/ferry/shared/checkpoint"
+)
+
+// since is a parsed --since: nothing (a full pass), a pass number, the last complete pass, or
+// a time.
+type since struct {
+	pass int       // > 0: pass N's start
+	last bool      // the last complete pass's start
+	at   time.Time // non-zero: this time
+}
+
+func (s since) full() bool { return s.pass == 0 && !s.last && s.at.IsZero() }
+
+// parseSince reads --since: a pass number, "last", or an RFC 3339 time; empty is a full pass.
+func parseSince(v string) (since, error) {
+	v = strings.TrimSpace(v)
+	switch {
+	case v == "":
+		return since{}, nil
+	case strings.EqualFold(v, "last"):
+		return since{last: true}, nil
+	}
+	if n, err := strconv.Atoi(v); err == nil {
+		if n < 1 {
+			return since{}, fmt.Errorf("--since %s: a pass number starts at 1", v)
+		}
+		return since{pass: n}, nil
+	}
+	t, err := time.Parse(time.RFC3339Nano, v)
+	if err != nil {
+		return since{}, fmt.Errorf("--since %q: neither a pass number, last, nor an RFC 3339 time (2026-01-02T15:04:05Z)", v)
+	}
+	if t.Before(time.Unix(1, 0)) {
+		return since{}, fmt.Errorf("--since %s: before 1970", v)
+	}
+	return since{at: t}, nil
+}
+
+// passChoice is what a scan run does: start pass N (or resume it), or nothing when the last pass
+// is complete and no new one was asked for.
+type passChoice struct {
+	Pass    checkpoint.Pass // the record: as stored for a resumed pass, to be stored for a new one
+	Resume  bool
+	Nothing bool
+}
+
+// choosePass decides from the table's pass records (any order) and the flags which pass this
+// run scans. passes holds every stored record; a new pass gets the next number. A new pass's
+// record has Start = now; its writetime floor is --since's point less margin.
+func choosePass(passes []checkpoint.Pass, s since, margin time.Duration, restart bool, table, consistency, dc string, now time.Time) (passChoice, error) {
+	byN := map[int]checkpoint.Pass{}
+	var last *checkpoint.Pass
+	for i := range passes {
+		p := &passes[i]
+		byN[p.N] = *p
+		if last == nil || p.N > last.N {
+			last = p
+		}
+	}
+	want := checkpoint.Pass{Table: table, Consistency: consistency, DC: dc, Start: now.UTC()}
+	if !s.full() {
+		var from time.Time
+		switch {
+		case s.pass > 0:
+			p, ok := byN[s.pass]
+			switch {
+			case !ok:
+				return passChoice{}, fmt.Errorf("--since %d: the scan of %s has no pass %d%s", s.pass, table, s.pass, passRange(last))
+			case !p.Complete:
+				return passChoice{}, fmt.Errorf("--since %d: pass %d of %s is not complete, so keys written before it started may be missing; give a complete pass or a time", s.pass, s.pass, table)
+			}
+			from, want.SinceFrom = p.Start, "pass "+strconv.Itoa(p.N)
+		case s.last:
+			var lc *checkpoint.Pass
+			for i := range passes {
+				if p := &passes[i]; p.Complete && (lc == nil || p.N > lc.N) {
+					lc = p
+				}
+			}
+			if lc == nil {
+				return passChoice{}, fmt.Errorf("--since last: the scan of %s has no complete pass yet", table)
+			}
+			from, want.SinceFrom = lc.Start, "pass "+strconv.Itoa(lc.N)
+		default:
+			from, want.SinceFrom = s.at, s.at.UTC().Format(time.RFC3339Nano)
+		}
+		want.Since = max(from.Add(-margin).UnixMicro(), 1)
+		want.Margin = margin.String()
+	}
+	if last != nil && !last.Complete && !restart {
+		if last.Since != want.Since {
+			return passChoice{}, fmt.Errorf("pass %d of %s (%s) is not complete: run again with %s to finish it, or add --restart to leave it incomplete and start a new pass",
+				last.N, table, describePass(*last), resumeFlags(*last))
+		}
+		if !strings.EqualFold(last.Consistency, consistency) || last.DC != dc {
+			return passChoice{}, fmt.Errorf("pass %d of %s was started at consistency %s in DC %q: finish it with --scan-consistency %s --scan-dc %q, or add --restart to start a new pass",
+				last.N, table, last.Consistency, last.DC, last.Consistency, last.DC)
+		}
+		return passChoice{Pass: *last, Resume: true}, nil
+	}
+	if last != nil && last.Complete && s.full() && !restart {
+		return passChoice{Pass: *last, Nothing: true}, nil
+	}
+	want.N = 1
+	if last != nil {
+		want.N = last.N + 1
+	}
+	return passChoice{Pass: want}, nil
+}
+
+// describePass names a pass's kind: "full" or "delta since pass 2 less 10m0s".
+func describePass(p checkpoint.Pass) string {
+	if p.Since == 0 {
+		return "full"
+	}
+	s := "delta since " + p.SinceFrom
+	if p.Margin != "" && p.Margin != "0s" {
+		s += " less " + p.Margin
+	}
+	return s
+}
+
+// resumeFlags are the flags that resume pass p.
+func resumeFlags(p checkpoint.Pass) string {
+	if p.Since == 0 {
+		return "no --since"
+	}
+	v := strings.TrimPrefix(p.SinceFrom, "pass ")
+	s := "--since " + v
+	if p.Margin != "" {
+		s += " --since-margin " + p.Margin
+	}
+	return s
+}
+
+func passRange(last *checkpoint.Pass) string {
+	if last == nil {
+		return " (no pass yet: run a full pass first, or give a time)"
+	}
+	return fmt.Sprintf(" (passes 1 to %d)", last.N)
+}
+
+// checkMargin is --since-margin's check.
+func checkMargin(m time.Duration) error {
+	if m < 0 {
+		return errors.New("--since-margin: must not be negative")
+	}
+	return nil
+}
