@@ -2,6 +2,15 @@
 // threshold), and publishes the result to UPLOADED. S3 failures are classified: transient ones are
 // retried with backoff, an object S3 refuses for good is dead-lettered, and a failure that would
 // hit every key (bad credentials, no bucket) stops the uploader instead of dead-lettering millions.
+//
+// Rewrites: the newest writetime wins. Every object carries the source key it was written for
+// and the Cassandra writetime of its bytes (user metadata). The first PUT is conditional
+// (If-None-Match: *); when an object of the same key with other bytes is there, a message with a
+// newer writetime (or an unknown one, or over an object without a writetime) replaces it with a
+// write conditional on the ETag it saw (If-Match), so of two racing uploads only one replaces
+// what the other read. A message older than the object (a stale redelivery, an older pass's
+// message arriving late) never overwrites it: it is passed on to UPLOADED, where the verifier
+// records it as superseded.
 package uploader
 
 import (
@@ -10,9 +19,11 @@ import (
 	"crypto/md5"
 	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/urfave/cli/v2"
 
 	"github.com/ferry-migrate/ferry/shared/blobstore"
@@ -48,7 +59,16 @@ type Uploader struct {
 	// (destination.replace_unowned).
 	ReplaceUnowned bool
 
-	denials denials
+	denials    denials
+	superseded prometheus.Counter // nil: not registered
+}
+
+// Register registers the uploader's metrics.
+func (u *Uploader) Register(reg prometheus.Registerer) {
+	u.superseded = prometheus.NewCounter(prometheus.CounterOpts{Name: "ferry_uploader_superseded_total",
+		Help:        "BLOBS messages not written because S3 already holds newer bytes of their key (a later writetime): passed on to UPLOADED.",
+		ConstLabels: prometheus.Labels{"job": u.Names.Job}})
+	reg.MustRegister(u.superseded)
 }
 
 // Handle is the stage.Handler: a BLOBS message in, its object written to S3 (never over another
@@ -73,8 +93,12 @@ func (u *Uploader) Handle(ctx context.Context, msg stage.Msg) (*stage.Output, er
 		// died before its ack; S3 is the proof.
 		head, err := u.Store.Head(ctx, s3Key)
 		switch {
-		case err == nil && head.Check(want) == nil:
+		case err == nil && holds(head, want, rec):
 			return u.uploaded(rec, head.ETag), nil
+		case err == nil && newer(head, rec):
+			// Newer bytes of the key are there (the object-store copy may even be gone: an
+			// earlier delivery uploaded it and died before its ack): nothing to write.
+			return u.supersededBy(rec), nil
 		case err != nil && !errors.Is(err, blobstore.ErrNotFound):
 			headErr = err
 		}
@@ -96,9 +120,12 @@ func (u *Uploader) Handle(ctx context.Context, msg stage.Msg) (*stage.Output, er
 	if int64(len(body)) != size {
 		return nil, stage.Permanent(bus.ReasonUploadError, fmt.Errorf("key %q: blob is %d bytes, its header says %d; replay the key", key, len(body), size))
 	}
+	meta := map[string]string{blobstore.OwnerMeta: blobstore.OwnerValue(key)}
+	if v := blobstore.WriteTimeValue(rec.WriteTime); v != "" {
+		meta[blobstore.WriteTimeMeta] = v
+	}
 	in := blobstore.PutInput{
-		Key: s3Key, Body: body, MD5: sum, ContentType: rec.ContentType,
-		Metadata:     map[string]string{blobstore.OwnerMeta: blobstore.OwnerValue(key)},
+		Key: s3Key, Body: body, MD5: sum, ContentType: rec.ContentType, Metadata: meta,
 		StorageClass: u.StorageClass, PartSize: u.PartSize, IfAbsent: true, CRC32C: crc,
 		Progress: msg.Progress,
 	}
@@ -112,7 +139,8 @@ func (u *Uploader) Handle(ctx context.Context, msg stage.Msg) (*stage.Output, er
 	if errors.Is(err, blobstore.ErrExists) {
 		// Conditional PUT: an object is there. The same bytes are fine whoever wrote them (a re-run,
 		// or two keys the rules map to one object on purpose); other bytes of another source key
-		// are never overwritten: the first key would be lost while it counts as verified.
+		// are never overwritten: the first key would be lost while it counts as verified. Other
+		// bytes of this key are replaced only by newer ones (by writetime).
 		head, herr := u.Store.Head(ctx, s3Key)
 		owner, name := blobstore.OwnerOf(head.Metadata, key)
 		switch {
@@ -122,7 +150,7 @@ func (u *Uploader) Handle(ctx context.Context, msg stage.Msg) (*stage.Output, er
 			return nil, stage.Transient(bus.ReasonUploadError, fmt.Errorf("key %q: S3 key %q refused the conditional put, then was gone: %w", key, s3Key, herr))
 		case herr != nil:
 			err = fmt.Errorf("head after a refused conditional put: %w", herr)
-		case head.Check(want) == nil:
+		case holds(head, want, rec):
 			return u.uploaded(rec, head.ETag), nil
 		case owner == blobstore.OwnerOther:
 			return nil, stage.Permanent(bus.ReasonUploadError, fmt.Errorf("key %q: S3 key %q already holds other bytes of source key %q: two source keys map to one S3 key; fix the key rules and replay", key, s3Key, name))
@@ -130,9 +158,23 @@ func (u *Uploader) Handle(ctx context.Context, msg stage.Msg) (*stage.Output, er
 			return nil, stage.Permanent(bus.ReasonUploadError, fmt.Errorf("key %q: S3 key %q holds other bytes that ferry did not write (no owner record): not overwritten; set destination.replace_unowned to replace such objects", key, s3Key))
 		case owner == blobstore.OwnerAmbiguous:
 			return nil, stage.Permanent(bus.ReasonUploadError, fmt.Errorf("key %q: S3 key %q holds other bytes, written by an older ferry for %q, which this key or another could have been: not overwritten; if the object is this key's, delete it and replay", key, s3Key, name))
-		default: // the same key with new bytes: the source changed since the last run
-			in.IfAbsent = false
+		case newer(head, rec):
+			return u.supersededBy(rec), nil
+		case rec.WriteTime > 0 && rec.WriteTime == head.WriteTime:
+			// Other bytes at the same writetime: no order between them, so the object stays; the
+			// verifier will not find this message's bytes and dead-letters it for a look.
+			slog.DebugContext(ctx, "object holds other bytes of the same writetime: not replaced", "key", key, "s3_key", s3Key, "writetime", rec.WriteTime)
+			return u.uploaded(rec, ""), nil
+		default:
+			// The same key with other bytes, and the message's are newer (or of unknown age, or
+			// the object has no writetime: an older ferry wrote it): the source changed since. The
+			// write is conditional on the object HEAD saw, so that a newer upload that replaced
+			// it meanwhile is not undone; if it changed, a retry decides again.
+			in.IfAbsent, in.IfMatch = false, head.ETag
 			res, err = u.Store.Put(ctx, in)
+			if errors.Is(err, blobstore.ErrChanged) {
+				return nil, stage.Transient(bus.ReasonUploadError, fmt.Errorf("key %q: S3 key %q changed after its HEAD, before it was replaced: %w", key, s3Key, err))
+			}
 		}
 	}
 	if err != nil && blobstore.IsBadDigest(err) {
@@ -150,6 +192,41 @@ func (u *Uploader) Handle(ctx context.Context, msg stage.Msg) (*stage.Output, er
 	}
 	u.denials.record(s3Key)
 	return u.uploaded(rec, res.ETag), nil
+}
+
+// holds says whether the object already holds what rec would write: its bytes, and for rec's own
+// key not an older writetime (bytes rewritten unchanged at the source get the newer writetime,
+// so the object shows the newest one).
+func holds(head blobstore.HeadResult, want blobstore.Want, rec bus.Record) bool {
+	if head.Check(want) != nil {
+		return false
+	}
+	if head.WriteTime == 0 || rec.WriteTime <= head.WriteTime {
+		return true
+	}
+	owner, _ := blobstore.OwnerOf(head.Metadata, rec.Key)
+	return owner != blobstore.OwnerKey // another key's object of the same bytes stays as it is
+}
+
+// newer says whether the object holds bytes of rec's own key written after rec's: rec is
+// superseded. An object without a writetime, or a message without one, is never newer.
+func newer(head blobstore.HeadResult, rec bus.Record) bool {
+	owner, _ := blobstore.OwnerOf(head.Metadata, rec.Key)
+	return owner == blobstore.OwnerKey && rec.WriteTime > 0 && head.WriteTime > rec.WriteTime
+}
+
+// supersededBy passes rec on unwritten: S3 holds newer bytes of its key, whose own message
+// verifies them; the verifier records this one as superseded.
+func (u *Uploader) supersededBy(rec bus.Record) *stage.Output {
+	out := u.uploaded(rec, "")
+	drop := out.Stored
+	out.Stored = func(ctx context.Context) {
+		drop(ctx)
+		if u.superseded != nil {
+			u.superseded.Inc()
+		}
+	}
+	return out
 }
 
 // dropObject deletes a large blob's object-store copy once UPLOADED is stored; a crash before
@@ -258,6 +335,7 @@ func Run(ctx context.Context, env *service.Env, cfg Config) error {
 	u := &Uploader{Names: env.Names, JS: env.JS, Objects: objects, Store: store, PartSize: cfg.PartSize,
 		StorageClass: dest.StorageClass, SkipExisting: cfg.SkipExisting, Limits: limits.Rates,
 		Rules: rules, ReplaceUnowned: dest.ReplaceUnowned}
+	u.Register(env.Registry)
 	cons, err := env.JS.Consumer(ctx, env.Names.Blobs, env.Names.Uploader)
 	if err != nil {
 		return fmt.Errorf("uploader: consumer %s on %s: %w", env.Names.Uploader, env.Names.Blobs, err)

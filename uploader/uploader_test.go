@@ -6,6 +6,7 @@ import (
 	"crypto/md5"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"hash/crc32"
 	"net/http"
 	"strconv"
@@ -34,6 +35,15 @@ type fakeStore struct {
 	probeErr error // every ProbeWrite fails with this
 	probes   int
 	lastCRC  string // PutInput.CRC32C of the last Put
+	wts      map[string]int64 // ferry-writetime metadata; nil: none yet
+	ifMatch  []string         // PutInput.IfMatch of every Put that had one
+	// beforePut, if set, runs at the start of every Put: another writer racing this one.
+	beforePut func(in blobstore.PutInput)
+}
+
+func etagOf(b []byte) string {
+	sum := md5.Sum(b)
+	return hex.EncodeToString(sum[:])
 }
 
 func (f *fakeStore) probewriteRaw(context.Context, string) error {
@@ -44,17 +54,30 @@ func (f *fakeStore) probewriteRaw(context.Context, string) error {
 func (f *fakeStore) putRaw(_ context.Context, in blobstore.PutInput) (blobstore.PutResult, error) {
 	f.puts++
 	f.lastCRC = in.CRC32C
+	if f.beforePut != nil {
+		f.beforePut(in)
+	}
 	if f.putErr != nil {
 		return blobstore.PutResult{}, f.putErr
 	}
-	if _, ok := f.objects[in.Key]; ok && in.IfAbsent {
+	old, ok := f.objects[in.Key]
+	if ok && in.IfAbsent {
 		return blobstore.PutResult{}, blobstore.ErrExists
+	}
+	if in.IfMatch != "" {
+		f.ifMatch = append(f.ifMatch, in.IfMatch)
+		if !ok || etagOf(old) != in.IfMatch {
+			return blobstore.PutResult{}, fmt.Errorf("put %s: %w", in.Key, blobstore.ErrChanged)
+		}
 	}
 	f.objects[in.Key] = bytes.Clone(in.Body)
 	f.owners[in.Key] = in.Metadata[blobstore.OwnerMeta]
 	delete(f.legacy, in.Key)
-	sum := md5.Sum(in.Body)
-	return blobstore.PutResult{ETag: hex.EncodeToString(sum[:])}, nil
+	if f.wts == nil {
+		f.wts = map[string]int64{}
+	}
+	f.wts[in.Key], _ = strconv.ParseInt(in.Metadata[blobstore.WriteTimeMeta], 10, 64)
+	return blobstore.PutResult{ETag: etagOf(in.Body)}, nil
 }
 
 func (f *fakeStore) headRaw(_ context.Context, key string) (blobstore.HeadResult, error) {
@@ -65,7 +88,6 @@ func (f *fakeStore) headRaw(_ context.Context, key string) (blobstore.HeadResult
 	if !ok {
 		return blobstore.HeadResult{}, blobstore.ErrNotFound
 	}
-	sum := md5.Sum(b)
 	meta := map[string]string{}
 	if o, ok := f.owners[key]; ok {
 		meta[blobstore.OwnerMeta] = o
@@ -73,7 +95,10 @@ func (f *fakeStore) headRaw(_ context.Context, key string) (blobstore.HeadResult
 	if o, ok := f.legacy[key]; ok {
 		meta[blobstore.LegacyOwnerMeta] = o
 	}
-	return blobstore.HeadResult{Key: key, Size: int64(len(b)), ETag: hex.EncodeToString(sum[:]), Metadata: meta}, nil
+	if wt := f.wts[key]; wt > 0 {
+		meta[blobstore.WriteTimeMeta] = blobstore.WriteTimeValue(wt)
+	}
+	return blobstore.HeadResult{Key: key, Size: int64(len(b)), ETag: etagOf(b), Metadata: meta, WriteTime: f.wts[key]}, nil
 }
 
 // blobMsg publishes a BLOBS message for body and returns it as the uploader's consumer delivers it.
