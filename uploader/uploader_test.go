@@ -34,7 +34,7 @@ type fakeStore struct {
 	headErr  error // every Head fails with this
 	probeErr error // every ProbeWrite fails with this
 	probes   int
-	lastCRC  string // PutInput.CRC32C of the last Put
+	lastCRC  string           // PutInput.CRC32C of the last Put
 	wts      map[string]int64 // ferry-writetime metadata; nil: none yet
 	ifMatch  []string         // PutInput.IfMatch of every Put that had one
 	// beforePut, if set, runs at the start of every Put: another writer racing this one.
