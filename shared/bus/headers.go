@@ -28,9 +28,10 @@ const (
 	HdrError       = "Ferry-Error"
 	HdrAttempts    = "Ferry-Attempts"
 	HdrTime        = "Ferry-Time"
-	HdrEscaped     = "Ferry-Escaped"   // the headers of this message whose values are percent-escaped (SetText)
-	HdrPass        = "Ferry-Pass"      // the scan pass that published the key (1 the first full scan); absent for key lists
-	HdrWriteTime   = "Ferry-Writetime" // Cassandra writetime of the blob read, microseconds since the epoch
+	HdrEscaped     = "Ferry-Escaped"    // the headers of this message whose values are percent-escaped (SetText)
+	HdrPass        = "Ferry-Pass"       // the scan pass that published the key (1 the first full scan); absent for key lists
+	HdrWriteTime   = "Ferry-Writetime"  // Cassandra writetime of the blob read, microseconds since the epoch
+	HdrSuperseded  = "Ferry-Superseded" // on a DONE entry: the writetime of the newer bytes of the key that S3 holds instead of this message's
 )
 
 // Carry copies the identity headers of in to out as they are, an escaped key with its mark.

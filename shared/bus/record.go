@@ -30,6 +30,9 @@ type Record struct {
 	// WriteTime is the Cassandra writetime of the bytes read (Ferry-Writetime), microseconds
 	// since the epoch; 0 when unknown (a custom query that does not select it, an older fetcher).
 	WriteTime int64
+	// Superseded, on a DONE entry, is the writetime of the newer bytes of the key that S3 holds
+	// instead of this message's (Ferry-Superseded); those are verified by their own message.
+	Superseded int64
 }
 
 // DecodeRecord reads a Record from h. A header that is there but does not parse is an error that
@@ -78,6 +81,13 @@ func DecodeRecord(h nats.Header) (Record, error) {
 			errs = append(errs, fmt.Errorf("%s %q: not a writetime", HdrWriteTime, v))
 		}
 	}
+	if v := h.Get(HdrSuperseded); v != "" {
+		if n, err := strconv.ParseInt(v, 10, 64); err == nil && n > 0 {
+			r.Superseded = n
+		} else {
+			errs = append(errs, fmt.Errorf("%s %q: not a writetime", HdrSuperseded, v))
+		}
+	}
 	return r, errors.Join(errs...)
 }
 
@@ -114,5 +124,8 @@ func (r Record) Encode(h nats.Header) {
 	}
 	if r.WriteTime > 0 {
 		h.Set(HdrWriteTime, strconv.FormatInt(r.WriteTime, 10))
+	}
+	if r.Superseded > 0 {
+		h.Set(HdrSuperseded, strconv.FormatInt(r.Superseded, 10))
 	}
 }

@@ -11,7 +11,7 @@ import (
 func TestRecordRoundTrip(t *testing.T) {
 	for _, r := range []Record{
 		{ID: "id", Key: " k ", Origin: "list:3", S3Key: "p/ k ", Size: 0, MD5: bytes.Repeat([]byte{1}, 16), CRC32C: 7, HasCRC32C: true,
-			ContentType: "image/jpeg", Source: "dc1", Object: "id", ETag: "\"e\""},
+			ContentType: "image/jpeg", Source: "dc1", Object: "id", ETag: "\"e\"", Pass: 2, WriteTime: 1733577600123456, Superseded: 1733577600123457},
 		{ID: "id", Key: "k", S3Key: "k", Size: 12, MD5: bytes.Repeat([]byte{2}, 16)}, // no CRC: an older fetcher's
 	} {
 		h := nats.Header{}
@@ -33,6 +33,7 @@ func TestDecodeRecordMalformed(t *testing.T) {
 		{"md5 not hex", nats.Header{HdrMD5: {"zz"}}},
 		{"md5 too short", nats.Header{HdrMD5: {"abcd"}}},
 		{"crc not a number", nats.Header{HdrCRC32C: {"x"}}},
+		{"superseded not a writetime", nats.Header{HdrSuperseded: {"later"}}},
 		{"bad escape", nats.Header{HdrKey: {"%zz"}, HdrEscaped: {HdrKey}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
