@@ -1,6 +1,12 @@
 // Package verifier consumes UPLOADED and checks every object in S3: it exists, its size is right
 // and its checksum matches (ETag for a single PUT, the stored MD5 for multipart); a sampled
 // fraction is also read back and hashed. Each verified key is recorded in DONE, the job's proof.
+//
+// Rewrites: the newest writetime wins. When S3 holds other bytes, written for the same source key
+// with a later Cassandra writetime than the message's, the message was superseded by a rewrite at
+// the source (its newer bytes are verified by their own message): its DONE entry is written all
+// the same, marked Ferry-Superseded (the object's writetime), so every KEYS message still ends in
+// DONE or the DLQ. Other bytes that are not newer are a mismatch.
 package verifier
 
 import (
@@ -13,6 +19,7 @@ import (
 	"sync"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/urfave/cli/v2"
 
 	"github.com/ferry-migrate/ferry/shared/blobstore"
@@ -41,8 +48,17 @@ type Verifier struct {
 	// they name (nil: trust the message; tests only).
 	Rules *keyrules.Rules
 
-	readOnce sync.Once
-	reads    refusal.Judge // HEAD refused: of this object, or of every object? (see refused)
+	readOnce   sync.Once
+	reads      refusal.Judge      // HEAD refused: of this object, or of every object? (see refused)
+	superseded prometheus.Counter // nil: not registered
+}
+
+// Register registers the verifier's metrics.
+func (v *Verifier) Register(reg prometheus.Registerer) {
+	v.superseded = prometheus.NewCounter(prometheus.CounterOpts{Name: "ferry_verifier_superseded_total",
+		Help:        "UPLOADED messages whose bytes S3 no longer holds because newer bytes of their key (a later writetime) replaced them: recorded in DONE as superseded.",
+		ConstLabels: prometheus.Labels{"job": v.Names.Job}})
+	reg.MustRegister(v.superseded)
 }
 
 // Handle is the stage.Handler: an UPLOADED message in, the object checked in S3 against the
@@ -75,6 +91,9 @@ func (v *Verifier) Handle(ctx context.Context, msg stage.Msg) (*stage.Output, er
 	// The source's CRC32C against S3's own, and ferry's MD5 in the metadata: never the ETag alone
 	// when those are there (with SSE-KMS or SSE-C it is not the MD5).
 	if err := head.Check(blobstore.Want{Size: size, MD5: sum, CRC32C: crc}); err != nil {
+		if owner, _ := blobstore.OwnerOf(head.Metadata, key); owner == blobstore.OwnerKey && rec.WriteTime > 0 && head.WriteTime > rec.WriteTime {
+			return v.supersededBy(rec, head.WriteTime), nil
+		}
 		return nil, stage.Permanent(bus.ReasonVerifyMismatch, fmt.Errorf("key %q: %w", key, err))
 	}
 	if v.Sample > 0 && rand.Float64() < v.Sample {
@@ -89,9 +108,26 @@ func (v *Verifier) Handle(ctx context.Context, msg stage.Msg) (*stage.Output, er
 			return nil, stage.Permanent(bus.ReasonVerifyMismatch, fmt.Errorf("key %q: deep check: s3://%s reads back with md5 %x, want %x", key, s3Key, got, sum))
 		}
 	}
+	return v.done(rec), nil
+}
+
+// done is rec's DONE entry (the body is the key).
+func (v *Verifier) done(rec bus.Record) *stage.Output {
 	done := rec
 	done.Object, done.ContentType = "", ""
-	return &stage.Output{Subject: v.Names.DoneSubject, Stream: v.Names.Done, ID: bus.MsgID("done", rec.ID), Record: done, Body: []byte(key)}, nil
+	return &stage.Output{Subject: v.Names.DoneSubject, Stream: v.Names.Done, ID: bus.MsgID("done", rec.ID), Record: done, Body: []byte(rec.Key)}
+}
+
+// supersededBy is rec's DONE entry when S3 holds newer bytes of its key, of writetime wt.
+func (v *Verifier) supersededBy(rec bus.Record, wt int64) *stage.Output {
+	rec.Superseded = wt
+	out := v.done(rec)
+	out.Stored = func(context.Context) {
+		if v.superseded != nil {
+			v.superseded.Inc()
+		}
+	}
+	return out
 }
 
 // probeName is the key the read probe HEADs, "<dir>.ferry-probe-<job>", when no object is known
@@ -200,6 +236,7 @@ func Run(ctx context.Context, env *service.Env, cfg Config) error {
 		return fmt.Errorf("verifier: %w", err)
 	}
 	v := &Verifier{Names: env.Names, JS: env.JS, Store: store, Sample: cfg.Sample, Rules: rules}
+	v.Register(env.Registry)
 	cons, err := env.JS.Consumer(ctx, env.Names.Uploaded, env.Names.Verifier)
 	if err != nil {
 		return fmt.Errorf("verifier: consumer %s on %s: %w", env.Names.Verifier, env.Names.Uploaded, err)
