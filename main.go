@@ -21,6 +21,7 @@ import (
 	"github.com/ferry-migrate/ferry/tools/bench"
 	"github.com/ferry-migrate/ferry/tools/diff"
 	"github.com/ferry-migrate/ferry/tools/dlq"
+	"github.com/ferry-migrate/ferry/tools/prune"
 	"github.com/ferry-migrate/ferry/tools/repair"
 	"github.com/ferry-migrate/ferry/tools/report"
 	"github.com/ferry-migrate/ferry/tools/run"
@@ -80,6 +81,7 @@ func app() *cli.App {
 			seed.Command(),
 			bench.Command(),
 			diff.Command(),
+			prune.Command(),
 			status.Command(),
 			report.Command(),
 			repair.Command(),
@@ -126,8 +128,8 @@ func setupCommand() *cli.Command {
 			}
 			defer env.Close()
 			n := env.Names
-			fmt.Printf("job %s ready: streams %s %s %s %s %s %s, kv %s, object store %s\n",
-				n.Job, n.Keys, n.Blobs, n.Uploaded, n.Done, n.DLQ, n.Advisories, n.KV, n.Objects)
+			fmt.Printf("job %s ready: streams %s %s %s %s %s %s %s, kv %s, object store %s\n",
+				n.Job, n.Keys, n.Blobs, n.Uploaded, n.Done, n.DLQ, n.Advisories, n.Pruned, n.KV, n.Objects)
 			return nil
 		},
 	}
