@@ -99,7 +99,7 @@ func choosePass(passes []checkpoint.Pass, s since, margin time.Duration, restart
 	if last != nil && !last.Complete && !restart {
 		if last.Since != want.Since {
 			return passChoice{}, fmt.Errorf("pass %d of %s (%s) is not complete: run again with %s to finish it, or add --restart to leave it incomplete and start a new pass",
-				last.N, table, describePass(*last), resumeFlags(*last))
+				last.N, table, last.Kind(), resumeFlags(*last))
 		}
 		if !strings.EqualFold(last.Consistency, consistency) || last.DC != dc {
 			return passChoice{}, fmt.Errorf("pass %d of %s was started at consistency %s in DC %q: finish it with --scan-consistency %s --scan-dc %q, or add --restart to start a new pass",
@@ -115,18 +115,6 @@ func choosePass(passes []checkpoint.Pass, s since, margin time.Duration, restart
 		want.N = last.N + 1
 	}
 	return passChoice{Pass: want}, nil
-}
-
-// describePass names a pass's kind: "full" or "delta since pass 2 less 10m0s".
-func describePass(p checkpoint.Pass) string {
-	if p.Since == 0 {
-		return "full"
-	}
-	s := "delta since " + p.SinceFrom
-	if p.Margin != "" && p.Margin != "0s" {
-		s += " less " + p.Margin
-	}
-	return s
 }
 
 // resumeFlags are the flags that resume pass p.

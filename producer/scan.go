@@ -181,7 +181,7 @@ func (sc *scanner) load(ctx context.Context, t config.Target) error {
 	sc.passKey, sc.rangeKey = checkpoint.PassKey(t, sc.pass.N), checkpoint.RangePrefix(sc.cpKey, sc.pass.N)
 	if choice.Resume {
 		sc.s.env.Log.Info("resuming the scan pass from its checkpoints", "table", t.Table, "pass", sc.pass.N,
-			"kind", describePass(sc.pass), "ranges", len(plan.Ranges))
+			"kind", sc.pass.Kind(), "ranges", len(plan.Ranges))
 	} else {
 		if sc.pass.N == 1 || sc.s.cfg.Restart || len(plan.Ranges) == 0 {
 			// A new split: the first pass, or --restart (the ring or --scan-ranges may have
@@ -193,7 +193,7 @@ func (sc *scanner) load(ctx context.Context, t config.Target) error {
 				return err
 			}
 		}
-		sc.s.env.Log.Info("starting a scan pass", "table", t.Table, "pass", sc.pass.N, "kind", describePass(sc.pass),
+		sc.s.env.Log.Info("starting a scan pass", "table", t.Table, "pass", sc.pass.N, "kind", sc.pass.Kind(),
 			"since_us", sc.pass.Since, "ranges", len(plan.Ranges))
 		// The record, with its start, is stored before any key is read: a later pass's floor is
 		// this start, so every write before it must be in this pass's reads.
@@ -386,7 +386,7 @@ func (sc *scanner) run(ctx context.Context) error {
 	}
 	if sc.pass.Complete {
 		sc.pass.End = time.Now().UTC()
-		sc.s.env.Log.Info("scan pass complete", "table", sc.plan.Table, "pass", sc.pass.N, "kind", describePass(sc.pass),
+		sc.s.env.Log.Info("scan pass complete", "table", sc.plan.Table, "pass", sc.pass.N, "kind", sc.pass.Kind(),
 			"scanned", sc.pass.Scanned, "published", sc.pass.Published, "took", sc.pass.End.Sub(sc.pass.Start).Round(time.Second))
 	}
 	if perr := sc.savePass(ctx); perr != nil {

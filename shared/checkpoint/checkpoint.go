@@ -107,6 +107,18 @@ type Pass struct {
 	Complete    bool      `json:"complete"`     // every token range of the pass read to its end
 }
 
+// Kind names the pass for people: "full", or "delta since pass 2 less 10m0s" (or since a time).
+func (p Pass) Kind() string {
+	if p.Since == 0 {
+		return "full"
+	}
+	s := "delta since " + p.SinceFrom
+	if p.Margin != "" && p.Margin != "0s" {
+		s += " less " + p.Margin
+	}
+	return s
+}
+
 // RangePrefix is the prefix of pass n's range checkpoints, <prefix>.<range index>, where scanKey
 // is the scan's ScanKey: scanKey itself for pass 1, the layout from before passes (so a scan
 // started then resumes), scanKey + ".p<n>" for a later pass. A KV watch of scanKey + ".*" (one

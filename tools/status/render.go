@@ -8,6 +8,8 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/ferry-migrate/ferry/shared/checkpoint"
 )
 
 // Rates turns successive snapshots into each stage's processed-per-second over the last
@@ -118,9 +120,40 @@ func Print(w io.Writer, st *Status) {
 		fmt.Fprintf(w, "producer      %s: line %d, offset %s, %s\n", l.Path, l.Line, iec(uint64(max(l.Offset, 0))), state)
 	}
 	for _, s := range p.Scans {
-		fmt.Fprintf(w, "producer      scan %s: %d of %d ranges done, %.1f%% of the ring, %d keys read\n",
-			s.Table, s.RangesDone, s.Ranges, 100*s.Fraction, s.Keys)
+		fmt.Fprintf(w, "producer      scan %s pass %d: %d of %d ranges done, %.1f%% of the ring, %d keys read\n",
+			s.Table, s.Pass, s.RangesDone, s.Ranges, 100*s.Fraction, s.Keys)
+		printPasses(w, s.Passes)
 	}
+}
+
+// printPasses is a scan's pass table, and what the last pass found.
+func printPasses(w io.Writer, passes []checkpoint.Pass) {
+	if len(passes) == 0 {
+		return
+	}
+	const at = "2006-01-02 15:04:05"
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "  PASS\tSINCE\tSTART\tEND\tSCANNED\tPUBLISHED\tCOMPLETE")
+	for _, p := range passes {
+		end, complete := "running", "no"
+		if !p.End.IsZero() {
+			end = p.End.UTC().Format(at)
+		}
+		if p.Complete {
+			complete = "yes"
+		}
+		fmt.Fprintf(tw, "  %d\t%s\t%s\t%s\t%d\t%d\t%s\n", p.N, p.Kind(), p.Start.UTC().Format(at), end, p.Scanned, p.Published, complete)
+	}
+	tw.Flush()
+	last := passes[len(passes)-1]
+	state := "complete"
+	switch {
+	case last.End.IsZero():
+		state = "running or stopped, not complete"
+	case !last.Complete:
+		state = "ended, not complete"
+	}
+	fmt.Fprintf(w, "last pass     %d (%s) published %d of %d keys read, %s\n", last.N, last.Kind(), last.Published, last.Scanned, state)
 }
 
 // span names a rate window: "minute", or its seconds when the stream is younger.

@@ -118,15 +118,19 @@ type Producer struct {
 	Scans []Scan            `json:"scans"`
 }
 
-// Scan is a token-range scan's progress.
+// Scan is a token-range scan's progress: of its last pass, Pass.
 type Scan struct {
 	Key        string  `json:"key"` // KV key of the plan, scan.<digest>
 	Table      string  `json:"table"`
 	KeyColumn  string  `json:"key_column"`
+	Pass       int     `json:"pass"` // the pass the progress below is of: the last (1 for a scan saved before passes)
 	Ranges     int     `json:"ranges"`
 	RangesDone int     `json:"ranges_done"`
 	Fraction   float64 `json:"fraction"` // share of the token ring whose keys are all published
 	Keys       int64   `json:"keys"`     // keys read (re-reads after a restart included)
+	// Passes are the scan's pass records, first to last. The last one's scanned and published
+	// counts are its range checkpoints' while it runs (its record has them once it stops).
+	Passes []checkpoint.Pass `json:"passes"`
 }
 
 // Collect reads the job's state. It creates nothing but short-lived ordered consumers on DONE and
@@ -289,13 +293,14 @@ func ReadProducer(ctx context.Context, js jetstream.JetStream, n bus.Names) (Pro
 	if err != nil {
 		return p, fmt.Errorf("kv %s: %w", n.KV, err)
 	}
-	w, err := kv.WatchFiltered(ctx, []string{checkpoint.ListPrefix + ".*", checkpoint.ScanPrefix + ".>"}, jetstream.IgnoreDeletes())
+	w, err := kv.WatchFiltered(ctx, []string{checkpoint.ListPrefix + ".*", checkpoint.ScanPrefix + ".>", checkpoint.PassPrefix + ".*.*"}, jetstream.IgnoreDeletes())
 	if err != nil {
 		return p, fmt.Errorf("kv %s: %w", n.KV, err)
 	}
 	defer w.Stop()
 	plans := map[string]checkpoint.ScanPlan{}
-	ranges := map[string]map[int]checkpoint.ScanRange{}
+	ranges := map[string]map[int]checkpoint.ScanRange{} // by scan key and pass: "<scan key>/<pass>"
+	passes := map[string][]checkpoint.Pass{}            // by scan key
 	for e := range w.Updates() {
 		if e == nil {
 			break // every stored value has been delivered
@@ -314,28 +319,66 @@ func ReadProducer(ctx context.Context, js jetstream.JetStream, n bus.Names) (Pro
 				return p, fmt.Errorf("kv %s: scan plan %s: %w", n.KV, e.Key(), err)
 			}
 			plans[e.Key()] = plan
-		case parts[0] == checkpoint.ScanPrefix && len(parts) == 3:
-			i, err := strconv.Atoi(parts[2])
-			if err != nil {
+		case parts[0] == checkpoint.ScanPrefix:
+			scan, pass, i, ok := checkpoint.ParseRangeKey(e.Key())
+			if !ok {
 				continue
 			}
 			var cp checkpoint.ScanRange
 			if err := json.Unmarshal(e.Value(), &cp); err != nil {
 				return p, fmt.Errorf("kv %s: scan checkpoint %s: %w", n.KV, e.Key(), err)
 			}
-			key := parts[0] + "." + parts[1]
+			key := scan + "/" + strconv.Itoa(pass)
 			if ranges[key] == nil {
 				ranges[key] = map[int]checkpoint.ScanRange{}
 			}
 			ranges[key][i] = cp
+		case parts[0] == checkpoint.PassPrefix:
+			scan, _, ok := checkpoint.ParsePassKey(e.Key())
+			if !ok {
+				continue
+			}
+			var pr checkpoint.Pass
+			if err := json.Unmarshal(e.Value(), &pr); err != nil {
+				return p, fmt.Errorf("kv %s: scan pass %s: %w", n.KV, e.Key(), err)
+			}
+			passes[scan] = append(passes[scan], pr)
 		}
 	}
 	sort.Slice(p.Lists, func(i, j int) bool { return p.Lists[i].Path < p.Lists[j].Path })
 	for key, plan := range plans {
-		p.Scans = append(p.Scans, ScanProgress(key, plan, ranges[key]))
+		p.Scans = append(p.Scans, WithPasses(key, plan, passes[key], ranges))
 	}
 	sort.Slice(p.Scans, func(i, j int) bool { return p.Scans[i].Table < p.Scans[j].Table })
 	return p, nil
+}
+
+// WithPasses is a scan's progress in its last pass, with its pass records (sorted). ranges are
+// the range checkpoints by "<scan key>/<pass>".
+func WithPasses(key string, plan checkpoint.ScanPlan, passes []checkpoint.Pass, ranges map[string]map[int]checkpoint.ScanRange) Scan {
+	passes = slices.Clone(passes)
+	slices.SortFunc(passes, func(a, b checkpoint.Pass) int { return a.N - b.N })
+	cur := 1
+	if len(passes) > 0 {
+		cur = passes[len(passes)-1].N
+	}
+	cps := ranges[key+"/"+strconv.Itoa(cur)]
+	sc := ScanProgress(key, plan, cps)
+	sc.Pass, sc.Passes = cur, passes
+	if sc.Passes == nil {
+		sc.Passes = []checkpoint.Pass{}
+	}
+	if last := len(passes) - 1; last >= 0 && passes[last].End.IsZero() {
+		// Running (or stopped): its record holds the counts of the run that stopped last, the
+		// ranges what is saved since.
+		var published int64
+		for _, cp := range cps {
+			published += cp.Published
+		}
+		lp := &sc.Passes[last]
+		lp.Scanned, lp.Published = max(lp.Scanned, sc.Keys), max(lp.Published, published)
+	}
+	return sc
 }
 
 // ScanProgress sums a scan's range checkpoints: a range covers the tokens (Start, Last] of its

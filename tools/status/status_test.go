@@ -141,7 +141,7 @@ func TestCollect(t *testing.T) {
 		t.Errorf("lists = %+v", l)
 	}
 	if s := st.Producer.Scans; len(s) != 1 || s[0].Ranges != 2 || s[0].RangesDone != 1 || s[0].Keys != 150 ||
-		math.Abs(s[0].Fraction-0.75) > 1e-6 {
+		math.Abs(s[0].Fraction-0.75) > 1e-6 || s[0].Pass != 1 || s[0].Passes == nil || len(s[0].Passes) != 0 {
 		t.Errorf("scans = %+v, want 1 of 2 ranges, 75%% of the ring, 150 keys", s)
 	}
 	// Nothing verified before the window: counted since a minute ago, none.
@@ -161,6 +161,51 @@ func TestCollect(t *testing.T) {
 		}
 	}
 }
+
+// TestCollectPasses: a scan's pass records come with it, first to last; the progress is the
+// last pass's (its own range checkpoints, scan.<digest>.p<n>.<i>), and while it runs its counts
+// are its ranges'.
+func TestCollectPasses(t *testing.T) {
+	js, n := bustest.Job(t)
+	fill(t, js, n)
+	ctx := context.Background()
+	kv, err := js.KeyValue(ctx, n.KV)
+	if err != nil {
+		t.Fatal(err)
+	}
+	put := func(k string, v any) {
+		b, _ := json.Marshal(v)
+		if _, err := kv.Put(ctx, k, b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t0 := time.Date(2026, 5, 1, 0, 0, 0, 0, time.UTC)
+	p2 := checkpoint.Pass{N: 2, Table: "ks.t", Since: t0.UnixMicro(), SinceFrom: "pass 1", Margin: "10m0s", Start: t0.Add(time.Hour), Scanned: 5, Published: 1}
+	put("pass.bbbb.2", p2)
+	put("pass.bbbb.1", checkpoint.Pass{N: 1, Table: "ks.t", Start: t0, End: t0.Add(time.Minute), Scanned: 150, Published: 150, Complete: true})
+	put("pass.cccc.1", checkpoint.Pass{N: 1, Table: "other"}) // a scan without a plan: not shown
+	put("scan.bbbb.p2.1", checkpoint.ScanRange{Last: half(), Done: false, Keys: 40, Published: 3})
+	put("scan.bbbb.p2", map[string]int{"x": 1}) // not a range checkpoint
+	st, err := Collect(ctx, js, n, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st.Producer.Scans) != 1 {
+		t.Fatalf("scans = %+v", st.Producer.Scans)
+	}
+	s := st.Producer.Scans[0]
+	if s.Pass != 2 || s.Keys != 40 || s.RangesDone != 0 || len(s.Passes) != 2 || s.Passes[0].N != 1 || s.Passes[1].N != 2 {
+		t.Fatalf("scan = %+v, want pass 2's progress (40 keys) and passes 1, 2", s)
+	}
+	if p := s.Passes[1]; p.Scanned != 40 || p.Published != 3 || p.Since != p2.Since {
+		t.Errorf("running pass = %+v, want its ranges' counts 40 and 3", p)
+	}
+	if p := s.Passes[0]; p.Scanned != 150 || !p.Complete {
+		t.Errorf("pass 1 = %+v", p)
+	}
+}
+
+func half() int64 { return math.MaxInt64 / 2 }
 
 func TestCollectUnknownJob(t *testing.T) {
 	js, _ := bustest.Job(t)
@@ -297,10 +342,32 @@ func TestPrint(t *testing.T) {
 		}},
 		{"stalled, scanning", func(s *Status) {
 			s.ETASeconds = nil
-			s.Producer.Scans = []Scan{{Table: "ks.t", Ranges: 64, RangesDone: 16, Fraction: 0.25, Keys: 5000}}
+			s.Producer.Scans = []Scan{{Table: "ks.t", Pass: 1, Ranges: 64, RangesDone: 16, Fraction: 0.25, Keys: 5000}}
 		}, []string{
 			"ETA -",
-			"producer      scan ks.t: 16 of 64 ranges done, 25.0% of the ring, 5000 keys read",
+			"producer      scan ks.t pass 1: 16 of 64 ranges done, 25.0% of the ring, 5000 keys read",
+		}},
+		{"delta pass running", func(s *Status) {
+			t0 := time.Date(2026, 11, 20, 8, 0, 0, 0, time.UTC)
+			s.Producer.Scans = []Scan{{Table: "ks.t", Pass: 2, Ranges: 64, RangesDone: 32, Fraction: 0.5, Keys: 500, Passes: []checkpoint.Pass{
+				{N: 1, Start: t0, End: t0.Add(90 * time.Minute), Scanned: 1000, Published: 1000, Complete: true},
+				{N: 2, Since: t0.Add(-10 * time.Minute).UnixMicro(), SinceFrom: "pass 1", Margin: "10m0s", Start: t0.Add(48 * time.Hour), Scanned: 500, Published: 7},
+			}}}
+		}, []string{
+			"producer      scan ks.t pass 2: 32 of 64 ranges done, 50.0% of the ring, 500 keys read",
+			"  PASS  SINCE                          START                END                  SCANNED  PUBLISHED  COMPLETE",
+			"  1     full                           2026-11-20 08:00:00  2026-11-20 09:30:00  1000     1000       yes",
+			"  2     delta since pass 1 less 10m0s  2026-11-22 08:00:00  running              500      7          no",
+			"last pass     2 (delta since pass 1 less 10m0s) published 7 of 500 keys read, running or stopped, not complete",
+		}},
+		{"delta pass from a time, complete", func(s *Status) {
+			t0 := time.Date(2026, 11, 20, 8, 0, 0, 0, time.UTC)
+			s.Producer.Scans = []Scan{{Table: "ks.t", Pass: 1, Ranges: 8, RangesDone: 8, Fraction: 1, Keys: 10, Passes: []checkpoint.Pass{
+				{N: 1, Since: t0.UnixMicro(), SinceFrom: "2026-11-20T08:00:00Z", Margin: "0s", Start: t0.Add(time.Hour), End: t0.Add(2 * time.Hour), Scanned: 10, Published: 2, Complete: true},
+			}}}
+		}, []string{
+			"  1     delta since 2026-11-20T08:00:00Z  2026-11-20 09:00:00  2026-11-20 10:00:00  10       2          yes",
+			"last pass     1 (delta since 2026-11-20T08:00:00Z) published 2 of 10 keys read, complete",
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -338,6 +405,12 @@ func TestJSONFields(t *testing.T) {
 	for _, k := range []string{"job", "time", "stages", "verified", "dead_letters", "backlog", "eta_seconds", "producer"} {
 		if _, ok := doc[k]; !ok {
 			t.Errorf("JSON lacks %q: %s", k, b.String())
+		}
+	}
+	scan := doc["producer"].(map[string]any)["scans"].([]any)[0].(map[string]any)
+	for _, k := range []string{"key", "table", "pass", "ranges", "ranges_done", "fraction", "keys", "passes"} {
+		if _, ok := scan[k]; !ok {
+			t.Errorf("scan JSON lacks %q: %v", k, scan)
 		}
 	}
 	stage := doc["stages"].([]any)[0].(map[string]any)
