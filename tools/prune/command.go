@@ -190,6 +190,10 @@ func run(ctx context.Context, c *cli.Context, job *config.Job, cfg Config) error
 	src, err := openSource(ctx, job, ScanConfig{Targets: cfg.Targets.Value(), Consistency: cfg.Consistency, Ranges: cfg.Ranges,
 		Concurrency: cfg.Concurrency, PageSize: cfg.PageSize, Retries: cfg.Retries})
 	if err != nil {
+		if !config.IsInvalid(err) { // the source is unreachable: no proof now
+			p := Proof{Time: time.Now().UTC(), Consistency: cfg.Consistency, Required: job.Prune.Consistency, DryRun: !cfg.Delete, Error: err.Error()}
+			err = errors.Join(err, SaveProof(context.WithoutCancel(ctx), kv, p))
+		}
 		return err
 	}
 	defer src.Close()
@@ -201,29 +205,48 @@ func run(ctx context.Context, c *cli.Context, job *config.Job, cfg Config) error
 	if err != nil {
 		return err
 	}
+	excl, err := quarantines(ctx, kv)
+	if err != nil {
+		return err
+	}
+	if cfg.Delete {
+		if err := addQuarantine(ctx, kv, excl, cfg.Quarantine); err != nil {
+			return err
+		}
+	}
 	o := Options{Out: cfg.Out, Tmp: cfg.Tmp, Mem: cfg.mem, Prefix: Prefix(job.Keys.Template), Quarantine: cfg.Quarantine,
-		Delete: cfg.Delete, MaxDelete: cfg.maxDelete, Listers: cfg.Listers, Workers: cfg.Workers, ClockSkew: cfg.ClockSkew,
-		Floor: floor, Bucket: job.Destination.Bucket, Log: slog.Warn}
+		Exclude: excl, Delete: cfg.Delete, MaxDelete: cfg.maxDelete, Listers: cfg.Listers, Workers: cfg.Workers,
+		ClockSkew: cfg.ClockSkew, Floor: floor, Bucket: job.Destination.Bucket, Log: slog.Warn}
+	start := time.Now()
 	res, err := Run(ctx, src, bucketOf(client), rules, natsRecorder{js: js, n: n}, o)
-	if res == nil { // the scan or the listing did not finish: no proof either
+	if res == nil {
+		// The scan or the listing did not finish: the last proof is replaced by one that says
+		// so, so an older PROVEN does not stand for the bucket as it is now.
+		p := Proof{Time: time.Now().UTC(), ScanStart: start.UTC(), Consistency: cfg.Consistency, Required: job.Prune.Consistency,
+			Tables: src.Tables(), DryRun: !cfg.Delete, Quarantine: cfg.Quarantine, Error: err.Error()}
+		if serr := SaveProof(context.WithoutCancel(ctx), kv, p); serr != nil {
+			err = errors.Join(err, serr)
+		}
 		return err
 	}
 	p := proofOf(res, o, cfg.Consistency, job.Prune.Consistency, src.Tables())
 	if serr := SaveProof(context.WithoutCancel(ctx), kv, p); serr != nil {
 		err = errors.Join(err, serr)
 	}
-	printResult(res, o, p)
+	printResult(res, o, p, err)
 	return err
 }
 
 // printResult says what the run found and did, in a few lines.
-func printResult(res *Result, o Options, p Proof) {
+func printResult(res *Result, o Options, p Proof, err error) {
 	fmt.Printf("scanned %s source keys (%s), listed %s objects of s3://%s/%s in %s\n", num(res.SourceKeys), strings.Join(p.Tables, ", "),
 		num(res.Objects), o.Bucket, o.Prefix, res.ScanEnd.Sub(res.ScanStart).Round(time.Second))
 	fmt.Printf("only in S3: %s (%s); missing in S3: %s (%s); stale: %s of %s checked (%s); written during the scan: %s\n",
 		num(res.OnlyInS3), filepath.Join(o.Out, FileCandidates), num(res.Missing), filepath.Join(o.Out, FileMissing),
 		num(res.Stale), num(res.Checked), filepath.Join(o.Out, FileStale), num(res.Recent))
 	switch {
+	case errors.Is(err, ErrRefused):
+		fmt.Printf("refused: nothing deleted (--max-delete %s: %s)\n", o.MaxDelete, num(res.Limit))
 	case !o.Delete:
 		fmt.Printf("dry run: nothing deleted; --delete would %s %s objects (--max-delete %s: %s)\n", verb(o), num(res.OnlyInS3), o.MaxDelete, num(res.Limit))
 	default:

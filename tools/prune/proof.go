@@ -7,12 +7,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/ferry-migrate/ferry/shared/bus"
+	"github.com/ferry-migrate/ferry/shared/cass"
 	"github.com/ferry-migrate/ferry/shared/checkpoint"
 	"github.com/ferry-migrate/ferry/shared/config"
 )
@@ -47,6 +49,7 @@ type Proof struct {
 	Quarantined int64  `json:"quarantined"`
 	Failed      int64  `json:"failed"`
 	DryRun      bool   `json:"dry_run"`
+	Error       string `json:"error,omitempty"` // why the scan or the listing did not finish
 	// Examples are up to 100 keys of each failing class: missing, only_in_s3, stale, recent.
 	Examples map[string][]string `json:"examples"`
 }
@@ -57,7 +60,8 @@ func (p Proof) Remaining() int64 { return max(p.OnlyInS3-p.Deleted-p.Quarantined
 // Proven says whether the cut-over is proven: a complete scan at the required consistency found
 // the source key set and the bucket listing equal, and no stale object.
 func (p Proof) Proven() bool {
-	return p.Complete && p.Missing == 0 && p.Remaining() == 0 && p.Stale == 0 && p.Unchecked == 0 && p.Recent == 0
+	strong, _ := cass.AtLeast(p.Consistency, p.Required)
+	return p.Complete && strong && p.Missing == 0 && p.Remaining() == 0 && p.Stale == 0 && p.Unchecked == 0 && p.Recent == 0
 }
 
 // Why says what keeps the proof from holding; "" when it holds.
@@ -65,6 +69,9 @@ func (p Proof) Why() string {
 	var why []string
 	if !p.Complete {
 		why = append(why, "the scan did not finish")
+	}
+	if ok, _ := cass.AtLeast(p.Consistency, p.Required); !ok {
+		why = append(why, fmt.Sprintf("the scan read at %s, below the required %s", p.Consistency, p.Required))
 	}
 	if p.Missing > 0 {
 		why = append(why, fmt.Sprintf("%d source keys have no object", p.Missing))
@@ -103,6 +110,39 @@ func proofOf(res *Result, o Options, consistency, required string, tables []stri
 		OnlyInS3: res.OnlyInS3, Recent: res.Recent, Checked: res.Checked, Stale: res.Stale, Unchecked: res.Unchecked,
 		Deleted: res.Deleted, Quarantine: o.Quarantine, Quarantined: res.Quarantined, Failed: res.Failed,
 		DryRun: !o.Delete, Examples: res.Examples}
+}
+
+// QuarantineKey is the KV key (job's KV) of every quarantine prefix a prune run has moved objects
+// under (a JSON list): later runs never take objects under them for candidates, with or without
+// --quarantine.
+const QuarantineKey = "prune.quarantine"
+
+// quarantines reads the quarantine prefixes used so far.
+func quarantines(ctx context.Context, kv jetstream.KeyValue) ([]string, error) {
+	e, err := kv.Get(ctx, QuarantineKey)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", QuarantineKey, err)
+	}
+	var ps []string
+	if err := json.Unmarshal(e.Value(), &ps); err != nil {
+		return nil, fmt.Errorf("read %s: %w", QuarantineKey, err)
+	}
+	return ps, nil
+}
+
+// addQuarantine records prefix among the quarantine prefixes, before anything is moved there.
+func addQuarantine(ctx context.Context, kv jetstream.KeyValue, known []string, prefix string) error {
+	if prefix == "" || slices.Contains(known, prefix) {
+		return nil
+	}
+	b, _ := json.Marshal(append(slices.Clone(known), prefix))
+	if _, err := kv.Put(ctx, QuarantineKey, b); err != nil {
+		return fmt.Errorf("record quarantine prefix %q (%s): %w", prefix, QuarantineKey, err)
+	}
+	return nil
 }
 
 // SaveProof stores p under ProofKey.

@@ -83,9 +83,10 @@ type Options struct {
 	Out        string
 	Tmp        string
 	Mem        int64
-	Prefix     string // the listing prefix: the key rules' literal prefix
-	Quarantine string // move under this prefix instead of deleting; objects under it are never candidates
-	Delete     bool   // act; false: a dry run
+	Prefix     string   // the listing prefix: the key rules' literal prefix
+	Quarantine string   // move under this prefix instead of deleting; objects under it are never candidates
+	Exclude    []string // earlier runs' quarantine prefixes: objects under them are never candidates either
+	Delete     bool     // act; false: a dry run
 	MaxDelete  Threshold
 	Listers    int
 	Workers    int           // concurrent HEADs, copies and deletes
@@ -226,7 +227,7 @@ func list(ctx context.Context, b Bucket, o Options, res *Result, add func([]byte
 				err := b.ListObjects(ctx, o.Prefix, r[0], r[1], func(obj blobstore.Object) error {
 					mu.Lock()
 					defer mu.Unlock()
-					if strings.ContainsAny(obj.Key, "\n\x00") || (o.Quarantine != "" && strings.HasPrefix(obj.Key, o.Quarantine)) {
+					if strings.ContainsAny(obj.Key, "\n\x00") || o.excluded(obj.Key) {
 						res.Unlisted++
 						return nil
 					}
@@ -570,6 +571,19 @@ func pruneOne(ctx context.Context, b Bucket, rec Recorder, o Options, guard time
 		return "", fmt.Errorf("prune %s: %w", key, err)
 	}
 	return "", nil
+}
+
+// excluded says whether key is under a quarantine prefix, this run's or an earlier one's.
+func (o Options) excluded(key string) bool {
+	if o.Quarantine != "" && strings.HasPrefix(key, o.Quarantine) {
+		return true
+	}
+	for _, p := range o.Exclude {
+		if p != "" && strings.HasPrefix(key, p) {
+			return true
+		}
+	}
+	return false
 }
 
 func (o Options) log(msg string, args ...any) {
