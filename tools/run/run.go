@@ -61,7 +61,7 @@ func (c *Config) Flags() []cli.Flag {
 		&cli.Int64Flag{Name: "multipart-threshold", Value: 16 << 20, EnvVars: []string{"FERRY_MULTIPART_THRESHOLD"}, Destination: &c.Uploader.PartSize, Usage: "blobs above this many bytes are uploaded in parts of this size"},
 		&cli.BoolFlag{Name: "skip-existing", EnvVars: []string{"FERRY_SKIP_EXISTING"}, Destination: &c.Uploader.SkipExisting, Usage: "skip the PUT when S3 already holds the same object"},
 		&cli.Float64Flag{Name: "deep-sample", EnvVars: []string{"FERRY_DEEP_SAMPLE"}, Destination: &c.Verifier.Sample, Usage: "fraction of objects read back in full and hashed"},
-		&cli.BoolFlag{Name: "restart", EnvVars: []string{"FERRY_PRODUCER_RESTART"}, Destination: &c.Producer.Restart, Usage: "ignore key-list checkpoints"},
+		&cli.BoolFlag{Name: "restart", EnvVars: []string{"FERRY_PRODUCER_RESTART"}, Destination: &c.Producer.Restart, Usage: "ignore key-list checkpoints; with --scan, start a new scan pass (the passes before stay recorded)"},
 	}
 	settings := c.Settings.Flags()
 	for _, fl := range settings {
@@ -90,7 +90,7 @@ func (c *Config) Validate() error {
 	if c.Sync, err = bus.ParseSync(c.NATSSync); err != nil {
 		errs = append(errs, fmt.Errorf("--nats-sync-interval %w", err))
 	}
-	if len(c.Producer.Keys.Value()) > 0 || c.Producer.Scan.Enabled {
+	if len(c.Producer.Keys.Value()) > 0 || c.Producer.Scan.Enabled || c.Producer.Scan.Since != "" {
 		errs = append(errs, c.Producer.Validate())
 	}
 	return config.Invalid(errors.Join(errs...))

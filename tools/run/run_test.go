@@ -110,6 +110,14 @@ func TestFlags(t *testing.T) {
 		{args: []string{"--deep-sample", "2"}, err: []string{"--deep-sample 2: must be between 0 and 1"}},
 		{args: []string{"--nats-sync-interval", "soon"}, err: []string{`--nats-sync-interval "soon"`}},
 		{args: []string{"--keys", list, "--scan"}, err: []string{"--scan and --keys: give one or the other"}},
+		{args: []string{"--scan", "--since", "2", "--since-margin", "1m"},
+			check: func(c Config) bool {
+				return c.Producer.Scan.Enabled && c.Producer.Scan.Since == "2" && c.Producer.Scan.SinceMargin == time.Minute
+			}},
+		{args: []string{"--scan", "--since", "last", "--restart"}, check: func(c Config) bool { return c.Producer.Scan.Since == "last" && c.Producer.Restart }},
+		{args: []string{"--scan"}, check: func(c Config) bool { return c.Producer.Scan.Since == "" && c.Producer.Scan.SinceMargin == 10*time.Minute }},
+		{args: []string{"--scan", "--since", "yesterday"}, err: []string{`--since "yesterday": neither a pass number, last, nor an RFC 3339 time`}},
+		{args: []string{"--since", "1"}, err: []string{"--since: only with --scan"}},
 	} {
 		cfg, err := parse(t, tc.args...)
 		if len(tc.err) == 0 {
