@@ -115,7 +115,9 @@ func TestFlags(t *testing.T) {
 				return c.Producer.Scan.Enabled && c.Producer.Scan.Since == "2" && c.Producer.Scan.SinceMargin == time.Minute
 			}},
 		{args: []string{"--scan", "--since", "last", "--restart"}, check: func(c Config) bool { return c.Producer.Scan.Since == "last" && c.Producer.Restart }},
-		{args: []string{"--scan"}, check: func(c Config) bool { return c.Producer.Scan.Since == "" && c.Producer.Scan.SinceMargin == 10*time.Minute }},
+		{args: []string{"--scan"}, check: func(c Config) bool {
+			return c.Producer.Scan.Since == "" && c.Producer.Scan.SinceMargin == 10*time.Minute
+		}},
 		{args: []string{"--scan", "--since", "yesterday"}, err: []string{`--since "yesterday": neither a pass number, last, nor an RFC 3339 time`}},
 		{args: []string{"--since", "1"}, err: []string{"--since: only with --scan"}},
 	} {
