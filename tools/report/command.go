@@ -17,7 +17,7 @@ func Command() *cli.Command {
 		Name:  "report",
 		Usage: "write report.md and report.json (outcome, dead letters by reason, verified per minute) and the dead-lettered keys (reads NATS only)",
 		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "out", Aliases: []string{"o"}, Value: ".", Destination: &out, Usage: "folder to write report.md, report.json, dlq-keys.txt and dlq.jsonl into"},
+			&cli.StringFlag{Name: "out", Aliases: []string{"o"}, Value: ".", Destination: &out, Usage: "folder to write report.md, report.json, dlq-keys.txt, dlq.jsonl and pruned.txt into"},
 		},
 		Action: func(c *cli.Context) error {
 			nc, js, n, err := service.ConnectJob(c.Context, c, "report")
@@ -34,8 +34,14 @@ func Command() *cli.Command {
 			if d := r.Discrepancy(); d != "" {
 				fmt.Printf("the counts do not add up: %s\n", d)
 			}
-			fmt.Printf("wrote %s, %s, %s, %s\n", filepath.Join(out, FileMarkdown), filepath.Join(out, FileJSON),
-				filepath.Join(out, FileKeys), filepath.Join(out, FileEntries))
+			switch r.ProofStatus {
+			case ProofProven:
+				fmt.Println("cut-over proof: PROVEN")
+			case ProofFailed:
+				fmt.Printf("cut-over proof: NOT PROVEN (%s)\n", r.ProofWhy)
+			}
+			fmt.Printf("wrote %s, %s, %s, %s, %s\n", filepath.Join(out, FileMarkdown), filepath.Join(out, FileJSON),
+				filepath.Join(out, FileKeys), filepath.Join(out, FileEntries), filepath.Join(out, FilePruned))
 			return nil
 		},
 	}

@@ -36,7 +36,10 @@ func Markdown(w io.Writer, r *Report) {
 	fmt.Fprintln(w, "| --- | ---: |")
 	fmt.Fprintf(w, "| published to KEYS | %s |\n", num(r.Published))
 	fmt.Fprintf(w, "| verified in S3 (size and checksum) | %s |\n", num(r.Verified))
-	fmt.Fprintf(w, "| dead-lettered | %s |\n", num(r.DeadLettered))
+	fmt.Fprintf(w, "| dead-lettered | %s |\n", num(r.DeadLettered-r.DeletedAtSource))
+	if r.DeletedAtSource > 0 {
+		fmt.Fprintf(w, "| deleted at the source (dead letters `%s`, not failures) | %s |\n", bus.ReasonDeleted, num(r.DeletedAtSource))
+	}
 	fmt.Fprintf(w, "| still in the pipeline | %s |\n", num(r.InPipeline))
 	fmt.Fprintln(w)
 	if r.InPipeline > 0 {
@@ -49,15 +52,22 @@ func Markdown(w io.Writer, r *Report) {
 		fmt.Fprintf(w, "**The counts do not add up.** Published should be verified + dead-lettered after KEYS + in flight; %s.\n\n", d)
 	}
 
+	markdownProof(w, r)
+
 	fmt.Fprintln(w, "## Did not arrive")
 	fmt.Fprintln(w)
-	if r.DeadLettered == 0 {
+	if r.DeadLettered == r.DeletedAtSource {
 		fmt.Fprintln(w, "No dead letters: every key that left the pipeline is verified in S3.")
 		fmt.Fprintln(w)
 	} else {
 		fmt.Fprintln(w, "| stage | reason | keys | meaning |")
 		fmt.Fprintln(w, "| --- | --- | ---: | --- |")
-		order := sortedKeys(r.DeadLetters)
+		var order []string
+		for _, sr := range sortedKeys(r.DeadLetters) {
+			if _, reason, _ := strings.Cut(sr, "/"); reason != bus.ReasonDeleted {
+				order = append(order, sr)
+			}
+		}
 		for _, sr := range order {
 			st, reason, _ := strings.Cut(sr, "/")
 			fmt.Fprintf(w, "| %s | `%s` | %s | %s |\n", st, reason, num(r.DeadLetters[sr]), meaning[reason])
@@ -82,6 +92,8 @@ func Markdown(w io.Writer, r *Report) {
 			fmt.Fprintln(w)
 		}
 	}
+
+	markdownDeleted(w, r)
 
 	fmt.Fprintln(w, "## Time")
 	fmt.Fprintln(w)

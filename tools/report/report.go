@@ -20,6 +20,7 @@ import (
 	"github.com/ferry-migrate/ferry/shared/bus"
 	"github.com/ferry-migrate/ferry/shared/deadletter"
 	"github.com/ferry-migrate/ferry/shared/service"
+	"github.com/ferry-migrate/ferry/tools/prune"
 )
 
 // Files written into the output folder.
@@ -62,6 +63,19 @@ type Report struct {
 	Samples    map[string][]Entry `json:"-"`                     // up to KeysPerReason per stage/reason
 	LineBreaks int                `json:"keys_with_line_breaks"` // keys only in dlq.jsonl
 	Files      []string           `json:"files"`
+
+	// DeletedAtSource are the dead letters of reason deleted (in DeadLettered too): keys deleted
+	// or expired at the source after a scan read them; not failures.
+	DeletedAtSource uint64 `json:"deleted_at_source"`
+	// The cut-over proof: the last `ferry prune` run's (nil before the first), PROVEN only when
+	// its complete scan at the required consistency found nothing missing, only in S3 or stale.
+	Proof       *prune.Proof `json:"proof"`
+	ProofStatus string       `json:"proof_status"` // PROVEN, NOT PROVEN, NONE
+	ProofWhy    string       `json:"proof_why,omitempty"`
+	// Pruned are the records of FERRY_<job>_PRUNED: objects prune deleted or moved.
+	Pruned         uint64            `json:"pruned"`
+	PrunedByAction map[string]uint64 `json:"pruned_by_action"` // deleted, quarantined, failed
+	PrunedError    string            `json:"pruned_error,omitempty"`
 }
 
 // Bucket is the number of keys verified in one minute (its start, UTC).
@@ -87,7 +101,7 @@ func Write(ctx context.Context, js jetstream.JetStream, n bus.Names, dir string,
 		return nil, fmt.Errorf("report: %w", err)
 	}
 	r := &Report{Job: n.Job, Time: now.UTC(), Queued: map[string]uint64{}, Samples: map[string][]Entry{},
-		Files: []string{FileMarkdown, FileJSON, FileKeys, FileEntries}}
+		Files: []string{FileMarkdown, FileJSON, FileKeys, FileEntries, FilePruned}}
 	keys, err := service.JobStream(ctx, js, n, n.Keys)
 	if err != nil {
 		return nil, err
@@ -117,11 +131,15 @@ func Write(ctx context.Context, js jetstream.JetStream, n bus.Names, dir string,
 		return nil, err
 	}
 	r.DeadLetters, r.DeadLettered = counts, counts.Total()
+	r.deletedAtSource()
 	if err := r.readDone(ctx, js, n); err != nil {
 		return nil, err
 	}
 	r.reconcile()
 	if err := r.exportDLQ(ctx, js, n, dir); err != nil {
+		return nil, err
+	}
+	if err := r.readProof(ctx, js, n, dir); err != nil {
 		return nil, err
 	}
 	if err := writeFile(filepath.Join(dir, FileJSON), func(w *bufio.Writer) error {
