@@ -11,7 +11,6 @@ import (
 	"github.com/gocql/gocql"
 
 	"github.com/ferry-migrate/ferry/shared/checkpoint"
-	"github.com/ferry-migrate/ferry/shared/fault"
 )
 
 // KeyScan reads every key of a table, with its blob's writetime, by token ranges: what `ferry
@@ -156,7 +155,7 @@ func (s *KeyScan) scanRange(ctx context.Context, r checkpoint.Range, page, retri
 			continue
 		case ctx.Err() != nil:
 			return ctx.Err()
-		case Classify(err) != fault.Transient && Classify(err) != fault.Outage:
+		case !IsTransient(err): // a configuration error (no such table, a column of another type) only repeats
 			return fmt.Errorf("scan %s range %v after token %d: %w", s.Table, r, safe, err)
 		}
 		attempt++
