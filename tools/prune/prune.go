@@ -34,8 +34,8 @@ const (
 )
 
 // WriteTimeMeta is the object metadata holding the source row's writetime in decimal
-// microseconds, which the uploader stores (issue 14 item 2).
-const WriteTimeMeta = "ferry-writetime"
+// microseconds, which the uploader stores.
+const WriteTimeMeta = blobstore.WriteTimeMeta
 
 // Examples bounds the keys of each failing class the proof keeps in the KV; the files hold all.
 const Examples = 100
@@ -279,9 +279,6 @@ type group struct {
 	keys  []string
 	wts   []int64
 }
-
-// staleCheck is a HEAD to make: the object of g, present in the listing.
-type staleCheck struct{ g group }
 
 // merge walks both sorted inputs by S3 key: candidates, missing keys, and stale checks.
 func merge(ctx context.Context, ms, ml *diff.Merger, b Bucket, o Options, guard time.Time, res *Result) error {
