@@ -47,6 +47,7 @@ type Proof struct {
 	Deleted     int64  `json:"deleted"`
 	Quarantine  string `json:"quarantine,omitempty"`
 	Quarantined int64  `json:"quarantined"`
+	Gone        int64  `json:"gone"` // candidates already deleted by someone else when the run came to them
 	Failed      int64  `json:"failed"`
 	DryRun      bool   `json:"dry_run"`
 	Error       string `json:"error,omitempty"` // why the scan or the listing did not finish
@@ -55,7 +56,7 @@ type Proof struct {
 }
 
 // Remaining is the objects only in S3 still there after the run.
-func (p Proof) Remaining() int64 { return max(p.OnlyInS3-p.Deleted-p.Quarantined, 0) }
+func (p Proof) Remaining() int64 { return max(p.OnlyInS3-p.Deleted-p.Quarantined-p.Gone, 0) }
 
 // Proven says whether the cut-over is proven: a complete scan at the required consistency found
 // the source key set and the bucket listing equal, and no stale object.
@@ -108,7 +109,7 @@ func proofOf(res *Result, o Options, consistency, required string, tables []stri
 		Consistency: consistency, Required: required, Complete: true, Tables: tables, Floor: o.Floor,
 		SourceKeys: res.SourceKeys, Objects: res.Objects, Missing: res.Missing, Invalid: res.Invalid,
 		OnlyInS3: res.OnlyInS3, Recent: res.Recent, Checked: res.Checked, Stale: res.Stale, Unchecked: res.Unchecked,
-		Deleted: res.Deleted, Quarantine: o.Quarantine, Quarantined: res.Quarantined, Failed: res.Failed,
+		Deleted: res.Deleted, Quarantine: o.Quarantine, Quarantined: res.Quarantined, Gone: res.Gone, Failed: res.Failed,
 		DryRun: !o.Delete, Examples: res.Examples}
 }
 

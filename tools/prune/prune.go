@@ -308,7 +308,9 @@ func merge(ctx context.Context, ms, ml *diff.Merger, b Bucket, o Options, guard 
 				switch {
 				case err != nil:
 					res.Unchecked++
-					o.log("prune: HEAD for the proof failed", "object", g.s3key, "err", err)
+					if res.Unchecked <= 10 { // the count says the rest; an S3 outage must not flood the log
+						o.log("prune: HEAD for the proof failed", "object", g.s3key, "err", err)
+					}
 				case stale:
 					res.Stale++
 					outs[FileStale].line(line)

@@ -354,8 +354,11 @@ func TestRunRefuses(t *testing.T) {
 
 func TestProofProven(t *testing.T) {
 	ok := Proof{Complete: true, Consistency: "LOCAL_QUORUM", Required: "LOCAL_QUORUM", OnlyInS3: 3, Deleted: 3}
-	if !ok.Proven() || ok.Why() != "" {
-		t.Errorf("%+v: not proven: %s", ok, ok.Why())
+	gone := Proof{Complete: true, Consistency: "ALL", Required: "LOCAL_QUORUM", OnlyInS3: 3, Deleted: 1, Quarantined: 1, Gone: 1}
+	for _, p := range []Proof{ok, gone} {
+		if !p.Proven() || p.Why() != "" {
+			t.Errorf("%+v: not proven: %s", p, p.Why())
+		}
 	}
 	for _, p := range []Proof{
 		{Complete: false},
@@ -364,6 +367,7 @@ func TestProofProven(t *testing.T) {
 		{Complete: true, Stale: 1},
 		{Complete: true, Recent: 1},
 		{Complete: true, Unchecked: 1},
+		{Complete: true, Consistency: "LOCAL_ONE", Required: "LOCAL_QUORUM"},
 	} {
 		if p.Proven() || p.Why() == "" {
 			t.Errorf("%+v proven", p)

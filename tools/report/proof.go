@@ -122,7 +122,11 @@ func markdownProof(w io.Writer, r *Report) {
 			fmt.Fprintf(w, "| not checked, written during the scan | %s, %s |\n", num(uint64(p.Unchecked)), num(uint64(p.Recent)))
 		}
 		fmt.Fprintln(w)
-		for _, c := range []struct{ class, title string }{{"missing", "Missing in S3"}, {"only_in_s3", "Only in S3"}, {"stale", "Stale"}, {"recent", "Written during the scan"}} {
+		only := "Only in S3"
+		if p.OnlyInS3 > 0 && p.Remaining() == 0 {
+			only = "Only in S3, and pruned by that run"
+		}
+		for _, c := range []struct{ class, title string }{{"missing", "Missing in S3"}, {"only_in_s3", only}, {"stale", "Stale"}, {"recent", "Written during the scan"}} {
 			ex := p.Examples[c.class]
 			if len(ex) == 0 {
 				continue
