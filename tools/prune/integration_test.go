@@ -92,13 +92,13 @@ func newStack(t *testing.T) *stack {
 			return st.s3.Delete(context.Background(), o.Key)
 		})
 	})
-	st.jobFile = st.writeJob(t, tg.Hosts[0], tg.LocalDC)
+	st.jobFile = st.writeJob(t, tg.Hosts[0], tg.LocalDC, "2s")
 	st.url, _, _ = bustest.JobAt(t)
 	return st
 }
 
 // writeJob writes a job file reading the test table through host.
-func (st *stack) writeJob(t *testing.T, host, dc string) string {
+func (st *stack) writeJob(t *testing.T, host, dc, timeout string) string {
 	t.Helper()
 	y := fmt.Sprintf(`source:
   targets:
@@ -106,7 +106,7 @@ func (st *stack) writeJob(t *testing.T, host, dc string) string {
       hosts: [%q]
       local_dc: %s
       table: ferry_prune_test.keys
-      timeout: 2s
+      timeout: %s
       conn_timeout: 2s
 destination:
   endpoint: %s
@@ -117,7 +117,7 @@ keys:
   template: '%s{key}'
 prune:
   consistency: LOCAL_QUORUM
-`, host, dc, "http://127.0.0.1:7070", st.prefix)
+`, host, dc, timeout, "http://127.0.0.1:7070", st.prefix)
 	if e := os.Getenv("FERRY_TEST_S3"); e != "" {
 		y = strings.Replace(y, "http://127.0.0.1:7070", e, 1)
 	}
@@ -273,18 +273,22 @@ func TestIntegrationPrune(t *testing.T) {
 	})
 
 	t.Run("source unreachable", func(t *testing.T) {
-		bad := st.writeJob(t, "127.0.0.1:1", "dc1")
-		_, err := st.prune(bad, "--delete", "--max-delete", "100%")
-		if err == nil || !strings.Contains(err.Error(), "nothing deleted") {
-			t.Errorf("err %v, want a refusal that says nothing was deleted", err)
-		}
-		for _, k := range extras {
-			if !st.exists(k) {
-				t.Errorf("run without a source deleted %s", k)
+		// A stopped port, and a node that does not answer within the target's timeout. (A scan
+		// that fails part way is TestRunRefuses's "scan failed mid-way".)
+		for _, bad := range []string{st.writeJob(t, "127.0.0.1:1", "dc1", "2s"), st.writeJob(t, "127.0.0.1", "dc1", "1ms")} {
+			_, err := st.prune(bad, "--delete", "--max-delete", "100%")
+			t.Logf("refused: %v", err)
+			if err == nil || !strings.Contains(err.Error(), "nothing deleted") {
+				t.Errorf("err %v, want a refusal that says nothing was deleted", err)
 			}
-		}
-		if p := st.proof(); p.Complete || p.Error == "" || p.Proven() {
-			t.Errorf("proof after an unreachable source: %+v", p)
+			for _, k := range extras {
+				if !st.exists(k) {
+					t.Errorf("run without a source deleted %s", k)
+				}
+			}
+			if p := st.proof(); p.Complete || p.Error == "" || p.Proven() {
+				t.Errorf("proof after an unreachable source: %+v", p)
+			}
 		}
 	})
 
