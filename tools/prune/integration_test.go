@@ -26,6 +26,7 @@ import (
 	"github.com/ferry-migrate/ferry/shared/cass"
 	"github.com/ferry-migrate/ferry/shared/casstest"
 	"github.com/ferry-migrate/ferry/shared/config"
+	"github.com/ferry-migrate/ferry/shared/keyrules"
 	"github.com/ferry-migrate/ferry/shared/service"
 )
 
@@ -292,6 +293,48 @@ func TestIntegrationPrune(t *testing.T) {
 		}
 	})
 
+	t.Run("source lost mid-scan", func(t *testing.T) {
+		ctx := context.Background()
+		job, err := config.Load(st.jobFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		src, err := openSource(ctx, job, ScanConfig{Consistency: "LOCAL_QUORUM", Ranges: 16, Concurrency: 2, PageSize: 20, Retries: 2})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer src.Close()
+		rows := 0
+		lost := scanFunc(func(ctx context.Context, fn func(Row) error) error {
+			return src.Scan(ctx, func(r Row) error {
+				if rows++; rows == 50 { // the node goes away after 50 keys
+					src.tables[0].session.Close()
+				}
+				return fn(r)
+			})
+		})
+		rules, err := keyrules.Compile(job.Keys)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rec := &fakeRecorder{}
+		o := Options{Out: t.TempDir(), Tmp: t.TempDir(), Mem: 64 << 20, Prefix: st.prefix, Delete: true,
+			MaxDelete: Threshold{Percent: 100, IsPercent: true}, Listers: 2, Workers: 2}
+		res, err := Run(ctx, lost, bucketOf(st.s3), rules, rec, o)
+		t.Logf("refused after %d rows: %v", rows, err)
+		if err == nil || res != nil || !strings.Contains(err.Error(), "did not finish") {
+			t.Errorf("result %+v, err %v; want a refusal", res, err)
+		}
+		for _, k := range extras {
+			if !st.exists(k) {
+				t.Errorf("a scan that lost its source deleted %s", k)
+			}
+		}
+		if len(rec.recs) != 0 {
+			t.Errorf("records %+v", rec.recs)
+		}
+	})
+
 	t.Run("quarantine", func(t *testing.T) {
 		q := st.prefix + "quarantine/"
 		_, err := st.prune(st.jobFile, "--delete", "--max-delete", "3", "--quarantine", q)
@@ -352,6 +395,11 @@ func TestIntegrationPrune(t *testing.T) {
 		}
 	})
 }
+
+// scanFunc is a Source made of a function.
+type scanFunc func(ctx context.Context, fn func(Row) error) error
+
+func (f scanFunc) Scan(ctx context.Context, fn func(Row) error) error { return f(ctx, fn) }
 
 func prefixed(p string, keys []string) []string {
 	out := make([]string, len(keys))
