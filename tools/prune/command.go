@@ -166,10 +166,11 @@ func run(ctx context.Context, c *cli.Context, job *config.Job, cfg Config) error
 		return err
 	}
 	defer nc.Close()
-	if _, err := service.JobStream(ctx, js, n, n.Keys); err != nil {
+	keys, err := service.JobStream(ctx, js, n, n.Keys)
+	if err != nil {
 		return err
 	}
-	if err := bus.EnsurePruned(ctx, js, n, 1); err != nil {
+	if err := bus.EnsurePruned(ctx, js, n, keys.CachedInfo().Config.Replicas); err != nil { // as many replicas as the job's
 		return err
 	}
 	kv, err := js.KeyValue(ctx, n.KV)
