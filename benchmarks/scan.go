@@ -38,6 +38,8 @@ type scanOptions struct {
 	Runs            string // ferry runs: scan concurrencies, each optionally xPAGESIZE
 	Ranges          int    // concurrency of the token-range scan without NATS (0: none)
 	Restart         bool
+	DeltaRuns       int     // full pass + delta pass pairs (0: none)
+	DeltaFraction   float64 // rows rewritten before each delta pass
 	Config          string
 	NATS            string
 	NATSPidFile     string
@@ -52,7 +54,7 @@ func scanCommand() *cli.Command {
 	var o scanOptions
 	return &cli.Command{
 		Name:  "scan",
-		Usage: "ferry producer --scan against one unsplit SELECT of the keys, and a kill/restart of the scan (make bench-scan)",
+		Usage: "ferry producer --scan against one unsplit SELECT of the keys, a kill/restart of the scan, and delta passes against full ones (make bench-scan)",
 		Flags: []cli.Flag{
 			&cli.IntFlag{Name: "rows", Value: 1_000_000, EnvVars: []string{"BENCH_SCAN_ROWS"}, Destination: &o.Rows, Usage: "rows of the scanned table (filled once)"},
 			&cli.IntFlag{Name: "fill-concurrency", Value: 64, EnvVars: []string{"BENCH_SCAN_FILL_CONCURRENCY"}, Destination: &o.FillConcurrency, Usage: "inserts in flight while filling the table"},
@@ -60,6 +62,8 @@ func scanCommand() *cli.Command {
 			&cli.StringFlag{Name: "runs", Value: "4,8", EnvVars: []string{"BENCH_SCAN_RUNS"}, Destination: &o.Runs, Usage: "ferry runs, each a --scan-concurrency with an optional xPAGESIZE (e.g. 4,8,8x2000)"},
 			&cli.IntFlag{Name: "ranges-only", Value: 8, EnvVars: []string{"BENCH_SCAN_RANGES_ONLY"}, Destination: &o.Ranges, Usage: "also read the table by ferry's token ranges with this many in parallel, publishing nothing: the Cassandra side alone (0: skip)"},
 			&cli.BoolFlag{Name: "restart", Value: true, EnvVars: []string{"BENCH_SCAN_RESTART"}, Destination: &o.Restart, Usage: "also kill a scan halfway and measure what its restart re-reads"},
+			&cli.IntFlag{Name: "delta-runs", Value: 3, EnvVars: []string{"BENCH_SCAN_DELTA_RUNS"}, Destination: &o.DeltaRuns, Usage: "also measure this many full passes, each followed by a delta pass (--since 1) after --delta-fraction of the rows were rewritten (0: skip)"},
+			&cli.Float64Flag{Name: "delta-fraction", Value: 0.01, EnvVars: []string{"BENCH_SCAN_DELTA_FRACTION"}, Destination: &o.DeltaFraction, Usage: "share of the rows rewritten (newer writetime) before each delta pass"},
 			&cli.StringFlag{Name: "config", Value: "deploy/local/ferry.yaml", EnvVars: []string{"FERRY_CONFIG"}, Destination: &o.Config, Usage: "job file of the local stack; its first target is pointed at the benchmark table"},
 			&cli.StringFlag{Name: "nats", Value: "nats://127.0.0.1:4222", EnvVars: []string{"FERRY_NATS"}, Destination: &o.NATS, Usage: "the local nats-server"},
 			&cli.StringFlag{Name: "nats-pid-file", Value: ".local/run/nats.pid", Destination: &o.NATSPidFile, Usage: "pid file of the local nats-server, for its CPU time"},
@@ -76,6 +80,9 @@ func scanCommand() *cli.Command {
 			}
 			if o.Rows < 1000 {
 				return fmt.Errorf("--rows %d: at least 1000", o.Rows)
+			}
+			if o.DeltaRuns < 0 || o.DeltaFraction <= 0 || o.DeltaFraction > 0.5 {
+				return fmt.Errorf("--delta-runs %d, --delta-fraction %g: at least 0 runs, a fraction in (0, 0.5]", o.DeltaRuns, o.DeltaFraction)
 			}
 			if o.Ferry == "" {
 				self, err := os.Executable()
@@ -105,6 +112,9 @@ const clientMaxPending = 2048
 
 func parseScanRuns(s string) ([]scanRunSpec, error) {
 	var specs []scanRunSpec
+	if strings.TrimSpace(s) == "" || s == "none" {
+		return nil, nil // the other measurements only
+	}
 	for f := range strings.SplitSeq(s, ",") {
 		c, p, _ := strings.Cut(strings.TrimSpace(f), "x")
 		var spec scanRunSpec
@@ -163,6 +173,7 @@ type scanReport struct {
 	Rows      int          `json:"rows"`
 	Runs      []scanRun    `json:"runs"`
 	Restart   *scanRestart `json:"restart,omitempty"`
+	Delta     *scanDelta   `json:"delta,omitempty"`
 }
 
 // scanBench is one `ferry-bench scan`.
@@ -249,6 +260,12 @@ func runScanBench(ctx context.Context, o scanOptions, runs []scanRunSpec) error 
 	if o.Restart {
 		if sb.rep.Restart, err = sb.runRestart(ctx); err != nil {
 			return fmt.Errorf("restart: %w", err)
+		}
+	}
+
+	if o.DeltaRuns > 0 {
+		if sb.rep.Delta, err = sb.runDelta(ctx); err != nil {
+			return fmt.Errorf("delta: %w", err)
 		}
 	}
 
@@ -651,6 +668,9 @@ func (rep *scanReport) markdown(name string) string {
 			"Re-read = %d + %d − %d = **%d** keys; bound: scan concurrency × page size = %d: %s. KEYS held %d keys at the end.\n",
 			x.KilledAtSeconds, x.StoredAtKill, x.Checkpointed, x.Second.KeysRead, x.Second.Seconds, x.Second.Duplicates,
 			x.StoredAtKill, x.Second.KeysRead, rep.Rows, x.ReRead, x.Bound, map[bool]string{true: "within", false: "OVER"}[x.WithinBound], x.Final)
+	}
+	if rep.Delta != nil {
+		rep.Delta.markdown(&b, rep.Rows)
 	}
 	return b.String()
 }

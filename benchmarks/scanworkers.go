@@ -172,6 +172,7 @@ func scanSelectCommand() *cli.Command {
 func scanRangesCommand() *cli.Command {
 	var cfgPath, out string
 	var pageSize, concurrency int
+	var writetime bool
 	return &cli.Command{
 		Name:   "scan-ranges",
 		Usage:  "worker: count the rows of the first target's table, read by token ranges in parallel",
@@ -181,6 +182,7 @@ func scanRangesCommand() *cli.Command {
 			&cli.IntFlag{Name: "page-size", Value: ferryScanPageSize, Destination: &pageSize, Usage: "rows per page"},
 			&cli.IntFlag{Name: "concurrency", Value: ferryScanConcurrency, Destination: &concurrency, Usage: "ranges read at once"},
 			&cli.StringFlag{Name: "out", Required: true, Destination: &out, Usage: "write the result as JSON here"},
+			&cli.BoolFlag{Name: "writetime", Destination: &writetime, Usage: "read writetime(<blob_column>) with each key, as a delta pass does"},
 		},
 		Action: func(c *cli.Context) error {
 			ctx := c.Context
@@ -211,6 +213,9 @@ func scanRangesCommand() *cli.Command {
 			}
 			ranges := producer.Split(tokens, 32*len(tokens)) // ferry's default split
 			cql := fmt.Sprintf("SELECT token(%[1]s), %[1]s FROM %[2]s WHERE token(%[1]s) > ? AND token(%[1]s) <= ?", t.KeyColumn, t.Table)
+			if writetime {
+				cql = fmt.Sprintf("SELECT token(%[1]s), %[1]s, writetime(%[3]s) FROM %[2]s WHERE token(%[1]s) > ? AND token(%[1]s) <= ?", t.KeyColumn, t.Table, t.BlobColumn)
+			}
 			var rows atomic.Int64
 			todo := make(chan checkpoint.Range)
 			gctx, cancel := context.WithCancelCause(ctx)
@@ -218,14 +223,18 @@ func scanRangesCommand() *cli.Command {
 			var wg sync.WaitGroup
 			for range concurrency {
 				wg.Go(func() {
-					var tok int64
+					var tok, wt int64
 					var key []byte
+					dest := []any{&tok, &key}
+					if writetime {
+						dest = append(dest, &wt)
+					}
 					for r := range todo {
 						var state []byte
 						for {
 							iter := s.Query(cql, r.Start, r.End).WithContext(gctx).PageSize(pageSize).PageState(state).Iter()
 							state = iter.PageState()
-							for iter.Scan(&tok, &key) {
+							for iter.Scan(dest...) {
 								rows.Add(1)
 							}
 							if err := iter.Close(); err != nil {
