@@ -227,3 +227,28 @@ func TestAdversaryFallbackOlder(t *testing.T) {
 		t.Errorf("PROVEN while S3 holds the first table's deleted bytes (wt 1000) and the source's are the second table's (wt 500)")
 	}
 }
+
+// TestAdversaryTwoKeysOneObject: two source keys the rules map to one S3 key (a rewrite folds
+// "_1" away). The uploader dead-letters the second when its bytes differ, so its bytes are not
+// in S3; prune sees one object for the group, counts neither key missing, checks only the
+// owner's writetime, and proves the cut-over.
+func TestAdversaryTwoKeysOneObject(t *testing.T) {
+	t.Skip("issue 14 adversary: a key sharing its object with another key's bytes is neither missing nor stale: false PROVEN")
+	rules, err := keyrules.Compile(config.KeyRules{MaxLength: 1024, Template: "p/{key}",
+		Rewrite: []config.Rewrite{{Match: `_1\.jpg$`, Replace: ".jpg"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := time.Now().Add(-time.Hour)
+	src := fakeSource{rows: []Row{{Key: []byte("x.jpg"), WriteTime: 100}, {Key: []byte("x_1.jpg"), WriteTime: 200}}}
+	b := &fakeBucket{copied: map[string]string{}, objs: map[string]fakeObj{"p/x.jpg": ferryObj(old, "x.jpg", 100)}}
+	o := Options{Out: t.TempDir(), Tmp: t.TempDir(), Mem: 64 << 20, Prefix: "p/", MaxDelete: Threshold{Count: 10},
+		Listers: 1, Workers: 1}
+	res, err := Run(context.Background(), src, b, rules, &fakeRecorder{}, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := proofOf(res, o, "LOCAL_QUORUM", "LOCAL_QUORUM", nil); p.Proven() {
+		t.Errorf("PROVEN while x_1.jpg (wt 200, newer) has no object of its own: p/x.jpg holds x.jpg's bytes (missing %d, stale %d)", res.Missing, res.Stale)
+	}
+}
