@@ -18,8 +18,10 @@ type rewrittenStore struct {
 	newer []byte
 }
 
-func (s rewrittenStore) Head(context.Context, string) (blobstore.HeadResult, error) { return s.head, nil }
-func (s rewrittenStore) Get(context.Context, string) ([]byte, error)                { return s.newer, nil }
+func (s rewrittenStore) Head(context.Context, string) (blobstore.HeadResult, error) {
+	return s.head, nil
+}
+func (s rewrittenStore) Get(context.Context, string) ([]byte, error) { return s.newer, nil }
 
 // TestAdversaryDeepCheckRacesRewrite: with --deep-sample on a live source, a rewrite landing
 // between the HEAD (which matched) and the GET makes the deep check read the newer bytes: the
