@@ -67,3 +67,64 @@ func TestIntegrationPruneCalls(t *testing.T) {
 		}
 	}
 }
+
+// TestIntegrationPruneGuards: Copy never replaces an object at its destination; DeleteIf leaves
+// an object whose ETag changed (versitygw honours If-Match on DELETE); Clock reads the server's
+// time and leaves no marker behind.
+func TestIntegrationPruneGuards(t *testing.T) {
+	c, prefix := testClient(t)
+	ctx := context.Background()
+	putBody := func(k, body string) string {
+		sum := md5.Sum([]byte(body))
+		res, err := c.Put(ctx, PutInput{Key: k, Body: []byte(body), MD5: sum[:]})
+		if err != nil {
+			t.Fatalf("put %s: %v", k, err)
+		}
+		t.Cleanup(func() { _ = c.Delete(context.Background(), k) })
+		return res.ETag
+	}
+	src, dst := prefix+"src", prefix+"dst"
+	etag := putBody(src, "old")
+	putBody(dst, "live")
+	if err := c.Copy(ctx, src, dst, etag); !errors.Is(err, ErrExists) {
+		t.Errorf("Copy onto an existing object: %v, want ErrExists", err)
+	}
+	if b, err := c.Get(ctx, dst); err != nil || string(b) != "live" {
+		t.Errorf("destination after a refused copy = %q, %v; want live", b, err)
+	}
+
+	newTag := putBody(src, "rewritten") // an upload after prune's HEAD
+	if err := c.DeleteIf(ctx, src, etag); !errors.Is(err, ErrChanged) {
+		t.Errorf("DeleteIf with the old ETag: %v, want ErrChanged", err)
+	}
+	if b, err := c.Get(ctx, src); err != nil || string(b) != "rewritten" {
+		t.Errorf("object after a refused conditional delete = %q, %v", b, err)
+	}
+	if err := c.DeleteIf(ctx, src, newTag); err != nil {
+		t.Fatalf("DeleteIf with the current ETag: %v", err)
+	}
+	if _, err := c.Inspect(ctx, src); !errors.Is(err, ErrNotFound) {
+		t.Errorf("after DeleteIf: %v, want ErrNotFound", err)
+	}
+
+	before := time.Now()
+	now, err := c.Clock(ctx)
+	if err != nil {
+		t.Fatalf("Clock: %v", err)
+	}
+	if d := now.Sub(before); d < -time.Minute || d > time.Minute {
+		t.Errorf("Clock = %v, host %v: the local S3 runs on this host", now, before)
+	}
+	var left []string
+	if err := c.ListObjects(ctx, MarkerPrefix, "", "", func(o Object) error {
+		if !o.LastModified.Before(before.Add(-time.Second)) {
+			left = append(left, o.Key)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if len(left) > 0 {
+		t.Errorf("clock markers left behind: %q", left)
+	}
+}
