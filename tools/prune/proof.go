@@ -33,13 +33,15 @@ type Proof struct {
 	Complete    bool      `json:"complete"`             // every token range of every table read to its end
 	Tables      []string  `json:"tables"`               // target:keyspace.table scanned
 	// Floor is the writetime (µs) from which source keys were checked for staleness: the first
-	// scan pass's start; 0 when there is no pass record (every key checked).
+	// scan pass's start less the largest --since-margin of any pass, and at least MinStaleMargin;
+	// 0 when there is no pass record or with --check-all (every key checked).
 	Floor       int64  `json:"stale_floor_us"`
 	SourceKeys  int64  `json:"source_keys"`
 	Objects     int64  `json:"objects"`
 	Missing     int64  `json:"missing_in_s3"`
-	Invalid     int64  `json:"invalid_keys"` // part of Missing: keys the rules refuse
-	OnlyInS3    int64  `json:"only_in_s3"`   // found by the scan; Deleted + Quarantined of them are gone
+	Invalid     int64  `json:"invalid_keys"`  // part of Missing: keys the rules refuse
+	Shared      int64  `json:"shared_object"` // part of Missing: keys whose S3 key holds another key's object
+	OnlyInS3    int64  `json:"only_in_s3"`    // found by the scan; Deleted + Quarantined of them are gone
 	Recent      int64  `json:"newer_than_scan"`
 	Checked     int64  `json:"checked"`
 	Stale       int64  `json:"stale"`
@@ -74,7 +76,10 @@ func (p Proof) Why() string {
 	if ok, _ := cass.AtLeast(p.Consistency, p.Required); !ok {
 		why = append(why, fmt.Sprintf("the scan read at %s, below the required %s", p.Consistency, p.Required))
 	}
-	if p.Missing > 0 {
+	switch {
+	case p.Shared > 0:
+		why = append(why, fmt.Sprintf("%d source keys have no object (%d of them map to an S3 key whose object another source key owns)", p.Missing, p.Shared))
+	case p.Missing > 0:
 		why = append(why, fmt.Sprintf("%d source keys have no object", p.Missing))
 	}
 	if n := p.Remaining(); n > 0 {
@@ -106,8 +111,8 @@ func joinWhy(w []string) string {
 // proofOf builds the proof of a run.
 func proofOf(res *Result, o Options, consistency, required string, tables []string) Proof {
 	return Proof{Time: time.Now().UTC(), ScanStart: res.ScanStart.UTC(), ScanEnd: res.ScanEnd.UTC(),
-		Consistency: consistency, Required: required, Complete: true, Tables: tables, Floor: o.Floor,
-		SourceKeys: res.SourceKeys, Objects: res.Objects, Missing: res.Missing, Invalid: res.Invalid,
+		Consistency: consistency, Required: required, Complete: true, Tables: tables, Floor: o.staleFloor(),
+		SourceKeys: res.SourceKeys, Objects: res.Objects, Missing: res.Missing, Invalid: res.Invalid, Shared: res.Shared,
 		OnlyInS3: res.OnlyInS3, Recent: res.Recent, Checked: res.Checked, Stale: res.Stale, Unchecked: res.Unchecked,
 		Deleted: res.Deleted, Quarantine: o.Quarantine, Quarantined: res.Quarantined, Gone: res.Gone, Failed: res.Failed,
 		DryRun: !o.Delete, Examples: res.Examples}
@@ -195,6 +200,41 @@ func firstPassStart(ctx context.Context, kv jetstream.KeyValue, targets []config
 		}
 	}
 	return floor, nil
+}
+
+// MinStaleMargin is the least the stale floor lies below pass 1's start: a writer whose clock is
+// behind ferry's stamps a row it rewrites after pass 1 read it with a writetime before pass 1's
+// start.
+const MinStaleMargin = 10 * time.Minute
+
+// largestMargin is the largest --since-margin any scan pass of the scanned targets' tables took
+// off (its pass record's Margin): the floor of the stale check allows for it too.
+func largestMargin(ctx context.Context, kv jetstream.KeyValue, targets []config.Target) (time.Duration, error) {
+	var m time.Duration
+	for _, t := range targets {
+		for n := 1; ; n++ { // passes are numbered from 1 without gaps
+			e, err := kv.Get(ctx, checkpoint.PassKey(t, n))
+			if errors.Is(err, jetstream.ErrKeyNotFound) {
+				break
+			}
+			if err != nil {
+				return 0, fmt.Errorf("read scan pass %d of %s: %w", n, t.Table, err)
+			}
+			var p checkpoint.Pass
+			if err := json.Unmarshal(e.Value(), &p); err != nil {
+				return 0, fmt.Errorf("read scan pass %d of %s: %w", n, t.Table, err)
+			}
+			if p.Margin == "" {
+				continue
+			}
+			d, err := time.ParseDuration(p.Margin)
+			if err != nil {
+				return 0, fmt.Errorf("read scan pass %d of %s: margin %q: %w", n, t.Table, p.Margin, err)
+			}
+			m = max(m, d)
+		}
+	}
+	return m, nil
 }
 
 // natsRecorder publishes records to the job's PRUNED stream and waits for each to be stored.

