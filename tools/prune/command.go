@@ -39,6 +39,7 @@ type Config struct {
 	Listers     int
 	Workers     int
 	ClockSkew   time.Duration
+	CheckAll    bool
 
 	mem       int64
 	maxDelete Threshold
@@ -60,6 +61,7 @@ func (c *Config) Flags() []cli.Flag {
 		&cli.IntFlag{Name: "listers", Value: 16, EnvVars: []string{"FERRY_PRUNE_LISTERS"}, Destination: &c.Listers, Usage: "concurrent ListObjectsV2 calls over disjoint key ranges"},
 		&cli.IntFlag{Name: "workers", Value: 16, EnvVars: []string{"FERRY_PRUNE_WORKERS"}, Destination: &c.Workers, Usage: "concurrent HEADs (the stale check) and deletions"},
 		&cli.DurationFlag{Name: "clock-skew", Value: time.Minute, EnvVars: []string{"FERRY_PRUNE_CLOCK_SKEW"}, Destination: &c.ClockSkew, Usage: "objects modified after the scan start less this are never deleted (S3's clock against this host's)"},
+		&cli.BoolFlag{Name: "check-all", EnvVars: []string{"FERRY_PRUNE_CHECK_ALL"}, Destination: &c.CheckAll, Usage: "check every key's object for staleness (a HEAD per key), not only those written since pass 1 began less the largest --since-margin (at least 10m): catches rows rewritten with USING TIMESTAMP in the past"},
 		&cli.StringFlag{Name: "mem", Value: "512MiB", EnvVars: []string{"FERRY_PRUNE_MEM"}, Destination: &c.Mem, Usage: "memory cap of the sort (spills to --tmp beyond it)"},
 		&cli.StringFlag{Name: "tmp", Value: os.TempDir(), EnvVars: []string{"FERRY_PRUNE_TMP"}, Destination: &c.Tmp, Usage: "folder for the sort's spill files (`DIR`); removed at the end"},
 	}
@@ -206,6 +208,13 @@ func run(ctx context.Context, c *cli.Context, job *config.Job, cfg Config) error
 	if err != nil {
 		return err
 	}
+	margin, err := largestMargin(ctx, kv, targets)
+	if err != nil {
+		return err
+	}
+	if cfg.CheckAll {
+		floor = 0
+	}
 	excl, err := quarantines(ctx, kv)
 	if err != nil {
 		return err
@@ -217,7 +226,7 @@ func run(ctx context.Context, c *cli.Context, job *config.Job, cfg Config) error
 	}
 	o := Options{Out: cfg.Out, Tmp: cfg.Tmp, Mem: cfg.mem, Prefix: Prefix(job.Keys.Template), Quarantine: cfg.Quarantine,
 		Exclude: excl, Delete: cfg.Delete, MaxDelete: cfg.maxDelete, Listers: cfg.Listers, Workers: cfg.Workers,
-		ClockSkew: cfg.ClockSkew, Floor: floor, Bucket: job.Destination.Bucket, Log: slog.Warn}
+		ClockSkew: cfg.ClockSkew, Floor: floor, Margin: margin, Bucket: job.Destination.Bucket, Log: slog.Warn}
 	start := time.Now()
 	res, err := Run(ctx, src, bucketOf(client), rules, natsRecorder{js: js, n: n}, o)
 	if res == nil {
