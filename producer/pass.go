@@ -78,6 +78,9 @@ func choosePass(passes []checkpoint.Pass, s since, margin time.Duration, restart
 			case !p.Complete:
 				return passChoice{}, fmt.Errorf("--since %d: pass %d of %s is not complete, so keys written before it started may be missing; give a complete pass or a time", s.pass, s.pass, table)
 			}
+			if why := uncovered(byN, p); why != "" {
+				return passChoice{}, fmt.Errorf("--since %d: %s, so no pass published the keys written before pass %d's floor in what it left unread; %s", s.pass, why, p.N, coverFix(last))
+			}
 			from, want.SinceFrom = p.Start, "pass "+strconv.Itoa(p.N)
 		case s.last:
 			var lc *checkpoint.Pass
@@ -88,6 +91,9 @@ func choosePass(passes []checkpoint.Pass, s since, margin time.Duration, restart
 			}
 			if lc == nil {
 				return passChoice{}, fmt.Errorf("--since last: the scan of %s has no complete pass yet", table)
+			}
+			if why := uncovered(byN, *lc); why != "" {
+				return passChoice{}, fmt.Errorf("--since last: the last complete pass of %s is pass %d, but %s, so no pass published the keys written before pass %d's floor in what it left unread; %s", table, lc.N, why, lc.N, coverFix(last))
 			}
 			from, want.SinceFrom = lc.Start, "pass "+strconv.Itoa(lc.N)
 		default:
@@ -115,6 +121,68 @@ func choosePass(passes []checkpoint.Pass, s since, margin time.Duration, restart
 		want.N = last.N + 1
 	}
 	return passChoice{Pass: want}, nil
+}
+
+// uncovered says why pass p does not cover its table: "" when every key written before p started
+// was published by p or by the passes its floor rests on. A pass covers when it is complete and
+// is a full pass or a delta pass whose floor rests on a pass that covers: pass M's start for
+// --since M; for a time, a covering pass (numbered before p) that started at or after the floor.
+// A complete delta pass over an unfinished full pass reads only what was written since its floor,
+// so the keys the full pass never reached, written before, are in no pass.
+func uncovered(byN map[int]checkpoint.Pass, p checkpoint.Pass) string {
+	for depth := 0; ; depth++ {
+		switch {
+		case !p.Complete:
+			return fmt.Sprintf("pass %d (%s) is not complete", p.N, p.Kind())
+		case p.Since == 0:
+			return ""
+		case depth > len(byN): // a loop of records: never written by ferry
+			return fmt.Sprintf("pass %d's floor rests on a loop of passes", p.N)
+		}
+		if v, ok := strings.CutPrefix(p.SinceFrom, "pass "); ok {
+			m, err := strconv.Atoi(v)
+			base, found := byN[m]
+			if err != nil || !found || m >= p.N {
+				return fmt.Sprintf("pass %d rests on pass %s, which the scan has no record of", p.N, v)
+			}
+			p = base
+			continue
+		}
+		// A floor from a time: the operator's word for it is only as good as a covering pass
+		// that began at or after it.
+		var whys, open []string
+		for n := p.N - 1; n >= 1; n-- {
+			q, ok := byN[n]
+			if ok && !q.Complete {
+				open = append(open, fmt.Sprintf("pass %d (%s) is not complete", q.N, q.Kind()))
+			}
+			if !ok || q.Start.UnixMicro() < p.Since {
+				continue
+			}
+			why := uncovered(byN, q)
+			if why == "" {
+				return ""
+			}
+			whys = append(whys, why)
+		}
+		if len(whys) == 0 {
+			why := fmt.Sprintf("pass %d's floor (%s) is later than the start of every earlier pass", p.N, p.Kind())
+			if len(open) > 0 {
+				why += " (and " + strings.Join(open, ", ") + ")"
+			}
+			return why
+		}
+		return fmt.Sprintf("pass %d's floor (%s) rests on no covering pass: %s", p.N, p.Kind(), strings.Join(whys, "; "))
+	}
+}
+
+// coverFix is what to run when the chosen base does not cover: finish the last pass when it is
+// an unfinished full pass, else start a new full pass.
+func coverFix(last *checkpoint.Pass) string {
+	if last != nil && !last.Complete && last.Since == 0 {
+		return fmt.Sprintf("finish full pass %d (run again with no --since), then start from it with --since %d; or add --restart without --since for a new full pass", last.N, last.N)
+	}
+	return "run a new full pass (--restart without --since), then start delta passes from it; or give --since a pass that rests on a complete full pass"
 }
 
 // resumeFlags are the flags that resume pass p.

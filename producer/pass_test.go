@@ -56,6 +56,15 @@ func TestChoosePass(t *testing.T) {
 	delta2Open.End, delta2Open.Complete = time.Time{}, false
 	at := t0.Add(30 * time.Hour)
 	const m = 10 * time.Minute
+	// Delta passes from a time: over pass 1's start (it rests on pass 1), and after it (it rests
+	// on nothing: keys written between pass 1's start and its floor are in no pass).
+	timed2 := checkpoint.Pass{N: 2, Table: "ks.t", Consistency: "LOCAL_ONE", Start: t0.Add(24 * time.Hour),
+		Since: us(t0.Add(-time.Hour)), SinceFrom: t0.Add(-50 * time.Minute).Format(time.RFC3339Nano), Margin: "10m0s", End: t0.Add(25 * time.Hour), Complete: true}
+	late2 := timed2
+	late2.Since, late2.SinceFrom = us(t0.Add(5*time.Hour)), t0.Add(5*time.Hour+m).Format(time.RFC3339Nano)
+	delta3 := checkpoint.Pass{N: 3, Table: "ks.t", Consistency: "LOCAL_ONE", Start: t0.Add(40 * time.Hour),
+		Since: us(timed2.Start.Add(-m)), SinceFrom: "pass 2", Margin: "10m0s", End: t0.Add(41 * time.Hour), Complete: true}
+	full3Open := checkpoint.Pass{N: 3, Table: "ks.t", Consistency: "LOCAL_ONE", Start: t0.Add(40 * time.Hour)}
 
 	for _, tc := range []struct {
 		name    string
@@ -96,6 +105,20 @@ func TestChoosePass(t *testing.T) {
 		{name: "delta open, restart full", passes: []checkpoint.Pass{full1, delta2Open}, restart: true, n: 3},
 		{name: "delta open, restart delta since 1", passes: []checkpoint.Pass{full1, delta2Open}, restart: true, since: since{pass: 1}, margin: m, n: 3, floor: us(t0.Add(-m)), from: "pass 1"},
 		{name: "delta since an open pass", passes: []checkpoint.Pass{full1, delta2Open}, restart: true, since: since{pass: 2}, err: "pass 2 of ks.t is not complete"},
+		{name: "since last over a time delta on pass 1", passes: []checkpoint.Pass{full1, timed2}, since: since{last: true}, n: 3, floor: us(timed2.Start), from: "pass 2"},
+		{name: "since last over a chain on pass 1", passes: []checkpoint.Pass{full1, timed2, delta3}, since: since{last: true}, n: 4, floor: us(delta3.Start), from: "pass 3"},
+		{name: "since last over an unfinished full pass", passes: []checkpoint.Pass{full1Open, timed2}, since: since{last: true},
+			err: "the last complete pass of ks.t is pass 2, but pass 2's floor (delta since 2025-12-31T23:10:00Z less 10m0s) rests on no covering pass: pass 1 (full) is not complete"},
+		{name: "since last over an unfinished full pass, fix", passes: []checkpoint.Pass{full1Open, timed2}, since: since{last: true},
+			err: "run a new full pass (--restart without --since)"},
+		{name: "since 2 over an unfinished full pass", passes: []checkpoint.Pass{full1Open, timed2}, since: since{pass: 2}, err: "pass 1 (full) is not complete"},
+		{name: "since 2 over a time after an unfinished full pass", passes: []checkpoint.Pass{full1Open, late2}, since: since{pass: 2},
+			err: "later than the start of every earlier pass (and pass 1 (full) is not complete), so no pass published"},
+		{name: "since 3 over a chain on an unfinished full pass", passes: []checkpoint.Pass{full1Open, timed2, delta3}, since: since{pass: 3}, err: "pass 1 (full) is not complete"},
+		{name: "since last, a full pass to finish", passes: []checkpoint.Pass{full1Open, timed2, full3Open}, since: since{last: true},
+			err: "finish full pass 3 (run again with no --since), then start from it with --since 3"},
+		{name: "since last over a time after pass 1 started", passes: []checkpoint.Pass{full1, late2}, since: since{last: true}, err: "pass 2's floor (delta since 2026-01-01T05:10:00Z less 10m0s) is later than the start of every earlier pass, so"},
+		{name: "a time over an unfinished full pass is the operator's", passes: []checkpoint.Pass{full1Open, timed2}, since: since{at: at}, margin: m, n: 3, floor: us(at.Add(-m)), from: "2026-01-02T06:00:00Z"},
 		{name: "delta done, nothing asked", passes: []checkpoint.Pass{full1, delta2}, n: 2, nothing: true, floor: delta2.Since, from: "pass 1"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
