@@ -114,6 +114,7 @@ type Entry struct {
 	Key                         string
 	Stage, Reason, Err, Attempt string
 	Origin                      string
+	Time                        time.Time // stored in the DLQ
 }
 
 // Each calls fn for every dead letter the filter selects, oldest first, up to limit (0: all).
@@ -146,7 +147,7 @@ func Each(ctx context.Context, js jetstream.JetStream, n bus.Names, f Filter, li
 		h := msg.Headers()
 		if err := fn(Entry{Seq: md.Sequence.Stream, Key: string(msg.Data()), Stage: h.Get(bus.HdrStage),
 			Reason: h.Get(bus.HdrReason), Err: h.Get(bus.HdrError), Attempt: h.Get(bus.HdrAttempts),
-			Origin: h.Get(bus.HdrOrigin)}); err != nil {
+			Origin: h.Get(bus.HdrOrigin), Time: md.Timestamp}); err != nil {
 			return done, err
 		}
 		done++

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -43,7 +44,10 @@ func (r *Report) readProof(ctx context.Context, js jetstream.JetStream, n bus.Na
 		if r.Proof.Error != "" {
 			r.ProofWhy = strings.TrimPrefix(r.ProofWhy+"; "+r.Proof.Error, "; ")
 		}
-		if r.Proof.Proven() {
+		if r.Unresolved > 0 {
+			r.ProofWhy = strings.TrimPrefix(r.ProofWhy+"; "+r.unresolvedWhy(), "; ")
+		}
+		if r.Proof.Proven() && r.Unresolved == 0 {
 			r.ProofStatus = ProofProven
 		}
 	}
@@ -69,6 +73,33 @@ func (r *Report) readProof(ctx context.Context, js jetstream.JetStream, n bus.Na
 		}
 		return nil
 	})
+}
+
+// unresolved counts the failure dead letters' keys that no later DONE entry resolved, and keeps
+// examples, sorted.
+func (r *Report) unresolved() {
+	r.Unresolved = uint64(len(r.failures))
+	keys := make([]string, 0, len(r.failures))
+	for k := range r.failures {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	r.UnresolvedExamples = keys[:min(len(keys), KeysPerReason)]
+	r.failures = nil
+}
+
+// unresolvedWhy says why unresolved dead letters keep the cut-over from being proven.
+func (r *Report) unresolvedWhy() string {
+	var ex []string
+	for _, k := range r.UnresolvedExamples[:min(len(r.UnresolvedExamples), 3)] {
+		ex = append(ex, fmt.Sprintf("%q", k))
+	}
+	more := ""
+	if r.Unresolved > uint64(len(ex)) {
+		more = ", …"
+	}
+	return fmt.Sprintf("%d keys dead-lettered as failures have no later DONE entry (S3 may not hold their source bytes; replay them with `ferry dlq replay`): %s%s",
+		r.Unresolved, strings.Join(ex, ", "), more)
 }
 
 // oneLine keeps a field on its line of a tab-separated file.
@@ -101,7 +132,7 @@ func markdownProof(w io.Writer, r *Report) {
 		fmt.Fprintf(w, "No proof yet: `ferry --job %s prune` writes one (a dry run by default).\n\n", r.Job)
 	} else {
 		if r.ProofStatus == ProofProven {
-			fmt.Fprintf(w, "**PROVEN** on %s: a complete scan of the source at %s (required: %s) found the source key set and the bucket listing equal, and every key written since the first scan pass started carries its newest writetime in S3.\n\n",
+			fmt.Fprintf(w, "**PROVEN** on %s: a complete scan of the source at %s (required: %s) found the source key set and the bucket listing equal, every key written since the first scan pass started (less the stale check's margin) carries its newest writetime in S3, and every key dead-lettered as a failure was verified since.\n\n",
 				p.Time.Format(time.DateTime+" UTC"), p.Consistency, p.Required)
 		} else {
 			fmt.Fprintf(w, "**NOT PROVEN** on %s: %s.\n\n", p.Time.Format(time.DateTime+" UTC"), cell(r.ProofWhy))
@@ -133,6 +164,13 @@ func markdownProof(w io.Writer, r *Report) {
 			}
 			fmt.Fprintf(w, "%s (up to %d; `ferry prune --out` wrote them all):\n\n", c.title, prune.Examples)
 			for _, k := range ex {
+				fmt.Fprintf(w, "- %s\n", code(k))
+			}
+			fmt.Fprintln(w)
+		}
+		if r.Unresolved > 0 {
+			fmt.Fprintf(w, "Dead-lettered as failures, with no DONE entry stored since (%s keys; up to %d here, `%s` lists every dead letter):\n\n", num(r.Unresolved), KeysPerReason, FileEntries)
+			for _, k := range r.UnresolvedExamples {
 				fmt.Fprintf(w, "- %s\n", code(k))
 			}
 			fmt.Fprintln(w)

@@ -17,7 +17,6 @@ import (
 // object is dead-lettered upload_error. prune then finds every key with an object of the right
 // writetime, and the report shows PROVEN beside dead letters that say S3 holds the wrong bytes.
 func TestAdversaryProvenOverFailures(t *testing.T) {
-	t.Skip("issue 14 adversary: the report says PROVEN while the DLQ holds verify_mismatch/upload_error for keys prune counts as present")
 	js, n := bustest.Job(t)
 	ctx := context.Background()
 	kv, err := js.KeyValue(ctx, n.KV)

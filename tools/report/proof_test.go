@@ -4,11 +4,16 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/ferry-migrate/ferry/shared/bus"
 	"github.com/ferry-migrate/ferry/shared/bustest"
@@ -18,6 +23,77 @@ import (
 // TestReportProof: report.md and report.json carry the last cut-over proof (PROVEN only when
 // nothing fails it), the pruned objects (pruned.txt), and the keys deleted at the source apart
 // from the dead letters that are failures.
+func publishDone(t *testing.T, js jetstream.JetStream, n bus.Names, key string) {
+	t.Helper()
+	m := nats.NewMsg(n.DoneSubject)
+	bus.SetText(m.Header, bus.HdrKey, key)
+	m.Data = []byte(key)
+	if _, err := js.PublishMsg(context.Background(), m); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestReportUnresolved: a failure dead letter keeps the cut-over from being proven until a DONE
+// entry of its key is stored after it; dead letters of reason deleted are not failures.
+func TestReportUnresolved(t *testing.T) {
+	replays := 0
+	dl := func(key, reason string) func(*testing.T, jetstream.JetStream, bus.Names) {
+		return func(t *testing.T, js jetstream.JetStream, n bus.Names) {
+			replays++ // each its own Ferry-Id (a replay's .r<seq>): a dead letter of a replay is stored
+			from := nats.Header{bus.HdrID: {fmt.Sprintf("%s.r%d", bus.KeyID(n.Job, key), replays)}}
+			if err := bus.PublishDeadLetter(context.Background(), js, n, bus.DeadLetter{Key: key, Stage: bus.StageVerifier, Reason: reason, Err: "e", Attempts: 1, From: from}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	done := func(key string) func(*testing.T, jetstream.JetStream, bus.Names) {
+		return func(t *testing.T, js jetstream.JetStream, n bus.Names) { publishDone(t, js, n, key) }
+	}
+	type step = func(*testing.T, jetstream.JetStream, bus.Names)
+	for _, tc := range []struct {
+		name       string
+		steps      []step
+		unresolved []string
+	}{
+		{"none", []step{done("a")}, nil},
+		{"replayed and verified", []step{dl("a", bus.ReasonVerifyMismatch), done("a")}, nil},
+		{"verified before it failed", []step{done("a"), dl("a", bus.ReasonVerifyMismatch)}, []string{"a"}},
+		{"failed again after its replay", []step{dl("a", bus.ReasonUploadError), done("a"), dl("a", bus.ReasonUploadError)}, []string{"a"}},
+		{"another key verified", []step{dl("a", bus.ReasonUploadError), done("b")}, []string{"a"}},
+		{"deleted at the source", []step{dl("a", bus.ReasonDeleted)}, nil},
+		{"escaped key", []step{dl(" a\n", bus.ReasonVerifyMissing), done(" a\n"), dl("b", bus.ReasonVerifyMissing)}, []string{"b"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			js, n := bustest.Job(t)
+			ctx := context.Background()
+			kv, err := js.KeyValue(ctx, n.KV)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, s := range tc.steps {
+				s(t, js, n)
+			}
+			if err := prune.SaveProof(ctx, kv, prune.Proof{Complete: true, Consistency: "LOCAL_QUORUM", Required: "LOCAL_QUORUM"}); err != nil {
+				t.Fatal(err)
+			}
+			r, err := Write(ctx, js, n, t.TempDir(), time.Now())
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := ProofProven
+			if len(tc.unresolved) > 0 {
+				want = ProofFailed
+			}
+			if r.ProofStatus != want || r.Unresolved != uint64(len(tc.unresolved)) || !slices.Equal(r.UnresolvedExamples, tc.unresolved) {
+				t.Errorf("status %s, unresolved %d %q; want %s, %q (why: %s)", r.ProofStatus, r.Unresolved, r.UnresolvedExamples, want, tc.unresolved, r.ProofWhy)
+			}
+			if want == ProofFailed && !strings.Contains(r.ProofWhy, "dead-lettered as failures") {
+				t.Errorf("why %q does not name the dead letters", r.ProofWhy)
+			}
+		})
+	}
+}
+
 func TestReportProof(t *testing.T) {
 	js, n := bustest.Job(t)
 	ctx := context.Background()
@@ -36,6 +112,7 @@ func TestReportProof(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	publishDone(t, js, n, "broken.jpg") // replayed since: resolved, the proof may stand
 	now := time.Date(2026, 12, 7, 12, 0, 0, 0, time.UTC)
 	for _, r := range []prune.Record{
 		{Object: "ab/old-1.jpg", Key: "old-1.jpg", Action: "deleted", Time: now, Run: "r1"},

@@ -76,6 +76,13 @@ type Report struct {
 	Pruned         uint64            `json:"pruned"`
 	PrunedByAction map[string]uint64 `json:"pruned_by_action"` // deleted, quarantined, failed
 	PrunedError    string            `json:"pruned_error,omitempty"`
+	// Unresolved are the keys dead-lettered as failures (any reason but deleted) with no DONE
+	// entry stored after their last dead letter: S3 may not hold their source bytes whatever
+	// prune found, so the cut-over is not PROVEN while there are any.
+	Unresolved         uint64   `json:"unresolved_failures"`
+	UnresolvedExamples []string `json:"unresolved_examples,omitempty"` // up to KeysPerReason
+
+	failures map[string]time.Time // failure dead letters' keys: the last one's time, until a later DONE
 }
 
 // Bucket is the number of keys verified in one minute (its start, UTC).
@@ -100,7 +107,7 @@ func Write(ctx context.Context, js jetstream.JetStream, n bus.Names, dir string,
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("report: %w", err)
 	}
-	r := &Report{Job: n.Job, Time: now.UTC(), Queued: map[string]uint64{}, Samples: map[string][]Entry{},
+	r := &Report{Job: n.Job, Time: now.UTC(), Queued: map[string]uint64{}, Samples: map[string][]Entry{}, failures: map[string]time.Time{},
 		Files: []string{FileMarkdown, FileJSON, FileKeys, FileEntries, FilePruned}}
 	keys, err := service.JobStream(ctx, js, n, n.Keys)
 	if err != nil {
@@ -132,13 +139,15 @@ func Write(ctx context.Context, js jetstream.JetStream, n bus.Names, dir string,
 	}
 	r.DeadLetters, r.DeadLettered = counts, counts.Total()
 	r.deletedAtSource()
-	if err := r.readDone(ctx, js, n); err != nil {
-		return nil, err
-	}
-	r.reconcile()
+	// The DLQ first: DONE, read once, then resolves its failures.
 	if err := r.exportDLQ(ctx, js, n, dir); err != nil {
 		return nil, err
 	}
+	if err := r.readDone(ctx, js, n); err != nil {
+		return nil, err
+	}
+	r.unresolved()
+	r.reconcile()
 	if err := r.readProof(ctx, js, n, dir); err != nil {
 		return nil, err
 	}
@@ -197,6 +206,14 @@ func (r *Report) readDone(ctx context.Context, js jetstream.JetStream, n bus.Nam
 		}
 		minutes[ts.Truncate(time.Minute).Unix()]++
 		r.Verified++
+		if len(r.failures) > 0 {
+			// A DONE stored after a key's last failure resolves it (a replay, a later pass).
+			if key, err := bus.Text(m.Headers(), bus.HdrKey); err == nil {
+				if t, ok := r.failures[key]; ok && !ts.Before(t) {
+					delete(r.failures, key)
+				}
+			}
+		}
 		if md.NumPending == 0 {
 			break
 		}
@@ -239,6 +256,11 @@ func (r *Report) exportDLQ(ctx context.Context, js jetstream.JetStream, n bus.Na
 				r.LineBreaks++
 			} else if _, err := kw.WriteString(e.Key + "\n"); err != nil {
 				return err
+			}
+			if e.Reason != bus.ReasonDeleted {
+				if t, ok := r.failures[e.Key]; !ok || d.Time.After(t) {
+					r.failures[e.Key] = d.Time.UTC()
+				}
 			}
 			sr := e.Stage + "/" + e.Reason
 			if len(r.Samples[sr]) < KeysPerReason {
