@@ -55,7 +55,9 @@ func (sb *scanBench) runDelta(ctx context.Context) (*scanDelta, error) {
 		var run deltaRun
 		err := sb.withJob(ctx, job, func() error {
 			spec := scanRunSpec{concurrency: ferryScanConcurrency}
-			full := sb.producerArgs(job, "", spec)
+			// No fetcher drains KEYS here: the full pass's keys stay in it, and the delta pass
+			// must not wait below the default high-water mark (1,000,000) for them.
+			full := append(sb.producerArgs(job, "", spec), "--high-water", strconv.Itoa(4*sb.o.Rows))
 			f, err := sb.measureProducer(ctx, name+"-full", "full pass", full)
 			if err != nil {
 				return err
