@@ -52,7 +52,7 @@ func (c *Config) Flags() []cli.Flag {
 		&cli.BoolFlag{Name: "delete", EnvVars: []string{"FERRY_PRUNE_DELETE"}, Destination: &c.Delete, Usage: "delete (or, with --quarantine, move) the objects only in S3; without it prune is a dry run"},
 		&cli.StringFlag{Name: "quarantine", EnvVars: []string{"FERRY_PRUNE_QUARANTINE"}, Destination: &c.Quarantine, Usage: "with --delete, move each object to `PREFIX` + its key (server-side copy, then delete) instead of deleting it; objects under PREFIX are never candidates"},
 		&cli.StringFlag{Name: "max-delete", Value: DefaultMaxDelete, EnvVars: []string{"FERRY_PRUNE_MAX_DELETE"}, Destination: &c.MaxDelete, Usage: "refuse the whole run when more objects than this would go: a count (1000) or a percentage of the objects listed (0.1%)"},
-		&cli.StringFlag{Name: "consistency", EnvVars: []string{"FERRY_PRUNE_CONSISTENCY"}, Destination: &c.Consistency, Usage: "read level of the key scan: the job file's prune.consistency (LOCAL_QUORUM) or stronger, never weaker"},
+		&cli.StringFlag{Name: "consistency", EnvVars: []string{"FERRY_PRUNE_CONSISTENCY"}, Destination: &c.Consistency, Usage: "read level of the key scan: the job file's prune.consistency (QUORUM) or stronger, never weaker"},
 		&cli.StringSliceFlag{Name: "target", EnvVars: []string{"FERRY_PRUNE_TARGET"}, Destination: &c.Targets, Usage: "read target whose table is scanned (repeat for several); default: every target (a table the fetcher can fall back to holds source keys too)"},
 		&cli.IntFlag{Name: "ranges", EnvVars: []string{"FERRY_PRUNE_RANGES"}, Destination: &c.Ranges, Usage: "token ranges per table; 0: 4 per node token, at least 64"},
 		&cli.IntFlag{Name: "scan-concurrency", Value: 4, EnvVars: []string{"FERRY_PRUNE_SCAN_CONCURRENCY"}, Destination: &c.Concurrency, Usage: "token ranges read at once"},
@@ -90,6 +90,8 @@ func (c *Config) Validate(job *config.Job) error {
 	if c.Quarantine != "" {
 		if strings.HasPrefix(c.Quarantine, "/") || strings.Contains(c.Quarantine, "//") || strings.ContainsAny(c.Quarantine, "\n\x00") {
 			errs = append(errs, fmt.Errorf("--quarantine %q: want a key prefix such as pruned/ (no leading slash)", c.Quarantine))
+		} else if err := CheckQuarantine(Prefix(job.Keys.Template), c.Quarantine); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	for _, v := range []struct {
@@ -138,7 +140,7 @@ func Command() *cli.Command {
 		Name:  "prune",
 		Usage: "delete the objects whose source key no longer exists (a dry run unless --delete), and prove the cut-over",
 		Description: "ferry prune scans every key of the source (token ranges, at the job file's prune.consistency,\n" +
-			"LOCAL_QUORUM by default), lists the bucket under the key rules' prefix, and compares them by S3\n" +
+			"QUORUM by default), lists the bucket under the key rules' prefix, and compares them by S3\n" +
 			"key. It writes " + FileCandidates + " (objects only in S3: the candidates), " + FileMissing + ",\n" +
 			FileStale + " (objects older than their source row) and " + FileRecent + " to --out, stores the\n" +
 			"proof summary for ferry report, and with --delete deletes the candidates (or moves them under\n" +
@@ -191,7 +193,7 @@ func run(ctx context.Context, c *cli.Context, job *config.Job, cfg Config) error
 		return err
 	}
 	src, err := openSource(ctx, job, ScanConfig{Targets: cfg.Targets.Value(), Consistency: cfg.Consistency, Ranges: cfg.Ranges,
-		Concurrency: cfg.Concurrency, PageSize: cfg.PageSize, Retries: cfg.Retries})
+		Concurrency: cfg.Concurrency, PageSize: cfg.PageSize, Retries: cfg.Retries, Recheck: cfg.Delete})
 	if err != nil {
 		if !config.IsInvalid(err) { // the source is unreachable: no proof now
 			p := Proof{Time: time.Now().UTC(), Consistency: cfg.Consistency, Required: job.Prune.Consistency, DryRun: !cfg.Delete, Error: err.Error()}
@@ -240,6 +242,11 @@ func run(ctx context.Context, c *cli.Context, job *config.Job, cfg Config) error
 		return err
 	}
 	p := proofOf(res, o, cfg.Consistency, job.Prune.Consistency, src.Tables())
+	if un := src.Unscanned(job); len(un) > 0 {
+		// A key only those targets hold is a source key the scan did not see: no proof.
+		p.Complete = false
+		p.Error = fmt.Sprintf("read targets not scanned: %s (--target, or a custom query prune cannot enumerate)", strings.Join(un, ", "))
+	}
 	if serr := SaveProof(context.WithoutCancel(ctx), kv, p); serr != nil {
 		err = errors.Join(err, serr)
 	}
@@ -254,14 +261,17 @@ func printResult(res *Result, o Options, p Proof, err error) {
 	fmt.Printf("only in S3: %s (%s); missing in S3: %s (%s); stale: %s of %s checked (%s); written during the scan: %s\n",
 		num(res.OnlyInS3), filepath.Join(o.Out, FileCandidates), num(res.Missing), filepath.Join(o.Out, FileMissing),
 		num(res.Stale), num(res.Checked), filepath.Join(o.Out, FileStale), num(res.Recent))
+	if res.Foreign > 0 {
+		fmt.Printf("not ferry's (never deleted): %s (%s)\n", num(res.Foreign), filepath.Join(o.Out, FileForeign))
+	}
 	switch {
 	case errors.Is(err, ErrRefused):
 		fmt.Printf("refused: nothing deleted (--max-delete %s: %s)\n", o.MaxDelete, num(res.Limit))
 	case !o.Delete:
 		fmt.Printf("dry run: nothing deleted; --delete would %s %s objects (--max-delete %s: %s)\n", verb(o), num(res.OnlyInS3), o.MaxDelete, num(res.Limit))
 	default:
-		fmt.Printf("deleted %s, quarantined %s, already gone %s, rewritten since the scan (kept) %s, failed %s\n",
-			num(res.Deleted), num(res.Quarantined), num(res.Gone), num(res.Changed), num(res.Failed))
+		fmt.Printf("deleted %s, quarantined %s, already gone %s, rewritten since the scan (kept) %s, live at re-check (kept) %s, failed %s\n",
+			num(res.Deleted), num(res.Quarantined), num(res.Gone), num(res.Changed), num(res.Live), num(res.Failed))
 	}
 	if p.Proven() {
 		fmt.Println("cut-over PROVEN: the source key set and the bucket listing are equal and no object is stale")
@@ -298,6 +308,11 @@ func Prefix(template string) string {
 type clientBucket struct{ *blobstore.Client }
 
 func bucketOf(c *blobstore.Client) Bucket { return clientBucket{c} }
+
+// Delete deletes key only while its ETag is etag (If-Match).
+func (b clientBucket) Delete(ctx context.Context, key, etag string) error {
+	return b.Client.DeleteIf(ctx, key, etag)
+}
 
 func (b clientBucket) Ranges(ctx context.Context, prefix string) ([][2]string, error) {
 	return diff.ListRanges(ctx, b.Client, b.Client.Bucket(), prefix)

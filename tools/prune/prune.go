@@ -52,6 +52,9 @@ type Row struct {
 // incomplete.
 type Source interface {
 	Scan(ctx context.Context, fn func(Row) error) error
+	// Holds reads key on every read target of the job (a point read, as the fetcher reads):
+	// true when any holds a blob for it. An error means it could not tell.
+	Holds(ctx context.Context, key string) (bool, error)
 }
 
 // Bucket is the destination bucket (*blobstore.Client through bucketOf).
@@ -60,8 +63,13 @@ type Bucket interface {
 	Ranges(ctx context.Context, prefix string) ([][2]string, error)
 	ListObjects(ctx context.Context, prefix, after, upTo string, fn func(blobstore.Object) error) error
 	Inspect(ctx context.Context, key string) (blobstore.Info, error)
+	// Copy copies src, only while its ETag is etag, to dst; it never replaces an object at dst.
 	Copy(ctx context.Context, src, dst, etag string) error
-	Delete(ctx context.Context, key string) error
+	// Delete deletes key only while its ETag is etag (blobstore.ErrChanged otherwise), where the
+	// server honours If-Match.
+	Delete(ctx context.Context, key, etag string) error
+	// Clock is the bucket's own time, which its LastModified times are in.
+	Clock(ctx context.Context) (time.Time, error)
 }
 
 // Recorder keeps the record of each deletion (the PRUNED stream).
@@ -109,6 +117,7 @@ type Result struct {
 	Shared             int64 // of Missing: keys whose S3 key holds the object another source key owns
 	OnlyInS3           int64 // candidates
 	Recent             int64 // objects only in S3 written after the scan began
+	Foreign            int64 // objects only in S3 that are not ferry's (FileForeign): never candidates
 	Checked            int64 // objects HEADed for staleness
 	Stale              int64
 	Unchecked          int64 // HEADs that failed
@@ -117,6 +126,7 @@ type Result struct {
 	Quarantined        int64
 	Gone               int64 // candidates already gone when acted on
 	Changed            int64 // candidates rewritten since the listing: kept
+	Live               int64 // candidates whose owner key a read target held at the re-check: kept
 	Failed             int64
 
 	Examples map[string][]string // up to Examples keys by class: missing, only_in_s3, stale, recent
@@ -140,8 +150,16 @@ func Run(ctx context.Context, src Source, b Bucket, rules *keyrules.Rules, rec R
 		return nil, err
 	}
 	defer srt.Close()
+	if err := CheckQuarantine(o.Prefix, o.Quarantine); err != nil {
+		return nil, err
+	}
+	// The guard is in S3's clock, which LastModified is in: this host's may differ by minutes.
+	s3Start, err := b.Clock(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("nothing deleted: %w", err)
+	}
 	res.ScanStart = time.Now()
-	guard := res.ScanStart.Truncate(time.Second).Add(-o.ClockSkew) // S3 keeps whole seconds
+	guard := s3Start.Truncate(time.Second).Add(-o.ClockSkew) // S3 keeps whole seconds
 
 	invalid, err := newOutput(o.Out, FileInvalid)
 	if err != nil {
@@ -194,7 +212,7 @@ func Run(ctx context.Context, src Source, b Bucket, rules *keyrules.Rules, rec R
 		return nil, err
 	}
 	defer srt.Close(ms, ml)
-	if err := merge(ctx, ms, ml, b, o, guard, res); err != nil {
+	if err := merge(ctx, ms, ml, b, rules, o, guard, res); err != nil {
 		return nil, err
 	}
 	if err := invalid.commit(); err != nil {
@@ -208,7 +226,7 @@ func Run(ctx context.Context, src Source, b Bucket, rules *keyrules.Rules, rec R
 		return res, fmt.Errorf("%w: %d objects to delete exceed --max-delete %s (%d of %d objects listed); nothing deleted: check %s, then raise --max-delete",
 			ErrRefused, res.OnlyInS3, o.MaxDelete, res.Limit, res.Objects, filepath.Join(o.Out, FileCandidates))
 	}
-	return res, act(ctx, b, rec, o, guard, res)
+	return res, act(ctx, src, b, rules, rec, o, guard, res)
 }
 
 // list lists the bucket under o.Prefix with o.Listers listers and adds "key NUL unix-nanos".
@@ -283,9 +301,9 @@ type group struct {
 }
 
 // merge walks both sorted inputs by S3 key: candidates, missing keys, and stale checks.
-func merge(ctx context.Context, ms, ml *diff.Merger, b Bucket, o Options, guard time.Time, res *Result) error {
+func merge(ctx context.Context, ms, ml *diff.Merger, b Bucket, rules *keyrules.Rules, o Options, guard time.Time, res *Result) error {
 	outs := map[string]*output{}
-	for _, f := range []string{FileCandidates, FileMissing, FileStale, FileRecent} {
+	for _, f := range []string{FileCandidates, FileMissing, FileStale, FileRecent, FileForeign} {
 		out, err := newOutput(o.Out, f)
 		if err != nil {
 			return err
@@ -299,6 +317,7 @@ func merge(ctx context.Context, ms, ml *diff.Merger, b Bucket, o Options, guard 
 			res.Examples[class] = append(res.Examples[class], key)
 		}
 	}
+	orph := startOrphans(ctx, b, rules, o, guard, res, &mu, outs[FileForeign], outs[FileRecent], example)
 	checks := make(chan group, 1024)
 	var wg sync.WaitGroup
 	for range max(o.Workers, 1) {
@@ -348,9 +367,10 @@ func merge(ctx context.Context, ms, ml *diff.Merger, b Bucket, o Options, guard 
 				example("recent", string(key))
 				return nil
 			}
-			res.OnlyInS3++
-			outs[FileCandidates].line(string(key))
-			example("only_in_s3", string(key))
+			// Only an object whose owner record names a key the rules put here is a candidate.
+			mu.Unlock()
+			orph.send(ctx, string(key))
+			mu.Lock()
 		case obj == nil: // no object
 			for _, k := range g.keys {
 				res.Missing++
@@ -377,6 +397,11 @@ func merge(ctx context.Context, ms, ml *diff.Merger, b Bucket, o Options, guard 
 	}, res)
 	close(checks)
 	wg.Wait()
+	for _, key := range orph.finish() {
+		res.OnlyInS3++
+		outs[FileCandidates].line(key)
+		example("only_in_s3", key)
+	}
 	if err != nil {
 		return err
 	}
@@ -385,7 +410,7 @@ func merge(ctx context.Context, ms, ml *diff.Merger, b Bucket, o Options, guard 
 	}
 	// Invalid keys have no object either: they count as missing, listed in invalid-keys.txt.
 	res.Missing += res.Invalid
-	for _, f := range []string{FileCandidates, FileMissing, FileStale, FileRecent} {
+	for _, f := range []string{FileCandidates, FileMissing, FileStale, FileRecent, FileForeign} {
 		if err := outs[f].commit(); err != nil {
 			return err
 		}
@@ -523,11 +548,14 @@ func checkStale(ctx context.Context, b Bucket, g group, guard time.Time) (verdic
 	return v, nil
 }
 
-// act deletes or moves the candidates listed in the candidates file. Each object is HEADed
-// first: one gone is skipped, one modified since the scan began is kept. Its record (the action
-// it is about to take) is stored before the action, so a deletion is never unrecorded; a crash
-// in between leaves a record of an object that is still there, which the next prune lists again.
-func act(ctx context.Context, b Bucket, rec Recorder, o Options, guard time.Time, res *Result) error {
+// act deletes or moves the candidates listed in the candidates file. Right before acting on
+// one it HEADs it (gone: skipped; modified since the guard, or no longer ferry's: kept) and
+// reads its owner key on every read target (held by any: kept, live at re-check); the DELETE is
+// conditional on the ETag that HEAD saw, so an upload landing after the re-check survives. The
+// record (the action it is about to take) is stored before the action, so a deletion is never
+// unrecorded; a crash in between leaves a record of an object that is still there, which the
+// next prune lists again.
+func act(ctx context.Context, src Source, b Bucket, rules *keyrules.Rules, rec Recorder, o Options, guard time.Time, res *Result) error {
 	f, err := os.Open(filepath.Join(o.Out, FileCandidates))
 	if err != nil {
 		return err
@@ -541,7 +569,7 @@ func act(ctx context.Context, b Bucket, rec Recorder, o Options, guard time.Time
 	for range max(o.Workers, 1) {
 		wg.Go(func() {
 			for key := range work {
-				outcome, err := pruneOne(ctx, b, rec, o, guard, run, key)
+				outcome, err := pruneOne(ctx, src, b, rules, rec, o, guard, run, key)
 				mu.Lock()
 				switch {
 				case err != nil:
@@ -553,6 +581,8 @@ func act(ctx context.Context, b Bucket, rec Recorder, o Options, guard time.Time
 					res.Gone++
 				case outcome == "changed":
 					res.Changed++
+				case outcome == "live":
+					res.Live++
 				case o.Quarantine != "":
 					res.Quarantined++
 				default:
@@ -573,13 +603,13 @@ func act(ctx context.Context, b Bucket, rec Recorder, o Options, guard time.Time
 		return err
 	}
 	if res.Failed > 0 {
-		return fmt.Errorf("%d objects could not be pruned (each has a failed record in PRUNED): %w", res.Failed, errors.Join(errs...))
+		return fmt.Errorf("%d objects could not be pruned (kept; those acted on have a failed record in PRUNED): %w", res.Failed, errors.Join(errs...))
 	}
 	return nil
 }
 
-// pruneOne acts on one candidate: "gone", "changed", or "" when done.
-func pruneOne(ctx context.Context, b Bucket, rec Recorder, o Options, guard time.Time, run, key string) (string, error) {
+// pruneOne acts on one candidate: "gone", "changed", "live", or "" when done.
+func pruneOne(ctx context.Context, src Source, b Bucket, rules *keyrules.Rules, rec Recorder, o Options, guard time.Time, run, key string) (string, error) {
 	info, err := b.Inspect(ctx, key)
 	switch {
 	case errors.Is(err, blobstore.ErrNotFound):
@@ -589,11 +619,24 @@ func pruneOne(ctx context.Context, b Bucket, rec Recorder, o Options, guard time
 	case !info.LastModified.Before(guard):
 		return "changed", nil
 	}
+	owner, _ := ownerOf(rules, info, key)
+	if owner == "" { // replaced since the merge by an object that is not ferry's
+		return "changed", nil
+	}
+	// The scan's verdict is minutes old and may have read a subset of the targets: ask every
+	// target again now, as the fetcher would.
+	live, err := src.Holds(ctx, owner)
+	if err != nil {
+		return "", fmt.Errorf("re-check %s's source key %q on every read target (kept): %w", key, owner, err)
+	}
+	if live {
+		return "live", nil
+	}
 	action := "deleted"
 	if o.Quarantine != "" {
 		action = "quarantined:" + o.Quarantine + key
 	}
-	r := Record{Object: key, Key: info.Owner(), Action: action, Time: time.Now().UTC(), Run: run}
+	r := Record{Object: key, Key: owner, Action: action, Time: time.Now().UTC(), Run: run}
 	if err := rec.Record(ctx, r); err != nil {
 		return "", fmt.Errorf("record the pruning of %s (not pruned): %w", key, err)
 	}
@@ -601,12 +644,15 @@ func pruneOne(ctx context.Context, b Bucket, rec Recorder, o Options, guard time
 		err = b.Copy(ctx, key, o.Quarantine+key, info.ETag)
 	}
 	if err == nil {
-		err = b.Delete(ctx, key)
+		err = b.Delete(ctx, key, info.ETag)
 	}
 	if err != nil {
 		r.Action, r.Time = "failed:"+action+": "+oneLine(err.Error()), time.Now().UTC()
 		if rerr := rec.Record(ctx, r); rerr != nil {
-			err = errors.Join(err, rerr)
+			return "", fmt.Errorf("prune %s: %w", key, errors.Join(err, rerr))
+		}
+		if errors.Is(err, blobstore.ErrChanged) { // rewritten after the re-check: the new upload stays
+			return "changed", nil
 		}
 		return "", fmt.Errorf("prune %s: %w", key, err)
 	}

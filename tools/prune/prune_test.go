@@ -3,6 +3,7 @@ package prune
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -98,6 +99,16 @@ func (s fakeSource) Scan(_ context.Context, fn func(Row) error) error {
 	return s.err
 }
 
+// Holds: the rows stand for every read target.
+func (s fakeSource) Holds(_ context.Context, key string) (bool, error) {
+	for _, r := range s.rows {
+		if string(r.Key) == key && !r.Null {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
 type fakeObj struct {
 	mod  time.Time
 	meta map[string]string
@@ -111,6 +122,19 @@ type fakeBucket struct {
 	copied    map[string]string
 	listErr   error
 	afterList func(key string) time.Time // the time Inspect sees, if set
+	now       func() time.Time           // S3's clock, if not this host's
+}
+
+// etag changes with each write of key (its time and writetime).
+func (o fakeObj) etag(key string) string {
+	return fmt.Sprintf("e-%s-%d-%s", key, o.mod.UnixNano(), o.meta[WriteTimeMeta])
+}
+
+func (b *fakeBucket) Clock(context.Context) (time.Time, error) {
+	if b.now != nil {
+		return b.now(), nil
+	}
+	return time.Now(), nil
 }
 
 func (b *fakeBucket) Ranges(context.Context, string) ([][2]string, error) {
@@ -149,23 +173,29 @@ func (b *fakeBucket) Inspect(_ context.Context, key string) (blobstore.Info, err
 	if b.afterList != nil {
 		mod = b.afterList(key)
 	}
-	return blobstore.Info{Key: key, ETag: "e-" + key, LastModified: mod, Metadata: o.meta}, nil
+	return blobstore.Info{Key: key, ETag: o.etag(key), LastModified: mod, Metadata: o.meta}, nil
 }
 
 func (b *fakeBucket) Copy(_ context.Context, src, dst, etag string) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if etag != "e-"+src {
+	if etag != b.objs[src].etag(src) {
 		return errors.New("etag")
+	}
+	if _, ok := b.objs[dst]; ok {
+		return blobstore.ErrExists
 	}
 	b.objs[dst] = b.objs[src]
 	b.copied[src] = dst
 	return nil
 }
 
-func (b *fakeBucket) Delete(_ context.Context, key string) error {
+func (b *fakeBucket) Delete(_ context.Context, key, etag string) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	if o, ok := b.objs[key]; ok && etag != "" && etag != o.etag(key) {
+		return blobstore.ErrChanged
+	}
 	delete(b.objs, key)
 	b.deleted = append(b.deleted, key)
 	return nil
@@ -214,7 +244,8 @@ func fixture(t *testing.T) (fakeSource, *fakeBucket, *keyrules.Rules) {
 }
 
 func opts(t *testing.T) Options {
-	return Options{Out: t.TempDir(), Tmp: t.TempDir(), Mem: 64 << 20, Prefix: "p/", Quarantine: "p/q/",
+	// p/q/ is an earlier run's quarantine prefix (before prune refused one inside the key space).
+	return Options{Out: t.TempDir(), Tmp: t.TempDir(), Mem: 64 << 20, Prefix: "p/", Quarantine: "q/", Exclude: []string{"p/q/"},
 		MaxDelete: Threshold{Count: 10}, Listers: 2, Workers: 3, Floor: 150 + MinStaleMargin.Microseconds()} // stale floor 150
 }
 
@@ -266,11 +297,15 @@ func TestRunFinds(t *testing.T) {
 func TestRunDeletes(t *testing.T) {
 	for _, quarantine := range []bool{false, true} {
 		src, b, rules := fixture(t)
-		b.objs["p/x2"] = b.objs["p/x"]
-		b.objs["p/x3"] = b.objs["p/x"]
-		b.afterList = func(key string) time.Time { // p/x3 rewritten after the listing
+		for _, k := range []string{"x2", "x3"} { // ferry's objects of deleted keys x2 and x3
+			b.objs["p/"+k] = fakeObj{b.objs["p/x"].mod, map[string]string{blobstore.OwnerMeta: k}}
+		}
+		heads := 0
+		b.afterList = func(key string) time.Time { // p/x3 rewritten after the merge's HEAD of it
 			if key == "p/x3" {
-				return time.Now()
+				if heads++; heads > 1 {
+					return time.Now()
+				}
 			}
 			return b.objs[key].mod
 		}
@@ -295,13 +330,13 @@ func TestRunDeletes(t *testing.T) {
 		for _, r := range rec.recs {
 			want := "deleted"
 			if quarantine {
-				want = "quarantined:p/q/" + r.Object
-				if b.copied[r.Object] != "p/q/"+r.Object {
+				want = "quarantined:q/" + r.Object
+				if b.copied[r.Object] != "q/"+r.Object {
 					t.Errorf("%s copied to %q", r.Object, b.copied[r.Object])
 				}
 			}
-			if r.Action != want || r.Key != "x" || r.Run == "" {
-				t.Errorf("record %+v, want action %s, key x", r, want)
+			if r.Action != want || "p/"+r.Key != r.Object || r.Run == "" {
+				t.Errorf("record %+v, want action %s, key %s", r, want, strings.TrimPrefix(r.Object, "p/"))
 			}
 		}
 		if quarantine && (res.Quarantined != 2 || res.Deleted != 0) || !quarantine && res.Deleted != 2 {

@@ -2,6 +2,7 @@ package prune
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -21,6 +22,9 @@ type ScanConfig struct {
 	Concurrency int      // ranges read at once
 	PageSize    int
 	Retries     int // re-reads of a failed page before the scan fails
+	// Recheck opens a reader on every read target of the job (--target or not, custom queries
+	// too) for Holds: --delete re-reads each candidate's key on all of them.
+	Recheck bool
 }
 
 // table is one table to scan: the first read target (in fetch order) that names it.
@@ -34,8 +38,11 @@ type table struct {
 // same cluster (two DCs of one cluster) are scanned once; the fetcher falls back across targets,
 // so a key in any of their tables is a source key.
 type cassSource struct {
-	cfg    ScanConfig
-	tables []table
+	cfg     ScanConfig
+	tables  []table
+	readers []*cass.Reader // every read target, for Holds
+	all     int            // the job's read targets
+	covered []int          // the targets whose table is scanned (under their own or another DC's target)
 }
 
 // openSource opens a session to each target to scan, at cfg.Consistency, and drops the targets
@@ -64,6 +71,7 @@ func openSource(ctx context.Context, job *config.Job, cfg ScanConfig) (*cassSour
 			return nil, fmt.Errorf("prune: target %s: %w; nothing deleted", t.Name, err)
 		}
 		id := cluster + "\x00" + t.Table + "\x00" + t.KeyColumn
+		s.covered = append(s.covered, i)
 		if seen[id] {
 			sess.Close()
 			continue
@@ -77,7 +85,49 @@ func openSource(ctx context.Context, job *config.Job, cfg ScanConfig) (*cassSour
 			return nil, config.Invalid(fmt.Errorf("--target %q: no read target of that name in the job file", name))
 		}
 	}
+	s.all = len(job.Source.Targets)
+	if cfg.Recheck {
+		for _, t := range job.Source.Targets {
+			t.Consistency = cfg.Consistency
+			r, err := cass.NewReader(ctx, t, cfg.Concurrency)
+			if err != nil {
+				s.Close()
+				return nil, fmt.Errorf("prune: the re-check reads every read target: %w; nothing deleted", err)
+			}
+			s.readers = append(s.readers, r)
+		}
+	}
 	return s, nil
+}
+
+// Unscanned names the job's read targets whose tables the scan does not read (left out by
+// --target, or a custom query): a key only they hold is not in the scanned key set.
+func (s *cassSource) Unscanned(job *config.Job) []string {
+	var out []string
+	for i, t := range job.Source.Targets {
+		if !slices.Contains(s.covered, i) {
+			out = append(out, t.Name)
+		}
+	}
+	return out
+}
+
+// Holds reads key on every read target at the prune consistency: true when any holds a blob.
+// A target that cannot answer is an error: the key may be there.
+func (s *cassSource) Holds(ctx context.Context, key string) (bool, error) {
+	if len(s.readers) == 0 || len(s.readers) < s.all {
+		return false, fmt.Errorf("no reader on every read target (opened without Recheck)")
+	}
+	for _, r := range s.readers {
+		_, err := r.ReadBlob(ctx, key)
+		switch {
+		case err == nil:
+			return true, nil
+		case !errors.Is(err, cass.ErrNotFound):
+			return false, err
+		}
+	}
+	return false, nil
 }
 
 // Tables names what is scanned, for the proof.
@@ -116,5 +166,8 @@ func (s *cassSource) Scan(ctx context.Context, fn func(Row) error) error {
 func (s *cassSource) Close() {
 	for _, t := range s.tables {
 		t.session.Close()
+	}
+	for _, r := range s.readers {
+		r.Close()
 	}
 }
