@@ -61,6 +61,17 @@ func (s *policyStore) headRaw(_ context.Context, key string) (blobstore.HeadResu
 	return blobstore.HeadResult{Key: key, Size: int64(len(b)), ETag: hex.EncodeToString(sum[:])}, nil
 }
 
+// GetIfMatch: ties never arise here (no writetimes); the object as it is.
+func (s *policyStore) GetIfMatch(_ context.Context, key, _ string) ([]byte, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	b, ok := s.objects[key]
+	if !ok {
+		return nil, blobstore.Mark(blobstore.ErrNotFound)
+	}
+	return bytes.Clone(b), nil
+}
+
 func (s *policyStore) probewriteRaw(_ context.Context, key string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()

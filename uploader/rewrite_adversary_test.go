@@ -21,7 +21,6 @@ import (
 // bytes the source no longer has, the verifier dead-letters the message verify_mismatch, and
 // prune (same writetime: not stale) proves the cut-over.
 func TestAdversarySameWriteTimeTie(t *testing.T) {
-	t.Skip("issue 14 adversary: on a writetime tie Cassandra keeps the greater bytes; the uploader keeps the object's (S3 ends with bytes the source lost)")
 	small, great := []byte("aaaa the first write"), []byte("zzzz the same timestamp")
 	js, n := bustest.Job(t)
 	ctx := context.Background()

@@ -20,7 +20,9 @@ import (
 // messages come in; a replacement is conditional on the ETag HEAD saw; a message older than the
 // object never overwrites it and is passed on (superseded); the two-keys-one-object guard stays.
 func TestRewrites(t *testing.T) {
+	// On a writetime tie the greater bytes win: objBytes > msgBytes > racer ("o" > "m" > "a").
 	msgBytes, objBytes, racer := []byte("the message's bytes"), []byte("the object's bytes"), []byte("a racing writer's bytes")
+	smaller := []byte("the lesser bytes")
 	tests := []struct {
 		name       string
 		objOwner   string // the object's ferry-source-key; "k1" is the message's key
@@ -29,6 +31,9 @@ func TestRewrites(t *testing.T) {
 		msgWT      int64  // the message's writetime; 0: unknown
 		object     string // the blob travels through the object store under this name, gone from it
 		race       bool   // another writer replaces the object between HEAD and the replacement
+		raceGet    bool   // another writer replaces the object between HEAD and the tie's GET
+		objSmaller bool   // the object holds smaller bytes than the message's
+		wantGets   int    // GETs to settle a writetime tie
 		wantBytes  []byte // what S3 holds afterwards
 		wantWT     int64
 		wantPuts   int
@@ -45,8 +50,18 @@ func TestRewrites(t *testing.T) {
 			wantBytes: msgBytes, wantWT: 0, wantPuts: 2, wantMatch: true},
 		{name: "stale message never overwrites: passed on, superseded", objOwner: "k1", objWT: 2, msgWT: 1,
 			wantBytes: objBytes, wantWT: 2, wantPuts: 1, wantSuper: 1},
-		{name: "same writetime, other bytes: kept, passed on", objOwner: "k1", objWT: 2, msgWT: 2,
-			wantBytes: objBytes, wantWT: 2, wantPuts: 1},
+		{name: "same writetime, greater bytes held: kept, superseded", objOwner: "k1", objWT: 2, msgWT: 2,
+			wantBytes: objBytes, wantWT: 2, wantPuts: 1, wantGets: 1, wantSuper: 1},
+		{name: "same writetime, smaller bytes held: replaced at the HEAD's ETag", objOwner: "k1", objWT: 2, msgWT: 2, objSmaller: true,
+			wantBytes: msgBytes, wantWT: 2, wantPuts: 2, wantGets: 1, wantMatch: true},
+		{name: "same writetime, replaced before the GET: retried", objOwner: "k1", objWT: 2, msgWT: 2, objSmaller: true, raceGet: true,
+			wantBytes: racer, wantWT: 2, wantPuts: 1, wantGets: 1, wantRetry: true},
+		{name: "same writetime, replaced before the PUT: retried", objOwner: "k1", objWT: 2, msgWT: 2, objSmaller: true, race: true,
+			wantBytes: racer, wantWT: 2, wantPuts: 2, wantGets: 1, wantMatch: true, wantRetry: true},
+		{name: "same writetime, large blob gone from the object store: an earlier delivery settled it", objOwner: "k1", objWT: 2, msgWT: 2, object: "obj1",
+			wantBytes: objBytes, wantWT: 2, wantSuper: 1},
+		{name: "another key's object, same writetime: never overwritten", objOwner: "other", objWT: 2, msgWT: 2, objSmaller: true,
+			wantBytes: smaller, wantWT: 2, wantPuts: 1, wantReason: bus.ReasonUploadError},
 		{name: "same bytes rewritten later: the newer writetime is recorded", objOwner: "k1", objWT: 1, msgWT: 2, sameBytes: true,
 			wantBytes: msgBytes, wantWT: 2, wantPuts: 2, wantMatch: true},
 		{name: "same bytes, older message: nothing to do, not superseded", objOwner: "k1", objWT: 3, msgWT: 2, sameBytes: true,
@@ -69,8 +84,11 @@ func TestRewrites(t *testing.T) {
 				t.Fatal(err)
 			}
 			held := objBytes
-			if tt.sameBytes {
+			switch {
+			case tt.sameBytes:
 				held = msgBytes
+			case tt.objSmaller:
+				held = smaller
 			}
 			store := &fakeStore{objects: map[string][]byte{"p/k1": held}, owners: map[string]string{"p/k1": blobstore.OwnerValue(tt.objOwner)},
 				wts: map[string]int64{"p/k1": tt.objWT}}
@@ -80,6 +98,9 @@ func TestRewrites(t *testing.T) {
 						store.objects["p/k1"] = racer
 					}
 				}
+			}
+			if tt.raceGet {
+				store.beforeGet = func() { store.objects["p/k1"] = racer }
 			}
 			reg := prometheus.NewRegistry()
 			u := &Uploader{Names: n, JS: js, Objects: objects, Store: store, PartSize: 16 << 20}
@@ -109,8 +130,8 @@ func TestRewrites(t *testing.T) {
 			if !bytes.Equal(store.objects["p/k1"], tt.wantBytes) || store.wts["p/k1"] != tt.wantWT {
 				t.Errorf("S3 holds %q at writetime %d, want %q at %d", store.objects["p/k1"], store.wts["p/k1"], tt.wantBytes, tt.wantWT)
 			}
-			if store.puts != tt.wantPuts {
-				t.Errorf("PUTs = %d, want %d", store.puts, tt.wantPuts)
+			if store.puts != tt.wantPuts || store.gets != tt.wantGets {
+				t.Errorf("PUTs = %d, GETs = %d; want %d, %d", store.puts, store.gets, tt.wantPuts, tt.wantGets)
 			}
 			if matched := len(store.ifMatch) == 1 && store.ifMatch[0] == etagOf(held); matched != tt.wantMatch {
 				t.Errorf("If-Match of the PUTs %q, want the HEAD's ETag %s: %v", store.ifMatch, etagOf(held), tt.wantMatch)

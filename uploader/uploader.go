@@ -10,7 +10,9 @@
 // write conditional on the ETag it saw (If-Match), so of two racing uploads only one replaces
 // what the other read. A message older than the object (a stale redelivery, an older pass's
 // message arriving late) never overwrites it: it is passed on to UPLOADED, where the verifier
-// records it as superseded.
+// records it as superseded. Two writes of one key with the same writetime are resolved as
+// Cassandra resolves them: the greater bytes (unsigned byte order) win, whichever came last, so
+// on a tie the object is read and replaced only by greater bytes; smaller ones are superseded.
 package uploader
 
 import (
@@ -39,6 +41,8 @@ import (
 type Store interface {
 	Put(ctx context.Context, in blobstore.PutInput) (blobstore.PutResult, error)
 	Head(ctx context.Context, key string) (blobstore.HeadResult, error)
+	// GetIfMatch reads the object at the ETag a HEAD saw (writetime ties compare bytes).
+	GetIfMatch(ctx context.Context, key, etag string) ([]byte, error)
 	ProbeWrite(ctx context.Context, probeKey string) error
 }
 
@@ -88,6 +92,7 @@ func (u *Uploader) Handle(ctx context.Context, msg stage.Msg) (*stage.Output, er
 	}
 	want := blobstore.Want{Size: size, MD5: sum, CRC32C: crc}
 	var headErr error
+	var tied bool // S3 holds other bytes of this key at the message's writetime
 	if u.SkipExisting || object != "" {
 		// A large blob whose object-store copy is gone was uploaded by an earlier delivery that
 		// died before its ack; S3 is the proof.
@@ -99,7 +104,9 @@ func (u *Uploader) Handle(ctx context.Context, msg stage.Msg) (*stage.Output, er
 			// Newer bytes of the key are there (the object-store copy may even be gone: an
 			// earlier delivery uploaded it and died before its ack): nothing to write.
 			return u.supersededBy(rec), nil
-		case err != nil && !errors.Is(err, blobstore.ErrNotFound):
+		case err == nil:
+			tied = tie(head, rec)
+		case !errors.Is(err, blobstore.ErrNotFound):
 			headErr = err
 		}
 	}
@@ -110,6 +117,11 @@ func (u *Uploader) Handle(ctx context.Context, msg stage.Msg) (*stage.Output, er
 		if errors.Is(err, jetstream.ErrObjectNotFound) {
 			if headErr != nil { // S3 could not say whether an earlier delivery uploaded it: ask again later
 				return nil, fmt.Errorf("key %q: large blob %s is gone from the object store and S3 did not answer: %w", key, object, headErr)
+			}
+			if tied {
+				// An earlier delivery settled the tie (its bytes lost, or won and were replaced
+				// by greater ones since) and died before its ack.
+				return u.supersededBy(rec), nil
 			}
 			return nil, stage.Permanent(bus.ReasonSourceError, fmt.Errorf("key %q: large blob %s is gone from the object store and not in S3; replay the key", key, object))
 		}
@@ -160,11 +172,29 @@ func (u *Uploader) Handle(ctx context.Context, msg stage.Msg) (*stage.Output, er
 			return nil, stage.Permanent(bus.ReasonUploadError, fmt.Errorf("key %q: S3 key %q holds other bytes, written by an older ferry for %q, which this key or another could have been: not overwritten; if the object is this key's, delete it and replay", key, s3Key, name))
 		case newer(head, rec):
 			return u.supersededBy(rec), nil
-		case rec.WriteTime > 0 && rec.WriteTime == head.WriteTime:
-			// Other bytes at the same writetime: no order between them, so the object stays; the
-			// verifier will not find this message's bytes and dead-letters it for a look.
-			slog.DebugContext(ctx, "object holds other bytes of the same writetime: not replaced", "key", key, "s3_key", s3Key, "writetime", rec.WriteTime)
-			return u.uploaded(rec, ""), nil
+		case tie(head, rec):
+			// Other bytes at the same writetime: Cassandra keeps the greater value, whichever
+			// was written last. Ties are rare, so the object is read to compare: at the ETag HEAD
+			// saw, and replaced only at that ETag, so a racing writer's bytes are compared anew.
+			held, gerr := u.Store.GetIfMatch(ctx, s3Key, head.ETag)
+			switch {
+			case errors.Is(gerr, blobstore.ErrChanged), errors.Is(gerr, blobstore.ErrNotFound):
+				return nil, stage.Transient(bus.ReasonUploadError, fmt.Errorf("key %q: S3 key %q changed after its HEAD, before the writetime tie was settled: %w", key, s3Key, gerr))
+			case gerr != nil:
+				err = fmt.Errorf("read the object to settle a writetime tie: %w", gerr)
+			case bytes.Equal(body, held):
+				// The bytes are there, though the HEAD did not say so: the verifier judges.
+				return u.uploaded(rec, head.ETag), nil
+			case bytes.Compare(body, held) < 0:
+				slog.DebugContext(ctx, "object holds greater bytes of the same writetime: superseded", "key", key, "s3_key", s3Key, "writetime", rec.WriteTime)
+				return u.supersededBy(rec), nil
+			default:
+				in.IfAbsent, in.IfMatch = false, head.ETag
+				res, err = u.Store.Put(ctx, in)
+				if errors.Is(err, blobstore.ErrChanged) {
+					return nil, stage.Transient(bus.ReasonUploadError, fmt.Errorf("key %q: S3 key %q changed after its HEAD, before it was replaced: %w", key, s3Key, err))
+				}
+			}
 		default:
 			// The same key with other bytes, and the message's are newer (or of unknown age, or
 			// the object has no writetime: an older ferry wrote it): the source changed since. The
@@ -213,6 +243,13 @@ func holds(head blobstore.HeadResult, want blobstore.Want, rec bus.Record) bool 
 func newer(head blobstore.HeadResult, rec bus.Record) bool {
 	owner, _ := blobstore.OwnerOf(head.Metadata, rec.Key)
 	return owner == blobstore.OwnerKey && rec.WriteTime > 0 && head.WriteTime > rec.WriteTime
+}
+
+// tie says whether the object holds other bytes of rec's own key at rec's writetime (the caller
+// knows the bytes differ). Cassandra keeps the greater value of such a pair.
+func tie(head blobstore.HeadResult, rec bus.Record) bool {
+	owner, _ := blobstore.OwnerOf(head.Metadata, rec.Key)
+	return owner == blobstore.OwnerKey && rec.WriteTime > 0 && head.WriteTime == rec.WriteTime
 }
 
 // supersededBy passes rec on unwritten: S3 holds newer bytes of its key, whose own message

@@ -37,6 +37,9 @@ type fakeStore struct {
 	lastCRC  string           // PutInput.CRC32C of the last Put
 	wts      map[string]int64 // ferry-writetime metadata; nil: none yet
 	ifMatch  []string         // PutInput.IfMatch of every Put that had one
+	gets     int              // GetIfMatch calls
+	// beforeGet, if set, runs at the start of every GetIfMatch: another writer racing this one.
+	beforeGet func()
 	// beforePut, if set, runs at the start of every Put: another writer racing this one.
 	beforePut func(in blobstore.PutInput)
 }
@@ -280,6 +283,22 @@ func (f *fakeStore) Put(ctx context.Context, in blobstore.PutInput) (blobstore.P
 func (f *fakeStore) Head(ctx context.Context, key string) (blobstore.HeadResult, error) {
 	res, err := f.headRaw(ctx, key)
 	return res, blobstore.Mark(err)
+}
+
+// GetIfMatch answers as the client does: the object at etag, or ErrChanged.
+func (f *fakeStore) GetIfMatch(_ context.Context, key, etag string) ([]byte, error) {
+	f.gets++
+	if f.beforeGet != nil {
+		f.beforeGet()
+	}
+	b, ok := f.objects[key]
+	switch {
+	case !ok:
+		return nil, blobstore.Mark(blobstore.ErrNotFound)
+	case etagOf(b) != etag:
+		return nil, blobstore.Mark(fmt.Errorf("get %s: %w", key, blobstore.ErrChanged))
+	}
+	return bytes.Clone(b), nil
 }
 
 // ProbeWrite answers as the client does: errors carry their fault kind.
