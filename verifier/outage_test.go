@@ -82,8 +82,8 @@ func (s downStore) Head(ctx context.Context, key string) (blobstore.HeadResult, 
 	return res, blobstore.Mark(err)
 }
 
-// Get answers as the client does: errors carry their fault kind.
-func (s downStore) Get(ctx context.Context, key string) ([]byte, error) {
+// GetIfMatch answers as the client does (whatever the ETag: the object has one version): errors carry their fault kind.
+func (s downStore) GetIfMatch(ctx context.Context, key, _ string) ([]byte, error) {
 	res, err := s.getRaw(ctx, key)
 	return res, blobstore.Mark(err)
 }

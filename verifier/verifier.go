@@ -6,7 +6,14 @@
 // with a later Cassandra writetime than the message's, the message was superseded by a rewrite at
 // the source (its newer bytes are verified by their own message): its DONE entry is written all
 // the same, marked Ferry-Superseded (the object's writetime), so every KEYS message still ends in
-// DONE or the DLQ. Other bytes that are not newer are a mismatch.
+// DONE or the DLQ. So is a message whose key S3 holds other bytes of at the same writetime:
+// Cassandra keeps the greater of two values written with one writetime, and the uploader replaces
+// an object of a tied writetime only with greater bytes, so the object's are the ones the source
+// kept (the verifier has only the message's checksums, not its bytes, to compare). Other bytes
+// that are older, of unknown age, or of another key are a mismatch.
+//
+// The deep check (--deep-sample) reads the version the HEAD judged (If-Match on its ETag): when a
+// rewrite replaced the object in between, it HEADs again and judges the new version.
 package verifier
 
 import (
@@ -35,8 +42,13 @@ import (
 // Store is the S3 side the verifier needs; *blobstore.Client is the real one.
 type Store interface {
 	Head(ctx context.Context, key string) (blobstore.HeadResult, error)
-	Get(ctx context.Context, key string) ([]byte, error)
+	// GetIfMatch reads the object only at the ETag a HEAD saw; a replaced one is ErrChanged.
+	GetIfMatch(ctx context.Context, key, etag string) ([]byte, error)
 }
+
+// deepRounds bounds the HEAD-then-GET rounds of a deep check whose object keeps being replaced
+// between the two: then the message is retried later.
+const deepRounds = 3
 
 // Verifier is the UPLOADED handler.
 type Verifier struct {
@@ -56,7 +68,7 @@ type Verifier struct {
 // Register registers the verifier's metrics.
 func (v *Verifier) Register(reg prometheus.Registerer) {
 	v.superseded = prometheus.NewCounter(prometheus.CounterOpts{Name: "ferry_verifier_superseded_total",
-		Help:        "UPLOADED messages whose bytes S3 no longer holds because newer bytes of their key (a later writetime) replaced them: recorded in DONE as superseded.",
+		Help:        "UPLOADED messages whose bytes S3 no longer holds because newer bytes of their key (a later writetime, or the greater bytes of the same writetime) replaced them: recorded in DONE as superseded.",
 		ConstLabels: prometheus.Labels{"job": v.Names.Job}})
 	reg.MustRegister(v.superseded)
 }
@@ -78,37 +90,55 @@ func (v *Verifier) Handle(ctx context.Context, msg stage.Msg) (*stage.Output, er
 	if rec.HasCRC32C {
 		crc = blobstore.CRC32COf(rec.CRC32C)
 	}
-	head, err := v.Store.Head(ctx, s3Key)
-	switch {
-	case errors.Is(err, blobstore.ErrNotFound):
-		return nil, stage.Permanent(bus.ReasonVerifyMissing, fmt.Errorf("key %q: %w", key, err))
-	case err != nil && blobstore.IsAccessDenied(err):
-		return nil, v.refused(ctx, s3Key, fmt.Errorf("key %q: %w", key, err))
-	case err != nil:
-		return nil, fmt.Errorf("key %q: %w", key, err) // its kind is the client's (fault)
-	}
-	v.reads.Good(s3Key)
-	// The source's CRC32C against S3's own, and ferry's MD5 in the metadata: never the ETag alone
-	// when those are there (with SSE-KMS or SSE-C it is not the MD5).
-	if err := head.Check(blobstore.Want{Size: size, MD5: sum, CRC32C: crc}); err != nil {
-		if owner, _ := blobstore.OwnerOf(head.Metadata, key); owner == blobstore.OwnerKey && rec.WriteTime > 0 && head.WriteTime > rec.WriteTime {
-			return v.supersededBy(rec, head.WriteTime), nil
+	deep := v.Sample > 0 && rand.Float64() < v.Sample
+	for round := 1; ; round++ {
+		head, err := v.Store.Head(ctx, s3Key)
+		switch {
+		case errors.Is(err, blobstore.ErrNotFound):
+			return nil, stage.Permanent(bus.ReasonVerifyMissing, fmt.Errorf("key %q: %w", key, err))
+		case err != nil && blobstore.IsAccessDenied(err):
+			return nil, v.refused(ctx, s3Key, fmt.Errorf("key %q: %w", key, err))
+		case err != nil:
+			return nil, fmt.Errorf("key %q: %w", key, err) // its kind is the client's (fault)
 		}
-		return nil, stage.Permanent(bus.ReasonVerifyMismatch, fmt.Errorf("key %q: %w", key, err))
-	}
-	if v.Sample > 0 && rand.Float64() < v.Sample {
-		body, err := v.Store.Get(ctx, s3Key)
-		if errors.Is(err, blobstore.ErrNotFound) {
-			return nil, stage.Permanent(bus.ReasonVerifyMissing, fmt.Errorf("key %q: deep check: %w", key, err))
+		v.reads.Good(s3Key)
+		// The source's CRC32C against S3's own, and ferry's MD5 in the metadata: never the ETag alone
+		// when those are there (with SSE-KMS or SSE-C it is not the MD5).
+		if err := head.Check(blobstore.Want{Size: size, MD5: sum, CRC32C: crc}); err != nil {
+			if supersedes(head, rec) {
+				return v.supersededBy(rec, head.WriteTime), nil
+			}
+			return nil, stage.Permanent(bus.ReasonVerifyMismatch, fmt.Errorf("key %q: %w", key, err))
 		}
-		if err != nil {
+		if !deep {
+			return v.done(rec), nil
+		}
+		body, err := v.Store.GetIfMatch(ctx, s3Key, head.ETag)
+		switch {
+		case errors.Is(err, blobstore.ErrChanged) || errors.Is(err, blobstore.ErrNotFound):
+			// Replaced (a rewrite at the source) or deleted since the HEAD: judge what is there now.
+			if round < deepRounds {
+				continue
+			}
+			return nil, stage.Transient(bus.ReasonVerifyMismatch, fmt.Errorf("key %q: deep check: s3://%s changed between its HEAD and GET %d times in a row: %w", key, s3Key, deepRounds, err))
+		case err != nil:
 			return nil, fmt.Errorf("key %q: deep check: %w", key, err)
 		}
 		if got := md5.Sum(body); !bytes.Equal(got[:], sum) {
+			// The version the HEAD vouched for reads back with other bytes.
 			return nil, stage.Permanent(bus.ReasonVerifyMismatch, fmt.Errorf("key %q: deep check: s3://%s reads back with md5 %x, want %x", key, s3Key, got, sum))
 		}
+		return v.done(rec), nil
 	}
-	return v.done(rec), nil
+}
+
+// supersedes says whether the object, which does not hold rec's bytes, holds those the source
+// kept over them: bytes of rec's own key written later, or at the same writetime (a tie, which
+// Cassandra and the uploader both settle for the greater bytes). An object without a writetime,
+// or a message without one, never supersedes.
+func supersedes(head blobstore.HeadResult, rec bus.Record) bool {
+	owner, _ := blobstore.OwnerOf(head.Metadata, rec.Key)
+	return owner == blobstore.OwnerKey && rec.WriteTime > 0 && head.WriteTime >= rec.WriteTime
 }
 
 // done is rec's DONE entry (the body is the key).
@@ -118,7 +148,8 @@ func (v *Verifier) done(rec bus.Record) *stage.Output {
 	return &stage.Output{Subject: v.Names.DoneSubject, Stream: v.Names.Done, ID: bus.MsgID("done", rec.ID), Record: done, Body: []byte(rec.Key)}
 }
 
-// supersededBy is rec's DONE entry when S3 holds newer bytes of its key, of writetime wt.
+// supersededBy is rec's DONE entry when S3 holds newer bytes of its key (or the greater of a
+// writetime tie), of writetime wt.
 func (v *Verifier) supersededBy(rec bus.Record, wt int64) *stage.Output {
 	rec.Superseded = wt
 	out := v.done(rec)

@@ -121,8 +121,8 @@ func (f fakeStore) Head(ctx context.Context, key string) (blobstore.HeadResult, 
 	return res, blobstore.Mark(err)
 }
 
-// Get answers as the client does: errors carry their fault kind.
-func (f fakeStore) Get(ctx context.Context, key string) ([]byte, error) {
+// GetIfMatch answers as the client does (whatever the ETag: the object has one version): errors carry their fault kind.
+func (f fakeStore) GetIfMatch(ctx context.Context, key, _ string) ([]byte, error) {
 	res, err := f.getRaw(ctx, key)
 	return res, blobstore.Mark(err)
 }
