@@ -30,13 +30,19 @@ type Job struct {
 
 // Prune is how `ferry prune` reads the source key set it deletes by.
 type Prune struct {
-	// Consistency is the read level of prune's key scan, default LOCAL_QUORUM: a key a replica
-	// missed must not look deleted. --consistency may raise it, never lower it.
+	// Consistency is the read level of prune's key scan and of its re-check before each
+	// deletion, default QUORUM: a key a replica missed must not look deleted. --consistency may
+	// raise it, never lower it.
 	Consistency string `yaml:"consistency"`
 }
 
-// DefaultPruneConsistency is prune.consistency when the job file does not name one.
-const DefaultPruneConsistency = "LOCAL_QUORUM"
+// DefaultPruneConsistency is prune.consistency when the job file does not name one. QUORUM,
+// not LOCAL_QUORUM: LOCAL_QUORUM never asks another DC's replicas, so a key written through
+// another DC's coordinator and not yet replicated here looks deleted; QUORUM reads a majority
+// of all replicas, which overlaps any QUORUM write and reaches into the other DCs. With a DC
+// down the read fails and prune refuses, instead of deleting by the replicas that remain:
+// a deletion cannot be taken back, so prune gives up availability for it.
+const DefaultPruneConsistency = "QUORUM"
 
 // Source is an ordered list of read targets; the fetcher tries them in order.
 type Source struct {

@@ -54,7 +54,7 @@ func TestCheckConsistency(t *testing.T) {
 		flag, job, want string
 		bad             bool
 	}{
-		{"", "", "LOCAL_QUORUM", false},
+		{"", "", "QUORUM", false}, // config.DefaultPruneConsistency
 		{"", "QUORUM", "QUORUM", false},
 		{"local_quorum", "LOCAL_QUORUM", "LOCAL_QUORUM", false},
 		{"ALL", "LOCAL_QUORUM", "ALL", false},
