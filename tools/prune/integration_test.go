@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -274,9 +275,30 @@ func TestIntegrationPrune(t *testing.T) {
 	})
 
 	t.Run("source unreachable", func(t *testing.T) {
-		// A stopped port, and a node that does not answer within the target's timeout. (A scan
-		// that fails part way is TestRunRefuses's "scan failed mid-way".)
-		for _, bad := range []string{st.writeJob(t, "127.0.0.1:1", "dc1", "2s"), st.writeJob(t, "127.0.0.1", "dc1", "1ms")} {
+		// A stopped port, and a "node" that accepts connections and never answers. (A scan that
+		// fails part way is TestRunRefuses's "scan failed mid-way".) Not a real node with a tiny
+		// timeout: that one answers in time now and then, and the run deletes for real.
+		mute, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer mute.Close()
+		go func() {
+			var held []net.Conn
+			defer func() {
+				for _, c := range held {
+					c.Close()
+				}
+			}()
+			for {
+				c, err := mute.Accept()
+				if err != nil {
+					return
+				}
+				held = append(held, c)
+			}
+		}()
+		for _, bad := range []string{st.writeJob(t, "127.0.0.1:1", "dc1", "2s"), st.writeJob(t, mute.Addr().String(), "dc1", "2s")} {
 			_, err := st.prune(bad, "--delete", "--max-delete", "100%")
 			t.Logf("refused: %v", err)
 			if err == nil || !strings.Contains(err.Error(), "nothing deleted") {
