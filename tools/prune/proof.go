@@ -70,7 +70,10 @@ func (p Proof) Proven() bool {
 // Why says what keeps the proof from holding; "" when it holds.
 func (p Proof) Why() string {
 	var why []string
-	if !p.Complete {
+	switch {
+	case !p.Complete && p.Error != "":
+		why = append(why, "the scan is not complete: "+p.Error)
+	case !p.Complete:
 		why = append(why, "the scan did not finish")
 	}
 	if ok, _ := cass.AtLeast(p.Consistency, p.Required); !ok {

@@ -135,7 +135,7 @@ func TestReportProof(t *testing.T) {
 			Missing: 1, OnlyInS3: 2, Deleted: 1, Stale: 1, Examples: map[string][]string{"missing": {"lost.jpg"}, "stale": {"old.jpg"}, "only_in_s3": {"ab/x.jpg"}}},
 			ProofFailed, []string{"NOT PROVEN", "`lost.jpg`", "`old.jpg`", "`ab/x.jpg`", "1 source keys have no object"}},
 		{"incomplete scan", &prune.Proof{Complete: false, Consistency: "LOCAL_QUORUM", Required: "LOCAL_QUORUM", Error: "range (1, 2]: timeout"},
-			ProofFailed, []string{"NOT PROVEN", "the scan did not finish", "range (1, 2]: timeout"}},
+			ProofFailed, []string{"NOT PROVEN", "the scan is not complete", "range (1, 2]: timeout"}},
 		{"proven", &prune.Proof{Complete: true, Consistency: "QUORUM", Required: "LOCAL_QUORUM", SourceKeys: 10, Objects: 10},
 			ProofProven, []string{"**PROVEN**"}},
 	} {
