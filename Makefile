@@ -100,7 +100,7 @@ bench-diff: build ## ferry diff A B vs LC_ALL=C sort -u + comm on two generated 
 	cd $(ROOT)/benchmarks && $(GO) build -o $(BENCH) .
 	cd $(ROOT) && $(BENCH) diff
 
-bench-scan: build ## ferry producer --scan vs one SELECT on a 1M-row table, and a kill/restart (make up first; BENCH_SCAN_ROWS=1000000)
+bench-scan: build ## ferry producer --scan vs one SELECT on a 1M-row table, a kill/restart, and a delta pass with 1% rewritten (make up first; BENCH_SCAN_ROWS=1000000)
 	cd $(ROOT)/benchmarks && $(GO) build -o $(BENCH) .
 	@bash $(STACK) status >/dev/null || { echo "the local stack is not up: make up"; exit 1; }
 	cd $(ROOT) && source $(LOCAL)/env.sh && $(BENCH) scan
