@@ -115,7 +115,8 @@ func liveSource(t *testing.T, keys, rate int, sizes []int) {
 
 	var problems []string
 	problems = append(problems, h.compareLive(w)...)
-	problems = append(problems, h.liveDeadLetters(w)...)
+	dead := map[string]int{}
+	problems = append(problems, h.liveDeadLetters(w, dead)...)
 	problems = append(problems, h.accounted()...)
 	problems = append(problems, h.crashes()...)
 	h.must("report", "--out", filepath.Join(h.dir, "report"))
@@ -126,7 +127,7 @@ func liveSource(t *testing.T, keys, rate int, sizes []int) {
 	if b, err := os.ReadFile(filepath.Join(h.dir, "report", "report.json")); err != nil || json.Unmarshal(b, &rep) != nil || rep.Status != "PROVEN" {
 		problems = append(problems, fmt.Sprintf("ferry report: cut-over proof %q (%s), want PROVEN (%v)", rep.Status, rep.Why, err))
 	}
-	rw := &row{scenario: h.scenario, keysIn: len(w.final), verified: len(w.final), dead: map[string]int{}, dupPUTs: "n/a",
+	rw := &row{scenario: h.scenario, keysIn: len(w.final), verified: len(w.final), dead: dead, dupPUTs: "n/a",
 		wall: time.Since(h.began), result: "pass", note: w.summary()}
 	if h.proxy != nil {
 		dups, _ := h.proxy.Duplicates()
@@ -423,9 +424,10 @@ func (h *rig) compareLive(w *liveWriter) []string {
 
 // liveDeadLetters: the only dead letters allowed are keys the writer deleted or let expire, as
 // fetcher/deleted (the scan saw the row, the fetch did not).
-func (h *rig) liveDeadLetters(w *liveWriter) []string {
+func (h *rig) liveDeadLetters(w *liveWriter, dead map[string]int) []string {
 	var problems []string
 	for _, e := range h.readStream(h.names.DLQ) {
+		dead[e.outcome()]++
 		k, _ := bus.Text(e.Header, bus.HdrKey)
 		if k == "" {
 			k = e.Key
