@@ -89,3 +89,25 @@ func (s *Sorter) Close(ms ...*Merger) {
 func ListRanges(ctx context.Context, ls Lister, bucket, prefix string) ([][2]string, error) {
 	return listRanges(ctx, ls, bucket, prefix)
 }
+
+// Output is a result file that appears whole or not at all: lines go to NAME.partial, and Commit
+// renames it; Abort removes it unless committed.
+type Output struct{ o *output }
+
+// CreateOutput starts the result file name in dir.
+func CreateOutput(dir, name string) (*Output, error) {
+	o, err := createOutput(dir, name)
+	if err != nil {
+		return nil, err
+	}
+	return &Output{o: o}, nil
+}
+
+// Line writes s and a line break.
+func (o *Output) Line(s string) { o.o.write(s + "\n") }
+
+// Commit flushes the file and gives it its name.
+func (o *Output) Commit() error { return o.o.commit() }
+
+// Abort removes the partial file unless Commit succeeded.
+func (o *Output) Abort() { o.o.abort() }

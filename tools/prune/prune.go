@@ -161,11 +161,11 @@ func Run(ctx context.Context, src Source, b Bucket, rules *keyrules.Rules, rec R
 	res.ScanStart = time.Now()
 	guard := s3Start.Truncate(time.Second).Add(-o.ClockSkew) // S3 keeps whole seconds
 
-	invalid, err := newOutput(o.Out, FileInvalid)
+	invalid, err := diff.CreateOutput(o.Out, FileInvalid)
 	if err != nil {
 		return nil, err
 	}
-	defer invalid.abort()
+	defer invalid.Abort()
 	var scanErr error
 	srcRuns, err := srt.Sort(ctx, func(add func([]byte) error) error {
 		var buf []byte
@@ -176,7 +176,7 @@ func Run(ctx context.Context, src Source, b Bucket, rules *keyrules.Rules, rec R
 			}
 			s3key, err := rules.Map(string(r.Key))
 			if err != nil {
-				invalid.line(fmt.Sprintf("%s\t%s", r.Key, oneLine(err.Error())))
+				invalid.Line(fmt.Sprintf("%s\t%s", r.Key, oneLine(err.Error())))
 				res.Invalid++
 				return nil
 			}
@@ -215,7 +215,7 @@ func Run(ctx context.Context, src Source, b Bucket, rules *keyrules.Rules, rec R
 	if err := merge(ctx, ms, ml, b, rules, o, guard, res); err != nil {
 		return nil, err
 	}
-	if err := invalid.commit(); err != nil {
+	if err := invalid.Commit(); err != nil {
 		return nil, err
 	}
 	res.Limit = o.MaxDelete.Of(res.Objects)
@@ -302,13 +302,13 @@ type group struct {
 
 // merge walks both sorted inputs by S3 key: candidates, missing keys, and stale checks.
 func merge(ctx context.Context, ms, ml *diff.Merger, b Bucket, rules *keyrules.Rules, o Options, guard time.Time, res *Result) error {
-	outs := map[string]*output{}
+	outs := map[string]*diff.Output{}
 	for _, f := range []string{FileCandidates, FileMissing, FileStale, FileRecent, FileForeign} {
-		out, err := newOutput(o.Out, f)
+		out, err := diff.CreateOutput(o.Out, f)
 		if err != nil {
 			return err
 		}
-		defer out.abort()
+		defer out.Abort()
 		outs[f] = out
 	}
 	var mu sync.Mutex // the outputs and res, shared with the HEAD workers
@@ -334,17 +334,17 @@ func merge(ctx context.Context, ms, ml *diff.Merger, b Bucket, rules *keyrules.R
 					}
 				case v.stale:
 					res.Stale++
-					outs[FileStale].line(v.line)
+					outs[FileStale].Line(v.line)
 					example("stale", v.key)
 				case v.recent:
 					res.Recent++
-					outs[FileRecent].line(g.s3key)
+					outs[FileRecent].Line(g.s3key)
 					example("recent", g.s3key)
 				}
 				for _, k := range v.missing {
 					res.Missing++
 					res.Shared++
-					outs[FileMissing].line(k)
+					outs[FileMissing].Line(k)
 					example("missing", k)
 				}
 				mu.Unlock()
@@ -363,7 +363,7 @@ func merge(ctx context.Context, ms, ml *diff.Merger, b Bucket, rules *keyrules.R
 			}
 			if !time.Unix(0, n).Before(guard) {
 				res.Recent++
-				outs[FileRecent].line(string(key))
+				outs[FileRecent].Line(string(key))
 				example("recent", string(key))
 				return nil
 			}
@@ -374,7 +374,7 @@ func merge(ctx context.Context, ms, ml *diff.Merger, b Bucket, rules *keyrules.R
 		case obj == nil: // no object
 			for _, k := range g.keys {
 				res.Missing++
-				outs[FileMissing].line(k)
+				outs[FileMissing].Line(k)
 				example("missing", k)
 			}
 		default:
@@ -399,7 +399,7 @@ func merge(ctx context.Context, ms, ml *diff.Merger, b Bucket, rules *keyrules.R
 	wg.Wait()
 	for _, key := range orph.finish() {
 		res.OnlyInS3++
-		outs[FileCandidates].line(key)
+		outs[FileCandidates].Line(key)
 		example("only_in_s3", key)
 	}
 	if err != nil {
@@ -411,7 +411,7 @@ func merge(ctx context.Context, ms, ml *diff.Merger, b Bucket, rules *keyrules.R
 	// Invalid keys have no object either: they count as missing, listed in invalid-keys.txt.
 	res.Missing += res.Invalid
 	for _, f := range []string{FileCandidates, FileMissing, FileStale, FileRecent, FileForeign} {
-		if err := outs[f].commit(); err != nil {
+		if err := outs[f].Commit(); err != nil {
 			return err
 		}
 	}
@@ -694,46 +694,4 @@ func oneLine(s string) string {
 		}
 		return r
 	}, s)
-}
-
-// output is a result file, written under a temporary name and renamed when complete.
-type output struct {
-	f    *os.File
-	w    *bufio.Writer
-	path string
-	done bool
-}
-
-func newOutput(dir, name string) (*output, error) {
-	path := filepath.Join(dir, name)
-	f, err := os.Create(path + ".partial")
-	if err != nil {
-		return nil, fmt.Errorf("output: %w", err)
-	}
-	return &output{f: f, w: bufio.NewWriterSize(f, 256<<10), path: path}, nil
-}
-
-func (o *output) line(s string) {
-	o.w.WriteString(s)
-	o.w.WriteByte('\n')
-}
-
-func (o *output) commit() error {
-	err := errors.Join(o.w.Flush(), o.f.Close())
-	if err == nil {
-		err = os.Rename(o.f.Name(), o.path)
-	}
-	if err != nil {
-		os.Remove(o.f.Name())
-		return fmt.Errorf("output %s: %w", o.path, err)
-	}
-	o.done = true
-	return nil
-}
-
-func (o *output) abort() {
-	if !o.done {
-		o.f.Close()
-		os.Remove(o.f.Name())
-	}
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/ferry-migrate/ferry/shared/blobstore"
 	"github.com/ferry-migrate/ferry/shared/keyrules"
+	"github.com/ferry-migrate/ferry/tools/diff"
 )
 
 // What keeps prune from deleting a live key's object or anyone else's data: a quarantine prefix
@@ -69,7 +70,7 @@ type orphans struct {
 
 // startOrphans starts the workers; mu guards res and the outputs, as in merge.
 func startOrphans(ctx context.Context, b Bucket, rules *keyrules.Rules, o Options, guard time.Time, res *Result,
-	mu *sync.Mutex, foreign, recent *output, example func(class, key string)) *orphans {
+	mu *sync.Mutex, foreign, recent *diff.Output, example func(class, key string)) *orphans {
 	w := &orphans{ch: make(chan string, 1024)}
 	for range max(o.Workers, 1) {
 		w.wg.Go(func() {
@@ -89,11 +90,11 @@ func startOrphans(ctx context.Context, b Bucket, rules *keyrules.Rules, o Option
 					}
 				case !info.LastModified.Before(guard):
 					res.Recent++
-					recent.line(key)
+					recent.Line(key)
 					example("recent", key)
 				case why != "":
 					res.Foreign++
-					foreign.line(key + "\t" + why)
+					foreign.Line(key + "\t" + why)
 				default:
 					w.cands = append(w.cands, key)
 				}
