@@ -20,20 +20,7 @@ import (
 // the repair requeues them and says so per stage, bad input is a usage error (exit 2).
 func TestRepairCommand(t *testing.T) {
 	ctx := context.Background()
-	srv, err := bus.StartEmbedded(t.TempDir(), bus.Sync{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Shutdown)
-	nc, js, err := bus.Connect(ctx, srv.URL(), "test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	n := bus.For("t")
-	if err := bus.Setup(ctx, js, n, bus.DefaultSettings(), true); err != nil {
-		t.Fatal(err)
-	}
+	url, js, n := bustest.JobAt(t)
 	for i := 1; i <= 5; i++ {
 		m := nats.NewMsg(n.BlobsSubject)
 		m.Header.Set(bus.HdrKey, fmt.Sprintf("photos/%d.jpg", i))
@@ -48,7 +35,7 @@ func TestRepairCommand(t *testing.T) {
 		a := app()
 		var b bytes.Buffer
 		a.Writer = &b
-		err := a.RunContext(ctx, append([]string{"ferry", "--nats", srv.URL(), "--job", "t"}, args...))
+		err := a.RunContext(ctx, append([]string{"ferry", "--nats", url, "--job", n.Job}, args...))
 		return b.String(), err
 	}
 	expect := func(out string, want ...string) {

@@ -8,7 +8,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -16,7 +15,6 @@ import (
 
 	"github.com/ferry-migrate/ferry/shared/bus"
 	"github.com/ferry-migrate/ferry/shared/cass"
-	"github.com/ferry-migrate/ferry/tools/seed"
 )
 
 // scanDelta is the cost of a delta pass (`ferry producer --scan --since 1`) after a fraction of
@@ -154,34 +152,8 @@ func rewriteScanRows(ctx context.Context, sb *scanBench, step, offset int) (int,
 		return 0, err
 	}
 	defer s.Close()
-	insert := "INSERT INTO " + sb.target.Table + " (key, data) VALUES (?, ?)"
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	var next, done atomic.Int64
-	next.Store(int64(offset))
-	var wg sync.WaitGroup
-	for range sb.o.FillConcurrency {
-		wg.Go(func() {
-			for ctx.Err() == nil {
-				i := next.Add(int64(step)) - int64(step)
-				if i >= int64(sb.o.Rows) {
-					return
-				}
-				key := seed.Key(scanSeed, int(i))
-				q := s.Query(insert, key, scanBlob(key)).WithContext(ctx).Idempotent(true).
-					RetryPolicy(&gocql.SimpleRetryPolicy{NumRetries: 5})
-				err := q.Exec()
-				q.Release()
-				if err != nil {
-					cancel(fmt.Errorf("rewrite row %d: %w", i, err))
-					return
-				}
-				done.Add(1)
-			}
-		})
-	}
-	wg.Wait()
-	if err := context.Cause(ctx); err != nil {
+	var done atomic.Int64
+	if err := writeScanRows(ctx, s, sb.target.Table, sb.o.FillConcurrency, sb.o.Rows, offset, step, "rewrite", &done); err != nil {
 		return 0, err
 	}
 	return int(done.Load()), nil

@@ -77,32 +77,8 @@ func ensureScanTable(ctx context.Context, t config.Target, rows, concurrency int
 		return nil
 	}
 	logf("fill: writing %d rows of %d bytes into %s, %d in flight", rows, scanBlobSize, t.Table, concurrency)
-	insert := "INSERT INTO " + t.Table + " (key, data) VALUES (?, ?)"
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	var next, done atomic.Int64
-	var wg sync.WaitGroup
+	var done atomic.Int64
 	start := time.Now()
-	for range concurrency {
-		wg.Go(func() {
-			for ctx.Err() == nil {
-				i := next.Add(1) - 1
-				if i >= int64(rows) {
-					return
-				}
-				key := seed.Key(scanSeed, int(i))
-				q := s.Query(insert, key, scanBlob(key)).WithContext(ctx).Idempotent(true).
-					RetryPolicy(&gocql.SimpleRetryPolicy{NumRetries: 5})
-				err := q.Exec()
-				q.Release()
-				if err != nil {
-					cancel(fmt.Errorf("insert row %d: %w", i, err))
-					return
-				}
-				done.Add(1)
-			}
-		})
-	}
 	stop := make(chan struct{})
 	var pw sync.WaitGroup
 	pw.Go(func() {
@@ -118,11 +94,11 @@ func ensureScanTable(ctx context.Context, t config.Target, rows, concurrency int
 			}
 		}
 	})
-	wg.Wait()
+	fillErr := writeScanRows(ctx, s, t.Table, concurrency, rows, 0, 1, "insert", &done)
 	close(stop)
 	pw.Wait()
-	if err := context.Cause(ctx); err != nil {
-		return fmt.Errorf("fill %s: %w", t.Table, err)
+	if fillErr != nil {
+		return fmt.Errorf("fill %s: %w", t.Table, fillErr)
 	}
 	logf("fill: %d rows in %.0fs", rows, time.Since(start).Seconds())
 	return s.Query("INSERT INTO "+scanKeyspace+".filled (tbl, rows) VALUES (?, ?)", table, rows).WithContext(ctx).Exec()
@@ -309,4 +285,38 @@ func peakRSS(c *child) func() float64 {
 		}
 	}()
 	return func() float64 { return float64(kib.Load()) / 1024 }
+}
+
+// writeScanRows writes rows first, first+step, ... below rows of the scan table (key and blob as
+// the fill makes them: the same bytes again, a new writetime), concurrency at a time, counting
+// them in done; the first failure stops the rest.
+func writeScanRows(ctx context.Context, s *gocql.Session, table string, concurrency, rows, first, step int, what string, done *atomic.Int64) error {
+	insert := "INSERT INTO " + table + " (key, data) VALUES (?, ?)"
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	var next atomic.Int64
+	next.Store(int64(first))
+	var wg sync.WaitGroup
+	for range concurrency {
+		wg.Go(func() {
+			for ctx.Err() == nil {
+				i := next.Add(int64(step)) - int64(step)
+				if i >= int64(rows) {
+					return
+				}
+				key := seed.Key(scanSeed, int(i))
+				q := s.Query(insert, key, scanBlob(key)).WithContext(ctx).Idempotent(true).
+					RetryPolicy(&gocql.SimpleRetryPolicy{NumRetries: 5})
+				err := q.Exec()
+				q.Release()
+				if err != nil {
+					cancel(fmt.Errorf("%s row %d: %w", what, i, err))
+					return
+				}
+				done.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	return context.Cause(ctx)
 }

@@ -24,7 +24,6 @@ import (
 // key, Ferry-S3-Key = its S3 key) and returns it as the uploader's consumer delivers it.
 func keyedBlobMsg(t *testing.T, js jetstream.JetStream, n bus.Names, key, s3Key string, body []byte) jetstream.Msg {
 	t.Helper()
-	ctx := context.Background()
 	m := nats.NewMsg(n.BlobsSubject)
 	sum := md5.Sum(body)
 	m.Header.Set(bus.HdrID, bus.KeyID(n.Job, key))
@@ -34,18 +33,7 @@ func keyedBlobMsg(t *testing.T, js jetstream.JetStream, n bus.Names, key, s3Key 
 	m.Header.Set(bus.HdrMD5, hex.EncodeToString(sum[:]))
 	m.Header.Set(bus.HdrCRC32C, strconv.FormatUint(uint64(crc32.Checksum(body, crc32.MakeTable(crc32.Castagnoli))), 10))
 	m.Data = body
-	if _, err := js.PublishMsg(ctx, m); err != nil {
-		t.Fatal(err)
-	}
-	cons, err := js.Consumer(ctx, n.Blobs, n.Uploader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	msg, err := cons.Next(jetstream.FetchMaxWait(2 * time.Second))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return msg
+	return delivered(t, js, n, m)
 }
 
 // TestBlankKeysNotMerged: a source key with a leading space (valid for keyrules.Map,
@@ -179,4 +167,22 @@ func (s trimmingStore) Head(ctx context.Context, key string) (blobstore.HeadResu
 func (s *notFoundAfterExists) Put(ctx context.Context, in blobstore.PutInput) (blobstore.PutResult, error) {
 	res, err := s.putRaw(ctx, in)
 	return res, blobstore.Mark(err)
+}
+
+// delivered publishes m to BLOBS and returns it as the uploader's consumer delivers it.
+func delivered(t *testing.T, js jetstream.JetStream, n bus.Names, m *nats.Msg) jetstream.Msg {
+	t.Helper()
+	ctx := context.Background()
+	if _, err := js.PublishMsg(ctx, m); err != nil {
+		t.Fatal(err)
+	}
+	cons, err := js.Consumer(ctx, n.Blobs, n.Uploader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg, err := cons.Next(jetstream.FetchMaxWait(2 * time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return msg
 }

@@ -145,23 +145,11 @@ func TestIntegrationRewriteOrder(t *testing.T) {
 // its own Ferry-Id (pass pass's), and returns it as the uploader's consumer delivers it.
 func rewriteMsg(t *testing.T, js jetstream.JetStream, n bus.Names, key, s3Key string, pass, wt int64, body []byte) jetstream.Msg {
 	t.Helper()
-	ctx := context.Background()
 	sum := md5.Sum(body)
 	rec := bus.Record{ID: bus.KeyID(n.Job, key) + ".p" + strconv.FormatInt(pass, 10), Key: key, S3Key: s3Key, Size: int64(len(body)),
 		MD5: sum[:], CRC32C: crc32.Checksum(body, crc32.MakeTable(crc32.Castagnoli)), HasCRC32C: true, WriteTime: wt}
 	m := nats.NewMsg(n.BlobsSubject)
 	rec.Encode(m.Header)
 	m.Data = body
-	if _, err := js.PublishMsg(ctx, m); err != nil {
-		t.Fatal(err)
-	}
-	cons, err := js.Consumer(ctx, n.Blobs, n.Uploader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	msg, err := cons.Next(jetstream.FetchMaxWait(2 * time.Second))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return msg
+	return delivered(t, js, n, m)
 }
