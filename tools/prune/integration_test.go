@@ -173,6 +173,7 @@ func fileLines(t *testing.T, dir, name string) []string {
 			out = append(out, l)
 		}
 	}
+	slices.Sort(out) // the candidates are written in the order their HEADs answered
 	return out
 }
 

@@ -317,7 +317,7 @@ func merge(ctx context.Context, ms, ml *diff.Merger, b Bucket, rules *keyrules.R
 			res.Examples[class] = append(res.Examples[class], key)
 		}
 	}
-	orph := startOrphans(ctx, b, rules, o, guard, res, &mu, outs[FileForeign], outs[FileRecent], example)
+	orph := startOrphans(ctx, b, rules, o, guard, res, &mu, outs[FileCandidates], outs[FileForeign], outs[FileRecent], example)
 	checks := make(chan group, 1024)
 	var wg sync.WaitGroup
 	for range max(o.Workers, 1) {
@@ -397,11 +397,7 @@ func merge(ctx context.Context, ms, ml *diff.Merger, b Bucket, rules *keyrules.R
 	}, res)
 	close(checks)
 	wg.Wait()
-	for _, key := range orph.finish() {
-		res.OnlyInS3++
-		outs[FileCandidates].Line(key)
-		example("only_in_s3", key)
-	}
+	orph.finish()
 	if err != nil {
 		return err
 	}

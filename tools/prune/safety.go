@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -63,14 +62,13 @@ func ownerOf(rules *keyrules.Rules, info blobstore.Info, key string) (string, st
 // workers and sorts them: a candidate (ferry's, for a key the scan did not find), not ferry's
 // (FileForeign), written since the guard (recent), gone, or unchecked (the HEAD failed).
 type orphans struct {
-	ch    chan string
-	wg    sync.WaitGroup
-	cands []string
+	ch chan string
+	wg sync.WaitGroup
 }
 
 // startOrphans starts the workers; mu guards res and the outputs, as in merge.
 func startOrphans(ctx context.Context, b Bucket, rules *keyrules.Rules, o Options, guard time.Time, res *Result,
-	mu *sync.Mutex, foreign, recent *diff.Output, example func(class, key string)) *orphans {
+	mu *sync.Mutex, cands, foreign, recent *diff.Output, example func(class, key string)) *orphans {
 	w := &orphans{ch: make(chan string, 1024)}
 	for range max(o.Workers, 1) {
 		w.wg.Go(func() {
@@ -96,7 +94,9 @@ func startOrphans(ctx context.Context, b Bucket, rules *keyrules.Rules, o Option
 					res.Foreign++
 					foreign.Line(key + "\t" + why)
 				default:
-					w.cands = append(w.cands, key)
+					res.OnlyInS3++
+					cands.Line(key)
+					example("only_in_s3", key)
 				}
 				mu.Unlock()
 			}
@@ -115,10 +115,9 @@ func (w *orphans) send(ctx context.Context, key string) bool {
 	}
 }
 
-// finish waits for the workers and returns the candidates in key order.
-func (w *orphans) finish() []string {
+// finish waits for the workers. The candidates are in FileCandidates in the order their HEADs
+// answered, not sorted: held in memory to sort, a bucket with a billion deleted keys would not fit.
+func (w *orphans) finish() {
 	close(w.ch)
 	w.wg.Wait()
-	slices.Sort(w.cands)
-	return w.cands
 }

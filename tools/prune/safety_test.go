@@ -67,7 +67,7 @@ func TestRunOwnersAndRecheck(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := lines(t, o.Out, FileCandidates); strings.Join(got, " ") != "p/legacy p/x p/y" {
+	if got := candidates(t, o.Out); strings.Join(got, " ") != "p/legacy p/x p/y" {
 		t.Errorf("candidates %q, want p/legacy p/x p/y", got)
 	}
 	raw, err := os.ReadFile(filepath.Join(o.Out, FileForeign))
