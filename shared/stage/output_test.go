@@ -43,7 +43,9 @@ func TestRunStoresOutput(t *testing.T) {
 			}
 			go func() {
 				for ctx.Err() == nil {
-					if ci, err := cons.Info(ctx); err == nil && ci.NumPending == 0 && ci.NumAckPending == 0 {
+					// The ack floor, not NumPending alone: the server may answer 0 pending before
+					// the consumer has counted a message it just stored.
+					if ci, err := cons.Info(ctx); err == nil && ci.AckFloor.Stream >= 1 && ci.NumPending == 0 && ci.NumAckPending == 0 {
 						break
 					}
 					time.Sleep(20 * time.Millisecond)
