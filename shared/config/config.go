@@ -26,6 +26,23 @@ type Job struct {
 	Destination Destination `yaml:"destination"`
 	Keys        KeyRules    `yaml:"keys"`
 	Prune       Prune       `yaml:"prune"`
+	Manifest    Manifest    `yaml:"manifest"`
+}
+
+// Manifest is where `ferry manifest` keeps the DONE ledger once it drains it: compressed
+// segments of verified keys, so that DONE stays bounded.
+type Manifest struct {
+	Bucket string `yaml:"bucket"` // default: destination.bucket
+	Prefix string `yaml:"prefix"` // default DefaultManifestPrefix; the segments are <prefix><job>/done/
+}
+
+// DefaultManifestPrefix is manifest.prefix when the job file does not name one.
+const DefaultManifestPrefix = "ferry-manifests/"
+
+// ManifestInDestination says whether the manifests share the destination bucket: then the key rules keep
+// their prefix free of objects (KeyRules.Reserved) and prune leaves them alone.
+func (j *Job) ManifestInDestination() bool {
+	return j.Manifest.Bucket == "" || j.Manifest.Bucket == j.Destination.Bucket
 }
 
 // Prune is how `ferry prune` reads the source key set it deletes by.
@@ -133,6 +150,10 @@ type KeyRules struct {
 	Template  string    `yaml:"template"`   // S3 key template; {key}, {hash2}, {hash4}; default {key}
 	// ContentType is the object's Content-Type; default from the key's extension.
 	ContentType string `yaml:"content_type"`
+	// Reserved are S3 key prefixes no key may map under (not from the file: Defaults sets the
+	// manifest prefix when the manifests share the destination bucket), so that a key's object
+	// and ferry's own files never meet.
+	Reserved []string `yaml:"-"`
 }
 
 // Rewrite replaces every match of a regular expression (Go RE2 syntax, $1 for groups).
@@ -216,6 +237,12 @@ func (j *Job) Defaults() {
 	if j.Prune.Consistency == "" {
 		j.Prune.Consistency = DefaultPruneConsistency
 	}
+	if j.Manifest.Prefix == "" {
+		j.Manifest.Prefix = DefaultManifestPrefix
+	}
+	if j.ManifestInDestination() {
+		j.Keys.Reserved = []string{j.Manifest.Prefix}
+	}
 }
 
 // Validate reports every bad value at once.
@@ -242,6 +269,9 @@ func (j *Job) Validate() error {
 	}
 	if c := strings.ToUpper(j.Prune.Consistency); c != "" && (!consistency[c] || c == "ANY") {
 		errs = append(errs, fmt.Errorf("prune.consistency: %q is not a read level", j.Prune.Consistency))
+	}
+	if p := j.Manifest.Prefix; p != "" && (strings.HasPrefix(p, "/") || !strings.HasSuffix(p, "/") || strings.Contains(p, "//") || strings.ContainsAny(p, "\n\x00")) {
+		errs = append(errs, fmt.Errorf("manifest.prefix %q: want a key prefix ending in / such as %s (no leading slash)", p, DefaultManifestPrefix))
 	}
 	return errors.Join(errs...)
 }

@@ -27,6 +27,7 @@ type Rules struct {
 	rewrites    []rewrite
 	template    string
 	contentType string
+	reserved    []string
 }
 
 type rewrite struct {
@@ -36,7 +37,7 @@ type rewrite struct {
 
 // Compile compiles validated rules (config.KeyRules.Validate).
 func Compile(k config.KeyRules) (*Rules, error) {
-	r := &Rules{maxLen: k.MaxLength, template: k.Template, contentType: k.ContentType}
+	r := &Rules{maxLen: k.MaxLength, template: k.Template, contentType: k.ContentType, reserved: k.Reserved}
 	if r.maxLen == 0 {
 		r.maxLen = 1024
 	}
@@ -95,6 +96,11 @@ func (r *Rules) Map(key string) (string, error) {
 	out := strings.NewReplacer("{key}", k, "{hash2}", h[:2], "{hash4}", h[:4]).Replace(r.template)
 	if len(out) > 1024 {
 		return "", fmt.Errorf("key %q: %w: S3 key %q is over 1024 bytes", key, ErrInvalid, out)
+	}
+	for _, p := range r.reserved {
+		if strings.HasPrefix(out, p) {
+			return "", fmt.Errorf("key %q: %w: S3 key %q is under %q, kept for ferry's manifests (manifest.prefix)", key, ErrInvalid, out, p)
+		}
 	}
 	// Empty, "." and ".." segments are folded by many S3-compatible servers (and file-backed ones
 	// like versitygw's posix), so two different keys could land on one object.

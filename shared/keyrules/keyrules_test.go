@@ -68,3 +68,38 @@ func TestContentType(t *testing.T) {
 		}
 	}
 }
+
+// TestMapReserved: no key maps under the manifests' prefix (a key's object and a manifest segment
+// never meet), wherever the rules would put it; keys beside it still map.
+func TestMapReserved(t *testing.T) {
+	j, err := config.Parse([]byte("source: {targets: [{hosts: [h], table: k.t}]}\ndestination: {bucket: bkt}\nkeys: {template: '{key}'}\n"), "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := Compile(j.Keys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		key     string
+		invalid bool
+	}{
+		{"ferry-manifests/default/done/00000000000000000001.csv.gz", true},
+		{"ferry-manifests/x", true},
+		{"ferry-manifests", false},
+		{"ferry-manifestsx/y", false},
+		{"a/ferry-manifests/y", false},
+	} {
+		_, err := r.Map(tc.key)
+		if got := errors.Is(err, ErrInvalid); got != tc.invalid {
+			t.Errorf("Map(%q): %v, want invalid %v", tc.key, err, tc.invalid)
+		}
+	}
+	// Manifests in a bucket of their own reserve nothing in the destination.
+	j.Manifest.Bucket = "other"
+	j.Keys.Reserved = nil
+	j.Defaults()
+	if len(j.Keys.Reserved) != 0 {
+		t.Errorf("manifests in another bucket reserve %v", j.Keys.Reserved)
+	}
+}

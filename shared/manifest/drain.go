@@ -1,0 +1,330 @@
+package manifest
+
+import (
+	"bytes"
+	"context"
+	"crypto/md5"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/ferry-migrate/ferry/shared/blobstore"
+	"github.com/ferry-migrate/ferry/shared/bus"
+)
+
+// StateKey is the KV key (job's KV) of the drain's State.
+const StateKey = "manifest.done"
+
+// State is what the drain has moved out of DONE: DONE entries below NextSeq are in segments
+// (or counted Lost), and the totals are theirs.
+type State struct {
+	NextSeq    uint64    `json:"next_seq"` // the first DONE sequence not in a segment
+	Segments   uint64    `json:"segments"`
+	Entries    uint64    `json:"entries"`
+	Superseded uint64    `json:"superseded"` // entries of messages whose key holds newer bytes
+	Bytes      uint64    `json:"bytes"`      // of the entries' blobs
+	Lost       uint64    `json:"lost"`       // DONE entries gone before the drain came to them
+	First      time.Time `json:"first_verified"`
+	Last       time.Time `json:"last_verified"`
+	// Minutes are entries per minute (Unix seconds of its start) of the last KeepMinutes before
+	// Last; older minutes are summed into Hours, so the state stays small for months.
+	Minutes map[int64]uint64 `json:"minutes"`
+	Hours   map[int64]uint64 `json:"hours"`
+}
+
+// KeepMinutes is how much of the per-minute history the state keeps.
+const KeepMinutes = 24 * time.Hour
+
+func (s *State) add(entries []Entry) {
+	if s.Minutes == nil {
+		s.Minutes = map[int64]uint64{}
+	}
+	if s.Hours == nil {
+		s.Hours = map[int64]uint64{}
+	}
+	for _, e := range entries {
+		t := e.Stored.UTC()
+		s.Entries++
+		if e.Record.Superseded != 0 {
+			s.Superseded++
+		}
+		if e.Record.Size > 0 {
+			s.Bytes += uint64(e.Record.Size)
+		}
+		if s.First.IsZero() || t.Before(s.First) {
+			s.First = t
+		}
+		if t.After(s.Last) {
+			s.Last = t
+		}
+		s.Minutes[t.Truncate(time.Minute).Unix()]++
+	}
+	floor := s.Last.Add(-KeepMinutes).Unix()
+	for m, n := range s.Minutes {
+		if m < floor {
+			s.Hours[m-m%3600] += n
+			delete(s.Minutes, m)
+		}
+	}
+}
+
+// Store is where segments are written and read: the destination bucket or the one the job file
+// names for manifests.
+type Store interface {
+	Bucket() string
+	Put(ctx context.Context, in blobstore.PutInput) (blobstore.PutResult, error)
+	Get(ctx context.Context, key string) ([]byte, error)
+	ListObjects(ctx context.Context, prefix, after, upTo string, fn func(blobstore.Object) error) error
+}
+
+// Drain moves DONE's entries into segments.
+type Drain struct {
+	JS     jetstream.JetStream
+	Names  bus.Names
+	Store  Store
+	Prefix string // manifest.prefix; segments are Prefix + job + "/done/"
+	// MinAge keeps the newest entries in DONE (status's rate of the last minute reads them).
+	MinAge time.Duration
+	Batch  int // entries per segment at most
+	Log    *slog.Logger
+	Now    func() time.Time
+}
+
+// Defaults of `ferry manifest`.
+const (
+	DefaultEvery  = time.Minute
+	DefaultMinAge = 2 * time.Minute
+	DefaultBatch  = 100_000
+)
+
+// Dir is the folder of the job's DONE segments.
+func Dir(prefix, job string) string { return prefix + job + "/done/" }
+
+// SegmentKey is the object of the segment that starts the chain at DONE sequence seq: its name is
+// the drain's state, not its content, so that a drain restarted after writing it (or a second
+// drain) finds it instead of writing an overlapping one.
+func SegmentKey(prefix, job string, seq uint64) string {
+	return fmt.Sprintf("%s%020d.csv.gz", Dir(prefix, job), seq)
+}
+
+// Result is what one Round did.
+type Result struct {
+	Entries int
+	First   uint64
+	Last    uint64
+	Lost    uint64
+	Segment string
+	Adopted bool // the segment was there already (a drain before a crash, or another drain)
+}
+
+// ErrRaced is a round whose state update lost to another drain: nothing is lost, the next round
+// starts where that drain left off.
+var ErrRaced = errors.New("another drain moved the manifest on")
+
+// LoadState reads the drain's state and its KV revision (0: none yet).
+func LoadState(ctx context.Context, kv jetstream.KeyValue) (State, uint64, error) {
+	var s State
+	e, err := kv.Get(ctx, StateKey)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return s, 0, nil
+	}
+	if err != nil {
+		return s, 0, fmt.Errorf("read %s: %w", StateKey, err)
+	}
+	if err := json.Unmarshal(e.Value(), &s); err != nil {
+		return s, 0, fmt.Errorf("read %s: %w", StateKey, err)
+	}
+	return s, e.Revision(), nil
+}
+
+// Round writes one segment of the DONE entries older than MinAge, if there are any, records it
+// and purges them from DONE. The order makes every crash safe: the segment is created only if
+// absent (a leftover from a crash is adopted as it is), the state moves on by compare-and-set,
+// and DONE is purged only below the state's NextSeq (again at the start of every round, should a
+// crash have come between).
+func (d *Drain) Round(ctx context.Context) (Result, error) {
+	var res Result
+	kv, err := d.JS.KeyValue(ctx, d.Names.KV)
+	if err != nil {
+		return res, fmt.Errorf("manifest: kv %s: %w", d.Names.KV, err)
+	}
+	st, rev, err := LoadState(ctx, kv)
+	if err != nil {
+		return res, fmt.Errorf("manifest: %w", err)
+	}
+	if st.NextSeq == 0 {
+		st.NextSeq = 1
+	}
+	s, err := d.JS.Stream(ctx, d.Names.Done)
+	if err != nil {
+		return res, fmt.Errorf("manifest: stream %s: %w", d.Names.Done, err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		return res, fmt.Errorf("manifest: stream info %s: %w", d.Names.Done, err)
+	}
+	if info.State.Msgs > 0 && info.State.FirstSeq < st.NextSeq {
+		if err := d.purge(ctx, s, st.NextSeq); err != nil {
+			return res, err
+		}
+	}
+	if info.State.LastSeq < st.NextSeq {
+		return res, nil
+	}
+	entries, err := d.read(ctx, s, st.NextSeq)
+	if err != nil || len(entries) == 0 {
+		return res, err
+	}
+	key := SegmentKey(d.Prefix, d.Names.Job, st.NextSeq)
+	res.Segment = key
+	body, err := encode(d.Store.Bucket(), entries)
+	if err != nil {
+		return res, fmt.Errorf("manifest: encode %s: %w", key, err)
+	}
+	sum := md5.Sum(body)
+	_, err = d.Store.Put(ctx, blobstore.PutInput{Key: key, Body: body, MD5: sum[:], ContentType: "application/gzip", IfAbsent: true,
+		Metadata: map[string]string{"ferry-job": d.Names.Job, "ferry-first-seq": strconv.FormatUint(entries[0].Seq, 10),
+			"ferry-last-seq": strconv.FormatUint(entries[len(entries)-1].Seq, 10), "ferry-entries": strconv.Itoa(len(entries))}})
+	if errors.Is(err, blobstore.ErrExists) {
+		// Written from the same DONE entries (DONE is purged only below NextSeq), perhaps fewer or
+		// more of them: its content decides where this segment ends.
+		if entries, err = d.readSegment(ctx, key); err != nil {
+			return res, err
+		}
+		res.Adopted = true
+	} else if err != nil {
+		return res, fmt.Errorf("manifest: write %s: %w", key, err)
+	}
+	if len(entries) == 0 || entries[0].Seq < st.NextSeq {
+		return res, fmt.Errorf("manifest: segment %s does not start at DONE sequence %d or later", key, st.NextSeq)
+	}
+	res.Entries, res.First, res.Last = len(entries), entries[0].Seq, entries[len(entries)-1].Seq
+	res.Lost = res.First - st.NextSeq
+	if res.Lost > 0 {
+		d.Log.Error("DONE entries gone before the manifest drain read them: they are in no segment (DONE purged or limited by someone else?)",
+			"from", st.NextSeq, "to", res.First-1, "count", res.Lost)
+	}
+	st.add(entries)
+	st.Lost += res.Lost
+	st.Segments++
+	st.NextSeq = res.Last + 1
+	b, err := json.Marshal(st)
+	if err != nil {
+		return res, fmt.Errorf("manifest: %w", err)
+	}
+	if rev == 0 {
+		_, err = kv.Create(ctx, StateKey, b)
+	} else {
+		_, err = kv.Update(ctx, StateKey, b, rev)
+	}
+	if errors.Is(err, jetstream.ErrKeyExists) || isWrongSequence(err) {
+		return res, fmt.Errorf("manifest: %w: %v", ErrRaced, err)
+	}
+	if err != nil {
+		return res, fmt.Errorf("manifest: record %s: %w", StateKey, err)
+	}
+	return res, d.purge(ctx, s, st.NextSeq)
+}
+
+func isWrongSequence(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence
+}
+
+// purge removes DONE's entries below seq: they are in segments.
+func (d *Drain) purge(ctx context.Context, s jetstream.Stream, seq uint64) error {
+	if err := s.Purge(ctx, jetstream.WithPurgeSequence(seq)); err != nil {
+		return fmt.Errorf("manifest: purge %s below %d: %w", d.Names.Done, seq, err)
+	}
+	return nil
+}
+
+// read returns up to Batch entries of DONE from sequence from on, stored before now − MinAge.
+func (d *Drain) read(ctx context.Context, s jetstream.Stream, from uint64) ([]Entry, error) {
+	c, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverByStartSequencePolicy,
+		OptStartSeq: from, HeadersOnly: true, InactiveThreshold: time.Minute})
+	if err != nil {
+		return nil, fmt.Errorf("manifest: read %s: %w", d.Names.Done, err)
+	}
+	if ci := c.CachedInfo(); ci == nil || ci.NumPending == 0 {
+		return nil, nil
+	}
+	it, err := c.Messages(jetstream.PullMaxMessages(min(d.Batch, 1000)))
+	if err != nil {
+		return nil, fmt.Errorf("manifest: read %s: %w", d.Names.Done, err)
+	}
+	defer it.Stop()
+	cutoff := d.Now().Add(-d.MinAge)
+	var out []Entry
+	for len(out) < d.Batch {
+		m, err := it.Next(jetstream.NextMaxWait(10 * time.Second))
+		if err != nil {
+			return nil, fmt.Errorf("manifest: read %s: %w", d.Names.Done, err)
+		}
+		md, err := m.Metadata()
+		if err != nil {
+			return nil, fmt.Errorf("manifest: read %s: %w", d.Names.Done, err)
+		}
+		if md.Timestamp.After(cutoff) {
+			break
+		}
+		rec, err := bus.DecodeRecord(m.Headers())
+		if err != nil {
+			// Kept as far as it decodes: the entry is counted and its key is in the segment.
+			d.Log.Warn("DONE entry with a bad header", "seq", md.Sequence.Stream, "err", err)
+		}
+		out = append(out, Entry{Seq: md.Sequence.Stream, Stored: md.Timestamp.UTC(), Record: rec})
+		if md.NumPending == 0 {
+			break
+		}
+	}
+	return out, nil
+}
+
+func (d *Drain) readSegment(ctx context.Context, key string) ([]Entry, error) {
+	b, err := d.Store.Get(ctx, key)
+	if err != nil {
+		return nil, fmt.Errorf("manifest: read %s: %w", key, err)
+	}
+	var out []Entry
+	if err := Decode(bytes.NewReader(b), func(e Entry) error { out = append(out, e); return nil }); err != nil {
+		return nil, fmt.Errorf("manifest: %s: %w", key, err)
+	}
+	return out, nil
+}
+
+// Run drains every interval until ctx ends. A failed round is logged and tried again at the next
+// tick: DONE keeps the entries meanwhile.
+func (d *Drain) Run(ctx context.Context, every time.Duration) error {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		for {
+			res, err := d.Round(ctx)
+			if ctx.Err() != nil {
+				return nil
+			}
+			if err != nil {
+				level := slog.LevelWarn
+				if errors.Is(err, ErrRaced) {
+					level = slog.LevelDebug
+				}
+				d.Log.Log(ctx, level, "manifest round failed; DONE keeps its entries until the next", "err", err)
+				break
+			}
+			if res.Entries < d.Batch { // caught up to MinAge
+				break
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
