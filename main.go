@@ -17,10 +17,12 @@ import (
 	"github.com/ferry-migrate/ferry/producer"
 	"github.com/ferry-migrate/ferry/shared/bus"
 	"github.com/ferry-migrate/ferry/shared/config"
+	"github.com/ferry-migrate/ferry/shared/manifest"
 	"github.com/ferry-migrate/ferry/shared/service"
 	"github.com/ferry-migrate/ferry/tools/bench"
 	"github.com/ferry-migrate/ferry/tools/diff"
 	"github.com/ferry-migrate/ferry/tools/dlq"
+	"github.com/ferry-migrate/ferry/tools/plan"
 	"github.com/ferry-migrate/ferry/tools/prune"
 	"github.com/ferry-migrate/ferry/tools/repair"
 	"github.com/ferry-migrate/ferry/tools/report"
@@ -80,10 +82,12 @@ func app() *cli.App {
 			throttle.Command(),
 			seed.Command(),
 			bench.Command(),
+			plan.Command(),
 			diff.Command(),
 			prune.Command(),
 			status.Command(),
 			report.Command(),
+			manifest.Command(),
 			repair.Command(),
 		},
 		OnUsageError: onUsageError,
