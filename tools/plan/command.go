@@ -20,18 +20,28 @@ func Command() *cli.Command {
 	in := DefaultInput()
 	var keys, size string
 	var asJSON bool
+	var fromBench cli.StringSlice
 	return &cli.Command{
 		Name:  "plan",
 		Usage: "work out the processes, NATS cluster, Cassandra read rate and S3 request cost of a migration before it starts (connects to nothing)",
-		Flags: in.flags(&keys, &size, &asJSON),
+		Flags: append(in.flags(&keys, &size, &asJSON),
+			&cli.StringSliceFlag{Name: "from-bench", Destination: &fromBench, Usage: "a ferry bench source or dest --json result (`FILE`, repeatable): the source's mean blob size when --mean-size is not given, and the requests in flight each dependency needs at the peak"}),
 		Action: func(c *cli.Context) error {
+			var results []benchResult
 			var errs []error
+			for _, f := range fromBench.Value() {
+				r, err := readBench(f)
+				if err != nil {
+					return config.Invalid(err)
+				}
+				results = append(results, r)
+			}
 			var err error
 			if in.Keys, err = ParseCount(keys); err != nil {
 				errs = append(errs, fmt.Errorf("--keys: %w", err))
 			}
-			if in.MeanSize, err = ParseSize(size); err != nil {
-				errs = append(errs, fmt.Errorf("--mean-size: %w", err))
+			if in.MeanSize, err = meanSize(size, results); err != nil {
+				errs = append(errs, err)
 			}
 			if err := errors.Join(errs...); err != nil {
 				return config.Invalid(err)
@@ -39,6 +49,13 @@ func Command() *cli.Command {
 			p, err := Make(in)
 			if err != nil {
 				return config.Invalid(err)
+			}
+			if len(results) > 0 {
+				m, err := measure(p, results)
+				if err != nil {
+					return config.Invalid(err)
+				}
+				p.Measured = &m
 			}
 			if asJSON {
 				enc := json.NewEncoder(c.App.Writer)
@@ -53,13 +70,13 @@ func Command() *cli.Command {
 func (in *Input) flags(keys, size *string, asJSON *bool) []cli.Flag {
 	const rates, nats, s3 = "per-core rates", "NATS", "S3"
 	return []cli.Flag{
-		&cli.StringFlag{Name: "keys", Required: true, Destination: keys, Usage: "keys to migrate: 150000000000 or 150e9"},
-		&cli.StringFlag{Name: "mean-size", Required: true, Destination: size, Usage: "mean blob size in bytes, or with a unit: 30KiB, 1.5MiB, 2GiB (also kB, MB, GB)"},
-		&cli.Float64Flag{Name: "days", Required: true, Destination: &in.Days, Usage: "days the migration may take"},
+		&cli.StringFlag{Name: "keys", Destination: keys, Usage: "keys to migrate: 150000000000 or 150e9"},
+		&cli.StringFlag{Name: "mean-size", Destination: size, Usage: "mean blob size in bytes, or with a unit: 30KiB, 1.5MiB, 2GiB (also kB, MB, GB)"},
+		&cli.Float64Flag{Name: "days", Destination: &in.Days, Usage: "days the migration may take"},
 		&cli.Float64Flag{Name: "headroom", Value: in.Headroom, Destination: &in.Headroom, Usage: "peak over mean rate that processes, partitions and servers are sized for (the seed system: 10,000 peak over 4,300 mean)"},
 		&cli.BoolFlag{Name: "json", Destination: asJSON, Usage: "print the plan as JSON"},
 
-		&cli.Float64Flag{Name: "fetcher-rate", Value: in.FetcherRate, Destination: &in.FetcherRate, Usage: "files/s a fetcher does per core (default: make bench, 2026-12-07)", Category: rates},
+		&cli.Float64Flag{Name: "fetcher-rate", Value: in.FetcherRate, Destination: &in.FetcherRate, Usage: "files/s a fetcher does per core (the defaults: make bench on 2026-12-07)", Category: rates},
 		&cli.Float64Flag{Name: "uploader-rate", Value: in.UploaderRate, Destination: &in.UploaderRate, Usage: "files/s an uploader does per core", Category: rates},
 		&cli.Float64Flag{Name: "verifier-rate", Value: in.VerifierRate, Destination: &in.VerifierRate, Usage: "files/s a verifier does per core", Category: rates},
 		&cli.Float64Flag{Name: "cores-per-process", Value: in.CoresPerProcess, Destination: &in.CoresPerProcess, Usage: "cores each fetcher, uploader and verifier process gets", Category: rates},
@@ -85,6 +102,26 @@ func (in *Input) flags(keys, size *string, asJSON *bool) []cli.Flag {
 		&cli.Float64Flag{Name: "get-price", Value: in.Prices.GetPer1000, Destination: &in.Prices.GetPer1000, Usage: "USD per 1,000 GET or HEAD requests", Category: s3},
 		&cli.Float64Flag{Name: "storage-price", Value: in.Prices.StorageGBMonth, Destination: &in.Prices.StorageGBMonth, Usage: "USD per GB-month stored (first 50 TB; 0.021 above 500 TB)", Category: s3},
 	}
+}
+
+// meanSize is --mean-size, or else the mean size of the blobs a bench source result found.
+func meanSize(flag string, results []benchResult) (float64, error) {
+	if flag != "" {
+		n, err := ParseSize(flag)
+		if err != nil {
+			return 0, fmt.Errorf("--mean-size: %w", err)
+		}
+		return n, nil
+	}
+	for _, r := range results {
+		if r.source != nil {
+			if n := sourceMeanSize(r.source); n > 0 {
+				return n, nil
+			}
+			return 0, fmt.Errorf("--mean-size: required: the bench source result %s found no blob to take a size from", r.file)
+		}
+	}
+	return 0, errors.New("--mean-size: required (e.g. 30KiB), or a ferry bench source result given with --from-bench")
 }
 
 // ParseCount reads a key count: an integer (150000000000) or a number in e-notation (150e9,
@@ -162,8 +199,8 @@ func (p Plan) WriteText(w io.Writer) error {
 	f("  %-38s %14s %7.1f %11d\n\n", "total", "", pr.Cores, pr.Fetcher.Processes+pr.Uploader.Processes+pr.Verifier.Processes)
 
 	f("NATS (R%d)\n", n.Replicas)
-	f("  partitions           %d streams a stage: BLOBS %s at %s a leader: %d; %s msgs/s at %s a leader: %d\n",
-		n.Partitions, decimal(n.BlobsBytesPerSec), decimal(in.LeaderMBps*1e6), n.PartitionsForBytes,
+	f("  partitions           %d streams a stage: BLOBS %s at %g MB/s a leader: %d; %s msgs/s at %s a leader: %d\n",
+		n.Partitions, decimal(n.BlobsBytesPerSec), in.LeaderMBps, n.PartitionsForBytes,
 		count(r.PeakFilesSec), count(in.LeaderMsgs), n.PartitionsForMsgs)
 	f("  servers              %d: at least R (%d), one BLOBS leader each (%d), CPU %.0f cores at %g a server (%d)\n",
 		n.Nodes, n.Replicas, n.Partitions, n.CPUCores, in.NodeCores, int(math.Ceil(n.CPUCores/in.NodeCores)))
@@ -194,7 +231,7 @@ func (p Plan) WriteText(w io.Writer) error {
 	}
 	head := "the verifier's"
 	if s.HeadPerKey > 1 {
-		head = "the uploader's before the PUT and the verifier's"
+		head = "the uploader's first, the verifier's"
 	}
 	row := func(name, n, why, cost string) { f("  %-6s %19s  %-48s %12s\n", name, n, why, cost) }
 	row("PUT", count(s.Puts), fmt.Sprintf("%g a key: %s", s.PutPerKey, put), money(s.PutCost))
@@ -203,6 +240,21 @@ func (p Plan) WriteText(w io.Writer) error {
 	row("GET", count(s.Gets), fmt.Sprintf("--deep-sample %g", in.DeepSample), money(s.GetCost))
 	row("total", "", "requests", money(s.RequestCost))
 	row("stored", count(s.StorageGB)+" GB", "a month", money(s.StorageMonthly))
+	if m := p.Measured; m != nil {
+		f("\nmeasured (--from-bench; requests in flight at the peak = the peak rate × the measured mean latency)\n")
+		if s := m.Source; s != nil {
+			f("  Cassandra            %s reads/s from %s at concurrency %d, %.1f ms mean; the peak is %.1f× that: %s reads in flight (%s)\n",
+				count(s.ReadsPerSec), s.Target, s.Concurrency, s.MeanLatencyMS, s.PeakOverRate, count(s.InFlight), s.File)
+		}
+		if d := m.Dest; d != nil {
+			f("  S3 PUT               %s/s of %s at concurrency %d, %.1f ms mean; the peak needs %s/s: %s in flight (%s)\n",
+				count(d.PutsPerSec), binary(float64(d.Size)), d.Concurrency, d.PutLatencyMS, count(d.PeakPuts), count(d.PutsInFlight), d.File)
+			if d.HeadsPerSec > 0 {
+				f("  S3 HEAD              %s/s, %.1f ms mean; the peak needs %s/s: %s in flight\n",
+					count(d.HeadsPerSec), d.HeadLatencyMS, count(d.PeakHeads), count(d.HeadsInFlight))
+			}
+		}
+	}
 	_, err := io.WriteString(w, b.String())
 	return err
 }

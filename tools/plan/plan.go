@@ -15,11 +15,12 @@ import (
 // Defaults. The per-core rates are the medians of ferry-split's three rounds in the newest
 // `make bench` result with per-process CPU, benchmarks/results/2026-12-07-fa61e6c-n10000.json
 // (10,000 seeded blobs, median ~30 KiB): fetcher 0.454, uploader 0.807, verifier 0.507 CPU s per
-// 1,000 files, each process's kernel rusage divided by the files it moved.
+// 1,000 files, each process's kernel rusage divided by the files it moved; a rate is 1,000 over
+// that, rounded.
 const (
-	DefaultFetcherRate  = 1000 / 0.454 // files/s per core
-	DefaultUploaderRate = 1000 / 0.807
-	DefaultVerifierRate = 1000 / 0.507
+	DefaultFetcherRate  = 2203 // files/s per core
+	DefaultUploaderRate = 1239
+	DefaultVerifierRate = 1972
 	// DefaultBrokerCPU is nats-server's CPU s per 1,000 files migrated, per replica (an upper
 	// bound for followers, which skip the client side): 0.60 measured
 	// beside ferry-split (benchmarks/results/2026-11-25-5509680-dirty.json, nats-server's default
@@ -182,6 +183,7 @@ type Plan struct {
 	Dedupe    Dedupe    `json:"dedupe"`
 	Cassandra Cassandra `json:"cassandra"`
 	S3        S3        `json:"s3"`
+	Measured  *Measured `json:"measured,omitempty"` // --from-bench
 }
 
 // Rate is the pace the deadline asks for.

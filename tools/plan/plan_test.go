@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/json"
 	"math"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -11,6 +13,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/ferry-migrate/ferry/shared/config"
+	"github.com/ferry-migrate/ferry/tools/bench"
 )
 
 // input is the default input for keys of size bytes in days.
@@ -292,6 +295,76 @@ func TestCommand(t *testing.T) {
 		{[]string{"--keys", "150G", "--mean-size", "30KiB", "--days", "40"}, `--keys: "150G" is not a count`},
 		{[]string{"--keys", "150e9", "--mean-size", "30 KB/s", "--days", "40"}, `--mean-size: "30 KB/s" is not a size`},
 		{[]string{"--keys", "150e9", "--mean-size", "30KiB", "--days", "40", "--dedupe-window", "30s"}, "--dedupe-window 30s"},
+	} {
+		_, err := run(t, c.args...)
+		if err == nil || !strings.Contains(err.Error(), c.errPart) || !config.IsInvalid(err) {
+			t.Errorf("%v: error %v, want a usage error saying %q", c.args, err, c.errPart)
+		}
+	}
+}
+
+// benchFile writes a ferry bench result as `--json` does and returns its path.
+func benchFile(t *testing.T, name string, report any) string {
+	t.Helper()
+	b, err := json.Marshal(report)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func TestFromBench(t *testing.T) {
+	source := benchFile(t, "source.json", bench.SourceReport{Concurrency: 64, Targets: []bench.TargetResult{
+		{Target: "down", Unmeasurable: "no route"},
+		// The mean size is over every target's blobs: (40,000 + 20,000) / 2,000 = 30 bytes.
+		{Target: "dc1", Reads: 1000, Found: 1000, Bytes: 40_000, ReadsPerSec: 500, Latency: bench.Latency{Mean: 20 * time.Millisecond}},
+		{Target: "dc2", Reads: 1000, Found: 1000, Bytes: 20_000, ReadsPerSec: 250},
+	}})
+	dest := benchFile(t, "dest.json", bench.DestReport{Bucket: "b", Concurrency: 32, Sizes: []bench.SizeResult{
+		{Size: 16 << 10, Put: bench.OpResult{FilesPerSec: 400, Latency: bench.Latency{Mean: 80 * time.Millisecond}},
+			Head: &bench.OpResult{FilesPerSec: 2000, Latency: bench.Latency{Mean: 10 * time.Millisecond}}},
+		{Size: 256 << 10, Put: bench.OpResult{FilesPerSec: 100}},
+	}})
+	neither := benchFile(t, "other.json", map[string]int{"keys": 1})
+	base := []string{"--keys", "8.64e6", "--days", "1", "--headroom", "1", "--json"} // 100 files/s
+
+	out, err := run(t, append(base, "--from-bench", source, "--from-bench", dest)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var p Plan
+	if err := json.Unmarshal([]byte(out), &p); err != nil {
+		t.Fatal(err)
+	}
+	if p.Rate.MeanSize != 30 {
+		t.Errorf("mean size %g, want 30 (the source result's blobs)", p.Rate.MeanSize)
+	}
+	s, d := p.Measured.Source, p.Measured.Dest
+	if s == nil || s.Target != "dc1" || s.ReadsPerSec != 500 || !near(s.PeakOverRate, 0.2) || !near(s.InFlight, 2) {
+		t.Errorf("source %+v, want dc1 at 500 reads/s, 0.2×, 2 in flight (100/s × 20 ms)", s)
+	}
+	if d == nil || d.Size != 16<<10 || !near(d.PeakPuts, 100) || !near(d.PutsInFlight, 8) || !near(d.PeakHeads, 100) || !near(d.HeadsInFlight, 1) {
+		t.Errorf("dest %+v, want 16 KiB, 100 PUTs/s and 8 in flight, 100 HEADs/s and 1", d)
+	}
+
+	out, err = run(t, "--keys", "8.64e6", "--days", "1", "--mean-size", "1KiB", "--from-bench", dest)
+	if err != nil || !strings.Contains(out, "S3 PUT               400/s of 16.0 KiB at concurrency 32") {
+		t.Errorf("text with a dest result: %v\n%s", err, out)
+	}
+
+	for _, c := range []struct {
+		args    []string
+		errPart string
+	}{
+		{[]string{"--keys", "1e6", "--days", "1"}, "--mean-size: required"},
+		{[]string{"--keys", "1e6", "--days", "1", "--from-bench", dest}, "--mean-size: required"},
+		{[]string{"--keys", "1e6", "--days", "1", "--from-bench", neither}, "neither a ferry bench source nor a ferry bench dest result"},
+		{[]string{"--keys", "1e6", "--days", "1", "--from-bench", source, "--from-bench", source}, "two ferry bench source results"},
+		{[]string{"--keys", "1e6", "--days", "1", "--from-bench", filepath.Join(t.TempDir(), "none.json")}, "no such file"},
 	} {
 		_, err := run(t, c.args...)
 		if err == nil || !strings.Contains(err.Error(), c.errPart) || !config.IsInvalid(err) {
