@@ -37,8 +37,8 @@ const (
 	// fsyncs) those 400 MB/s through one stream's write path on top of its share as a follower.
 	DefaultLeaderMBps = 400
 	// DefaultLeaderMsgs caps the messages/s one stream leader takes: each is a fsynced file store
-	// write and a replication round; the 2-core VM took ~50,000 keys/s into one R1 stream
-	// (docs/performance.md, scanning the source table, before every write was fsynced).
+	// write and a replication round; the scan benchmarks put 49,000-71,000 keys/s into one R1
+	// stream on the 2-core VM (docs/performance.md, before every write was fsynced).
 	DefaultLeaderMsgs = 50_000
 	// DefaultRecordBytes is one KEYS, UPLOADED or DONE message as stored: ferry's headers (Ferry-Id,
 	// Ferry-Key, Ferry-S3-Key, size, MD5, CRC32C, writetime, ETag, origin), Nats-Msg-Id, the
