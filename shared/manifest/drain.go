@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/ferry-migrate/ferry/shared/blobstore"
 	"github.com/ferry-migrate/ferry/shared/bus"
@@ -93,6 +94,8 @@ type Drain struct {
 	Batch  int // entries per segment at most
 	Log    *slog.Logger
 	Now    func() time.Time
+
+	entries, segments, failures prometheus.Counter // nil: not counted
 }
 
 // Defaults of `ferry manifest`.
@@ -315,7 +318,14 @@ func (d *Drain) Run(ctx context.Context, every time.Duration) error {
 					level = slog.LevelDebug
 				}
 				d.Log.Log(ctx, level, "manifest round failed; DONE keeps its entries until the next", "err", err)
+				if d.failures != nil {
+					d.failures.Inc()
+				}
 				break
+			}
+			if d.entries != nil && res.Entries > 0 {
+				d.entries.Add(float64(res.Entries))
+				d.segments.Inc()
 			}
 			if res.Entries < d.Batch { // caught up to MinAge
 				break
@@ -327,4 +337,19 @@ func (d *Drain) Run(ctx context.Context, every time.Duration) error {
 		case <-t.C:
 		}
 	}
+}
+
+// Verified is the number of entries DONE ever stored: its last sequence, which counts the entries
+// drained into segments as well as those still in it (a stream's sequence never goes back, and
+// duplicates are never stored).
+func Verified(ctx context.Context, js jetstream.JetStream, n bus.Names) (uint64, error) {
+	s, err := js.Stream(ctx, n.Done)
+	if err != nil {
+		return 0, fmt.Errorf("stream %s: %w", n.Done, err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("stream info %s: %w", n.Done, err)
+	}
+	return info.State.LastSeq, nil
 }

@@ -95,15 +95,24 @@ func publishDone(t *testing.T, js jetstream.JetStream, n bus.Names, from, count 
 }
 
 func newDrain(js jetstream.JetStream, n bus.Names, st Store, batch int) *Drain {
-	return &Drain{JS: js, Names: n, Store: st, Prefix: "ferry-manifests/", Batch: batch,
+	return newDrainAt(js, n, st, "ferry-manifests/", batch)
+}
+
+func newDrainAt(js jetstream.JetStream, n bus.Names, st Store, prefix string, batch int) *Drain {
+	return &Drain{JS: js, Names: n, Store: st, Prefix: prefix, Batch: batch,
 		Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Now: time.Now}
 }
 
 // segments decodes every segment of the job in name order.
-func segments(t *testing.T, st *memStore, job string) []Entry {
+func segments(t *testing.T, st Store, job string) []Entry {
+	t.Helper()
+	return segmentsAt(t, st, "ferry-manifests/", job)
+}
+
+func segmentsAt(t *testing.T, st Store, prefix, job string) []Entry {
 	t.Helper()
 	var out []Entry
-	err := st.ListObjects(context.Background(), Dir("ferry-manifests/", job), "", "", func(o blobstore.Object) error {
+	err := st.ListObjects(context.Background(), Dir(prefix, job), "", "", func(o blobstore.Object) error {
 		b, _ := st.Get(context.Background(), o.Key)
 		return Decode(bytes.NewReader(b), func(e Entry) error { out = append(out, e); return nil })
 	})
@@ -265,13 +274,17 @@ func TestDrainMinAge(t *testing.T) {
 
 // TestDrainsRace: two drains at once write each entry into exactly one segment.
 func TestDrainsRace(t *testing.T) {
+	js, n := bustest.Job(t)
+	drainsRace(t, js, n, newMemStore(), "ferry-manifests/")
+}
+
+func drainsRace(t *testing.T, js jetstream.JetStream, n bus.Names, st Store, prefix string) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	js, n := bustest.Job(t)
-	st := newMemStore()
 	var wg sync.WaitGroup
 	for i := 0; i < 2; i++ {
-		d := newDrain(js, n, st, 17+i*13)
+		d := newDrainAt(js, n, st, prefix, 17+i*13)
 		wg.Go(func() { _ = d.Run(ctx, 5*time.Millisecond) })
 	}
 	for i := 0; i < 400; i += 40 {
@@ -287,7 +300,7 @@ func TestDrainsRace(t *testing.T) {
 	}
 	cancel()
 	wg.Wait()
-	checkChain(t, segments(t, st, n.Job), 400)
+	checkChain(t, segmentsAt(t, st, prefix, n.Job), 400)
 }
 
 // TestDrainGap: DONE entries purged by someone else before the drain read them are counted lost,

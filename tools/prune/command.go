@@ -226,6 +226,8 @@ func run(ctx context.Context, c *cli.Context, job *config.Job, cfg Config) error
 			return err
 		}
 	}
+	// The manifests' prefix (when they share the bucket) holds no key's object: the rules refuse it.
+	excl = append(excl, job.Keys.Reserved...)
 	o := Options{Out: cfg.Out, Tmp: cfg.Tmp, Mem: cfg.mem, Prefix: Prefix(job.Keys.Template), Quarantine: cfg.Quarantine,
 		Exclude: excl, Delete: cfg.Delete, MaxDelete: cfg.maxDelete, Listers: cfg.Listers, Workers: cfg.Workers,
 		ClockSkew: cfg.ClockSkew, Floor: floor, Margin: margin, Bucket: job.Destination.Bucket, Log: slog.Warn}

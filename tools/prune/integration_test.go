@@ -119,7 +119,9 @@ keys:
   template: '%s{key}'
 prune:
   consistency: LOCAL_QUORUM
-`, host, dc, timeout, "http://127.0.0.1:7070", st.prefix)
+manifest:
+  prefix: '%sferry-manifests/'
+`, host, dc, timeout, "http://127.0.0.1:7070", st.prefix, st.prefix)
 	if e := os.Getenv("FERRY_TEST_S3"); e != "" {
 		y = strings.Replace(y, "http://127.0.0.1:7070", e, 1)
 	}
@@ -229,6 +231,8 @@ func TestIntegrationPrune(t *testing.T) {
 	for _, k := range extras {
 		st.put(k, 1)
 	}
+	// A manifest segment under the job's listing prefix: ferry's own file, never a candidate.
+	st.put("ferry-manifests/t/done/00000000000000000001.csv.gz", 0)
 	time.Sleep(1100 * time.Millisecond) // LastModified has whole seconds: the extras must predate the scan
 
 	t.Run("dry run", func(t *testing.T) {
@@ -241,6 +245,9 @@ func TestIntegrationPrune(t *testing.T) {
 		}
 		if got := fileLines(t, out, FileMissing); !slices.Equal(got, missing) {
 			t.Errorf("missing %q, want %q", got, missing)
+		}
+		if b, _ := os.ReadFile(filepath.Join(out, FileForeign)); strings.Contains(string(b), "ferry-manifests/") {
+			t.Errorf("a manifest segment was listed as another's object: %s", b)
 		}
 		if got := fileLines(t, out, FileStale); len(got) != 1 || !strings.HasPrefix(got[0], stale+"\t") {
 			t.Errorf("stale %q, want %s", got, stale)

@@ -93,7 +93,7 @@ type Options struct {
 	Mem        int64
 	Prefix     string   // the listing prefix: the key rules' literal prefix
 	Quarantine string   // move under this prefix instead of deleting; objects under it are never candidates
-	Exclude    []string // earlier runs' quarantine prefixes: objects under them are never candidates either
+	Exclude    []string // earlier runs' quarantine prefixes and the manifests': objects under them are never candidates either
 	Delete     bool     // act; false: a dry run
 	MaxDelete  Threshold
 	Listers    int
@@ -112,7 +112,7 @@ type Result struct {
 	Null               int64 // rows whose blob is NULL (not source blobs)
 	Invalid            int64 // source keys the rules refuse (in Missing too)
 	Objects            int64 // objects listed (outside the quarantine prefix)
-	Unlisted           int64 // objects skipped: a key holding a newline or NUL, or under the quarantine prefix
+	Unlisted           int64 // objects skipped: a key holding a newline or NUL, or under a quarantine or the manifests' prefix
 	Missing            int64 // source keys without an object
 	Shared             int64 // of Missing: keys whose S3 key holds the object another source key owns
 	OnlyInS3           int64 // candidates

@@ -7,6 +7,8 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/ferry-migrate/ferry/shared/config"
+	"github.com/ferry-migrate/ferry/shared/manifest"
 	"github.com/ferry-migrate/ferry/shared/service"
 )
 
@@ -15,7 +17,7 @@ func Command() *cli.Command {
 	var out string
 	return &cli.Command{
 		Name:  "report",
-		Usage: "write report.md and report.json (outcome, dead letters by reason, verified per minute) and the dead-lettered keys (reads NATS only)",
+		Usage: "write report.md and report.json (outcome, dead letters by reason, verified per minute) and the dead-lettered keys (reads NATS, and the manifest segments when a failure may have been resolved by a drained DONE entry: then it needs the job file)",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "out", Aliases: []string{"o"}, Value: ".", Destination: &out, Usage: "folder to write report.md, report.json, dlq-keys.txt, dlq.jsonl and pruned.txt into"},
 		},
@@ -25,7 +27,15 @@ func Command() *cli.Command {
 				return err
 			}
 			defer nc.Close()
-			r, err := Write(c.Context, js, n, out, time.Now())
+			var o Options
+			if job, err := config.Load(c.String("config")); err != nil {
+				o.ManifestsErr = err
+			} else if o.Manifests, err = manifest.StoreFor(c.Context, job); err != nil {
+				o.ManifestsErr = err
+			} else {
+				o.Prefix = job.Manifest.Prefix
+			}
+			r, err := WriteWith(c.Context, js, n, out, time.Now(), o)
 			if err != nil {
 				return err
 			}

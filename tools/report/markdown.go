@@ -48,6 +48,14 @@ func Markdown(w io.Writer, r *Report) {
 	}
 	fmt.Fprintln(w, "Published counts every message stored in KEYS, replayed dead letters included; keys the producer refused (`producer/invalid_key`) never reached KEYS.")
 	fmt.Fprintln(w)
+	if m := r.Manifest; m.Entries+m.Lost > 0 {
+		fmt.Fprintf(w, "Verified counts every DONE entry: %s in %s manifest segments (`ferry manifest`), %s still in DONE.", num(m.Entries), num(m.Segments), num(m.InDone))
+		if m.Lost > 0 {
+			fmt.Fprintf(w, " **%s DONE entries were gone before the drain read them** (DONE purged by hand?): they are in no segment.", num(m.Lost))
+		}
+		fmt.Fprintln(w)
+		fmt.Fprintln(w)
+	}
 	if d := r.Discrepancy(); d != "" {
 		fmt.Fprintf(w, "**The counts do not add up.** Published should be verified + dead-lettered after KEYS + in flight; %s.\n\n", d)
 	}

@@ -98,8 +98,12 @@ func (r *Report) unresolvedWhy() string {
 	if r.Unresolved > uint64(len(ex)) {
 		more = ", …"
 	}
-	return fmt.Sprintf("%d keys dead-lettered as failures have no later DONE entry (S3 may not hold their source bytes; replay them with `ferry dlq replay`): %s%s",
+	why := fmt.Sprintf("%d keys dead-lettered as failures have no later DONE entry (S3 may not hold their source bytes; replay them with `ferry dlq replay`): %s%s",
 		r.Unresolved, strings.Join(ex, ", "), more)
+	if r.Manifest.Unread != "" {
+		why += "; " + r.Manifest.Unread
+	}
+	return why
 }
 
 // oneLine keeps a field on its line of a tab-separated file.

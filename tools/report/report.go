@@ -1,11 +1,13 @@
 // Package report is `ferry report`: the end-of-migration account for the people who own it,
-// read from NATS alone. report.md and report.json say how many keys were published, verified,
+// read from NATS (and from the manifest segments only to resolve failures whose DONE entry was
+// drained). report.md and report.json say how many keys were published, verified,
 // dead-lettered (by stage and reason) and are still in the pipeline, how fast they were verified
 // over time, and exactly which keys did not arrive and why; dlq-keys.txt and dlq.jsonl list them.
 package report
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -17,8 +19,10 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/ferry-migrate/ferry/shared/blobstore"
 	"github.com/ferry-migrate/ferry/shared/bus"
 	"github.com/ferry-migrate/ferry/shared/deadletter"
+	"github.com/ferry-migrate/ferry/shared/manifest"
 	"github.com/ferry-migrate/ferry/shared/service"
 	"github.com/ferry-migrate/ferry/tools/prune"
 )
@@ -41,7 +45,7 @@ type Report struct {
 	// Published is KEYS' last sequence: every key message stored in KEYS, replays included.
 	// Keys the producer dead-lettered (producer/invalid_key) never reach KEYS.
 	Published    uint64            `json:"published"`
-	Verified     uint64            `json:"verified"` // entries in DONE
+	Verified     uint64            `json:"verified"` // entries DONE ever stored (drained ones included)
 	DeadLettered uint64            `json:"dead_lettered"`
 	DeadLetters  map[string]uint64 `json:"dead_letters"` // by "stage/reason"
 	InPipeline   uint64            `json:"in_pipeline"`  // messages in the work queues
@@ -57,7 +61,10 @@ type Report struct {
 	FirstVerified  *time.Time `json:"first_verified"`
 	LastVerified   *time.Time `json:"last_verified"`
 	ElapsedSeconds float64    `json:"elapsed_seconds"` // first to last verified
-	PerMinute      []Bucket   `json:"verified_per_minute"`
+	// PerMinute: minutes more than a day before the last drained entry are summed into their
+	// hour's first minute (the drain keeps hours for those).
+	PerMinute []Bucket        `json:"verified_per_minute"`
+	Manifest  ManifestSummary `json:"manifest"`
 
 	// Dead letters as read (not in JSON: the files hold them all).
 	Samples    map[string][]Entry `json:"-"`                     // up to KeysPerReason per stage/reason
@@ -85,6 +92,16 @@ type Report struct {
 	failures map[string]time.Time // failure dead letters' keys: the last one's time, until a later DONE
 }
 
+// ManifestSummary is what `ferry manifest` has drained from DONE.
+type ManifestSummary struct {
+	Entries  uint64 `json:"entries"`  // in segments
+	Segments uint64 `json:"segments"` // recorded
+	Lost     uint64 `json:"lost"`     // gone from DONE before the drain read them
+	InDone   uint64 `json:"in_done"`  // entries DONE still holds
+	Read     int    `json:"segments_read"`
+	Unread   string `json:"segments_unread,omitempty"` // why segments that were needed were not read
+}
+
 // Bucket is the number of keys verified in one minute (its start, UTC).
 type Bucket struct {
 	Minute   time.Time `json:"minute"`
@@ -102,8 +119,23 @@ type Entry struct {
 	Seq      uint64 `json:"dlq_seq"`
 }
 
-// Write collects the report of job n and writes its files into dir (created if missing).
+// Options are what a report may read besides NATS.
+type Options struct {
+	// Manifests is where the job's manifest segments are (manifest.bucket), Prefix its
+	// manifest.prefix: read only when a failure dead letter may have been resolved by a DONE
+	// entry the drain has moved there. ManifestsErr says why Manifests is nil.
+	Manifests    manifest.Store
+	Prefix       string
+	ManifestsErr error
+}
+
+// Write collects the report of job n from NATS alone and writes its files into dir.
 func Write(ctx context.Context, js jetstream.JetStream, n bus.Names, dir string, now time.Time) (*Report, error) {
+	return WriteWith(ctx, js, n, dir, now, Options{})
+}
+
+// WriteWith collects the report of job n and writes its files into dir (created if missing).
+func WriteWith(ctx context.Context, js jetstream.JetStream, n bus.Names, dir string, now time.Time, o Options) (*Report, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("report: %w", err)
 	}
@@ -143,7 +175,7 @@ func Write(ctx context.Context, js jetstream.JetStream, n bus.Names, dir string,
 	if err := r.exportDLQ(ctx, js, n, dir); err != nil {
 		return nil, err
 	}
-	if err := r.readDone(ctx, js, n); err != nil {
+	if err := r.readDone(ctx, js, n, o); err != nil {
 		return nil, err
 	}
 	r.unresolved()
@@ -167,13 +199,58 @@ func Write(ctx context.Context, js jetstream.JetStream, n bus.Names, dir string,
 	return r, nil
 }
 
-// readDone counts DONE's entries per minute of their stored time, reading headers only with an
-// ordered consumer: memory grows with the minutes, not the keys.
-func (r *Report) readDone(ctx context.Context, js jetstream.JetStream, n bus.Names) error {
+// readDone reads the verified counts: the manifest drain's totals and per-minute counts for the
+// entries it moved into segments, and DONE's remaining entries (headers only, an ordered
+// consumer): memory grows with the minutes, not the keys. Failure dead letters a DONE entry
+// stored after them resolves are resolved from DONE, then from the segments written since the
+// first of them (o.Manifests).
+func (r *Report) readDone(ctx context.Context, js jetstream.JetStream, n bus.Names, o Options) error {
 	s, err := service.JobStream(ctx, js, n, n.Done)
 	if err != nil {
 		return err
 	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		return fmt.Errorf("report: stream info %s: %w", n.Done, err)
+	}
+	r.Verified = info.State.LastSeq // entries ever stored: in DONE and drained
+	var ms manifest.State
+	if kv, err := js.KeyValue(ctx, n.KV); err == nil {
+		if ms, _, err = manifest.LoadState(ctx, kv); err != nil {
+			return fmt.Errorf("report: %w", err)
+		}
+	}
+	r.Manifest = ManifestSummary{Entries: ms.Entries, Segments: ms.Segments, Lost: ms.Lost, InDone: info.State.Msgs}
+	// Drained minutes, and older hours at their first minute (a rollup of an hour or more adds up).
+	minutes := map[int64]uint64{}
+	for m, c := range ms.Minutes {
+		minutes[m] += c
+	}
+	for h, c := range ms.Hours {
+		minutes[h] += c
+	}
+	first, last := ms.First, ms.Last
+	if info.State.Msgs > 0 {
+		if err := r.readTail(ctx, s, n, minutes, &first, &last); err != nil {
+			return err
+		}
+	}
+	if len(r.failures) > 0 && ms.NextSeq > 1 {
+		if err := r.resolveFromManifests(ctx, n, o); err != nil {
+			return err
+		}
+	}
+	if first.IsZero() {
+		return nil
+	}
+	r.FirstVerified, r.LastVerified = &first, &last
+	r.ElapsedSeconds = last.Sub(first).Seconds()
+	r.PerMinute = Buckets(minutes, first, last)
+	return nil
+}
+
+// readTail counts the entries still in DONE by minute and resolves failures with them.
+func (r *Report) readTail(ctx context.Context, s jetstream.Stream, n bus.Names, minutes map[int64]uint64, first, last *time.Time) error {
 	c, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{HeadersOnly: true, InactiveThreshold: time.Minute})
 	if err != nil {
 		return fmt.Errorf("report: read %s: %w", n.Done, err)
@@ -186,8 +263,6 @@ func (r *Report) readDone(ctx context.Context, js jetstream.JetStream, n bus.Nam
 		return fmt.Errorf("report: read %s: %w", n.Done, err)
 	}
 	defer it.Stop()
-	minutes := map[int64]uint64{}
-	var first, last time.Time
 	for {
 		m, err := it.Next(jetstream.NextMaxWait(10 * time.Second))
 		if err != nil {
@@ -198,29 +273,79 @@ func (r *Report) readDone(ctx context.Context, js jetstream.JetStream, n bus.Nam
 			return fmt.Errorf("report: read %s: %w", n.Done, err)
 		}
 		ts := md.Timestamp.UTC()
-		if first.IsZero() || ts.Before(first) {
-			first = ts
+		if first.IsZero() || ts.Before(*first) {
+			*first = ts
 		}
-		if ts.After(last) {
-			last = ts
+		if ts.After(*last) {
+			*last = ts
 		}
 		minutes[ts.Truncate(time.Minute).Unix()]++
-		r.Verified++
 		if len(r.failures) > 0 {
-			// A DONE stored after a key's last failure resolves it (a replay, a later pass).
 			if key, err := bus.Text(m.Headers(), bus.HdrKey); err == nil {
-				if t, ok := r.failures[key]; ok && !ts.Before(t) {
-					delete(r.failures, key)
-				}
+				r.resolve(key, ts)
 			}
 		}
 		if md.NumPending == 0 {
+			return nil
+		}
+	}
+}
+
+// resolve drops key's failure when a DONE entry stored at ts, after its last dead letter,
+// resolves it (a replay, a later pass).
+func (r *Report) resolve(key string, ts time.Time) {
+	if t, ok := r.failures[key]; ok && !ts.Before(t) {
+		delete(r.failures, key)
+	}
+}
+
+// SegmentSkew is how far S3's clock may be behind NATS's: a segment last modified this long
+// before the first unresolved failure may still hold an entry stored after it.
+const SegmentSkew = 10 * time.Minute
+
+// resolveFromManifests reads the segments written since the first unresolved failure: an entry
+// stored after a dead letter is in a segment written later. Without o.Manifests (no job file)
+// the failures stay unresolved: the proof is withheld rather than given on what was not read.
+func (r *Report) resolveFromManifests(ctx context.Context, n bus.Names, o Options) error {
+	if o.Manifests == nil {
+		r.Manifest.Unread = "the job file is needed to read the manifest segments (--config): failures whose DONE entry was drained count as unresolved"
+		if o.ManifestsErr != nil {
+			r.Manifest.Unread += " (" + o.ManifestsErr.Error() + ")"
+		}
+		return nil
+	}
+	var since time.Time
+	for _, t := range r.failures {
+		if since.IsZero() || t.Before(since) {
+			since = t
+		}
+	}
+	since = since.Add(-SegmentSkew)
+	var keys []string
+	if err := o.Manifests.ListObjects(ctx, manifest.Dir(o.Prefix, n.Job), "", "", func(ob blobstore.Object) error {
+		if !ob.LastModified.Before(since) {
+			keys = append(keys, ob.Key)
+		}
+		return nil
+	}); err != nil {
+		return fmt.Errorf("report: list manifest segments: %w", err)
+	}
+	for _, k := range keys {
+		b, err := o.Manifests.Get(ctx, k)
+		if err != nil {
+			return fmt.Errorf("report: read manifest segment %s: %w", k, err)
+		}
+		if err := manifest.Decode(bytes.NewReader(b), func(e manifest.Entry) error {
+			r.resolve(e.Record.Key, e.Stored)
+			return nil
+		}); err != nil {
+			return fmt.Errorf("report: manifest segment %s: %w", k, err)
+		}
+		r.Manifest.Read++
+		if len(r.failures) == 0 {
 			break
 		}
 	}
-	r.FirstVerified, r.LastVerified = &first, &last
-	r.ElapsedSeconds = last.Sub(first).Seconds()
-	r.PerMinute = Buckets(minutes, first, last)
 	return nil
 }
 

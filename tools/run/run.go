@@ -21,6 +21,7 @@ import (
 	"github.com/ferry-migrate/ferry/shared/bus"
 	"github.com/ferry-migrate/ferry/shared/config"
 	"github.com/ferry-migrate/ferry/shared/deadletter"
+	"github.com/ferry-migrate/ferry/shared/manifest"
 	"github.com/ferry-migrate/ferry/shared/progress"
 	"github.com/ferry-migrate/ferry/shared/service"
 	"github.com/ferry-migrate/ferry/uploader"
@@ -34,6 +35,7 @@ type Config struct {
 	Fetcher  fetcher.Config
 	Uploader uploader.Config
 	Verifier verifier.Config
+	Manifest manifest.Config
 	Settings bus.Settings
 	Wait     bool // keep running when the work is done (a long-lived single-machine service)
 	// NATSSync is --nats-sync-interval; Validate parses it into Sync.
@@ -75,6 +77,7 @@ func (c *Config) Flags() []cli.Flag {
 			}
 		}
 	}
+	f = append(f, c.Manifest.Flags("manifest-")...)
 	return append(append(f, c.Producer.Scan.Flags()...), settings...)
 }
 
@@ -85,7 +88,7 @@ func (c *Config) Validate() error {
 	for _, s := range []*bus.Settings{&c.Producer.Settings, &c.Fetcher.Settings, &c.Uploader.Settings, &c.Verifier.Settings} {
 		*s = c.Settings
 	}
-	errs := []error{c.Fetcher.Validate(), c.Uploader.Validate(), c.Verifier.Validate()}
+	errs := []error{c.Fetcher.Validate(), c.Uploader.Validate(), c.Verifier.Validate(), c.Manifest.Validate("manifest-")}
 	var err error
 	if c.Sync, err = bus.ParseSync(c.NATSSync); err != nil {
 		errs = append(errs, fmt.Errorf("--nats-sync-interval %w", err))
@@ -182,7 +185,7 @@ func (s Summary) Print(w io.Writer) {
 func All(ctx context.Context, env *service.Env, cfg Config) (Summary, error) {
 	start := time.Now()
 	sum := Summary{Job: env.Names.Job}
-	before, err := streamMsgs(ctx, env.JS, env.Names.Done)
+	before, err := manifest.Verified(ctx, env.JS, env.Names)
 	if err != nil {
 		return sum, err
 	}
@@ -197,6 +200,7 @@ func All(ctx context.Context, env *service.Env, cfg Config) (Summary, error) {
 	wg.Go(func() { stageErr("fetcher", fetcher.Run(ctx, env, cfg.Fetcher)) })
 	wg.Go(func() { stageErr("uploader", uploader.Run(ctx, env, cfg.Uploader)) })
 	wg.Go(func() { stageErr("verifier", verifier.Run(ctx, env, cfg.Verifier)) })
+	wg.Go(func() { stageErr("manifest", manifest.Run(ctx, env, cfg.Manifest)) })
 	env.StartAdvisor(ctx)
 
 	prog := newRunProgress(env, before, start, cfg.Producer.Progress)
@@ -225,7 +229,7 @@ func All(ctx context.Context, env *service.Env, cfg Config) (Summary, error) {
 	qctx, qcancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer qcancel()
 	sum.Elapsed = time.Since(start)
-	if v, err := streamMsgs(qctx, env.JS, env.Names.Done); err == nil {
+	if v, err := manifest.Verified(qctx, env.JS, env.Names); err == nil {
 		sum.Verified, sum.VerifiedThisRun = v, v-before
 	}
 	sum.DeadLetters, _ = deadletter.Count(qctx, env.JS, env.Names)
@@ -316,7 +320,7 @@ func (p *runProgress) sample(ctx context.Context) {
 		return
 	}
 	p.last = time.Now()
-	done, err := streamMsgs(ctx, p.env.JS, p.env.Names.Done)
+	done, err := manifest.Verified(ctx, p.env.JS, p.env.Names)
 	if err != nil {
 		return
 	}

@@ -98,6 +98,13 @@ func Print(w io.Writer, st *Status) {
 	}
 	v := st.Verified
 	fmt.Fprintf(w, "verified      %d (%s), %d in the last %s: %.1f/s\n", v.Messages, v.Stream, v.LastMinute, span(v.WindowSeconds), v.PerSecond)
+	if v.Drained+v.Lost > 0 {
+		fmt.Fprintf(w, "manifest      %d drained into %d segments, %d still in %s", v.Drained, v.Segments, v.InStream, v.Stream)
+		if v.Lost > 0 {
+			fmt.Fprintf(w, "; %d LOST (gone from DONE before the drain read them)", v.Lost)
+		}
+		fmt.Fprintln(w)
+	}
 	d := st.DeadLetters
 	fmt.Fprintf(w, "dead letters  %d, %d in the last %s%s\n", d.Total, d.LastMinute, span(d.WindowSeconds), reasons(d.ByReason))
 	eta := "-"

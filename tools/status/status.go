@@ -21,6 +21,7 @@ import (
 	"github.com/ferry-migrate/ferry/shared/bus"
 	"github.com/ferry-migrate/ferry/shared/checkpoint"
 	"github.com/ferry-migrate/ferry/shared/deadletter"
+	"github.com/ferry-migrate/ferry/shared/manifest"
 	"github.com/ferry-migrate/ferry/shared/service"
 )
 
@@ -92,11 +93,19 @@ func Orphans(messages, pending uint64, ackPending int, awaitingAdvisor uint64) u
 	return messages - held
 }
 
-// Verified is the DONE stream: one entry per verified key.
+// Verified is the DONE stream: one entry per verified key, the older ones drained into manifest
+// segments by `ferry manifest`.
 type Verified struct {
-	Stream     string `json:"stream"`
-	Messages   uint64 `json:"messages"`
-	Bytes      uint64 `json:"bytes"`
+	Stream string `json:"stream"`
+	// Messages are the entries DONE ever stored (its last sequence): those in it and those drained.
+	Messages uint64 `json:"messages"`
+	InStream uint64 `json:"in_stream"` // entries DONE holds now
+	Bytes    uint64 `json:"bytes"`     // of those
+	// Drained are the entries in manifest segments; Lost those gone from DONE before the drain
+	// read them (0 unless DONE was purged by hand).
+	Drained    uint64 `json:"drained"`
+	Segments   uint64 `json:"segments"`
+	Lost       uint64 `json:"lost"`
 	LastMinute uint64 `json:"last_minute"` // entries stored in the last RateWindow
 	// WindowSeconds is what LastMinute is divided by: RateWindow, or less when the stream's first
 	// entry is younger (a job that started 20 s ago is not averaged over a minute).
@@ -179,11 +188,22 @@ func Collect(ctx context.Context, js jetstream.JetStream, n bus.Names, now time.
 	if err != nil {
 		return nil, fmt.Errorf("stream info %s: %w", n.Done, err)
 	}
-	st.Verified = Verified{Stream: n.Done, Messages: di.State.Msgs, Bytes: di.State.Bytes}
+	st.Verified = Verified{Stream: n.Done, Messages: di.State.LastSeq, InStream: di.State.Msgs, Bytes: di.State.Bytes}
+	first := di.State.FirstTime
+	if kv, err := js.KeyValue(ctx, n.KV); err == nil {
+		ms, _, err := manifest.LoadState(ctx, kv)
+		if err != nil {
+			return nil, err
+		}
+		st.Verified.Drained, st.Verified.Segments, st.Verified.Lost = ms.Entries, ms.Segments, ms.Lost
+		if ms.Entries+ms.Lost > 0 {
+			first = ms.First // DONE's first entry is the oldest not drained, not the job's first
+		}
+	}
 	if st.Verified.LastMinute, err = CountSince(ctx, done, since); err != nil {
 		return nil, err
 	}
-	st.Verified.WindowSeconds = window(now, di.State.FirstTime)
+	st.Verified.WindowSeconds = window(now, first)
 	st.Verified.PerSecond = float64(st.Verified.LastMinute) / st.Verified.WindowSeconds
 
 	counts, err := deadletter.Count(ctx, js, n)

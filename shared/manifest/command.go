@@ -1,0 +1,110 @@
+package manifest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/urfave/cli/v2"
+
+	"github.com/ferry-migrate/ferry/shared/blobstore"
+	"github.com/ferry-migrate/ferry/shared/bus"
+	"github.com/ferry-migrate/ferry/shared/config"
+	"github.com/ferry-migrate/ferry/shared/service"
+)
+
+// Name is the drain's process name (and NATS user in deploy/nats/secure.conf).
+const Name = "manifest"
+
+// Config is the drain's flags.
+type Config struct {
+	Every  time.Duration
+	MinAge time.Duration
+	Batch  int
+}
+
+// Flags are the drain's flags; prefix names them inside another command (ferry run: "manifest-").
+func (c *Config) Flags(prefix string) []cli.Flag {
+	return []cli.Flag{
+		&cli.DurationFlag{Name: prefix + "every", Value: DefaultEvery, EnvVars: []string{"FERRY_MANIFEST_EVERY"}, Destination: &c.Every, Usage: "how often DONE is drained into manifest segments; 0: never (DONE keeps every entry)"},
+		&cli.DurationFlag{Name: prefix + "min-age", Value: DefaultMinAge, EnvVars: []string{"FERRY_MANIFEST_MIN_AGE"}, Destination: &c.MinAge, Usage: "DONE entries younger than this stay in DONE (ferry status reads the last minute there)"},
+		&cli.IntFlag{Name: prefix + "batch", Value: DefaultBatch, EnvVars: []string{"FERRY_MANIFEST_BATCH"}, Destination: &c.Batch, Usage: "DONE entries per segment at most"},
+	}
+}
+
+// Validate checks the flags.
+func (c *Config) Validate(prefix string) error {
+	var errs []error
+	if c.Every < 0 {
+		errs = append(errs, fmt.Errorf("--%severy %s: must not be negative", prefix, c.Every))
+	}
+	if c.MinAge < time.Minute {
+		errs = append(errs, fmt.Errorf("--%smin-age %s: must be at least 1m (ferry status counts DONE's last minute)", prefix, c.MinAge))
+	}
+	if c.Batch < 1 || c.Batch > 10_000_000 {
+		errs = append(errs, fmt.Errorf("--%sbatch %d: must be 1..10000000", prefix, c.Batch))
+	}
+	return config.Invalid(errors.Join(errs...))
+}
+
+// StoreFor is the bucket the job's manifests go to.
+func StoreFor(ctx context.Context, job *config.Job) (*blobstore.Client, error) {
+	d := job.Destination
+	if !job.ManifestInDestination() {
+		d.Bucket = job.Manifest.Bucket
+	}
+	c, err := blobstore.New(ctx, d, 4)
+	if err != nil {
+		return nil, fmt.Errorf("manifest: %w", err)
+	}
+	return c, nil
+}
+
+// Run drains the job's DONE every cfg.Every until ctx ends (nothing when Every is 0).
+func Run(ctx context.Context, env *service.Env, cfg Config) error {
+	if cfg.Every == 0 {
+		return nil
+	}
+	store, err := StoreFor(ctx, env.Job())
+	if err != nil {
+		return err
+	}
+	d := &Drain{JS: env.JS, Names: env.Names, Store: store, Prefix: env.Job().Manifest.Prefix, MinAge: cfg.MinAge, Batch: cfg.Batch,
+		Log: env.Log.With("component", Name), Now: time.Now}
+	d.register(env.Registry)
+	env.Log.Info("manifest drain running", "bucket", store.Bucket(), "dir", Dir(d.Prefix, env.Names.Job), "every", cfg.Every, "min_age", cfg.MinAge)
+	return d.Run(ctx, cfg.Every)
+}
+
+func (d *Drain) register(r prometheus.Registerer) {
+	d.entries = prometheus.NewCounter(prometheus.CounterOpts{Name: "ferry_manifest_entries_total", Help: "DONE entries written into manifest segments (adopted ones included)"})
+	d.segments = prometheus.NewCounter(prometheus.CounterOpts{Name: "ferry_manifest_segments_total", Help: "manifest segments recorded"})
+	d.failures = prometheus.NewCounter(prometheus.CounterOpts{Name: "ferry_manifest_round_failures_total", Help: "drain rounds that failed (DONE keeps its entries until a later round)"})
+	r.MustRegister(d.entries, d.segments, d.failures)
+}
+
+// Command is `ferry manifest`.
+func Command() *cli.Command {
+	var cfg Config
+	return &cli.Command{
+		Name:  Name,
+		Usage: "drain DONE into compressed manifest segments in S3 (manifest.prefix) so that DONE stays bounded; one is enough, more are safe",
+		Flags: cfg.Flags(""),
+		Action: func(c *cli.Context) error {
+			if err := cfg.Validate(""); err != nil {
+				return err
+			}
+			if cfg.Every == 0 {
+				return config.Invalid(errors.New("--every 0: nothing to do"))
+			}
+			env, err := service.Open(c.Context, c, service.Options{Name: Name, Settings: bus.DefaultSettings(), NeedConfig: true})
+			if err != nil {
+				return err
+			}
+			defer env.Close()
+			return Run(c.Context, env, cfg)
+		},
+	}
+}
