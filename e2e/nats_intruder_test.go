@@ -30,8 +30,9 @@ import (
 )
 
 // secureIdentities are the NKEY users of deploy/nats/secure.conf: the four stages, the advisor
-// (max-deliveries advisor, orphan sweep, `ferry repair`) and the read-only operator.
-var secureIdentities = []string{"producer", "fetcher", "uploader", "verifier", "advisor", "operator"}
+// (max-deliveries advisor, orphan sweep, `ferry repair`), the manifest drain and the read-only
+// operator.
+var secureIdentities = []string{"producer", "fetcher", "uploader", "verifier", "advisor", "manifest", "operator"}
 
 // TestCompromisedIdentities starts nats-server from the shipped deploy/nats/secure.conf, sets a
 // job up as admin, and then acts as an attacker holding one identity's credentials at a time:
@@ -163,6 +164,9 @@ func TestCompromisedIdentities(t *testing.T) {
 				return x.purge(ctx, s)
 			})
 		}
+		x.refused("purge DONE", pub("$JS.API.STREAM.PURGE."+n.Done+`"`), func(ctx context.Context) error {
+			return x.purge(ctx, n.Done)
+		})
 		for _, other := range []string{bus.StageProducer, bus.StageFetcher, bus.StageUploader, bus.StageVerifier, bus.StageAdvisor} {
 			if other == svc {
 				continue
@@ -270,6 +274,42 @@ func TestCompromisedIdentities(t *testing.T) {
 		_, err := adv.js.CreateStream(ctx, jetstream.StreamConfig{Name: "FERRY_" + r.job + "_EVIL", Subjects: []string{"ferry." + r.job + ".evil"}})
 		return err
 	})
+
+	// The manifest drain purges DONE (the sequence it purges below is in the request body) and
+	// writes its own KV key; nothing else.
+	mf := ids["manifest"]
+	for _, s := range []string{n.Keys, n.Blobs, n.Uploaded, n.DLQ, "KV_" + n.KV} {
+		mf.refused("delete a message in "+s, pub("$JS.API.STREAM.MSG.DELETE."+s+`"`), func(ctx context.Context) error {
+			return mf.deleteMsg(ctx, s, 1)
+		})
+		mf.refused("purge "+s, pub("$JS.API.STREAM.PURGE."+s+`"`), func(ctx context.Context) error {
+			return mf.purge(ctx, s)
+		})
+	}
+	mf.refused("delete a message in DONE", pub("$JS.API.STREAM.MSG.DELETE."+n.Done+`"`), func(ctx context.Context) error {
+		return mf.deleteMsg(ctx, n.Done, 1)
+	})
+	mf.refused("delete DONE", pub("$JS.API.STREAM.DELETE."+n.Done+`"`), func(ctx context.Context) error {
+		return mf.js.DeleteStream(ctx, n.Done)
+	})
+	for _, subj := range []string{n.KeysSubject, n.BlobsSubject, n.UploadedSubject, n.DoneSubject, n.DLQSubject(bus.StageVerifier, bus.ReasonVerifyMismatch)} {
+		mf.refused("publish to "+subj, pub(subj+`"`), func(ctx context.Context) error {
+			_, err := mf.js.Publish(ctx, subj, []byte("forged"))
+			return err
+		})
+	}
+	mf.refused("write the producer's checkpoint", pub("$KV."+n.KV+"."), func(ctx context.Context) error {
+		return mf.kvPut(ctx, n.KV, checkpoint.ListKey("/keys.txt"), []byte("{}"))
+	})
+	mf.refused("set the throttle", pub("$KV."+n.KV+"."), func(ctx context.Context) error {
+		return mf.kvPut(ctx, n.KV, limit.ThrottleKey(bus.StageFetcher), []byte(`{"per_sec":1}`))
+	})
+	mf.refused("create a stream", pub("$JS.API.STREAM.CREATE."), func(ctx context.Context) error {
+		_, err := mf.js.CreateStream(ctx, jetstream.StreamConfig{Name: "FERRY_" + r.job + "_EVIL", Subjects: []string{"ferry." + r.job + ".evil"}})
+		return err
+	})
+	mf.refusedReading(n.Keys, n.KeysSubject, n.Fetcher)
+	mf.refusedReading(n.Blobs, n.BlobsSubject, n.Uploader)
 
 	// The operator reads; it changes nothing.
 	op := ids["operator"]

@@ -92,7 +92,14 @@ func TestNATSSecurity(t *testing.T) {
 		t.Errorf("services exited by themselves: %v", c.exits)
 	}
 	r.reconcile(plan{want: want, note: "each service its own NKEY user, TLS with client certificates"})
-	if v := srv.violations("ferry producer", "ferry fetcher", "ferry uploader", "ferry verifier", "ferry advisor", "ferry throttle", "ferry status", "ferry dlq"); len(v) > 0 {
+	// The manifest drain as its own user: DONE into segments in S3, then DONE purged.
+	verified, _ := r.msgs(r.names.Done)
+	out, code := r.runFerry(time.Minute, user("manifest"), "manifest", "--once", "--min-age", "0s")
+	outputs = append(outputs, out)
+	if left, _ := r.msgs(r.names.Done); code != 0 || verified == 0 || left != 0 || !strings.Contains(out, fmt.Sprintf("in all %d entries", verified)) {
+		t.Errorf("ferry manifest --once as the manifest user: exit %d, DONE %d → %d:\n%s", code, verified, left, out)
+	}
+	if v := srv.violations("ferry producer", "ferry fetcher", "ferry uploader", "ferry verifier", "ferry advisor", "ferry throttle", "ferry status", "ferry dlq", "ferry manifest"); len(v) > 0 {
 		t.Errorf("the services needed subjects secure.conf does not grant:\n  %s", strings.Join(v, "\n  "))
 	}
 	t.Logf("migration through TLS and per-service users: %s", time.Since(start).Round(time.Second))

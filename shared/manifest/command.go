@@ -23,13 +23,14 @@ type Config struct {
 	Every  time.Duration
 	MinAge time.Duration
 	Batch  int
+	Once   bool // drain what is old enough, then exit (a cron job rather than a service)
 }
 
 // Flags are the drain's flags; prefix names them inside another command (ferry run: "manifest-").
 func (c *Config) Flags(prefix string) []cli.Flag {
 	return []cli.Flag{
 		&cli.DurationFlag{Name: prefix + "every", Value: DefaultEvery, EnvVars: []string{"FERRY_MANIFEST_EVERY"}, Destination: &c.Every, Usage: "how often DONE is drained into manifest segments; 0: never (DONE keeps every entry)"},
-		&cli.DurationFlag{Name: prefix + "min-age", Value: DefaultMinAge, EnvVars: []string{"FERRY_MANIFEST_MIN_AGE"}, Destination: &c.MinAge, Usage: "DONE entries younger than this stay in DONE (ferry status reads the last minute there)"},
+		&cli.DurationFlag{Name: prefix + "min-age", Value: DefaultMinAge, EnvVars: []string{"FERRY_MANIFEST_MIN_AGE"}, Destination: &c.MinAge, Usage: "DONE entries younger than this stay in DONE (ferry status counts the last minute there: below 1m its rate reads low)"},
 		&cli.IntFlag{Name: prefix + "batch", Value: DefaultBatch, EnvVars: []string{"FERRY_MANIFEST_BATCH"}, Destination: &c.Batch, Usage: "DONE entries per segment at most"},
 	}
 }
@@ -40,8 +41,8 @@ func (c *Config) Validate(prefix string) error {
 	if c.Every < 0 {
 		errs = append(errs, fmt.Errorf("--%severy %s: must not be negative", prefix, c.Every))
 	}
-	if c.MinAge < time.Minute {
-		errs = append(errs, fmt.Errorf("--%smin-age %s: must be at least 1m (ferry status counts DONE's last minute)", prefix, c.MinAge))
+	if c.MinAge < 0 {
+		errs = append(errs, fmt.Errorf("--%smin-age %s: must not be negative", prefix, c.MinAge))
 	}
 	if c.Batch < 1 || c.Batch > 10_000_000 {
 		errs = append(errs, fmt.Errorf("--%sbatch %d: must be 1..10000000", prefix, c.Batch))
@@ -62,9 +63,10 @@ func StoreFor(ctx context.Context, job *config.Job) (*blobstore.Client, error) {
 	return c, nil
 }
 
-// Run drains the job's DONE every cfg.Every until ctx ends (nothing when Every is 0).
+// Run drains the job's DONE every cfg.Every until ctx ends (nothing when Every is 0), or with
+// cfg.Once until what is old enough is drained.
 func Run(ctx context.Context, env *service.Env, cfg Config) error {
-	if cfg.Every == 0 {
+	if cfg.Every == 0 && !cfg.Once {
 		return nil
 	}
 	store, err := StoreFor(ctx, env.Job())
@@ -74,6 +76,19 @@ func Run(ctx context.Context, env *service.Env, cfg Config) error {
 	d := &Drain{JS: env.JS, Names: env.Names, Store: store, Prefix: env.Job().Manifest.Prefix, MinAge: cfg.MinAge, Batch: cfg.Batch,
 		Log: env.Log.With("component", Name), Now: time.Now}
 	d.register(env.Registry)
+	if cfg.Once {
+		entries, segments, err := d.DrainAll(ctx)
+		if err != nil {
+			return err
+		}
+		st, err := d.State(ctx)
+		if err != nil {
+			return err
+		}
+		fmt.Printf("drained %d DONE entries into %d segments (s3://%s/%s); in all %d entries in %d segments, next DONE sequence %d, lost %d\n",
+			entries, segments, store.Bucket(), Dir(d.Prefix, env.Names.Job), st.Entries, st.Segments, st.NextSeq, st.Lost)
+		return nil
+	}
 	env.Log.Info("manifest drain running", "bucket", store.Bucket(), "dir", Dir(d.Prefix, env.Names.Job), "every", cfg.Every, "min_age", cfg.MinAge)
 	return d.Run(ctx, cfg.Every)
 }
@@ -91,13 +106,13 @@ func Command() *cli.Command {
 	return &cli.Command{
 		Name:  Name,
 		Usage: "drain DONE into compressed manifest segments in S3 (manifest.prefix) so that DONE stays bounded; one is enough, more are safe",
-		Flags: cfg.Flags(""),
+		Flags: append(cfg.Flags(""), &cli.BoolFlag{Name: "once", Destination: &cfg.Once, Usage: "drain what is older than --min-age, print the totals and exit (run it from cron instead of as a service)"}),
 		Action: func(c *cli.Context) error {
 			if err := cfg.Validate(""); err != nil {
 				return err
 			}
-			if cfg.Every == 0 {
-				return config.Invalid(errors.New("--every 0: nothing to do"))
+			if cfg.Every == 0 && !cfg.Once {
+				return config.Invalid(errors.New("--every 0 without --once: nothing to do"))
 			}
 			env, err := service.Open(c.Context, c, service.Options{Name: Name, Settings: bus.DefaultSettings(), NeedConfig: true})
 			if err != nil {

@@ -231,6 +231,10 @@ func (d *Drain) Round(ctx context.Context) (Result, error) {
 	if err != nil {
 		return res, fmt.Errorf("manifest: record %s: %w", StateKey, err)
 	}
+	if d.entries != nil {
+		d.entries.Add(float64(res.Entries))
+		d.segments.Inc()
+	}
 	return res, d.purge(ctx, s, st.NextSeq)
 }
 
@@ -301,34 +305,45 @@ func (d *Drain) readSegment(ctx context.Context, key string) ([]Entry, error) {
 	return out, nil
 }
 
+// DrainAll runs rounds until one finds nothing old enough: what it moved, in entries and segments.
+func (d *Drain) DrainAll(ctx context.Context) (entries, segments int, err error) {
+	for {
+		res, err := d.Round(ctx)
+		if err != nil {
+			return entries, segments, err
+		}
+		if res.Entries == 0 {
+			return entries, segments, nil
+		}
+		entries += res.Entries
+		segments++
+	}
+}
+
+// State reads the drain's state.
+func (d *Drain) State(ctx context.Context) (State, error) {
+	kv, err := d.JS.KeyValue(ctx, d.Names.KV)
+	if err != nil {
+		return State{}, fmt.Errorf("manifest: kv %s: %w", d.Names.KV, err)
+	}
+	st, _, err := LoadState(ctx, kv)
+	return st, err
+}
+
 // Run drains every interval until ctx ends. A failed round is logged and tried again at the next
 // tick: DONE keeps the entries meanwhile.
 func (d *Drain) Run(ctx context.Context, every time.Duration) error {
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
-		for {
-			res, err := d.Round(ctx)
-			if ctx.Err() != nil {
-				return nil
+		if _, _, err := d.DrainAll(ctx); err != nil && ctx.Err() == nil {
+			level := slog.LevelWarn
+			if errors.Is(err, ErrRaced) {
+				level = slog.LevelDebug
 			}
-			if err != nil {
-				level := slog.LevelWarn
-				if errors.Is(err, ErrRaced) {
-					level = slog.LevelDebug
-				}
-				d.Log.Log(ctx, level, "manifest round failed; DONE keeps its entries until the next", "err", err)
-				if d.failures != nil {
-					d.failures.Inc()
-				}
-				break
-			}
-			if d.entries != nil && res.Entries > 0 {
-				d.entries.Add(float64(res.Entries))
-				d.segments.Inc()
-			}
-			if res.Entries < d.Batch { // caught up to MinAge
-				break
+			d.Log.Log(ctx, level, "manifest round failed; DONE keeps its entries until the next", "err", err)
+			if d.failures != nil {
+				d.failures.Inc()
 			}
 		}
 		select {
