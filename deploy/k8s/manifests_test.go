@@ -4,7 +4,9 @@
 // metrics port, a grace period longer than the 30 s drain, non-root pods, one PodDisruptionBudget
 // and one KEDA ScaledObject per stage on the stage's own stream and consumer, one `ferry advisor`
 // (one replica, a PodDisruptionBudget, no ScaledObject, NATS credentials only) with the stages'
-// own advisors off (FERRY_ADVISOR=false), and a job file that ferry itself accepts. security_test.go adds NATS over TLS, one NATS identity per pod (admin for
+// own advisors off (FERRY_ADVISOR=false), one `ferry manifest` (the same, with the job file and S3
+// credentials but no Cassandra ones), flags and FERRY_* variables that the command they are given
+// to has, and a job file that ferry itself accepts. security_test.go adds NATS over TLS, one NATS identity per pod (admin for
 // the setup Job alone), the NetworkPolicies here and in nats-values.yaml, and nats-secrets.sh;
 // charts_test.go the pinned Helm charts.
 package k8s
@@ -22,6 +24,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/urfave/cli/v2"
 	appsv1 "k8s.io/api/apps/v1"
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	batchv1 "k8s.io/api/batch/v1"
@@ -35,9 +38,16 @@ import (
 	"sigs.k8s.io/kustomize/kyaml/filesys"
 	"sigs.k8s.io/yaml"
 
+	"github.com/ferry-migrate/ferry/advisor"
+	"github.com/ferry-migrate/ferry/fetcher"
+	"github.com/ferry-migrate/ferry/producer"
 	"github.com/ferry-migrate/ferry/shared/bus"
+	"github.com/ferry-migrate/ferry/shared/cass"
 	"github.com/ferry-migrate/ferry/shared/config"
+	"github.com/ferry-migrate/ferry/shared/manifest"
 	"github.com/ferry-migrate/ferry/shared/service"
+	"github.com/ferry-migrate/ferry/uploader"
+	"github.com/ferry-migrate/ferry/verifier"
 )
 
 // scaledObject mirrors the fields of KEDA's keda.sh/v1alpha1 ScaledObject that these manifests use
@@ -226,6 +236,34 @@ func stageOf(job string) map[string][2]string {
 
 const drainSeconds = 30 // the runner's shutdown drain (docs/kubernetes.md: graceful shutdown)
 
+// singleton is a Deployment of one replica beside the worker stages, with a PodDisruptionBudget
+// and no ScaledObject, and what it may read besides its own NATS identity's Secret.
+type singleton struct {
+	secrets []string // the other Secrets it reads, exactly
+	jobFile bool     // mounts the job file (ConfigMap ferry-job)
+	s3      bool     // may carry AWS_* variables
+}
+
+var singletons = map[string]singleton{
+	// ferry advisor deletes work-queue messages: NATS only, apart from everything that talks to
+	// the stores, not even the job file.
+	advisorIdentity: {},
+	// ferry manifest purges DONE: the job file (manifest.bucket, manifest.prefix) and the S3
+	// credentials to write its segments, nothing of Cassandra.
+	manifestIdentity: {secrets: []string{"ferry-aws"}, jobFile: true, s3: true},
+}
+
+// commands are the ferry subcommands the workloads run, by name, for their flags and FERRY_*
+// variables. Not setup: main's own command, which a test here cannot import.
+func commands() map[string]*cli.Command {
+	m := map[string]*cli.Command{}
+	for _, c := range []*cli.Command{producer.Command(), fetcher.Command(), uploader.Command(),
+		verifier.Command(), advisor.Command(), manifest.Command()} {
+		m[c.Name] = c
+	}
+	return m
+}
+
 // baseImage is the image the base manifests name: a registry under .invalid (RFC 6761), which no
 // resolver answers, so that base applied without an overlay setting the real image fails to pull
 // instead of fetching someone else's "ferry" from a public registry.
@@ -336,6 +374,7 @@ func check(t *testing.T, o *objects, image string) {
 	// Each worker stage: one Deployment, PDB and ScaledObject. And one Deployment of ferry advisor
 	// (deployOf[advisorIdentity]): one replica, a PDB, no ScaledObject.
 	stages := stageOf(job)
+	cmds := commands()
 	deployOf := map[string]*appsv1.Deployment{}
 	for name, d := range o.deployments {
 		inNamespace("Deployment", d.ObjectMeta)
@@ -346,16 +385,22 @@ func check(t *testing.T, o *objects, image string) {
 			continue
 		}
 		stage := c.Args[0]
-		if _, ok := stages[stage]; !ok && stage != advisorIdentity {
-			t.Errorf("Deployment %s: runs %q, not a worker stage nor the advisor", name, stage)
+		s, single := singletons[stage]
+		if _, ok := stages[stage]; !ok && !single {
+			t.Errorf("Deployment %s: runs %q, not a worker stage, the advisor nor the manifest drain", name, stage)
 			continue
 		}
 		if deployOf[stage] != nil {
 			t.Errorf("two Deployments run %s", stage)
 		}
 		deployOf[stage] = d
-		if stage == advisorIdentity {
-			checkAdvisor(t, d)
+		if cmd := cmds[stage]; cmd == nil {
+			t.Errorf("Deployment %s: runs %q; teach commands() its flags", name, stage)
+		} else {
+			checkFlags(t, "Deployment "+name, c, cmd)
+		}
+		if single {
+			checkSingleton(t, d, stage, s)
 		} else {
 			if d.Spec.Replicas != nil {
 				t.Errorf("Deployment %s: sets replicas; KEDA owns the count (an apply would reset it)", name)
@@ -386,6 +431,9 @@ func check(t *testing.T, o *objects, image string) {
 	}
 	if deployOf[advisorIdentity] == nil {
 		t.Errorf("no Deployment runs ferry advisor (the stages run with %s=false: without it no advisor runs)", service.AdvisorEnv)
+	}
+	if deployOf[manifestIdentity] == nil {
+		t.Errorf("no Deployment runs ferry manifest (without it DONE keeps every entry)")
 	}
 
 	// PodDisruptionBudgets: one per stage, selecting exactly that stage's pods.
@@ -471,8 +519,8 @@ func check(t *testing.T, o *objects, image string) {
 	}
 	for stage := range deployOf {
 		want := 1
-		if stage == advisorIdentity {
-			want = 0 // one replica: no backlog to scale on, and two would only race on the same advisories
+		if _, ok := singletons[stage]; ok {
+			want = 0 // one replica: no backlog to scale on, and two would only race on the same work
 		}
 		if soOf[stage] != want {
 			t.Errorf("%s: %d ScaledObjects target it, want %d", stage, soOf[stage], want)
@@ -503,6 +551,7 @@ func check(t *testing.T, o *objects, image string) {
 				t.Errorf("Job %s: producer without --keys or --scan: %q", name, args)
 			}
 			checkInbox(t, "Job "+name, ps.Containers[0], "producer")
+			checkFlags(t, "Job "+name, ps.Containers[0], cmds["producer"])
 		default:
 			t.Errorf("Job %s: runs %q; want setup or producer", name, args)
 		}
@@ -664,31 +713,75 @@ func checkPod(t *testing.T, o *objects, what string, ps *corev1.PodSpec, image, 
 	}
 }
 
-// checkAdvisor: the Deployment of ferry advisor runs one replica and holds NATS credentials only,
-// its own identity's Secret: no S3 or Cassandra credentials (it deletes work-queue messages, so it
-// is kept apart from everything that talks to the stores).
-func checkAdvisor(t *testing.T, d *appsv1.Deployment) {
+// checkSingleton: the Deployment of ferry advisor or ferry manifest (identity) runs one replica and
+// reads its own identity's NATS Secret and exactly s.secrets besides: never Cassandra credentials
+// (each may delete or purge what no other service may, so it is kept apart from the stores it
+// does not need), S3 ones only where s allows, the job file only where s says.
+func checkSingleton(t *testing.T, d *appsv1.Deployment, identity string, s singleton) {
 	t.Helper()
-	what := "Deployment " + d.Name + " (ferry advisor)"
+	what := fmt.Sprintf("Deployment %s (ferry %s)", d.Name, identity)
 	if r := d.Spec.Replicas; r == nil || *r != 1 {
 		t.Errorf("%s: want replicas: 1", what)
 	}
 	ps := &d.Spec.Template.Spec
 	var secrets []string
-	for s := range secretsOf(ps) {
-		secrets = append(secrets, s)
+	for name := range secretsOf(ps) {
+		secrets = append(secrets, name)
 	}
 	slices.Sort(secrets)
-	if own := natsSecret(advisorIdentity); !slices.Equal(secrets, []string{own}) {
-		t.Errorf("%s: reads the Secrets %v, want exactly [%s] (no S3 or Cassandra credentials)", what, secrets, own)
-	} else if mountOf(ps, "Secret", own) == "" {
+	own := natsSecret(identity)
+	want := slices.Sorted(slices.Values(append([]string{own}, s.secrets...)))
+	if !slices.Equal(secrets, want) {
+		t.Errorf("%s: reads the Secrets %v, want exactly %v", what, secrets, want)
+	}
+	if mountOf(ps, "Secret", own) == "" {
 		t.Errorf("%s: does not mount Secret %s", what, own)
+	}
+	if m := mountOf(ps, "ConfigMap", "ferry-job"); s.jobFile && m == "" {
+		t.Errorf("%s: does not mount the job file (ConfigMap ferry-job)", what)
+	} else if !s.jobFile && m != "" {
+		t.Errorf("%s: mounts the job file (ConfigMap ferry-job) at %s; it needs none", what, m)
 	}
 	for _, c := range append(append([]corev1.Container{}, ps.InitContainers...), ps.Containers...) {
 		for _, e := range c.Env {
-			if strings.HasPrefix(e.Name, "AWS_") || strings.HasPrefix(e.Name, "FERRY_CASSANDRA") {
-				t.Errorf("%s: env %s: the advisor needs no S3 or Cassandra access", what, e.Name)
+			if strings.HasPrefix(e.Name, "FERRY_CASSANDRA") || (!s.s3 && strings.HasPrefix(e.Name, "AWS_")) {
+				t.Errorf("%s: env %s: it needs no such access", what, e.Name)
 			}
+		}
+	}
+}
+
+// checkFlags: the flags in the container's args after its command are flags of that command
+// (`ferry <command> --help`: urfave/cli takes no global flag after the command), and the FERRY_*
+// variables of its env are those of the command's or the global flags (one misspelled is
+// silently ignored).
+func checkFlags(t *testing.T, what string, c corev1.Container, cmd *cli.Command) {
+	t.Helper()
+	names := map[string]bool{"help": true, "h": true}
+	envs := map[string]bool{cass.PasswordEnv: true} // read by the Cassandra client, not a flag
+	for _, f := range cmd.Flags {
+		for _, n := range f.Names() {
+			names[n] = true
+		}
+	}
+	for _, f := range append(service.GlobalFlags(), cmd.Flags...) {
+		if df, ok := f.(cli.DocGenerationFlag); ok {
+			for _, e := range df.GetEnvVars() {
+				envs[e] = true
+			}
+		}
+	}
+	for _, a := range c.Args[1:] {
+		if !strings.HasPrefix(a, "-") {
+			continue
+		}
+		if n, _, _ := strings.Cut(strings.TrimLeft(a, "-"), "="); !names[n] {
+			t.Errorf("%s: arg %s is not a flag of ferry %s (see ferry %s --help)", what, a, cmd.Name, cmd.Name)
+		}
+	}
+	for _, e := range c.Env {
+		if strings.HasPrefix(e.Name, "FERRY_") && !envs[e.Name] {
+			t.Errorf("%s: env %s is the variable of no flag of ferry %s nor of the global flags", what, e.Name, cmd.Name)
 		}
 	}
 }

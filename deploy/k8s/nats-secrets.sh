@@ -7,7 +7,7 @@
 #                              permissions for JOB, with each identity's public NKEY or bcrypt hash.
 #                              deploy/k8s/nats-values.yaml includes it into the NATS config.
 #   DIR/ferry-nats-ID.yaml     namespace ferry, one per identity of secure.conf (admin, producer,
-#                              fetcher, uploader, verifier, …): key `nkey`, its NKEY seed, or key
+#                              fetcher, uploader, verifier, advisor, manifest): key `nkey`, its NKEY seed, or key
 #                              `password` for a user with a password (admin). Each ferry workload
 #                              mounts only its own; the setup Job alone ferry-nats-admin.
 #

@@ -25,6 +25,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"sigs.k8s.io/yaml"
+
+	"github.com/ferry-migrate/ferry/shared/manifest"
 )
 
 // The NATS identities of deploy/nats/secure.conf that ferry's pods run as: setup alone as admin,
@@ -35,6 +37,10 @@ const adminIdentity = "admin"
 // orphan sweeper, alone) and its secure.conf user (ADVISOR_NKEY), the only one that deletes
 // work-queue messages; the fetcher, uploader and verifier run with FERRY_ADVISOR=false.
 const advisorIdentity = "advisor"
+
+// manifestIdentity is both the subcommand (`ferry manifest`: the DONE drain, alone) and its
+// secure.conf user (MANIFEST_NKEY), the only one that purges DONE.
+const manifestIdentity = manifest.Name
 
 // natsSecret is the Secret holding an identity's NATS credentials (deploy/k8s/nats-secrets.sh
 // creates one per identity of secure.conf): key natsSeedKey (an NKEY seed) for a service,
@@ -65,7 +71,7 @@ var natsPodLabels = labels.Set{"app.kubernetes.io/name": "nats", "app.kubernetes
 // overlay has examples of each.
 func deploymentCreates() map[string]bool {
 	m := map[string]bool{"ConfigMap/" + natsCAConfigMap: true}
-	for _, id := range []string{adminIdentity, "producer", "fetcher", "uploader", "verifier", advisorIdentity} {
+	for _, id := range []string{adminIdentity, "producer", "fetcher", "uploader", "verifier", advisorIdentity, manifestIdentity} {
 		m["Secret/"+natsSecret(id)] = true
 	}
 	return m
@@ -252,6 +258,8 @@ var egressWanted = map[string][]string{
 	"verifier":    {toDNS, toNATS, toS3},
 	// ferry advisor touches NATS only: it holds no S3 or Cassandra credentials and must not reach them.
 	advisorIdentity: {toDNS, toNATS},
+	// ferry manifest writes its segments to S3; it holds no Cassandra credentials and must not reach it.
+	manifestIdentity: {toDNS, toNATS, toS3},
 }
 
 func selects(t *testing.T, np *networkingv1.NetworkPolicy, l labels.Set) bool {
