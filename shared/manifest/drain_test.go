@@ -26,7 +26,6 @@ import (
 type memStore struct {
 	mu   sync.Mutex
 	objs map[string][]byte
-	fail error // next Put fails with it, after storing (a crash after the write)
 }
 
 func newMemStore() *memStore { return &memStore{objs: map[string][]byte{}} }

@@ -23,7 +23,7 @@ import (
 
 // Columns of a segment line, in order. Keys are URL-encoded (as S3 Batch Operations wants the
 // object key), so a key with a comma, a quote or a line break stays one field on one line.
-var Columns = []string{"bucket", "s3_key", "source_key", "size", "md5", "crc32c", "writetime_us", "verified", "superseded_us", "done_seq", "pass"}
+var Columns = []string{"bucket", "s3_key", "source_key", "size", "md5", "crc32c", "writetime_us", "verified", "superseded_us", "done_seq", "pass", "ferry_id", "read_target", "etag"}
 
 // Entry is one DONE entry: a verified key (or a message superseded by newer bytes of its key).
 type Entry struct {
@@ -45,7 +45,7 @@ func encode(bucket string, entries []Entry) ([]byte, error) {
 		}
 		if err := w.Write([]string{bucket, url.QueryEscape(r.S3Key), url.QueryEscape(r.Key), strconv.FormatInt(r.Size, 10),
 			hex.EncodeToString(r.MD5), crc, strconv.FormatInt(r.WriteTime, 10), e.Stored.UTC().Format(time.RFC3339Nano),
-			strconv.FormatInt(r.Superseded, 10), strconv.FormatUint(e.Seq, 10), strconv.Itoa(r.Pass)}); err != nil {
+			strconv.FormatInt(r.Superseded, 10), strconv.FormatUint(e.Seq, 10), strconv.Itoa(r.Pass), r.ID, r.Source, r.ETag}); err != nil {
 			return nil, err
 		}
 	}
@@ -122,5 +122,6 @@ func parse(f []string) (Entry, error) {
 	r.Superseded = num(f[8])
 	e.Seq = uint64(num(f[9]))
 	r.Pass = int(num(f[10]))
+	r.ID, r.Source, r.ETag = f[11], f[12], f[13]
 	return e, errors.Join(errs...)
 }

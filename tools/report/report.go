@@ -231,7 +231,7 @@ func (r *Report) readDone(ctx context.Context, js jetstream.JetStream, n bus.Nam
 	}
 	first, last := ms.First, ms.Last
 	if info.State.Msgs > 0 {
-		if err := r.readTail(ctx, s, n, minutes, &first, &last); err != nil {
+		if err := r.readTail(ctx, s, n, ms.NextSeq, minutes, &first, &last); err != nil {
 			return err
 		}
 	}
@@ -249,9 +249,14 @@ func (r *Report) readDone(ctx context.Context, js jetstream.JetStream, n bus.Nam
 	return nil
 }
 
-// readTail counts the entries still in DONE by minute and resolves failures with them.
-func (r *Report) readTail(ctx context.Context, s jetstream.Stream, n bus.Names, minutes map[int64]uint64, first, last *time.Time) error {
-	c, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{HeadersOnly: true, InactiveThreshold: time.Minute})
+// readTail counts the entries still in DONE from sequence from on (those below are counted in the
+// drain's state, should DONE still hold them) by minute and resolves failures with them.
+func (r *Report) readTail(ctx context.Context, s jetstream.Stream, n bus.Names, from uint64, minutes map[int64]uint64, first, last *time.Time) error {
+	cfg := jetstream.OrderedConsumerConfig{HeadersOnly: true, InactiveThreshold: time.Minute}
+	if from > 1 {
+		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, from
+	}
+	c, err := s.OrderedConsumer(ctx, cfg)
 	if err != nil {
 		return fmt.Errorf("report: read %s: %w", n.Done, err)
 	}
