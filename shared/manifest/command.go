@@ -73,7 +73,7 @@ func Run(ctx context.Context, env *service.Env, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	d := &Drain{JS: env.JS, Names: env.Names, Store: store, Prefix: env.Job().Manifest.Prefix, MinAge: cfg.MinAge, Batch: cfg.Batch,
+	d := &Drain{JS: env.JS, Names: env.Names, Store: store, Prefix: env.Job().Manifest.Prefix, Bucket: env.Job().Destination.Bucket, MinAge: cfg.MinAge, Batch: cfg.Batch,
 		Log: env.Log.With("component", Name), Now: time.Now}
 	d.register(env.Registry)
 	if cfg.Once {

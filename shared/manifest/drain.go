@@ -92,6 +92,9 @@ type Drain struct {
 	// MinAge keeps the newest entries in DONE (status's rate of the last minute reads them).
 	MinAge time.Duration
 	Batch  int // entries per segment at most
+	// Bucket is the destination bucket, a segment's first column (S3 Batch Operations reads it as
+	// where the object is); "" is the Store's.
+	Bucket string
 	Log    *slog.Logger
 	Now    func() time.Time
 
@@ -185,7 +188,11 @@ func (d *Drain) Round(ctx context.Context) (Result, error) {
 	}
 	key := SegmentKey(d.Prefix, d.Names.Job, st.NextSeq)
 	res.Segment = key
-	body, err := encode(d.Store.Bucket(), entries)
+	bucket := d.Bucket
+	if bucket == "" {
+		bucket = d.Store.Bucket()
+	}
+	body, err := encode(bucket, entries)
 	if err != nil {
 		return res, fmt.Errorf("manifest: encode %s: %w", key, err)
 	}
@@ -199,6 +206,15 @@ func (d *Drain) Round(ctx context.Context) (Result, error) {
 		if entries, err = d.readSegment(ctx, key); err != nil {
 			return res, err
 		}
+		// Its name is all that says it is ours: a job deleted and set up again restarts DONE at 1
+		// beside the old job's segments, and anyone may have written there. Adopting what DONE
+		// did not produce would purge entries that are in no segment.
+		if err := d.matches(ctx, s, entries); err != nil {
+			if _, now, lerr := LoadState(ctx, kv); lerr == nil && now != rev {
+				return res, fmt.Errorf("manifest: %w: %v", ErrRaced, err)
+			}
+			return res, fmt.Errorf("manifest: %s is not what DONE holds from sequence %d, not adopted: DONE keeps its entries until it is moved away (a job deleted and set up again leaves its old segments): %w", key, st.NextSeq, err)
+		}
 		res.Adopted = true
 	} else if err != nil {
 		return res, fmt.Errorf("manifest: write %s: %w", key, err)
@@ -207,10 +223,11 @@ func (d *Drain) Round(ctx context.Context) (Result, error) {
 		return res, fmt.Errorf("manifest: segment %s does not start at DONE sequence %d or later", key, st.NextSeq)
 	}
 	res.Entries, res.First, res.Last = len(entries), entries[0].Seq, entries[len(entries)-1].Seq
-	res.Lost = res.First - st.NextSeq
+	// Gaps before the first entry and between entries (a message deleted by hand) alike.
+	res.Lost = res.Last - st.NextSeq + 1 - uint64(len(entries))
 	if res.Lost > 0 {
 		d.Log.Error("DONE entries gone before the manifest drain read them: they are in no segment (DONE purged or limited by someone else?)",
-			"from", st.NextSeq, "to", res.First-1, "count", res.Lost)
+			"from", st.NextSeq, "to", res.Last, "count", res.Lost)
 	}
 	st.add(entries)
 	st.Lost += res.Lost
@@ -291,6 +308,43 @@ func (d *Drain) read(ctx context.Context, s jetstream.Stream, from uint64) ([]En
 		}
 	}
 	return out, nil
+}
+
+// matches checks that seg is what DONE holds at its sequences: each entry's sequence, stored
+// time and Ferry-Id, in order.
+func (d *Drain) matches(ctx context.Context, s jetstream.Stream, seg []Entry) error {
+	if len(seg) == 0 {
+		return errors.New("no entries")
+	}
+	c, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverByStartSequencePolicy,
+		OptStartSeq: seg[0].Seq, HeadersOnly: true, InactiveThreshold: time.Minute})
+	if err != nil {
+		return fmt.Errorf("read %s: %w", d.Names.Done, err)
+	}
+	if ci := c.CachedInfo(); ci == nil || ci.NumPending < uint64(len(seg)) {
+		return fmt.Errorf("%d entries, DONE holds fewer from sequence %d", len(seg), seg[0].Seq)
+	}
+	it, err := c.Messages(jetstream.PullMaxMessages(min(len(seg), 1000)))
+	if err != nil {
+		return fmt.Errorf("read %s: %w", d.Names.Done, err)
+	}
+	defer it.Stop()
+	for _, e := range seg {
+		m, err := it.Next(jetstream.NextMaxWait(10 * time.Second))
+		if err != nil {
+			return fmt.Errorf("read %s: %w", d.Names.Done, err)
+		}
+		md, err := m.Metadata()
+		if err != nil {
+			return fmt.Errorf("read %s: %w", d.Names.Done, err)
+		}
+		rec, _ := bus.DecodeRecord(m.Headers())
+		if md.Sequence.Stream != e.Seq || !md.Timestamp.Equal(e.Stored) || rec.ID != e.Record.ID {
+			return fmt.Errorf("its entry of DONE sequence %d (%s, stored %s) is not DONE's %d (%s, stored %s)",
+				e.Seq, e.Record.ID, e.Stored.Format(time.RFC3339Nano), md.Sequence.Stream, rec.ID, md.Timestamp.UTC().Format(time.RFC3339Nano))
+		}
+	}
+	return nil
 }
 
 func (d *Drain) readSegment(ctx context.Context, key string) ([]Entry, error) {
