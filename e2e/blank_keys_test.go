@@ -49,7 +49,7 @@ func TestBlankKeys(t *testing.T) {
 	c.stop()
 	r.reconcile(plan{want: want, content: content})
 	seen := map[string]bool{}
-	for _, e := range r.readStream(r.names.Done) {
+	for _, e := range r.readDone() {
 		s3Key, err := bus.Text(e.Header, bus.HdrS3Key)
 		if err != nil || seen[s3Key] {
 			t.Errorf("%q: S3 key %q (%v) is another key's too", e.Key, s3Key, err)

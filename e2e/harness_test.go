@@ -38,6 +38,7 @@ import (
 	"github.com/ferry-migrate/ferry/shared/config"
 	"github.com/ferry-migrate/ferry/shared/deadletter"
 	"github.com/ferry-migrate/ferry/shared/keyrules"
+	"github.com/ferry-migrate/ferry/shared/manifest"
 	"github.com/ferry-migrate/ferry/tools/seed"
 	"github.com/ferry-migrate/ferry/tools/status"
 )
@@ -482,6 +483,10 @@ func (r *rig) msgs(stream string) (uint64, bool) {
 	if err != nil {
 		return 0, false
 	}
+	if stream == r.names.Done {
+		// Every entry DONE ever stored: `ferry manifest` (inside ferry run too) drains it.
+		return info.State.LastSeq, true
+	}
 	return info.State.Msgs, true
 }
 
@@ -684,6 +689,7 @@ type entry struct {
 	Key    string
 	Header nats.Header
 	Time   time.Time
+	Seq    uint64 // in its stream (or DONE's, for an entry read from a manifest segment)
 }
 
 func (e entry) outcome() string {
@@ -731,18 +737,82 @@ func (r *rig) readStream(name string) []entry {
 		if err != nil {
 			r.t.Fatal(err)
 		}
-		out = append(out, entry{Key: string(m.Data()), Header: m.Headers(), Time: md.Timestamp})
+		out = append(out, entry{Key: string(m.Data()), Header: m.Headers(), Time: md.Timestamp, Seq: md.Sequence.Stream})
 		if md.NumPending == 0 {
 			return out
 		}
 	}
 }
 
+// manifestState is the manifest drain's state (zero before its first segment).
+func (r *rig) manifestState() manifest.State {
+	r.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	kv, err := r.js.KeyValue(ctx, r.names.KV)
+	if err != nil {
+		r.t.Fatalf("kv %s: %v", r.names.KV, err)
+	}
+	st, _, err := manifest.LoadState(ctx, kv)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	return st
+}
+
+// readDone reads every DONE entry: those the manifest drain moved into segments in S3 (read as
+// ferry wrote them, from the job file's manifest place), then those still in DONE.
+func (r *rig) readDone() []entry {
+	r.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	st := r.manifestState()
+	var out []entry
+	if st.NextSeq > 1 {
+		store, err := manifest.StoreFor(ctx, &r.jobCfg)
+		if err != nil {
+			r.t.Fatal(err)
+		}
+		var keys []string
+		if err := store.ListObjects(ctx, manifest.Dir(r.jobCfg.Manifest.Prefix, r.job), "", "", func(o blobstore.Object) error {
+			keys = append(keys, o.Key)
+			return nil
+		}); err != nil {
+			r.t.Fatalf("list manifest segments: %v", err)
+		}
+		for _, k := range keys {
+			b, err := store.Get(ctx, k)
+			if err != nil {
+				r.t.Fatalf("manifest segment %s: %v", k, err)
+			}
+			if err := manifest.Decode(bytes.NewReader(b), func(e manifest.Entry) error {
+				if e.Seq < st.NextSeq { // a segment holds nothing else; guard against a stray
+					h := nats.Header{}
+					e.Record.Encode(h)
+					out = append(out, entry{Key: e.Record.Key, Header: h, Time: e.Stored, Seq: e.Seq})
+				}
+				return nil
+			}); err != nil {
+				r.t.Fatalf("manifest segment %s: %v", k, err)
+			}
+		}
+		if uint64(len(out))+st.Lost != st.NextSeq-1 {
+			r.t.Fatalf("manifest segments hold %d entries (+%d lost), the drain's state says %d", len(out), st.Lost, st.NextSeq-1)
+		}
+	}
+	for _, e := range r.readStream(r.names.Done) {
+		if e.Seq >= st.NextSeq { // below: drained, DONE not yet purged (a drain between its steps)
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
 // doneEntries reads DONE: the verified source keys, each with the read target that served it,
 // and the number of entries.
 func (r *rig) doneEntries() (map[string]string, int) {
 	r.t.Helper()
-	done := r.readStream(r.names.Done)
+	done := r.readDone()
 	out := make(map[string]string, len(done))
 	for _, e := range done {
 		out[e.Key] = e.Header.Get(bus.HdrSource)
@@ -780,7 +850,7 @@ func (r *rig) reconcile(p plan) *row {
 	if p.content == nil {
 		p.content = seed.Content
 	}
-	done, dead := r.readStream(r.names.Done), r.readStream(r.names.DLQ)
+	done, dead := r.readDone(), r.readStream(r.names.DLQ)
 	doneBy, deadBy := map[string][]entry{}, map[string][]entry{}
 	for _, e := range done {
 		doneBy[p.idOf(e)] = append(doneBy[p.idOf(e)], e)

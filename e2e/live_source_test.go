@@ -448,7 +448,7 @@ func (h *rig) accounted() []string {
 		return []string{"no KEYS stream info"}
 	}
 	ids := map[string]bool{}
-	for _, e := range h.readStream(h.names.Done) {
+	for _, e := range h.readDone() {
 		ids[e.Header.Get(bus.HdrID)] = true
 	}
 	var problems []string

@@ -49,7 +49,7 @@ func TestNullBlob(t *testing.T) {
 			return []byte{}
 		},
 	})
-	for _, e := range r.readStream(r.names.Done) {
+	for _, e := range r.readDone() {
 		want := map[string]string{nullFallback: "dc2-old", empty: "dc1"}[e.Key]
 		if got := e.Header.Get(bus.HdrSource); got != want {
 			t.Errorf("%s: served by %q, want %q", e.Key, got, want)

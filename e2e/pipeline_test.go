@@ -23,8 +23,10 @@ import (
 
 // TestPipeline runs producer, fetcher, uploader and verifier as separate processes over the seeded
 // set plus bad lines and duplicates, SIGKILLs a fetcher and an uploader mid-run, and then checks
-// that every key ended verified in S3 (byte for byte) or in the DLQ with the right reason. Then it
-// fixes the cause of the not_found keys and replays them.
+// that every key ended verified in S3 (byte for byte) or in the DLQ with the right reason. A
+// manifest drain runs beside them with small segments and is SIGKILLed with them: every DONE
+// entry must still be in exactly one segment or in DONE. Then it fixes the cause of the
+// not_found keys and replays them.
 func TestPipeline(t *testing.T) {
 	keys, list := seeded(t)
 	h := newRig(t, "", "e2e", rigOptions{plain: true})
@@ -61,6 +63,8 @@ func TestPipeline(t *testing.T) {
 	fetch := h.start("fetcher1", "fetcher", "--concurrency", "32")
 	up := h.start("uploader1", "uploader", "--concurrency", "32")
 	ver := h.start("verifier", "verifier", "--concurrency", "32", "--deep-sample", "0.01")
+	drain := []string{"manifest", "--every", "1s", "--min-age", "0s", "--batch", "300"}
+	man := h.start("manifest1", drain...)
 	progress := func() string {
 		return fmt.Sprintf("verified %d of %d, dead %v, backlog %d", h.mustMsgs(h.names.Done), wantVerified, h.mustDead(), h.mustBacklog())
 	}
@@ -69,9 +73,11 @@ func TestPipeline(t *testing.T) {
 	h.waitUntil(10*time.Minute, progress, func() bool { return h.mustMsgs(h.names.Done) > uint64(wantVerified)/4 })
 	fetch.kill()
 	up.kill()
-	t.Logf("killed fetcher and uploader at %s", progress())
+	man.kill()
+	t.Logf("killed fetcher, uploader and manifest drain at %s", progress())
 	h.start("fetcher2", "fetcher", "--concurrency", "32")
 	up2 := h.start("uploader2", "uploader", "--concurrency", "32")
+	man2 := h.start("manifest2", drain...)
 
 	h.waitUntil(15*time.Minute, progress, func() bool {
 		return h.mustMsgs(h.names.Done)+h.mustDead().Total() >= wantTotal && h.mustBacklog() == 0
@@ -84,7 +90,12 @@ func TestPipeline(t *testing.T) {
 
 	done, total := h.doneEntries()
 	if total != wantVerified || len(done) != wantVerified {
-		t.Errorf("DONE holds %d entries for %d keys, want %d each (no key twice)", total, len(done), wantVerified)
+		t.Errorf("DONE and its manifest segments hold %d entries for %d keys, want %d each (no key twice)", total, len(done), wantVerified)
+	}
+	if st := h.manifestState(); st.Entries == 0 || st.Lost != 0 {
+		t.Errorf("manifest drain state %+v: want entries drained, none lost", st)
+	} else {
+		t.Logf("manifest drain: %d entries in %d segments", st.Entries, st.Segments)
 	}
 	for _, k := range keys.Main {
 		if src, ok := done[k]; !ok {
@@ -134,7 +145,7 @@ func TestPipeline(t *testing.T) {
 	checkS3(t, h.cfg, keys.Absent)
 
 	// Clean shutdown on SIGTERM.
-	for name, p := range map[string]*svc{"uploader": up2, "verifier": ver} {
+	for name, p := range map[string]*svc{"uploader": up2, "verifier": ver, "manifest": man2} {
 		if err := p.stop(time.Minute); err != nil {
 			t.Errorf("%s did not exit cleanly on SIGTERM: %v", name, err)
 		}
