@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/ferry-migrate/ferry/shared/bus"
+	"github.com/ferry-migrate/ferry/shared/manifest"
 )
 
 // stall is how long a ferry variant may make no progress before the harness gives up.
@@ -133,7 +134,7 @@ func (b *bench) runSplit(ctx context.Context, keys string, n int, profDir string
 		if s, err := scrape(ctx, addrs["fetcher"]); err == nil {
 			last.fetched = readCounters(s).fetched
 		}
-		d, err1 := streamMsgs(ctx, js, names.Done)
+		d, err1 := manifest.Verified(ctx, js, names) // every DONE entry, drained ones too
 		q, err2 := streamMsgs(ctx, js, names.DLQ)
 		if err1 == nil && err2 == nil {
 			if d != done || q != dead {
