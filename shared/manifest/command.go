@@ -18,6 +18,10 @@ import (
 // Name is the drain's process name (and NATS user in deploy/nats/secure.conf).
 const Name = "manifest"
 
+// MaxBatch bounds --batch: a round holds its entries in memory, about 400 bytes each with short
+// keys (several KiB with 1 KiB keys), so a million is already hundreds of MiB.
+const MaxBatch = 1_000_000
+
 // Config is the drain's flags.
 type Config struct {
 	Every  time.Duration
@@ -31,7 +35,7 @@ func (c *Config) Flags(prefix string) []cli.Flag {
 	return []cli.Flag{
 		&cli.DurationFlag{Name: prefix + "every", Value: DefaultEvery, EnvVars: []string{"FERRY_MANIFEST_EVERY"}, Destination: &c.Every, Usage: "how often DONE is drained into manifest segments; 0: never (DONE keeps every entry)"},
 		&cli.DurationFlag{Name: prefix + "min-age", Value: DefaultMinAge, EnvVars: []string{"FERRY_MANIFEST_MIN_AGE"}, Destination: &c.MinAge, Usage: "DONE entries younger than this stay in DONE (ferry status counts the last minute there: below 1m its rate reads low)"},
-		&cli.IntFlag{Name: prefix + "batch", Value: DefaultBatch, EnvVars: []string{"FERRY_MANIFEST_BATCH"}, Destination: &c.Batch, Usage: "DONE entries per segment at most"},
+		&cli.IntFlag{Name: prefix + "batch", Value: DefaultBatch, EnvVars: []string{"FERRY_MANIFEST_BATCH"}, Destination: &c.Batch, Usage: "DONE entries per segment at most (1..1000000); a round holds them in memory, about 400 bytes each with short keys"},
 	}
 }
 
@@ -44,8 +48,8 @@ func (c *Config) Validate(prefix string) error {
 	if c.MinAge < 0 {
 		errs = append(errs, fmt.Errorf("--%smin-age %s: must not be negative", prefix, c.MinAge))
 	}
-	if c.Batch < 1 || c.Batch > 10_000_000 {
-		errs = append(errs, fmt.Errorf("--%sbatch %d: must be 1..10000000", prefix, c.Batch))
+	if c.Batch < 1 || c.Batch > MaxBatch {
+		errs = append(errs, fmt.Errorf("--%sbatch %d: must be 1..%d", prefix, c.Batch, MaxBatch))
 	}
 	return config.Invalid(errors.Join(errs...))
 }

@@ -183,8 +183,21 @@ func (d *Drain) Round(ctx context.Context) (Result, error) {
 		return res, nil
 	}
 	entries, err := d.read(ctx, s, st.NextSeq)
-	if err != nil || len(entries) == 0 {
+	if err != nil {
 		return res, err
+	}
+	if len(entries) == 0 {
+		// Nothing old enough; but what is below DONE's first sequence is gone for good, and a DONE
+		// emptied by hand must show it now, not when a later entry reveals the gap.
+		if info.State.FirstSeq <= st.NextSeq {
+			return res, nil
+		}
+		res.Lost = info.State.FirstSeq - st.NextSeq
+		d.Log.Error("DONE entries gone before the manifest drain read them: they are in no segment (DONE purged or limited by someone else?)",
+			"from", st.NextSeq, "to", info.State.FirstSeq-1, "count", res.Lost)
+		st.Lost += res.Lost
+		st.NextSeq = info.State.FirstSeq
+		return res, d.record(ctx, kv, st, rev)
 	}
 	key := SegmentKey(d.Prefix, d.Names.Job, st.NextSeq)
 	res.Segment = key
@@ -203,6 +216,7 @@ func (d *Drain) Round(ctx context.Context) (Result, error) {
 	if errors.Is(err, blobstore.ErrExists) {
 		// Written from the same DONE entries (DONE is purged only below NextSeq), perhaps fewer or
 		// more of them: its content decides where this segment ends.
+		entries = nil // not held twice: a batch is hundreds of bytes an entry
 		if entries, err = d.readSegment(ctx, key); err != nil {
 			return res, err
 		}
@@ -233,9 +247,22 @@ func (d *Drain) Round(ctx context.Context) (Result, error) {
 	st.Lost += res.Lost
 	st.Segments++
 	st.NextSeq = res.Last + 1
+	if err := d.record(ctx, kv, st, rev); err != nil {
+		return res, err
+	}
+	if d.entries != nil {
+		d.entries.Add(float64(res.Entries))
+		d.segments.Inc()
+	}
+	return res, d.purge(ctx, s, st.NextSeq)
+}
+
+// record replaces the state read at revision rev (0: none yet) with st, unless another drain
+// moved it on (ErrRaced).
+func (d *Drain) record(ctx context.Context, kv jetstream.KeyValue, st State, rev uint64) error {
 	b, err := json.Marshal(st)
 	if err != nil {
-		return res, fmt.Errorf("manifest: %w", err)
+		return fmt.Errorf("manifest: %w", err)
 	}
 	if rev == 0 {
 		_, err = kv.Create(ctx, StateKey, b)
@@ -243,16 +270,12 @@ func (d *Drain) Round(ctx context.Context) (Result, error) {
 		_, err = kv.Update(ctx, StateKey, b, rev)
 	}
 	if errors.Is(err, jetstream.ErrKeyExists) || isWrongSequence(err) {
-		return res, fmt.Errorf("manifest: %w: %v", ErrRaced, err)
+		return fmt.Errorf("manifest: %w: %v", ErrRaced, err)
 	}
 	if err != nil {
-		return res, fmt.Errorf("manifest: record %s: %w", StateKey, err)
+		return fmt.Errorf("manifest: record %s: %w", StateKey, err)
 	}
-	if d.entries != nil {
-		d.entries.Add(float64(res.Entries))
-		d.segments.Inc()
-	}
-	return res, d.purge(ctx, s, st.NextSeq)
+	return nil
 }
 
 func isWrongSequence(err error) bool {

@@ -204,3 +204,42 @@ func TestAdversaryForeignObjects(t *testing.T) {
 		})
 	}
 }
+
+// TestAdversaryLostAtRest: DONE purged by hand with nothing left in it (a migration at rest) must
+// still show the entries as lost, not wait for a later entry to reveal the gap.
+func TestAdversaryLostAtRest(t *testing.T) {
+	ctx := context.Background()
+	js, n := bustest.Job(t)
+	st := newMemStore()
+	publishJob(t, js, n, "k", 20)
+	if _, _, err := newDrain(js, n, st, 100).DrainAll(ctx); err != nil {
+		t.Fatal(err)
+	}
+	publishJob(t, js, n, "j", 15)
+	s, _ := js.Stream(ctx, n.Done)
+	if err := s.Purge(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := newDrain(js, n, st, 100).DrainAll(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, last, state := doneState(t, js, n); state.Lost != 15 || state.Entries+state.Lost != last || state.NextSeq != last+1 {
+		t.Errorf("DONE last %d, state entries %d lost %d next %d; want lost 15", last, state.Entries, state.Lost, state.NextSeq)
+	}
+}
+
+// TestAdversaryBatchMemory: a round holds its batch in memory, about 400 bytes an entry with
+// short keys, several KiB with long ones: --batch 10,000,000 is gigabytes, far past
+// the 512 MiB the deployment gives the drain, so it would be killed every round and DONE never
+// drained.
+func TestAdversaryBatchMemory(t *testing.T) {
+	for _, tc := range []struct {
+		batch int
+		ok    bool
+	}{{DefaultBatch, true}, {1_000_000, true}, {1_000_001, false}, {10_000_000, false}} {
+		c := Config{Batch: tc.batch}
+		if err := c.Validate(""); (err == nil) != tc.ok {
+			t.Errorf("--batch %d: %v", tc.batch, err)
+		}
+	}
+}
