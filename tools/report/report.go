@@ -209,30 +209,62 @@ func (r *Report) readDone(ctx context.Context, js jetstream.JetStream, n bus.Nam
 	if err != nil {
 		return err
 	}
-	info, err := s.Info(ctx)
-	if err != nil {
-		return fmt.Errorf("report: stream info %s: %w", n.Done, err)
-	}
-	r.Verified = info.State.LastSeq // entries ever stored: in DONE and drained
-	var ms manifest.State
-	if kv, err := js.KeyValue(ctx, n.KV); err == nil {
-		if ms, _, err = manifest.LoadState(ctx, kv); err != nil {
-			return fmt.Errorf("report: %w", err)
+	kv, kvErr := js.KeyValue(ctx, n.KV)
+	loadState := func() (manifest.State, uint64, error) {
+		if kvErr != nil {
+			return manifest.State{}, 0, nil
 		}
+		ms, rev, err := manifest.LoadState(ctx, kv)
+		if err != nil {
+			return ms, 0, fmt.Errorf("report: %w", err)
+		}
+		return ms, rev, nil
 	}
-	r.Manifest = ManifestSummary{Entries: ms.Entries, Segments: ms.Segments, Lost: ms.Lost, InDone: info.State.Msgs}
-	// Drained minutes, and older hours at their first minute (a rollup of an hour or more adds up).
-	minutes := map[int64]uint64{}
-	for m, c := range ms.Minutes {
-		minutes[m] += c
-	}
-	for h, c := range ms.Hours {
-		minutes[h] += c
-	}
-	first, last := ms.First, ms.Last
-	if info.State.Msgs > 0 {
-		if err := r.readTail(ctx, s, n, ms.NextSeq, minutes, &first, &last); err != nil {
+	var (
+		ms          manifest.State
+		minutes     map[int64]uint64
+		first, last time.Time
+	)
+	// A drain running meanwhile purges what it records: the tail read from a state it has since
+	// moved past misses entries, so read again until the state held still (a few tries).
+	for try := 0; ; try++ {
+		var rev uint64
+		if ms, rev, err = loadState(); err != nil {
 			return err
+		}
+		// The state first: DONE's last sequence then covers every entry it recorded.
+		info, err := s.Info(ctx)
+		if err != nil {
+			return fmt.Errorf("report: stream info %s: %w", n.Done, err)
+		}
+		r.Verified = info.State.LastSeq // entries ever stored: in DONE and drained
+		// Not drained yet, rather than what DONE holds: entries a crashed drain recorded but did
+		// not purge yet are in segments, and counted there.
+		inDone := info.State.Msgs
+		if ms.NextSeq > 0 {
+			inDone = info.State.LastSeq + 1 - min(ms.NextSeq, info.State.LastSeq+1)
+		}
+		r.Manifest = ManifestSummary{Entries: ms.Entries, Segments: ms.Segments, Lost: ms.Lost, InDone: inDone}
+		// Drained minutes, and older hours at their first minute (a rollup of an hour or more adds up).
+		minutes = map[int64]uint64{}
+		for m, c := range ms.Minutes {
+			minutes[m] += c
+		}
+		for h, c := range ms.Hours {
+			minutes[h] += c
+		}
+		first, last = ms.First, ms.Last
+		if inDone > 0 && info.State.Msgs > 0 {
+			if err := r.readTail(ctx, s, n, ms.NextSeq, minutes, &first, &last); err != nil {
+				return err
+			}
+		}
+		_, now, err := loadState()
+		if err != nil {
+			return err
+		}
+		if now == rev || try == 4 {
+			break
 		}
 	}
 	if len(r.failures) > 0 && ms.NextSeq > 1 {
