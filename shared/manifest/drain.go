@@ -99,6 +99,34 @@ type Drain struct {
 	Now    func() time.Time
 
 	entries, segments, failures prometheus.Counter // nil: not counted
+	createOnce                  bool               // the store refused to replace ProbeKey
+}
+
+// ProbeKey is the object a drain writes twice, create-only, before its first segment: an S3 that
+// ignores If-None-Match replaces it, and two drains there could replace each other's segments.
+func ProbeKey(prefix, job string) string { return prefix + job + "/if-none-match" }
+
+// checkCreateOnce refuses a store that ignores If-None-Match: there a drain racing another (a
+// rolling update's surge) could replace the segment the other recorded and purged from DONE with
+// a shorter one, and the entries between would be in no segment.
+func (d *Drain) checkCreateOnce(ctx context.Context) error {
+	if d.createOnce {
+		return nil
+	}
+	key := ProbeKey(d.Prefix, d.Names.Job)
+	body := []byte("ferry manifest: written only if absent, to check that this S3 honours If-None-Match\n")
+	sum := md5.Sum(body)
+	for range 2 {
+		_, err := d.Store.Put(ctx, blobstore.PutInput{Key: key, Body: body, MD5: sum[:], ContentType: "text/plain", IfAbsent: true})
+		if errors.Is(err, blobstore.ErrExists) {
+			d.createOnce = true
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("manifest: write %s: %w", key, err)
+		}
+	}
+	return fmt.Errorf("manifest: s3://%s/%s was replaced by a write made only if absent: this S3 ignores If-None-Match, and the drain needs it (two drains could replace each other's segments)", d.Store.Bucket(), key)
 }
 
 // Defaults of `ferry manifest`.
@@ -181,6 +209,9 @@ func (d *Drain) Round(ctx context.Context) (Result, error) {
 	}
 	if info.State.LastSeq < st.NextSeq {
 		return res, nil
+	}
+	if err := d.checkCreateOnce(ctx); err != nil {
+		return res, err
 	}
 	entries, err := d.read(ctx, s, st.NextSeq)
 	if err != nil {

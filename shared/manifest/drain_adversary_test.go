@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/ferry-migrate/ferry/shared/blobstore"
 	"github.com/ferry-migrate/ferry/shared/bus"
 	"github.com/ferry-migrate/ferry/shared/bustest"
 )
@@ -241,5 +242,43 @@ func TestAdversaryBatchMemory(t *testing.T) {
 		if err := c.Validate(""); (err == nil) != tc.ok {
 			t.Errorf("--batch %d: %v", tc.batch, err)
 		}
+	}
+}
+
+// overwriteStore is an S3 that ignores If-None-Match: a conditional write replaces the object.
+type overwriteStore struct{ *memStore }
+
+func (o overwriteStore) Put(ctx context.Context, in blobstore.PutInput) (blobstore.PutResult, error) {
+	in.IfAbsent = false
+	return o.memStore.Put(ctx, in)
+}
+
+// TestAdversaryIgnoredIfNoneMatch: two drains on an S3 that ignores If-None-Match overwrite each
+// other's segment at one name (each read DONE to its own cutoff), and the loser's shorter one
+// replaces what the winner recorded and purged: entries in no segment. The drain must refuse such
+// a store before it purges anything.
+func TestAdversaryIgnoredIfNoneMatch(t *testing.T) {
+	ctx := context.Background()
+	js, n := bustest.Job(t)
+	st := overwriteStore{newMemStore()}
+	publishJob(t, js, n, "k", 40)
+	// Drain B read DONE up to entry 25 at its cutoff, then stalls before its write.
+	b := newDrain(js, n, st, 25)
+	s, _ := js.Stream(ctx, n.Done)
+	late, err := b.read(ctx, s, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Drain A writes entries 1..40, records them and purges DONE.
+	_, errA := newDrain(js, n, st, 100).Round(ctx)
+	// B's write lands: on this store it replaces A's segment.
+	body, _ := encode(st.Bucket(), late)
+	_, _ = st.Put(ctx, blobstore.PutInput{Key: SegmentKey("ferry-manifests/", n.Job, 1), Body: body, IfAbsent: true})
+	msgs, _, state := doneState(t, js, n)
+	if got := len(segments(t, st.memStore, n.Job)); uint64(got)+msgs < 40 {
+		t.Errorf("segments hold %d entries, DONE %d, state %+v (round: %v): entries purged into no segment", got, msgs, state, errA)
+	}
+	if errA == nil {
+		t.Error("the drain ran on a store that ignores If-None-Match")
 	}
 }
