@@ -24,14 +24,17 @@ const StateKey = "manifest.done"
 // State is what the drain has moved out of DONE: DONE entries below NextSeq are in segments
 // (or counted Lost), and the totals are theirs.
 type State struct {
-	NextSeq    uint64    `json:"next_seq"` // the first DONE sequence not in a segment
-	Segments   uint64    `json:"segments"`
-	Entries    uint64    `json:"entries"`
-	Superseded uint64    `json:"superseded"` // entries of messages whose key holds newer bytes
-	Bytes      uint64    `json:"bytes"`      // of the entries' blobs
-	Lost       uint64    `json:"lost"`       // DONE entries gone before the drain came to them
-	First      time.Time `json:"first_verified"`
-	Last       time.Time `json:"last_verified"`
+	NextSeq    uint64 `json:"next_seq"` // the first DONE sequence not in a segment
+	Segments   uint64 `json:"segments"`
+	Entries    uint64 `json:"entries"`
+	Superseded uint64 `json:"superseded"` // entries of messages whose key holds newer bytes
+	Bytes      uint64 `json:"bytes"`      // of the entries' blobs
+	Lost       uint64 `json:"lost"`       // DONE entries gone before the drain came to them
+	// DoneCreated is when the DONE stream the state was made from was created: a DONE deleted
+	// and set up again restarts its sequences under the same state.
+	DoneCreated time.Time `json:"done_created"`
+	First       time.Time `json:"first_verified"`
+	Last        time.Time `json:"last_verified"`
 	// Minutes are entries per minute (Unix seconds of its start) of the last KeepMinutes before
 	// Last; older minutes are summed into Hours, so the state stays small for months.
 	Minutes map[int64]uint64 `json:"minutes"`
@@ -201,6 +204,14 @@ func (d *Drain) Round(ctx context.Context) (Result, error) {
 	info, err := s.Info(ctx)
 	if err != nil {
 		return res, fmt.Errorf("manifest: stream info %s: %w", d.Names.Done, err)
+	}
+	if !st.DoneCreated.IsZero() && !st.DoneCreated.Equal(info.Created) || info.State.LastSeq+1 < st.NextSeq {
+		// Purging below NextSeq would remove entries that are in no segment.
+		return res, fmt.Errorf("manifest: %s (created %s, last sequence %d) is not the stream %s records (created %s, next sequence %d): nothing drained; move the job's segments and %s away to start a new ledger",
+			d.Names.Done, info.Created.UTC().Format(time.RFC3339Nano), info.State.LastSeq, StateKey, st.DoneCreated.Format(time.RFC3339Nano), st.NextSeq, StateKey)
+	}
+	if st.DoneCreated.IsZero() {
+		st.DoneCreated = info.Created.UTC()
 	}
 	if info.State.Msgs > 0 && info.State.FirstSeq < st.NextSeq {
 		if err := d.purge(ctx, s, st.NextSeq); err != nil {

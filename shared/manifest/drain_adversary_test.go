@@ -282,3 +282,37 @@ func TestAdversaryIgnoredIfNoneMatch(t *testing.T) {
 		t.Error("the drain ran on a store that ignores If-None-Match")
 	}
 }
+
+// TestAdversaryDoneRecreated: DONE deleted and set up again while the job's KV stays (`nats
+// stream rm`, then `ferry setup`) restarts at sequence 1 under a state whose next sequence is
+// far ahead: the drain must not purge the new DONE's entries as if they were in its segments.
+func TestAdversaryDoneRecreated(t *testing.T) {
+	ctx := context.Background()
+	js, n := bustest.Job(t)
+	st := newMemStore()
+	publishJob(t, js, n, "old", 50)
+	if _, _, err := newDrain(js, n, st, 100).DrainAll(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := js.DeleteStream(ctx, n.Done); err != nil {
+		t.Fatal(err)
+	}
+	if err := bus.Setup(ctx, js, n, bus.DefaultSettings(), true); err != nil {
+		t.Fatal(err)
+	}
+	ids := publishJob(t, js, n, "new", 60)
+	_, _, err := newDrain(js, n, st, 100).DrainAll(ctx)
+	inSegments := map[string]bool{}
+	for _, e := range segments(t, st, n.Job) {
+		inSegments[e.Record.ID] = true
+	}
+	inDone := doneIDs(t, js, n)
+	for _, id := range ids {
+		if !inDone[id] && !inSegments[id] {
+			t.Fatalf("DONE entry %s purged but in no segment (round error: %v)", id, err)
+		}
+	}
+	if err == nil {
+		t.Error("the drain went on over a DONE that is not the one its state was made from")
+	}
+}
