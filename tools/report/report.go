@@ -210,61 +210,67 @@ func (r *Report) readDone(ctx context.Context, js jetstream.JetStream, n bus.Nam
 		return err
 	}
 	kv, kvErr := js.KeyValue(ctx, n.KV)
-	loadState := func() (manifest.State, uint64, error) {
+	loadState := func() (manifest.State, error) {
 		if kvErr != nil {
-			return manifest.State{}, 0, nil
+			return manifest.State{}, nil
 		}
-		ms, rev, err := manifest.LoadState(ctx, kv)
+		ms, _, err := manifest.LoadState(ctx, kv)
 		if err != nil {
-			return ms, 0, fmt.Errorf("report: %w", err)
+			return ms, fmt.Errorf("report: %w", err)
 		}
-		return ms, rev, nil
+		return ms, nil
 	}
-	var (
-		ms          manifest.State
-		minutes     map[int64]uint64
-		first, last time.Time
-	)
-	// A drain running meanwhile purges what it records: the tail read from a state it has since
-	// moved past misses entries, so read again until the state held still (a few tries).
-	for try := 0; ; try++ {
-		var rev uint64
-		if ms, rev, err = loadState(); err != nil {
+	ms, err := loadState()
+	if err != nil {
+		return err
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		return fmt.Errorf("report: stream info %s: %w", n.Done, err)
+	}
+	var runs []tailRun
+	if info.State.Msgs > 0 && info.State.LastSeq >= max(ms.NextSeq, 1) {
+		if runs, err = r.readTail(ctx, s, n, ms.NextSeq); err != nil {
 			return err
 		}
-		// The state first: DONE's last sequence then covers every entry it recorded.
-		info, err := s.Info(ctx)
-		if err != nil {
-			return fmt.Errorf("report: stream info %s: %w", n.Done, err)
+	}
+	// A drain running meanwhile moved entries into segments, some before the tail read them: count
+	// those from its state as it is now, and the tail only from where that state ends. The state
+	// before DONE's info: DONE's last sequence then covers every entry the state recorded.
+	if ms, err = loadState(); err != nil {
+		return err
+	}
+	if info, err = s.Info(ctx); err != nil {
+		return fmt.Errorf("report: stream info %s: %w", n.Done, err)
+	}
+	r.Verified = info.State.LastSeq // entries ever stored: in DONE and drained
+	// Not drained yet, rather than what DONE holds: entries a crashed drain recorded but did not
+	// purge yet are counted in the segments.
+	inDone := info.State.Msgs
+	if ms.NextSeq > 0 {
+		inDone = info.State.LastSeq + 1 - min(ms.NextSeq, info.State.LastSeq+1)
+	}
+	r.Manifest = ManifestSummary{Entries: ms.Entries, Segments: ms.Segments, Lost: ms.Lost, InDone: inDone}
+	// Drained minutes, and older hours at their first minute (a rollup of an hour or more adds up).
+	minutes := map[int64]uint64{}
+	for m, c := range ms.Minutes {
+		minutes[m] += c
+	}
+	for h, c := range ms.Hours {
+		minutes[h] += c
+	}
+	first, last := ms.First, ms.Last
+	floor := max(ms.NextSeq, 1)
+	for _, run := range runs {
+		if run.to < floor {
+			continue
 		}
-		r.Verified = info.State.LastSeq // entries ever stored: in DONE and drained
-		// Not drained yet, rather than what DONE holds: entries a crashed drain recorded but did
-		// not purge yet are in segments, and counted there.
-		inDone := info.State.Msgs
-		if ms.NextSeq > 0 {
-			inDone = info.State.LastSeq + 1 - min(ms.NextSeq, info.State.LastSeq+1)
+		minutes[run.first.Truncate(time.Minute).Unix()] += run.to - max(run.from, floor) + 1
+		if first.IsZero() || run.first.Before(first) {
+			first = run.first
 		}
-		r.Manifest = ManifestSummary{Entries: ms.Entries, Segments: ms.Segments, Lost: ms.Lost, InDone: inDone}
-		// Drained minutes, and older hours at their first minute (a rollup of an hour or more adds up).
-		minutes = map[int64]uint64{}
-		for m, c := range ms.Minutes {
-			minutes[m] += c
-		}
-		for h, c := range ms.Hours {
-			minutes[h] += c
-		}
-		first, last = ms.First, ms.Last
-		if inDone > 0 && info.State.Msgs > 0 {
-			if err := r.readTail(ctx, s, n, ms.NextSeq, minutes, &first, &last); err != nil {
-				return err
-			}
-		}
-		_, now, err := loadState()
-		if err != nil {
-			return err
-		}
-		if now == rev || try == 4 {
-			break
+		if run.last.After(last) {
+			last = run.last
 		}
 	}
 	if len(r.failures) > 0 && ms.NextSeq > 1 {
@@ -281,49 +287,67 @@ func (r *Report) readDone(ctx context.Context, js jetstream.JetStream, n bus.Nam
 	return nil
 }
 
-// readTail counts the entries still in DONE from sequence from on (those below are counted in the
-// drain's state, should DONE still hold them) by minute and resolves failures with them.
-func (r *Report) readTail(ctx context.Context, s jetstream.Stream, n bus.Names, from uint64, minutes map[int64]uint64, first, last *time.Time) error {
+// tailRun is DONE entries of consecutive sequences from..to stored in one minute, first to last:
+// the tail as read, kept in runs so that the part a drain moved meanwhile can be dropped.
+type tailRun struct {
+	from, to    uint64
+	first, last time.Time
+}
+
+// readTail reads the entries still in DONE from sequence from on (those below are counted in the
+// drain's state, should DONE still hold them) and resolves failures with them.
+func (r *Report) readTail(ctx context.Context, s jetstream.Stream, n bus.Names, from uint64) ([]tailRun, error) {
 	cfg := jetstream.OrderedConsumerConfig{HeadersOnly: true, InactiveThreshold: time.Minute}
 	if from > 1 {
 		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, from
 	}
 	c, err := s.OrderedConsumer(ctx, cfg)
 	if err != nil {
-		return fmt.Errorf("report: read %s: %w", n.Done, err)
+		return nil, fmt.Errorf("report: read %s: %w", n.Done, err)
 	}
 	if ci := c.CachedInfo(); ci == nil || ci.NumPending == 0 {
-		return nil
+		return nil, nil
 	}
 	it, err := c.Messages(jetstream.PullMaxMessages(1000))
 	if err != nil {
-		return fmt.Errorf("report: read %s: %w", n.Done, err)
+		return nil, fmt.Errorf("report: read %s: %w", n.Done, err)
 	}
 	defer it.Stop()
+	var runs []tailRun
+	var seen uint64
 	for {
 		m, err := it.Next(jetstream.NextMaxWait(10 * time.Second))
 		if err != nil {
-			return fmt.Errorf("report: read %s: %w", n.Done, err)
+			// A drain purged what was pending when the read began: nothing more to come.
+			if info, ierr := s.Info(ctx); ierr == nil && (info.State.Msgs == 0 || info.State.LastSeq <= seen) {
+				return runs, nil
+			}
+			return nil, fmt.Errorf("report: read %s: %w", n.Done, err)
 		}
 		md, err := m.Metadata()
 		if err != nil {
-			return fmt.Errorf("report: read %s: %w", n.Done, err)
+			return nil, fmt.Errorf("report: read %s: %w", n.Done, err)
 		}
-		ts := md.Timestamp.UTC()
-		if first.IsZero() || ts.Before(*first) {
-			*first = ts
+		seq, ts := md.Sequence.Stream, md.Timestamp.UTC()
+		seen = seq
+		if k := len(runs) - 1; k >= 0 && runs[k].to+1 == seq && runs[k].first.Truncate(time.Minute).Equal(ts.Truncate(time.Minute)) {
+			runs[k].to = seq
+			if ts.After(runs[k].last) {
+				runs[k].last = ts
+			}
+			if ts.Before(runs[k].first) {
+				runs[k].first = ts
+			}
+		} else {
+			runs = append(runs, tailRun{from: seq, to: seq, first: ts, last: ts})
 		}
-		if ts.After(*last) {
-			*last = ts
-		}
-		minutes[ts.Truncate(time.Minute).Unix()]++
 		if len(r.failures) > 0 {
 			if key, err := bus.Text(m.Headers(), bus.HdrKey); err == nil {
 				r.resolve(key, ts)
 			}
 		}
 		if md.NumPending == 0 {
-			return nil
+			return runs, nil
 		}
 	}
 }
