@@ -82,27 +82,46 @@ func Command() *cli.Command {
 
 // Run consumes KEYS until ctx ends.
 func Run(ctx context.Context, env *service.Env, cfg Config) error {
-	job := env.Job()
-	rules, err := keyrules.Compile(job.Keys)
+	svc, err := New(ctx, env, cfg)
 	if err != nil {
 		return err
 	}
+	return svc.Serve(ctx)
+}
+
+// New sets the fetcher up: its Cassandra sessions, gate, limits and consumer.
+func New(ctx context.Context, env *service.Env, cfg Config) (_ *stage.Service, err error) {
+	job := env.Job()
+	rules, err := keyrules.Compile(job.Keys)
+	if err != nil {
+		return nil, err
+	}
 	var readers []Reader
+	var sessions []*cass.Reader
+	closeAll := func() {
+		for _, r := range sessions {
+			r.Close()
+		}
+	}
+	defer func() {
+		if err != nil {
+			closeAll()
+		}
+	}()
 	for _, t := range job.Source.Targets {
 		r, err := cass.NewReader(ctx, t, cfg.Concurrency)
 		if err != nil {
-			return fmt.Errorf("fetcher: %w", err)
+			return nil, fmt.Errorf("fetcher: %w", err)
 		}
-		defer r.Close()
-		readers = append(readers, r)
+		readers, sessions = append(readers, r), append(sessions, r)
 	}
 	objects, err := env.JS.ObjectStore(ctx, env.Names.Objects)
 	if err != nil {
-		return fmt.Errorf("fetcher: object store %s: %w", env.Names.Objects, err)
+		return nil, fmt.Errorf("fetcher: object store %s: %w", env.Names.Objects, err)
 	}
 	blobs, err := env.JS.Stream(ctx, env.Names.Blobs)
 	if err != nil {
-		return fmt.Errorf("fetcher: stream %s: %w", env.Names.Blobs, err)
+		return nil, fmt.Errorf("fetcher: stream %s: %w", env.Names.Blobs, err)
 	}
 	// Headers and protocol need room below max_payload.
 	inline := min(cfg.InlineLimit, int(env.NC.MaxPayload())-64<<10)
@@ -118,16 +137,16 @@ func Run(ctx context.Context, env *service.Env, cfg Config) error {
 	}
 	f.Register(env.Registry)
 	if err := limit.WatchThrottle(ctx, env.JS, env.Names, limits, env.Registry, env.Log); err != nil {
-		return fmt.Errorf("fetcher: %w", err)
+		return nil, fmt.Errorf("fetcher: %w", err)
 	}
 	cons, err := env.JS.Consumer(ctx, env.Names.Keys, env.Names.Fetcher)
 	if err != nil {
-		return fmt.Errorf("fetcher: consumer %s on %s: %w", env.Names.Fetcher, env.Names.Keys, err)
+		return nil, fmt.Errorf("fetcher: consumer %s on %s: %w", env.Names.Fetcher, env.Names.Keys, err)
 	}
 	env.Log.Info("fetcher started", "targets", len(readers), "concurrency", cfg.Concurrency, "adaptive", cfg.Adaptive, "inline_limit", inline)
-	return stage.Serve(ctx, cons, f.Handle, stage.Options{
+	return &stage.Service{Consumer: cons, Handler: f.Handle, Close: closeAll, Options: stage.Options{
 		Stage: bus.StageFetcher, Names: env.Names, JS: env.JS, Workers: cfg.Concurrency, Limiter: limits.Limiter,
 		ExhaustedReason: bus.ReasonSourceError, Metrics: env.Metrics, Log: env.Log,
 		KeyOf: func(in stage.Msg) string { return string(in.Body) },
-	})
+	}}, nil
 }

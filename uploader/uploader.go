@@ -346,28 +346,41 @@ func Command() *cli.Command {
 
 // Run consumes BLOBS until ctx ends or S3 fails in a way that would fail every key.
 func Run(ctx context.Context, env *service.Env, cfg Config) error {
+	svc, err := New(ctx, env, cfg)
+	if err != nil {
+		return err
+	}
+	err = svc.Serve(ctx)
+	if stage.IsFatal(err) {
+		env.Log.Error("uploader stopped: S3 refuses every upload; fix the destination or credentials and start it again", "err", err)
+	}
+	return err
+}
+
+// New sets the uploader up: its S3 client (checked), limits and consumer.
+func New(ctx context.Context, env *service.Env, cfg Config) (*stage.Service, error) {
 	dest := env.Job().Destination
 	rules, err := keyrules.Compile(env.Job().Keys)
 	if err != nil {
-		return fmt.Errorf("uploader: %w", err)
+		return nil, fmt.Errorf("uploader: %w", err)
 	}
 	store, err := blobstore.New(ctx, dest, cfg.Concurrency)
 	if err != nil {
-		return fmt.Errorf("uploader: %w", err)
+		return nil, fmt.Errorf("uploader: %w", err)
 	}
 	if err := store.Check(ctx); err != nil {
-		return fmt.Errorf("uploader: %w", err)
+		return nil, fmt.Errorf("uploader: %w", err)
 	}
 	objects, err := env.JS.ObjectStore(ctx, env.Names.Objects)
 	if err != nil {
-		return fmt.Errorf("uploader: object store %s: %w", env.Names.Objects, err)
+		return nil, fmt.Errorf("uploader: object store %s: %w", env.Names.Objects, err)
 	}
 	limits := &limit.Limits{Stage: bus.StageUploader, RateKind: "uploads",
 		Rates:   limit.NewRates(cfg.UploadRate, cfg.ByteRate),
 		Limiter: limit.NewLimiter(cfg.Concurrency, cfg.Adaptive),
 		PerSec:  cfg.UploadRate, BytesPerSec: cfg.ByteRate, Concurrency: cfg.Concurrency}
 	if err := limit.WatchThrottle(ctx, env.JS, env.Names, limits, env.Registry, env.Log); err != nil {
-		return fmt.Errorf("uploader: %w", err)
+		return nil, fmt.Errorf("uploader: %w", err)
 	}
 	u := &Uploader{Names: env.Names, JS: env.JS, Objects: objects, Store: store, PartSize: cfg.PartSize,
 		StorageClass: dest.StorageClass, SkipExisting: cfg.SkipExisting, Limits: limits.Rates,
@@ -375,17 +388,13 @@ func Run(ctx context.Context, env *service.Env, cfg Config) error {
 	u.Register(env.Registry)
 	cons, err := env.JS.Consumer(ctx, env.Names.Blobs, env.Names.Uploader)
 	if err != nil {
-		return fmt.Errorf("uploader: consumer %s on %s: %w", env.Names.Uploader, env.Names.Blobs, err)
+		return nil, fmt.Errorf("uploader: consumer %s on %s: %w", env.Names.Uploader, env.Names.Blobs, err)
 	}
 	env.Log.Info("uploader started", "bucket", dest.Bucket, "concurrency", cfg.Concurrency, "adaptive", cfg.Adaptive)
-	err = stage.Serve(ctx, cons, u.Handle, stage.Options{
+	return &stage.Service{Consumer: cons, Handler: u.Handle, Options: stage.Options{
 		Stage: bus.StageUploader, Names: env.Names, JS: env.JS, Workers: cfg.Concurrency, Limiter: limits.Limiter,
 		ExhaustedReason: bus.ReasonUploadError, Metrics: env.Metrics, Log: env.Log,
-	})
-	if stage.IsFatal(err) {
-		env.Log.Error("uploader stopped: S3 refuses every upload; fix the destination or credentials and start it again", "err", err)
-	}
-	return err
+	}}, nil
 }
 
 // objectBytes reads a large blob from the object store. With replicated streams a follower may

@@ -255,26 +255,35 @@ func Command() *cli.Command {
 
 // Run consumes UPLOADED until ctx ends.
 func Run(ctx context.Context, env *service.Env, cfg Config) error {
+	svc, err := New(ctx, env, cfg)
+	if err != nil {
+		return err
+	}
+	return svc.Serve(ctx)
+}
+
+// New sets the verifier up: its S3 client (checked) and consumer.
+func New(ctx context.Context, env *service.Env, cfg Config) (*stage.Service, error) {
 	store, err := blobstore.New(ctx, env.Job().Destination, cfg.Concurrency)
 	if err != nil {
-		return fmt.Errorf("verifier: %w", err)
+		return nil, fmt.Errorf("verifier: %w", err)
 	}
 	if err := store.Check(ctx); err != nil {
-		return fmt.Errorf("verifier: %w", err)
+		return nil, fmt.Errorf("verifier: %w", err)
 	}
 	rules, err := keyrules.Compile(env.Job().Keys)
 	if err != nil {
-		return fmt.Errorf("verifier: %w", err)
+		return nil, fmt.Errorf("verifier: %w", err)
 	}
 	v := &Verifier{Names: env.Names, JS: env.JS, Store: store, Sample: cfg.Sample, Rules: rules}
 	v.Register(env.Registry)
 	cons, err := env.JS.Consumer(ctx, env.Names.Uploaded, env.Names.Verifier)
 	if err != nil {
-		return fmt.Errorf("verifier: consumer %s on %s: %w", env.Names.Verifier, env.Names.Uploaded, err)
+		return nil, fmt.Errorf("verifier: consumer %s on %s: %w", env.Names.Verifier, env.Names.Uploaded, err)
 	}
 	env.Log.Info("verifier started", "concurrency", cfg.Concurrency, "deep_sample", cfg.Sample)
-	return stage.Serve(ctx, cons, v.Handle, stage.Options{
+	return &stage.Service{Consumer: cons, Handler: v.Handle, Options: stage.Options{
 		Stage: bus.StageVerifier, Names: env.Names, JS: env.JS, Workers: cfg.Concurrency,
 		Metrics: env.Metrics, Log: env.Log,
-	})
+	}}, nil
 }

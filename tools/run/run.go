@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/urfave/cli/v2"
 
 	"github.com/ferry-migrate/ferry/fetcher"
@@ -24,6 +25,7 @@ import (
 	"github.com/ferry-migrate/ferry/shared/manifest"
 	"github.com/ferry-migrate/ferry/shared/progress"
 	"github.com/ferry-migrate/ferry/shared/service"
+	"github.com/ferry-migrate/ferry/shared/stage"
 	"github.com/ferry-migrate/ferry/uploader"
 	"github.com/ferry-migrate/ferry/verifier"
 )
@@ -42,6 +44,9 @@ type Config struct {
 	NATSSync string
 	Sync     bus.Sync
 	Adaptive bool // adaptive concurrency for the fetcher and the uploader
+	// Fused runs read, upload and verify of a key in one handler on KEYS (stage.Fuse): the blob
+	// never crosses the broker; trouble after the read hands the key to BLOBS or UPLOADED.
+	Fused bool
 }
 
 // Flags are the flags of `ferry run`.
@@ -56,6 +61,7 @@ func (c *Config) Flags() []cli.Flag {
 		&cli.IntFlag{Name: "uploaders", Value: 64, EnvVars: []string{"FERRY_UPLOADER_CONCURRENCY"}, Destination: &c.Uploader.Concurrency, Usage: "concurrent S3 uploads"},
 		&cli.IntFlag{Name: "verifiers", Value: 64, EnvVars: []string{"FERRY_VERIFIER_CONCURRENCY"}, Destination: &c.Verifier.Concurrency, Usage: "concurrent HEAD checks"},
 		&cli.BoolFlag{Name: "adaptive", EnvVars: []string{"FERRY_ADAPTIVE"}, Destination: &c.Adaptive, Usage: "adapt the fetchers' and uploaders' work in flight to Cassandra's and S3's latency, under --fetchers and --uploaders"},
+		&cli.BoolFlag{Name: "fused", Value: true, EnvVars: []string{"FERRY_FUSED"}, Destination: &c.Fused, Usage: "read, upload and verify each key in one step (--fetchers of them at once) and record it in DONE, without BLOBS and UPLOADED in between; a key that fails after its read goes on through BLOBS or UPLOADED as without it. --fused=false: every key through the streams"},
 		&cli.Float64Flag{Name: "read-rate", EnvVars: []string{"FERRY_READ_RATE"}, Destination: &c.Fetcher.ReadRate, Usage: "cap on Cassandra reads/s until 'ferry throttle' sets one (0: none)"},
 		&cli.Float64Flag{Name: "byte-rate", EnvVars: []string{"FERRY_BYTE_RATE"}, Destination: &c.Fetcher.ByteRate, Usage: "cap on blob bytes/s read (0: none)"},
 		&cli.IntFlag{Name: "inline-limit", Value: 1 << 20, EnvVars: []string{"FERRY_INLINE_LIMIT"}, Destination: &c.Fetcher.InlineLimit, Usage: "blobs above this many bytes travel through the object store"},
@@ -146,6 +152,35 @@ func Command() *cli.Command {
 	}
 }
 
+// stages sets up the fetcher, the uploader and the verifier; fused, the fetcher's runner serves
+// all three handlers chained, and the other two serve what it hands to BLOBS and UPLOADED.
+func stages(ctx context.Context, env *service.Env, cfg Config) ([]*stage.Service, error) {
+	f, err := fetcher.New(ctx, env, cfg.Fetcher)
+	if err != nil {
+		return nil, err
+	}
+	u, err := uploader.New(ctx, env, cfg.Uploader)
+	if err == nil {
+		var v *stage.Service
+		if v, err = verifier.New(ctx, env, cfg.Verifier); err == nil {
+			if cfg.Fused {
+				fellBack := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ferry_run_fused_fallbacks_total",
+					Help: "keys the fused path handed to a stage's stream after that stage failed on them"}, []string{"stage"})
+				env.Registry.MustRegister(fellBack)
+				f.Handler = stage.Fuse(func(st string, err error) {
+					fellBack.WithLabelValues(st).Inc()
+					env.Log.Debug("fused path: handed on to the stage's stream", "stage", st, "err", err)
+				}, f, u, v)
+			}
+			return []*stage.Service{f, u, v}, nil
+		}
+	}
+	if f.Close != nil {
+		f.Close()
+	}
+	return nil, err
+}
+
 // startEmbedded starts the embedded JetStream server in <--data>/nats, syncing as
 // --nats-sync-interval says.
 func startEmbedded(cfg Config) (*bus.Embedded, error) {
@@ -197,9 +232,13 @@ func All(ctx context.Context, env *service.Env, cfg Config) (Summary, error) {
 			cancel(fmt.Errorf("%s: %w", name, err))
 		}
 	}
-	wg.Go(func() { stageErr("fetcher", fetcher.Run(ctx, env, cfg.Fetcher)) })
-	wg.Go(func() { stageErr("uploader", uploader.Run(ctx, env, cfg.Uploader)) })
-	wg.Go(func() { stageErr("verifier", verifier.Run(ctx, env, cfg.Verifier)) })
+	svcs, err := stages(ctx, env, cfg)
+	if err != nil {
+		return sum, err
+	}
+	for _, s := range svcs {
+		wg.Go(func() { stageErr(s.Options.Stage, s.Serve(ctx)) })
+	}
 	wg.Go(func() { stageErr("manifest", manifest.Run(ctx, env, cfg.Manifest)) })
 	env.StartAdvisor(ctx)
 
