@@ -79,9 +79,10 @@ demo: up build ## seed $(DEMO_KEYS) blobs, migrate them with `ferry run`, verify
 
 # ---- benchmarks (benchmarks/, a Go module of its own: built from its folder) --------------------
 BENCH      := $(ROOT)/.local/bin/ferry-bench
+BENCH_SOAK_KEYS ?= 100000,2000000
 SUDO       := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: bench bench-scale bench-build bench-diff bench-scan
+.PHONY: bench bench-scale bench-soak bench-build bench-diff bench-scan
 
 bench-build: build ## build .local/bin/ferry-bench (and ferry); install redis-server if missing
 	cd $(ROOT)/benchmarks && $(GO) build -o $(BENCH) .
@@ -95,6 +96,10 @@ bench: bench-build ## side by side on the local stack (make up first): BENCH_KEY
 bench-scale: bench-build ## ferry run at 10k and 200k keys, the producer on 10M lines (BENCH_SCALE_KEYS, BENCH_PRODUCER_LINES)
 	@bash $(STACK) status >/dev/null || { echo "the local stack is not up: make up"; exit 1; }
 	cd $(ROOT) && source $(LOCAL)/env.sh && $(BENCH) scale
+
+bench-soak: bench-build ## ferry run and the split services at 100k and 2M keys of 1 KiB blobs with a DONE drain: cost per file, RSS, NATS store (BENCH_SOAK_KEYS)
+	@bash $(STACK) status >/dev/null || { echo "the local stack is not up: make up"; exit 1; }
+	cd $(ROOT) && source $(LOCAL)/env.sh && BENCH_SOAK_KEYS=$(BENCH_SOAK_KEYS) $(BENCH) soak
 
 bench-diff: build ## ferry diff A B vs LC_ALL=C sort -u + comm on two generated lists (BENCH_DIFF_LINES=20000000; no stack needed)
 	cd $(ROOT)/benchmarks && $(GO) build -o $(BENCH) .

@@ -124,6 +124,9 @@ type bench struct {
 	self   string      // this binary, for the worker subcommands
 	commit string
 	runs   int // ferry runs so far: each gets its own job and data folder
+
+	blobSize int        // seeded blobs are all this size (0: drawn sizes, median ~30 KiB)
+	drain    *drainSpec // the soak's: the ferry variants drain DONE into manifests, and report the store
 }
 
 func newBench(o options) (*bench, error) {
@@ -239,6 +242,9 @@ const benchPrefix = "bench"
 func (b *bench) variantConfig(v string) (string, error) {
 	j := *b.job
 	j.Keys.Template = b.prefix(v) + "/" + j.Keys.Template
+	// ferry run drains DONE on its own (after 2m): its segments go under the variant's prefix too,
+	// so cleaning the prefix removes them, and no later job adopts them.
+	j.Manifest.Prefix = b.prefix(v) + "/ferry-manifests/"
 	return writeJobFile(filepath.Join(b.dir, v+".yaml"), &j)
 }
 

@@ -49,8 +49,14 @@ func ferryOnce(ctx context.Context, args ...string) error {
 	return nil
 }
 
+// splitStage is one process of the split variant: its name and ferry's arguments.
+type splitStage struct {
+	name string
+	args []string
+}
+
 // runSplit runs the four ferry services as separate processes on the local nats-server, under a
-// fresh job, and profiles them while they work.
+// fresh job, and profiles them while they work; with b.drain, a `ferry manifest` beside them.
 func (b *bench) runSplit(ctx context.Context, keys string, n int, profDir string) (*variantResult, error) {
 	job := b.id + "-split"
 	cfg, err := b.variantConfig(vSplit)
@@ -76,14 +82,14 @@ func (b *bench) runSplit(ctx context.Context, keys string, n int, profDir string
 	brokerPID, brokerCPU0 := b.natsCPU()
 
 	conc := strconv.Itoa(b.o.Concurrency)
-	stages := []struct {
-		name string
-		args []string
-	}{
+	stages := []splitStage{
 		{"fetcher", []string{"fetcher", "--concurrency", conc}},
 		{"uploader", []string{"uploader", "--concurrency", conc}},
 		{"verifier", []string{"verifier", "--concurrency", conc}},
 		{"producer", []string{"producer", "--keys", keys}},
+	}
+	if b.drain != nil {
+		stages = append(stages, splitStage{"manifest", b.drain.args("manifest", "")})
 	}
 	procs := map[string]*child{}
 	addrs := map[string]string{}
@@ -189,6 +195,11 @@ func (b *bench) runSplit(ctx context.Context, keys string, n int, profDir string
 	}
 	r.Notes = append(r.Notes, pauses.notes()...)
 	r.Profiles, r.ProfileNotes = prof.tops(ctx)
+	if b.drain != nil {
+		if r.Store, err = jobStore(ctx, js, names, brokerPID); err != nil {
+			r.Notes = append(r.Notes, "NATS store not read: "+err.Error())
+		}
+	}
 	return r.finish(), nil
 }
 
@@ -206,17 +217,22 @@ func (b *bench) natsCPU() (int, float64) {
 }
 
 func streamMsgs(ctx context.Context, js jetstream.JetStream, name string) (uint64, error) {
+	st, err := streamState(ctx, js, name)
+	return st.Msgs, err
+}
+
+func streamState(ctx context.Context, js jetstream.JetStream, name string) (jetstream.StreamState, error) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	s, err := js.Stream(ctx, name)
 	if err != nil {
-		return 0, err
+		return jetstream.StreamState{}, err
 	}
 	info, err := s.Info(ctx)
 	if err != nil {
-		return 0, err
+		return jetstream.StreamState{}, err
 	}
-	return info.State.Msgs, nil
+	return info.State, nil
 }
 
 // runFerry runs `ferry run` on its embedded server (a fresh data folder, no FERRY_NATS) until it
@@ -245,6 +261,9 @@ func (b *bench) runFerry(ctx context.Context, v, keys string, n int, profDir str
 	}
 	args := append(b.ferryArgs(job, cfg, addr, false), "run", "--data", data, "--keys", keys,
 		"--fetchers", conc, "--uploaders", conc, "--verifiers", conc, "--nats-sync-interval", sync)
+	if b.drain != nil {
+		args = append(args, b.drain.args("", "manifest-")...)
+	}
 	name := fmt.Sprintf("run-%d", n)
 	if b.o.Repeat > 1 {
 		name = fmt.Sprintf("run-%d-%d", n, b.runs)
@@ -333,6 +352,11 @@ func (b *bench) runFerry(ctx context.Context, v, keys string, n int, profDir str
 		r.Notes = append(r.Notes, fmt.Sprintf("%d dead letters", sum.dead))
 	}
 	r.Notes = append(r.Notes, pauses.notes()...)
+	if b.drain != nil {
+		if r.Store, err = dataStore(data); err != nil {
+			r.Notes = append(r.Notes, "NATS store not read: "+err.Error())
+		}
+	}
 	return r.finish(), nil
 }
 

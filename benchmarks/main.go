@@ -7,10 +7,12 @@
 //   - ferry-run: `ferry run` on its embedded JetStream server;
 //
 // and reports files/s, CPU seconds per 1,000 files, peak RSS and Cassandra reads per file, with
-// ratios, as markdown and JSON under benchmarks/results/. `make bench-diff` times `ferry diff`
-// against sort + comm; `make bench-scan` times `ferry producer --scan` against one SELECT of the
-// keys. The direct, seed-design and scan workers are subcommands of this binary, run as child
-// processes so their resource usage is measured alone.
+// ratios, as markdown and JSON under benchmarks/results/. `make bench-soak` runs ferry-split and
+// ferry-run at growing counts of 1 KiB blobs with a DONE drain, for cost per file, RSS and the
+// NATS store as the work grows. `make bench-diff` times `ferry diff` against sort + comm;
+// `make bench-scan` times `ferry producer --scan` against one SELECT of the keys. The direct,
+// seed-design and scan workers are subcommands of this binary, run as child processes so their
+// resource usage is measured alone.
 package main
 
 import (
@@ -33,6 +35,7 @@ func main() {
 		Commands: []*cli.Command{
 			benchCommand(),
 			scaleCommand(),
+			soakCommand(),
 			diffCommand(),
 			scanCommand(),
 			directCommand(),

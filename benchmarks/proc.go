@@ -11,12 +11,13 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
 
-// child is a process the harness started and measures: its CPU time and peak RSS come from the
-// kernel's rusage when it has exited, so they are the child's alone.
+// child is a process the harness started and measures: its CPU time comes from the kernel's
+// rusage when it has exited, its peak RSS from its VmHWM, so both are the child's alone.
 type child struct {
 	name  string
 	cmd   *exec.Cmd
@@ -24,6 +25,7 @@ type child struct {
 	done  chan struct{} // closed when the process has exited
 	err   error         // Wait's result, valid after done
 	stdio []io.Closer
+	hwm   atomic.Int64 // VmHWM in KiB, last read (0: never read)
 }
 
 // startChild starts args with env; stdout and stderr go to the writers (nil: discarded). When ctx
@@ -42,6 +44,7 @@ func startChild(ctx context.Context, name string, env []string, stdout, stderr i
 		c.err = cmd.Wait()
 		close(c.done)
 	}()
+	go c.followHWM()
 	go func() {
 		select {
 		case <-ctx.Done():
@@ -129,7 +132,46 @@ func (c *child) usage() usage {
 		return usage{}
 	}
 	tv := func(t syscall.Timeval) float64 { return float64(t.Sec) + float64(t.Usec)/1e6 }
-	return usage{CPUSeconds: tv(ru.Utime) + tv(ru.Stime), MaxRSSKiB: ru.Maxrss} // Maxrss is KiB on Linux
+	u := usage{CPUSeconds: tv(ru.Utime) + tv(ru.Stime), MaxRSSKiB: c.hwm.Load()}
+	if u.MaxRSSKiB == 0 { // exited before its first read
+		u.MaxRSSKiB = ru.Maxrss // KiB on Linux
+	}
+	return u
+}
+
+// followHWM reads the child's VmHWM until it exits. rusage's maxrss is no good for a child of a
+// Go program: the kernel counts the parent's RSS at the exec in it (the child starts on the
+// parent's memory, CLONE_VM), so every child would look at least as big as the harness.
+func (c *child) followHWM() {
+	for {
+		if kib, err := procStatusKiB(c.cmd.Process.Pid, "VmHWM"); err == nil {
+			c.hwm.Store(kib)
+		}
+		select {
+		case <-c.done:
+			return
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// peakRSS returns a func giving the child's peak RSS so far in MiB (0: never read).
+func peakRSS(c *child) func() float64 {
+	return func() float64 { return float64(c.hwm.Load()) / 1024 }
+}
+
+// procStatusKiB reads one "kB" field of /proc/<pid>/status (VmRSS, VmHWM).
+func procStatusKiB(pid int, field string) (int64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	for line := range strings.Lines(string(b)) {
+		if v, ok := strings.CutPrefix(line, field+":"); ok {
+			return strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+		}
+	}
+	return 0, fmt.Errorf("/proc/%d/status: no %s", pid, field)
 }
 
 // freePort returns a loopback TCP port that was free a moment ago.

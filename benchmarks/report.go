@@ -35,6 +35,7 @@ type variantResult struct {
 	BrokerCPU       float64           `json:"broker_cpu_seconds"` // -1: n/a (none, or inside our process)
 	BrokerCPUPer1k  float64           `json:"broker_cpu_seconds_per_1k_files"`
 	MachineBusy     float64           `json:"machine_cpu_busy_percent"` // all processes, all cores
+	Store           *natsStore        `json:"nats_store,omitempty"`     // at the end, with a DONE drain (soak)
 	Profiles        map[string]string `json:"cpu_profile_top,omitempty"`
 	ProfileNotes    []string          `json:"profile_notes,omitempty"`
 	Notes           []string          `json:"notes,omitempty"`

@@ -36,13 +36,9 @@ func scaleCommand() *cli.Command {
 			if err := o.validate(); err != nil {
 				return err
 			}
-			var ns []int
-			for f := range strings.SplitSeq(sizes, ",") {
-				n, err := strconv.Atoi(strings.TrimSpace(f))
-				if err != nil || n < 1 {
-					return fmt.Errorf("--sizes: %q is not a key count", f)
-				}
-				ns = append(ns, n)
+			ns, err := parseKeyCounts(sizes)
+			if err != nil {
+				return err
 			}
 			b, err := newBench(o)
 			if err != nil {
@@ -51,6 +47,47 @@ func scaleCommand() *cli.Command {
 			return b.scale(c.Context, ns, lines)
 		},
 	}
+}
+
+// seedAndClean seeds the first n keys (if not yet) and empties the benchmark's part of the bucket.
+func (b *bench) seedAndClean(ctx context.Context, n int) error {
+	if _, err := b.ensureSeeded(ctx, n); err != nil {
+		return err
+	}
+	return b.cleanObjects(ctx, benchPrefix+"/")
+}
+
+// measure runs variant v (ferry-split, or a ferry run) on the first n keys, with how busy the
+// machine was meanwhile, and deletes its objects afterwards.
+func (b *bench) measure(ctx context.Context, v, keys string, n int, profDir string) (*variantResult, error) {
+	logf("== %s, %d keys", v, n)
+	busy := startBusy()
+	var r *variantResult
+	var err error
+	if v == vSplit {
+		r, err = b.runSplit(ctx, keys, n, profDir)
+	} else {
+		r, err = b.runFerry(ctx, v, keys, n, profDir)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%s at %d keys: %w", v, n, err)
+	}
+	r.MachineBusy = busy.percent()
+	logf("%s", r.summary())
+	return r, b.cleanObjects(ctx, b.prefix(v)+"/")
+}
+
+// parseKeyCounts reads --sizes: "10000,200000".
+func parseKeyCounts(s string) ([]int, error) {
+	var ns []int
+	for f := range strings.SplitSeq(s, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 1 {
+			return nil, fmt.Errorf("--sizes: %q is not a key count", f)
+		}
+		ns = append(ns, n)
+	}
+	return ns, nil
 }
 
 // producerResult is the producer alone on a generated key file.
@@ -82,10 +119,7 @@ func (b *bench) scale(ctx context.Context, sizes []int, lines int) error {
 	rep := scaleReport{Date: time.Now().UTC().Format(time.RFC3339), Commit: b.commit, Cores: runtime.NumCPU(), Concurrency: b.o.Concurrency}
 	name := time.Now().Format("2006-01-02") + "-" + b.commit + "-scale"
 	if len(sizes) > 0 {
-		if _, err := b.ensureSeeded(ctx, slices.Max(sizes)); err != nil {
-			return err
-		}
-		if err := b.cleanObjects(ctx, benchPrefix+"/"); err != nil {
+		if err := b.seedAndClean(ctx, slices.Max(sizes)); err != nil {
 			return err
 		}
 	}
@@ -94,18 +128,11 @@ func (b *bench) scale(ctx context.Context, sizes []int, lines int) error {
 		if err != nil {
 			return err
 		}
-		logf("== ferry run, %d keys", n)
-		busy := startBusy()
-		r, err := b.runFerry(ctx, vRun, keys, n, filepath.Join(b.o.Results, name))
+		r, err := b.measure(ctx, vRun, keys, n, filepath.Join(b.o.Results, name))
 		if err != nil {
-			return fmt.Errorf("ferry run at %d keys: %w", n, err)
-		}
-		r.MachineBusy = busy.percent()
-		logf("%s", r.summary())
-		rep.Runs = append(rep.Runs, *r)
-		if err := b.cleanObjects(ctx, b.prefix(vRun)+"/"); err != nil {
 			return err
 		}
+		rep.Runs = append(rep.Runs, *r)
 	}
 	if k := len(rep.Runs); k > 1 && rep.Runs[0].VerifiedRate > 0 {
 		rep.Growth = rep.Runs[k-1].VerifiedRate / rep.Runs[0].VerifiedRate
@@ -118,18 +145,25 @@ func (b *bench) scale(ctx context.Context, sizes []int, lines int) error {
 		}
 		rep.Producer = p
 	}
-	text := rep.markdown(name)
+	return writeResults(b.o.Results, name, rep.markdown(name), rep)
+}
+
+// writeResults prints the markdown report and writes it, and rep as JSON, to dir/name.md|json.
+func writeResults(dir, name, text string, rep any) error {
 	fmt.Println()
 	fmt.Print(text)
-	if err := os.MkdirAll(b.o.Results, 0o755); err != nil {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
-	md := filepath.Join(b.o.Results, name+".md")
+	md := filepath.Join(dir, name+".md")
 	if err := os.WriteFile(md, []byte(text), 0o644); err != nil {
 		return err
 	}
-	raw, _ := json.MarshalIndent(rep, "", "  ")
-	js := filepath.Join(b.o.Results, name+".json")
+	raw, err := json.MarshalIndent(rep, "", "  ")
+	if err != nil {
+		return err
+	}
+	js := filepath.Join(dir, name+".json")
 	if err := os.WriteFile(js, append(raw, '\n'), 0o644); err != nil {
 		return err
 	}

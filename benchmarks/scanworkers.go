@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -257,34 +256,6 @@ func copyBinary(src, dst string) (string, error) {
 	}
 	_, err = io.Copy(out, in)
 	return dst, errors.Join(err, out.Close())
-}
-
-// peakRSS follows a child's VmHWM until it exits and returns a func giving the last value in MiB
-// (0: never read). rusage's maxrss is no good for a child of a Go program: the kernel counts the
-// parent's RSS at the exec in it (the child starts on the parent's memory, CLONE_VM), so every
-// child would look at least as big as the harness.
-func peakRSS(c *child) func() float64 {
-	var kib atomic.Int64
-	go func() {
-		path := fmt.Sprintf("/proc/%d/status", c.cmd.Process.Pid)
-		for {
-			if b, err := os.ReadFile(path); err == nil {
-				for line := range strings.Lines(string(b)) {
-					if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
-						if n, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64); err == nil {
-							kib.Store(n)
-						}
-					}
-				}
-			}
-			select {
-			case <-c.done:
-				return
-			case <-time.After(100 * time.Millisecond):
-			}
-		}
-	}()
-	return func() float64 { return float64(kib.Load()) / 1024 }
 }
 
 // writeScanRows writes rows first, first+step, ... below rows of the scan table (key and blob as

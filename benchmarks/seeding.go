@@ -9,7 +9,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -24,12 +26,38 @@ import (
 )
 
 // seedMarker records what `ferry seed` wrote, so a later run skips seeding. Keys are a prefix of
-// one sequence per seed (seed.Key(seed, i)), so a marker for 50,000 covers every smaller count.
+// one sequence per seed (seed.Key(seed, i), or seed.SizedKey(seed, i, size) for one blob size), so
+// a marker for 50,000 covers every smaller count.
 type seedMarker struct {
 	Seed  int    `json:"seed"`
 	Count int    `json:"count"`
+	Size  int    `json:"size,omitempty"` // every blob this size; 0: drawn sizes
 	Table string `json:"table"`
 	Hosts string `json:"hosts"`
+}
+
+// seedKey is the i-th seeded key: of b.blobSize bytes if set, else of a drawn size.
+func (b *bench) seedKey(i int) string {
+	if b.blobSize > 0 {
+		return seed.SizedKey(b.o.Seed, i, b.blobSize)
+	}
+	return seed.Key(b.o.Seed, i)
+}
+
+// seedPlan is the first n seeded keys.
+func (b *bench) seedPlan(n int) seed.Keys {
+	if b.blobSize > 0 {
+		return seed.PlanKeys(b.o.Seed, 0, 0, 0, slices.Repeat([]int{b.blobSize}, n))
+	}
+	return seed.PlanKeys(b.o.Seed, n, 0, 0, nil)
+}
+
+// seedName names the files of this seed (and blob size) in the work folder.
+func (b *bench) seedName() string {
+	if b.blobSize > 0 {
+		return fmt.Sprintf("seed%d-s%d", b.o.Seed, b.blobSize)
+	}
+	return fmt.Sprintf("seed%d", b.o.Seed)
 }
 
 // ensureSeeded makes sure the first n keys of the seed are in Cassandra and returns the key list
@@ -39,11 +67,11 @@ func (b *bench) ensureSeeded(ctx context.Context, n int) (string, error) {
 		return "", err
 	}
 	first := b.job.Source.Targets[0]
-	want := seedMarker{Seed: b.o.Seed, Table: first.Table, Hosts: fmt.Sprint(first.Hosts)}
-	markerPath := filepath.Join(b.o.Work, fmt.Sprintf("seeded-%d.json", b.o.Seed))
+	want := seedMarker{Seed: b.o.Seed, Size: b.blobSize, Table: first.Table, Hosts: fmt.Sprint(first.Hosts)}
+	markerPath := filepath.Join(b.o.Work, "seeded-"+strings.TrimPrefix(b.seedName(), "seed")+".json")
 	var have seedMarker
 	if raw, err := os.ReadFile(markerPath); err == nil && json.Unmarshal(raw, &have) == nil &&
-		have.Count >= n && have.Table == want.Table && have.Hosts == want.Hosts {
+		have.Count >= n && have.Size == want.Size && have.Table == want.Table && have.Hosts == want.Hosts {
 		// The marker may outlive the data (make clean-data): check a sample before trusting it.
 		err := b.checkSample(ctx, n)
 		if err == nil {
@@ -54,12 +82,8 @@ func (b *bench) ensureSeeded(ctx context.Context, n int) (string, error) {
 	}
 	logf("seed: writing %d blobs with seed %d (ferry seed)", n, b.o.Seed)
 	tmp := filepath.Join(b.dir, "seed-keys.txt")
-	cmd := exec.CommandContext(ctx, b.o.Ferry, "--config", b.o.Config, "seed",
-		"--count", strconv.Itoa(n), "--seed", strconv.Itoa(b.o.Seed), "--keys-out", tmp)
-	cmd.Env = childEnv()
-	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-	if err := cmd.Run(); err != nil {
-		return "", fmt.Errorf("ferry seed: %w", err)
+	if err := b.seed(ctx, n, tmp); err != nil {
+		return "", err
 	}
 	os.Remove(tmp) // the harness writes its own list, for any count up to the marker's
 	want.Count = n
@@ -70,10 +94,33 @@ func (b *bench) ensureSeeded(ctx context.Context, n int) (string, error) {
 	return b.keyFile(n)
 }
 
+// seed writes the first n keys with `ferry seed`. Keys of one blob size are its --sizes, one
+// number a key: too long for a command line at a million keys, so that seed runs in this process.
+func (b *bench) seed(ctx context.Context, n int, keysOut string) error {
+	if b.blobSize > 0 {
+		cfg := seed.Config{KeysOut: keysOut, Seed: b.o.Seed, Sizes: strings.Repeat(strconv.Itoa(b.blobSize)+",", n),
+			Concurrency: 32, Consistency: "ALL", Replication: "dc1:1,dc2:1"} // ferry seed's defaults
+		sum, err := seed.Write(ctx, b.job, cfg, os.Stderr)
+		if err != nil {
+			return fmt.Errorf("seed %d blobs of %d bytes: %w", n, b.blobSize, err)
+		}
+		logf("%s", sum)
+		return nil
+	}
+	cmd := exec.CommandContext(ctx, b.o.Ferry, "--config", b.o.Config, "seed",
+		"--count", strconv.Itoa(n), "--seed", strconv.Itoa(b.o.Seed), "--keys-out", keysOut)
+	cmd.Env = childEnv()
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("ferry seed: %w", err)
+	}
+	return nil
+}
+
 // keyFile writes the key list of the first n keys of the seed and returns its path.
 func (b *bench) keyFile(n int) (string, error) {
-	path := filepath.Join(b.o.Work, fmt.Sprintf("keys-seed%d-n%d.txt", b.o.Seed, n))
-	keys := seed.PlanKeys(b.o.Seed, n, 0, 0, nil).All()
+	path := filepath.Join(b.o.Work, fmt.Sprintf("keys-%s-n%d.txt", b.seedName(), n))
+	keys := b.seedPlan(n).All()
 	return path, writeLines(path, func(emit func(string)) {
 		for _, k := range keys {
 			emit(k)
@@ -92,7 +139,7 @@ func (b *bench) checkSample(ctx context.Context, n int) error {
 	const samples = 16
 	for i := range samples {
 		idx := i * (n - 1) / (samples - 1)
-		key := seed.Key(b.o.Seed, idx)
+		key := b.seedKey(idx)
 		blob, err := r.Read(ctx, key)
 		if err != nil {
 			return fmt.Errorf("key %d: %w", idx, err)
