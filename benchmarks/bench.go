@@ -26,12 +26,15 @@ const (
 	// vRunSync2m is ferry run with --nats-sync-interval 2m: nats-server's default background
 	// sync instead of an fsync per write, to measure what the safe default costs.
 	vRunSync2m = "ferry-run-sync-2m"
+	// vRunStreams is ferry run with --fused=false: every key through BLOBS and UPLOADED, to
+	// measure what the fused path saves.
+	vRunStreams = "ferry-run-streams"
 )
 
 // allVariants run by default; knownVariants may be chosen with --variants.
 var (
 	allVariants   = []string{vDirect, vSeedDesign, vSplit, vRun}
-	knownVariants = append(slices.Clone(allVariants), vRunSync2m)
+	knownVariants = append(slices.Clone(allVariants), vRunSync2m, vRunStreams)
 )
 
 // options are the harness's flags; `make bench` sets them from BENCH_* variables.
@@ -202,7 +205,7 @@ func (b *bench) run(ctx context.Context) error {
 				r, err = b.runSeedDesign(ctx, keys)
 			case vSplit:
 				r, err = b.runSplit(ctx, keys, o.Keys, profDir)
-			case vRun, vRunSync2m:
+			case vRun, vRunSync2m, vRunStreams:
 				r, err = b.runFerry(ctx, v, keys, o.Keys, profDir)
 			}
 			if err != nil {

@@ -264,6 +264,9 @@ func (b *bench) runFerry(ctx context.Context, v, keys string, n int, profDir str
 	if b.drain != nil {
 		args = append(args, b.drain.args("", "manifest-")...)
 	}
+	if v == vRunStreams {
+		args = append(args, "--fused=false")
+	}
 	name := fmt.Sprintf("run-%d", n)
 	if b.o.Repeat > 1 {
 		name = fmt.Sprintf("run-%d-%d", n, b.runs)

@@ -201,7 +201,7 @@ func (rep *report) table() string {
 		switch {
 		case r.BrokerCPU >= 0:
 			broker = fmt.Sprintf("%.2f (%s)", r.BrokerCPUPer1k, r.BrokerName)
-		case r.Name == vRun || r.Name == vRunSync2m:
+		case r.Name == vRun || r.Name == vRunSync2m || r.Name == vRunStreams:
 			broker = "in the process (embedded)"
 		}
 		fmt.Fprintf(&b, "| %s | %d | %d | %s | %s | %.2f | %s | %.2f | %s | %.0f%% |\n", r.Name, r.Files, r.Failed,
