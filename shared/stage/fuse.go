@@ -2,12 +2,14 @@ package stage
 
 import (
 	"context"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/ferry-migrate/ferry/shared/bus"
+	"github.com/ferry-migrate/ferry/shared/limit"
 )
 
 // Service is a stage set up to serve: its consumer, handler and runner options, and what to
@@ -37,12 +39,21 @@ func (s *Service) Serve(ctx context.Context) error {
 // output the runner stores holds their work, and so do the later stages' message counts and
 // latencies (ferry_messages_total reads as without fusion).
 //
+// A later stage with a Limiter runs at most its ceiling of fused calls at once (its --concurrency,
+// lowered by `ferry throttle --concurrency`), waiting for room; the wait is reported through
+// limit.Waited. Not its adaptive limit: fused calls do not feed it, so it would stay at its
+// start. A later handler's panic is a failure like any other: the key is handed on.
+//
 // fellBack, if set, is told which stage failed and why.
 func Fuse(fellBack func(stage string, err error), svcs ...*Service) Handler {
 	// The handlers as they are now: the fused handler usually replaces the first one's.
 	handlers := make([]Handler, len(svcs))
+	gates := make([]*gate, len(svcs))
 	for i, s := range svcs {
 		handlers[i] = s.Handler
+		if s.Options.Limiter != nil {
+			gates[i] = &gate{lim: s.Options.Limiter, wake: make(chan struct{})}
+		}
 	}
 	return func(ctx context.Context, in Msg) (*Output, error) {
 		out, err := handlers[0](ctx, in)
@@ -55,7 +66,7 @@ func Fuse(fellBack func(stage string, err error), svcs ...*Service) Handler {
 				hooks = append(hooks, out.Stored)
 			}
 			began := time.Now()
-			next, err := handlers[i+1](ctx, delivered(out, in.Progress))
+			next, err := gates[i+1].call(ctx, handlers[i+1], delivered(out, in.Progress))
 			if err != nil || next == nil {
 				if err != nil && fellBack != nil {
 					fellBack(svc.Options.Stage, err)
@@ -95,4 +106,58 @@ func chain(hooks []func(context.Context)) func(context.Context) {
 			h(ctx)
 		}
 	}
+}
+
+// gate keeps a later stage's fused calls under its limiter's ceiling. The limiter's own slots
+// cannot be shared: the stage's idle workers hold them while they wait for a message.
+type gate struct {
+	lim  *limit.Limiter
+	mu   sync.Mutex
+	n    int
+	wake chan struct{}
+}
+
+// call runs h on in once there is room (nil gate: at once), turning a panic into an error.
+func (g *gate) call(ctx context.Context, h Handler, in Msg) (out *Output, err error) {
+	if g != nil {
+		if err := g.acquire(ctx); err != nil {
+			return nil, err
+		}
+		defer g.release()
+	}
+	defer func() {
+		if v := recover(); v != nil {
+			out, err = nil, panicError{v}
+		}
+	}()
+	return h(ctx, in)
+}
+
+func (g *gate) acquire(ctx context.Context) error {
+	start := time.Now()
+	defer func() { limit.Waited(ctx, time.Since(start)) }() // the throttle's time, not S3's
+	for {
+		g.mu.Lock()
+		if g.n < g.lim.Ceiling() {
+			g.n++
+			g.mu.Unlock()
+			return nil
+		}
+		wake := g.wake
+		g.mu.Unlock()
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-wake:
+		case <-time.After(100 * time.Millisecond): // the ceiling may have risen
+		}
+	}
+}
+
+func (g *gate) release() {
+	g.mu.Lock()
+	g.n--
+	close(g.wake)
+	g.wake = make(chan struct{})
+	g.mu.Unlock()
 }
