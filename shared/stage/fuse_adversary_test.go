@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/ferry-migrate/ferry/shared/bus"
+	"github.com/ferry-migrate/ferry/shared/bustest"
 	"github.com/ferry-migrate/ferry/shared/limit"
 	"github.com/ferry-migrate/ferry/shared/stage"
 )
@@ -97,5 +98,45 @@ func TestAdversaryFuseHonoursStageLimit(t *testing.T) {
 				t.Errorf("%d fused uploads at once, over the uploader's limit of %d", got, tc.want)
 			}
 		})
+	}
+}
+
+// TestAdversaryFuseShutdownPastGrace: SIGTERM while a fused upload runs longer than the grace
+// period. The upload is cut, but the read is done: the key must be handed to BLOBS and its KEYS
+// message acked, as the unfused fetcher's output would be, not nakked to be read again.
+func TestAdversaryFuseShutdownPastGrace(t *testing.T) {
+	js, n := bustest.Job(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	publishKeys(t, js, n, "k")
+	cons, err := js.Consumer(ctx, n.Keys, n.Fetcher)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var reads atomic.Int32
+	fetch := &stage.Service{Options: stage.Options{Stage: bus.StageFetcher}, Handler: func(_ context.Context, in stage.Msg) (*stage.Output, error) {
+		reads.Add(1)
+		rec := bus.Record{ID: in.Record.ID, Key: string(in.Body), S3Key: "p/k", Size: 4, MD5: make([]byte, 16)}
+		return &stage.Output{Subject: n.BlobsSubject, Stream: n.Blobs, ID: bus.MsgID("blobs", rec.ID), Record: rec, Body: []byte("blob")}, nil
+	}}
+	uploading := make(chan struct{})
+	upload := &stage.Service{Options: stage.Options{Stage: bus.StageUploader}, Handler: func(hctx context.Context, _ stage.Msg) (*stage.Output, error) {
+		close(uploading)
+		<-hctx.Done() // a long multipart upload, cut when the grace period ends
+		return nil, hctx.Err()
+	}}
+	go func() {
+		<-uploading
+		cancel() // SIGTERM
+	}()
+	if err := stage.Serve(ctx, cons, stage.Fuse(nil, fetch, upload), stage.Options{Stage: bus.StageFetcher, Names: n, JS: js,
+		Workers: 1, Grace: 300 * time.Millisecond}); err != nil {
+		t.Fatal(err)
+	}
+	if got := bustest.Msgs(t, js, n.Blobs); got != 1 {
+		t.Errorf("BLOBS holds %d messages after the shutdown, want the read key's 1 (it would be read again)", got)
+	}
+	if got := bustest.Msgs(t, js, n.Keys); got != 0 {
+		t.Errorf("KEYS still holds %d messages: the read key was not acked", got)
 	}
 }

@@ -98,6 +98,13 @@ func deliver(ctx context.Context, js jetstream.JetStream, h Handler, in Msg) err
 	if err != nil || out == nil {
 		return err
 	}
+	if ctx.Err() != nil {
+		// The grace period ended as the handler returned (a fused key's read, handed on when
+		// its upload was cut): store the work done rather than redo it.
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+	}
 	if err := store(ctx, js, in.KeyOf(), out); err != nil {
 		return err
 	}
