@@ -15,6 +15,7 @@ import (
 	"github.com/ferry-migrate/ferry/shared/blobstore"
 	"github.com/ferry-migrate/ferry/shared/bus"
 	"github.com/ferry-migrate/ferry/shared/bustest"
+	"github.com/ferry-migrate/ferry/shared/manifest/manifesttest"
 )
 
 // doneIDs is the Ferry-Id of every entry DONE holds.
@@ -79,7 +80,7 @@ func TestAdversaryAdoptForeignSegment(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			js, n := bustest.Job(t)
-			st := newMemStore()
+			st := manifesttest.New()
 			publishJob(t, js, n, "old", tc.old)
 			if _, _, err := newDrain(js, n, st, 1000).DrainAll(ctx); err != nil {
 				t.Fatal(err)
@@ -116,7 +117,7 @@ func TestAdversaryAdoptForeignSegment(t *testing.T) {
 func TestAdversaryInteriorGapIsLost(t *testing.T) {
 	ctx := context.Background()
 	js, n := bustest.Job(t)
-	st := newMemStore()
+	st := manifesttest.New()
 	publishJob(t, js, n, "k", 30)
 	s, _ := js.Stream(ctx, n.Done)
 	for _, seq := range []uint64{5, 6, 20} {
@@ -140,7 +141,7 @@ func TestAdversaryDedupeAfterPurge(t *testing.T) {
 	ctx := context.Background()
 	js, n := bustest.Job(t)
 	publishJob(t, js, n, "k", 10)
-	if _, _, err := newDrain(js, n, newMemStore(), 100).DrainAll(ctx); err != nil {
+	if _, _, err := newDrain(js, n, manifesttest.New(), 100).DrainAll(ctx); err != nil {
 		t.Fatal(err)
 	}
 	if msgs, _, _ := doneState(t, js, n); msgs != 0 {
@@ -157,14 +158,14 @@ func TestAdversaryDedupeAfterPurge(t *testing.T) {
 func TestAdversarySegmentBucket(t *testing.T) {
 	ctx := context.Background()
 	js, n := bustest.Job(t)
-	st := newMemStore() // bucket "mem": a manifest.bucket of its own
+	st := manifesttest.New() // bucket "mem": a manifest.bucket of its own
 	publishJob(t, js, n, "k", 3)
 	d := newDrain(js, n, st, 100)
 	d.Bucket = "photos"
 	if _, _, err := d.DrainAll(ctx); err != nil {
 		t.Fatal(err)
 	}
-	body := st.objs[SegmentKey("ferry-manifests/", n.Job, 1)]
+	body := st.Object(SegmentKey("ferry-manifests/", n.Job, 1))
 	zr, err := gzipReader(body)
 	if err != nil {
 		t.Fatal(err)
@@ -193,8 +194,8 @@ func TestAdversaryForeignObjects(t *testing.T) {
 	}{{"empty segment", empty}, {"not gzip", []byte("hello")}, {"zero bytes", nil}} {
 		t.Run(tc.name, func(t *testing.T) {
 			js, n := bustest.Job(t)
-			st := newMemStore()
-			st.objs[SegmentKey("ferry-manifests/", n.Job, 1)] = tc.body
+			st := manifesttest.New()
+			st.Set(SegmentKey("ferry-manifests/", n.Job, 1), tc.body)
 			publishJob(t, js, n, "k", 10)
 			if _, err := newDrain(js, n, st, 100).Round(ctx); err == nil {
 				t.Error("round adopted a foreign object")
@@ -211,7 +212,7 @@ func TestAdversaryForeignObjects(t *testing.T) {
 func TestAdversaryLostAtRest(t *testing.T) {
 	ctx := context.Background()
 	js, n := bustest.Job(t)
-	st := newMemStore()
+	st := manifesttest.New()
 	publishJob(t, js, n, "k", 20)
 	if _, _, err := newDrain(js, n, st, 100).DrainAll(ctx); err != nil {
 		t.Fatal(err)
@@ -246,11 +247,11 @@ func TestAdversaryBatchMemory(t *testing.T) {
 }
 
 // overwriteStore is an S3 that ignores If-None-Match: a conditional write replaces the object.
-type overwriteStore struct{ *memStore }
+type overwriteStore struct{ *manifesttest.Store }
 
 func (o overwriteStore) Put(ctx context.Context, in blobstore.PutInput) (blobstore.PutResult, error) {
 	in.IfAbsent = false
-	return o.memStore.Put(ctx, in)
+	return o.Store.Put(ctx, in)
 }
 
 // TestAdversaryIgnoredIfNoneMatch: two drains on an S3 that ignores If-None-Match overwrite each
@@ -260,7 +261,7 @@ func (o overwriteStore) Put(ctx context.Context, in blobstore.PutInput) (blobsto
 func TestAdversaryIgnoredIfNoneMatch(t *testing.T) {
 	ctx := context.Background()
 	js, n := bustest.Job(t)
-	st := overwriteStore{newMemStore()}
+	st := overwriteStore{manifesttest.New()}
 	publishJob(t, js, n, "k", 40)
 	// Drain B read DONE up to entry 25 at its cutoff, then stalls before its write.
 	b := newDrain(js, n, st, 25)
@@ -275,7 +276,7 @@ func TestAdversaryIgnoredIfNoneMatch(t *testing.T) {
 	body, _ := encode(st.Bucket(), late)
 	_, _ = st.Put(ctx, blobstore.PutInput{Key: SegmentKey("ferry-manifests/", n.Job, 1), Body: body, IfAbsent: true})
 	msgs, _, state := doneState(t, js, n)
-	if got := len(segments(t, st.memStore, n.Job)); uint64(got)+msgs < 40 {
+	if got := len(segments(t, st.Store, n.Job)); uint64(got)+msgs < 40 {
 		t.Errorf("segments hold %d entries, DONE %d, state %+v (round: %v): entries purged into no segment", got, msgs, state, errA)
 	}
 	if errA == nil {
@@ -289,7 +290,7 @@ func TestAdversaryIgnoredIfNoneMatch(t *testing.T) {
 func TestAdversaryDoneRecreated(t *testing.T) {
 	ctx := context.Background()
 	js, n := bustest.Job(t)
-	st := newMemStore()
+	st := manifesttest.New()
 	publishJob(t, js, n, "old", 50)
 	if _, _, err := newDrain(js, n, st, 100).DrainAll(ctx); err != nil {
 		t.Fatal(err)

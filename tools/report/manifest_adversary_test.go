@@ -1,14 +1,11 @@
 package report
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
-	"sort"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -16,57 +13,11 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/ferry-migrate/ferry/shared/blobstore"
 	"github.com/ferry-migrate/ferry/shared/bus"
 	"github.com/ferry-migrate/ferry/shared/bustest"
 	"github.com/ferry-migrate/ferry/shared/manifest"
+	"github.com/ferry-migrate/ferry/shared/manifest/manifesttest"
 )
-
-// memStore is a bucket in memory with create-if-absent.
-type memStore struct {
-	mu   sync.Mutex
-	objs map[string][]byte
-}
-
-func (m *memStore) Bucket() string { return "mem" }
-
-func (m *memStore) Put(_ context.Context, in blobstore.PutInput) (blobstore.PutResult, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if _, ok := m.objs[in.Key]; ok && in.IfAbsent {
-		return blobstore.PutResult{}, blobstore.ErrExists
-	}
-	m.objs[in.Key] = bytes.Clone(in.Body)
-	return blobstore.PutResult{}, nil
-}
-
-func (m *memStore) Get(_ context.Context, key string) ([]byte, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	b, ok := m.objs[key]
-	if !ok {
-		return nil, blobstore.ErrNotFound
-	}
-	return b, nil
-}
-
-func (m *memStore) ListObjects(_ context.Context, prefix, after, upTo string, fn func(blobstore.Object) error) error {
-	m.mu.Lock()
-	var keys []string
-	for k := range m.objs {
-		if strings.HasPrefix(k, prefix) && k > after && (upTo == "" || k <= upTo) {
-			keys = append(keys, k)
-		}
-	}
-	m.mu.Unlock()
-	sort.Strings(keys)
-	for _, k := range keys {
-		if err := fn(blobstore.Object{Key: k, LastModified: time.Now()}); err != nil {
-			return err
-		}
-	}
-	return nil
-}
 
 func publishRecords(t *testing.T, js jetstream.JetStream, n bus.Names, prefix string, count int) {
 	t.Helper()
@@ -105,7 +56,7 @@ func TestAdversaryManifestCountsAddUp(t *testing.T) {
 		t.Fatal(err)
 	}
 	publishRecords(t, js, n, "b", 10)
-	r, err := WriteWith(ctx, js, n, t.TempDir(), time.Now(), Options{Manifests: &memStore{objs: map[string][]byte{}}, Prefix: "m/"})
+	r, err := WriteWith(ctx, js, n, t.TempDir(), time.Now(), Options{Manifests: manifesttest.New(), Prefix: "m/"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -121,7 +72,7 @@ func TestAdversaryReportRacesDrain(t *testing.T) {
 	defer cancel()
 	js, n := bustest.Job(t)
 	publishRecords(t, js, n, "a", 3000)
-	store := &memStore{objs: map[string][]byte{}}
+	store := manifesttest.New()
 	d := &manifest.Drain{JS: js, Names: n, Store: store, Prefix: "m/", Batch: 50,
 		Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Now: time.Now}
 	var wg sync.WaitGroup
