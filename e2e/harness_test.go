@@ -472,6 +472,22 @@ func (r *rig) mustBacklog() uint64 {
 
 // msgs, streamInfo, backlog, dead and progress tolerate a broker that is down: ok is false.
 
+// held is the number of messages stream holds now (for DONE too: msgs counts DONE's every entry).
+func (r *rig) held(stream string) uint64 {
+	r.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	s, err := r.js.Stream(ctx, stream)
+	if err != nil {
+		r.t.Fatalf("stream %s: %v", stream, err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		r.t.Fatalf("stream info %s: %v", stream, err)
+	}
+	return info.State.Msgs
+}
+
 func (r *rig) msgs(stream string) (uint64, bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
