@@ -744,9 +744,14 @@ func (r *rig) readStream(name string) []entry {
 	}
 	defer it.Stop()
 	out := make([]entry, 0, info.State.Msgs)
+	var last uint64
 	for {
 		m, err := it.Next(jetstream.NextMaxWait(15 * time.Second))
 		if err != nil {
+			// DONE's drain may purge what was still to read: then there is nothing after last.
+			if now, ierr := s.Info(ctx); ierr == nil && (now.State.Msgs == 0 || now.State.LastSeq <= last) {
+				return out
+			}
 			r.t.Fatalf("read %s after %d messages: %v", name, len(out), err)
 		}
 		md, err := m.Metadata()
@@ -754,6 +759,7 @@ func (r *rig) readStream(name string) []entry {
 			r.t.Fatal(err)
 		}
 		out = append(out, entry{Key: string(m.Data()), Header: m.Headers(), Time: md.Timestamp, Seq: md.Sequence.Stream})
+		last = md.Sequence.Stream
 		if md.NumPending == 0 {
 			return out
 		}
@@ -780,9 +786,25 @@ func (r *rig) manifestState() manifest.State {
 // ferry wrote them, from the job file's manifest place), then those still in DONE.
 func (r *rig) readDone() []entry {
 	r.t.Helper()
+	// A drain running meanwhile may record a segment and purge DONE between the two reads: read
+	// again until the drain's state stood still over both.
+	for try := 0; ; try++ {
+		st := r.manifestState()
+		out := r.readDoneAt(st)
+		if r.manifestState().NextSeq == st.NextSeq {
+			return out
+		}
+		if try == 20 {
+			r.t.Fatalf("the manifest drain moved on during each of %d reads of DONE", try+1)
+		}
+	}
+}
+
+// readDoneAt reads the segments below st.NextSeq and DONE's entries from there.
+func (r *rig) readDoneAt(st manifest.State) []entry {
+	r.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	st := r.manifestState()
 	var out []entry
 	if st.NextSeq > 1 {
 		store, err := manifest.StoreFor(ctx, &r.jobCfg)
@@ -802,7 +824,7 @@ func (r *rig) readDone() []entry {
 				r.t.Fatalf("manifest segment %s: %v", k, err)
 			}
 			if err := manifest.Decode(bytes.NewReader(b), func(e manifest.Entry) error {
-				if e.Seq < st.NextSeq { // a segment holds nothing else; guard against a stray
+				if e.Seq < st.NextSeq { // a segment recorded after st was read counts from DONE
 					h := nats.Header{}
 					e.Record.Encode(h)
 					out = append(out, entry{Key: e.Record.Key, Header: h, Time: e.Stored, Seq: e.Seq})

@@ -105,7 +105,8 @@ type Drain struct {
 	createOnce                  bool               // the store refused to replace ProbeKey
 }
 
-// ProbeKey is the object a drain writes twice, create-only, before its first segment: an S3 that
+// ProbeKey is the object a drain writes twice, create-only, before its first segment (not
+// before: a run shorter than --min-age writes nothing): an S3 that
 // ignores If-None-Match replaces it, and two drains there could replace each other's segments.
 func ProbeKey(prefix, job string) string { return prefix + job + "/if-none-match" }
 
@@ -221,9 +222,6 @@ func (d *Drain) Round(ctx context.Context) (Result, error) {
 	if info.State.LastSeq < st.NextSeq {
 		return res, nil
 	}
-	if err := d.checkCreateOnce(ctx); err != nil {
-		return res, err
-	}
 	entries, err := d.read(ctx, s, st.NextSeq)
 	if err != nil {
 		return res, err
@@ -240,6 +238,10 @@ func (d *Drain) Round(ctx context.Context) (Result, error) {
 		st.Lost += res.Lost
 		st.NextSeq = info.State.FirstSeq
 		return res, d.record(ctx, kv, st, rev)
+	}
+	// Only now, with a segment to write: a job that never drains writes nothing to S3.
+	if err := d.checkCreateOnce(ctx); err != nil {
+		return res, err
 	}
 	key := SegmentKey(d.Prefix, d.Names.Job, st.NextSeq)
 	res.Segment = key
