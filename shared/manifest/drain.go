@@ -352,6 +352,13 @@ func (d *Drain) read(ctx context.Context, s jetstream.Stream, from uint64) ([]En
 	defer it.Stop()
 	cutoff := d.Now().Add(-d.MinAge)
 	var out []Entry
+	var bad int // entries with a header that does not decode: one line a round, not one an entry
+	var firstBad error
+	defer func() {
+		if bad > 0 {
+			d.Log.Warn("DONE entries with a bad header, kept as far as they decode", "count", bad, "first", firstBad)
+		}
+	}()
 	for len(out) < d.Batch {
 		m, err := it.Next(jetstream.NextMaxWait(10 * time.Second))
 		if err != nil {
@@ -367,7 +374,9 @@ func (d *Drain) read(ctx context.Context, s jetstream.Stream, from uint64) ([]En
 		rec, err := bus.DecodeRecord(m.Headers())
 		if err != nil {
 			// Kept as far as it decodes: the entry is counted and its key is in the segment.
-			d.Log.Warn("DONE entry with a bad header", "seq", md.Sequence.Stream, "err", err)
+			if bad++; bad == 1 {
+				firstBad = fmt.Errorf("DONE sequence %d: %w", md.Sequence.Stream, err)
+			}
 		}
 		out = append(out, Entry{Seq: md.Sequence.Stream, Stored: md.Timestamp.UTC(), Record: rec})
 		if md.NumPending == 0 {
