@@ -97,7 +97,7 @@ bench-scale: bench-build ## ferry run at 10k and 200k keys, the producer on 10M 
 	@bash $(STACK) status >/dev/null || { echo "the local stack is not up: make up"; exit 1; }
 	cd $(ROOT) && source $(LOCAL)/env.sh && $(BENCH) scale
 
-bench-soak: bench-build ## ferry run and the split services at 100k and 2M keys of 1 KiB blobs with a DONE drain: cost per file, RSS, NATS store (BENCH_SOAK_KEYS)
+bench-soak: bench-build ## ferry run and the split services at 100k and 2M keys of 1 KiB blobs with a DONE drain: cost per file, RSS, NATS store (BENCH_SOAK_KEYS; BENCH_VARIANTS=ferry-run or ferry-split for one)
 	@bash $(STACK) status >/dev/null || { echo "the local stack is not up: make up"; exit 1; }
 	cd $(ROOT) && source $(LOCAL)/env.sh && BENCH_SOAK_KEYS=$(BENCH_SOAK_KEYS) $(BENCH) soak
 

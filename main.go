@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/urfave/cli/v2"
@@ -132,8 +133,20 @@ func setupCommand() *cli.Command {
 			}
 			defer env.Close()
 			n := env.Names
-			fmt.Printf("job %s ready: streams %s %s %s %s %s %s %s, kv %s, object store %s\n",
-				n.Job, n.Keys, n.Blobs, n.Uploaded, n.Done, n.DLQ, n.Advisories, n.Pruned, n.KV, n.Objects)
+			var streams []string
+			for _, base := range []string{n.Keys, n.Blobs, n.Uploaded} {
+				streams = append(streams, n.Streams(base)...)
+			}
+			streams = append(streams, n.Done, n.DLQ, n.Advisories, n.Pruned)
+			fmt.Printf("job %s ready: streams %s, kv %s, object store %s\n", n.Job, strings.Join(streams, " "), n.KV, n.Objects)
+			// Replicated streams: each stage's partitions led by different servers.
+			moved, err := bus.SpreadLeaders(c.Context, env.JS, n)
+			if len(moved) > 0 {
+				fmt.Printf("leaders spread: %s\n", strings.Join(moved, ", "))
+			}
+			if err != nil {
+				env.Log.Warn("some leaders stay where the cluster put them (run ferry setup again to retry)", "err", err)
+			}
 			return nil
 		},
 	}

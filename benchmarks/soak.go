@@ -182,7 +182,7 @@ func (b *bench) soak(ctx context.Context, sizes []int) error {
 		if err != nil {
 			return err
 		}
-		for _, v := range []string{vSplit, vRun} {
+		for _, v := range soakVariants(b.o) {
 			r, err := b.measure(ctx, v, keys, n, filepath.Join(b.o.Results, name, strconv.Itoa(n)))
 			if err != nil {
 				return err
@@ -192,6 +192,21 @@ func (b *bench) soak(ctx context.Context, sizes []int) error {
 	}
 	rep.growth()
 	return writeResults(b.o.Results, name, rep.markdown(name), rep)
+}
+
+// soakVariants are the soak's variants (ferry-split, ferry-run) that --variants names; both when
+// it names neither (the default names every variant).
+func soakVariants(o options) []string {
+	var vs []string
+	for _, v := range []string{vSplit, vRun} {
+		if slices.Contains(o.variants(), v) {
+			vs = append(vs, v)
+		}
+	}
+	if len(vs) == 0 {
+		return []string{vSplit, vRun}
+	}
+	return vs
 }
 
 // growth compares each variant's largest run with its smallest.

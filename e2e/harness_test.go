@@ -489,6 +489,18 @@ func (r *rig) held(stream string) uint64 {
 }
 
 func (r *rig) msgs(stream string) (uint64, bool) {
+	if r.names.Partitions > 1 && r.names.Base(stream) == "" &&
+		(stream == r.names.Keys || stream == r.names.Blobs || stream == r.names.Uploaded) {
+		var total uint64
+		for _, s := range r.names.Streams(stream) { // a partitioned work queue: the sum
+			n, ok := r.msgs(s)
+			if !ok {
+				return 0, false
+			}
+			total += n
+		}
+		return total, true
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	s, err := r.js.Stream(ctx, stream)

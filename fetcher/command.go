@@ -119,9 +119,14 @@ func New(ctx context.Context, env *service.Env, cfg Config) (_ *stage.Service, e
 	if err != nil {
 		return nil, fmt.Errorf("fetcher: object store %s: %w", env.Names.Objects, err)
 	}
-	blobs, err := env.JS.Stream(ctx, env.Names.Blobs)
-	if err != nil {
-		return nil, fmt.Errorf("fetcher: stream %s: %w", env.Names.Blobs, err)
+	// One gauge per BLOBS partition: keys spread evenly, and a full one refuses its keys' blobs.
+	gauges := []Gauge{ObjectsGauge("object store", objects)}
+	for _, name := range env.Names.Streams(env.Names.Blobs) {
+		blobs, err := env.JS.Stream(ctx, name)
+		if err != nil {
+			return nil, fmt.Errorf("fetcher: stream %s: %w", name, err)
+		}
+		gauges = append(gauges, StreamGauge(name, blobs))
 	}
 	// Headers and protocol need room below max_payload.
 	inline := min(cfg.InlineLimit, int(env.NC.MaxPayload())-64<<10)
@@ -132,19 +137,18 @@ func New(ctx context.Context, env *service.Env, cfg Config) (_ *stage.Service, e
 	f := &Fetcher{
 		Names: env.Names, JS: env.JS, Objects: objects, Readers: readers, Rules: rules,
 		InlineLimit: inline, MaxSize: cfg.MaxSize, Limits: limits.Rates,
-		Gate: StartGate(ctx, 500*time.Millisecond, env.Log,
-			StreamGauge("BLOBS", blobs), ObjectsGauge("object store", objects)),
+		Gate: StartGate(ctx, 500*time.Millisecond, env.Log, gauges...),
 	}
 	f.Register(env.Registry)
 	if err := limit.WatchThrottle(ctx, env.JS, env.Names, limits, env.Registry, env.Log); err != nil {
 		return nil, fmt.Errorf("fetcher: %w", err)
 	}
-	cons, err := env.JS.Consumer(ctx, env.Names.Keys, env.Names.Fetcher)
+	cons, err := bus.Consumers(ctx, env.JS, env.Names, env.Names.Keys, env.Names.Fetcher)
 	if err != nil {
-		return nil, fmt.Errorf("fetcher: consumer %s on %s: %w", env.Names.Fetcher, env.Names.Keys, err)
+		return nil, fmt.Errorf("fetcher: %w", err)
 	}
 	env.Log.Info("fetcher started", "targets", len(readers), "concurrency", cfg.Concurrency, "adaptive", cfg.Adaptive, "inline_limit", inline)
-	return &stage.Service{Consumer: cons, Handler: f.Handle, Close: closeAll, Options: stage.Options{
+	return &stage.Service{Consumers: cons, Handler: f.Handle, Close: closeAll, Options: stage.Options{
 		Stage: bus.StageFetcher, Names: env.Names, JS: env.JS, Workers: cfg.Concurrency, Limiter: limits.Limiter,
 		ExhaustedReason: bus.ReasonSourceError, Metrics: env.Metrics, Log: env.Log,
 		KeyOf: func(in stage.Msg) string { return string(in.Body) },

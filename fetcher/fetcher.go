@@ -97,7 +97,8 @@ func (f *Fetcher) Handle(ctx context.Context, in stage.Msg) (*stage.Output, erro
 	if rec.ID == "" { // published by something other than ferry's producer
 		rec.ID = bus.KeyID(f.Names.Job, key)
 	}
-	out := &stage.Output{Subject: f.Names.BlobsSubject, Stream: f.Names.Blobs, ID: bus.MsgID("blobs", rec.ID), Record: rec,
+	stream, subject := f.Names.Route(f.Names.Blobs, rec.ID)
+	out := &stage.Output{Subject: subject, Stream: stream, ID: bus.MsgID("blobs", rec.ID), Record: rec,
 		Stored: func(context.Context) {
 			if f.metrics != nil {
 				f.metrics.served.WithLabelValues(f.Names.Job, source).Inc()

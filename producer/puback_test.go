@@ -155,7 +155,7 @@ func TestRunLostPubAck(t *testing.T) {
 				t.Fatal(err)
 			}
 			t.Cleanup(nc.Close)
-			if err := bus.Setup(context.Background(), js, n, bus.DefaultSettings(), true); err != nil {
+			if _, err := bus.Setup(context.Background(), js, n, bus.DefaultSettings(), true); err != nil {
 				t.Fatal(err)
 			}
 			env := &service.Env{Names: n, JS: js, Log: slog.Default()}

@@ -257,16 +257,9 @@ func (g *backlogGate) due() bool {
 func (g *backlogGate) check(ctx context.Context) {
 	var backlog uint64
 	err := g.s.retrying(ctx, "read the KEYS backlog", func(ctx context.Context) error {
-		st, err := g.s.env.JS.Stream(ctx, g.s.env.Names.Keys)
-		if err != nil {
-			return err
-		}
-		info, err := st.Info(ctx)
-		if err != nil {
-			return err
-		}
-		backlog = info.State.Msgs
-		return nil
+		q, err := service.WorkQueue(ctx, g.s.env.JS, g.s.env.Names, g.s.env.Names.Keys)
+		backlog = q.Msgs // summed over the partitions
+		return err
 	})
 	if err != nil {
 		return // ctx ended: the caller stops

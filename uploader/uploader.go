@@ -280,7 +280,8 @@ func (u *Uploader) uploaded(rec bus.Record, etag string) *stage.Output {
 	object := rec.Object
 	out := rec
 	out.Object, out.ContentType, out.ETag = "", "", etag
-	return &stage.Output{Subject: u.Names.UploadedSubject, Stream: u.Names.Uploaded, ID: bus.MsgID("uploaded", rec.ID), Record: out,
+	stream, subject := u.Names.Route(u.Names.Uploaded, rec.ID)
+	return &stage.Output{Subject: subject, Stream: stream, ID: bus.MsgID("uploaded", rec.ID), Record: out,
 		Stored: func(ctx context.Context) { u.dropObject(ctx, object) }}
 }
 
@@ -386,12 +387,12 @@ func New(ctx context.Context, env *service.Env, cfg Config) (*stage.Service, err
 		StorageClass: dest.StorageClass, SkipExisting: cfg.SkipExisting, Limits: limits.Rates,
 		Rules: rules, ReplaceUnowned: dest.ReplaceUnowned}
 	u.Register(env.Registry)
-	cons, err := env.JS.Consumer(ctx, env.Names.Blobs, env.Names.Uploader)
+	cons, err := bus.Consumers(ctx, env.JS, env.Names, env.Names.Blobs, env.Names.Uploader)
 	if err != nil {
-		return nil, fmt.Errorf("uploader: consumer %s on %s: %w", env.Names.Uploader, env.Names.Blobs, err)
+		return nil, fmt.Errorf("uploader: %w", err)
 	}
 	env.Log.Info("uploader started", "bucket", dest.Bucket, "concurrency", cfg.Concurrency, "adaptive", cfg.Adaptive)
-	return &stage.Service{Consumer: cons, Handler: u.Handle, Options: stage.Options{
+	return &stage.Service{Consumers: cons, Handler: u.Handle, Options: stage.Options{
 		Stage: bus.StageUploader, Names: env.Names, JS: env.JS, Workers: cfg.Concurrency, Limiter: limits.Limiter,
 		ExhaustedReason: bus.ReasonUploadError, Metrics: env.Metrics, Log: env.Log,
 	}}, nil

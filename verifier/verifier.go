@@ -277,12 +277,12 @@ func New(ctx context.Context, env *service.Env, cfg Config) (*stage.Service, err
 	}
 	v := &Verifier{Names: env.Names, JS: env.JS, Store: store, Sample: cfg.Sample, Rules: rules}
 	v.Register(env.Registry)
-	cons, err := env.JS.Consumer(ctx, env.Names.Uploaded, env.Names.Verifier)
+	cons, err := bus.Consumers(ctx, env.JS, env.Names, env.Names.Uploaded, env.Names.Verifier)
 	if err != nil {
-		return nil, fmt.Errorf("verifier: consumer %s on %s: %w", env.Names.Verifier, env.Names.Uploaded, err)
+		return nil, fmt.Errorf("verifier: %w", err)
 	}
 	env.Log.Info("verifier started", "concurrency", cfg.Concurrency, "deep_sample", cfg.Sample)
-	return &stage.Service{Consumer: cons, Handler: v.Handle, Options: stage.Options{
+	return &stage.Service{Consumers: cons, Handler: v.Handle, Options: stage.Options{
 		Stage: bus.StageVerifier, Names: env.Names, JS: env.JS, Workers: cfg.Concurrency,
 		Metrics: env.Metrics, Log: env.Log,
 	}}, nil

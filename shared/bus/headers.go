@@ -142,7 +142,8 @@ func CRC32COf(h nats.Header) (crc uint32, ok bool, err error) {
 // KeyMsg is a KEYS message for key; id is its Ferry-Id (KeyID, or a replay's own id) and origin
 // says where it came from (file:line, or the DLQ entry it replays).
 func KeyMsg(n Names, key, id, origin string) *nats.Msg {
-	m := nats.NewMsg(n.KeysSubject)
+	_, subject := n.Route(n.Keys, id)
+	m := nats.NewMsg(subject)
 	m.Data = []byte(key)
 	m.Header.Set(HdrID, id)
 	m.Header.Set(HdrOrigin, origin)

@@ -32,11 +32,11 @@ func TestLocalServer(t *testing.T) {
 		t.Errorf("max_payload = %d, want 8 MB (deploy/local/nats.conf)", got)
 	}
 	n := bus.For(fmt.Sprintf("bustest-%d", time.Now().UnixNano()%1e9))
-	if err := bus.Setup(ctx, js, n, bus.DefaultSettings(), false); err != nil {
+	if _, err := bus.Setup(ctx, js, n, bus.DefaultSettings(), false); err != nil {
 		t.Fatal(err)
 	}
 	defer func() { _ = bus.Delete(context.Background(), js, n) }()
-	if err := bus.Setup(ctx, js, n, bus.DefaultSettings(), true); err != nil { // idempotent
+	if _, err := bus.Setup(ctx, js, n, bus.DefaultSettings(), true); err != nil { // idempotent
 		t.Fatalf("second setup: %v", err)
 	}
 	for range 2 { // the second is a duplicate the broker drops

@@ -6,6 +6,9 @@ package bus
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"hash/fnv"
+	"strconv"
+	"strings"
 )
 
 // Stage names, used in DLQ subjects, headers and metric labels.
@@ -31,6 +34,14 @@ type Names struct {
 	AdvisorySubjects          []string
 
 	Fetcher, Uploader, Verifier, Advisor string // durable consumer names
+
+	// Partitions is how many streams each work queue (KEYS, BLOBS, UPLOADED) is split into, by a
+	// hash of the key's Ferry-Id (`ferry setup --partitions`); 0 or 1: one stream each, named
+	// Keys, Blobs and Uploaded. With N, they are Keys_0 … Keys_<N-1> on subjects
+	// KeysSubject.0 …, each with its own leader; every service consumes all of them. DONE, the
+	// DLQ and the rest stay one stream: they carry records, not blobs, and DONE's sequence is the
+	// verified count. Discover reads it from the job's streams.
+	Partitions int
 
 	KV       string // checkpoints and live settings
 	Objects  string // object store for blobs above the inline limit
@@ -62,10 +73,102 @@ func For(j string) Names {
 		Objects:         "FERRY_" + j + "_LARGE",
 		Attempts:        "FERRY_" + j + "_ATTEMPTS",
 	}
-	for _, s := range []string{n.Keys, n.Blobs, n.Uploaded} {
-		n.AdvisorySubjects = append(n.AdvisorySubjects, AdvisoryPrefix+s+".*")
-	}
+	n.advisorySubjects()
 	return n
+}
+
+// WithPartitions returns n with p partitions per work queue (p < 1 means 1).
+func (n Names) WithPartitions(p int) Names {
+	n.Partitions = max(p, 1)
+	n.advisorySubjects()
+	return n
+}
+
+func (n *Names) advisorySubjects() {
+	n.AdvisorySubjects = nil
+	for _, base := range []string{n.Keys, n.Blobs, n.Uploaded} {
+		for _, s := range n.Streams(base) {
+			n.AdvisorySubjects = append(n.AdvisorySubjects, AdvisoryPrefix+s+".*")
+		}
+	}
+}
+
+// Streams are the streams of the work queue base (n.Keys, n.Blobs or n.Uploaded): base itself,
+// or with partitions base_0 … base_<N-1>.
+func (n Names) Streams(base string) []string {
+	if n.Partitions <= 1 {
+		return []string{base}
+	}
+	s := make([]string, n.Partitions)
+	for p := range s {
+		s[p] = base + "_" + strconv.Itoa(p)
+	}
+	return s
+}
+
+// Partition is the partition of the key whose Ferry-Id is id: FNV-1a of the id modulo N. Every
+// stage's output for a key carries its Ferry-Id, so the key stays in one partition through the
+// pipeline, and a redelivered message's output meets its first copy in the same stream's dedupe
+// window. That is also why a job's partition count is fixed when it is set up.
+func (n Names) Partition(id string) int {
+	if n.Partitions <= 1 {
+		return 0
+	}
+	h := fnv.New32a()
+	h.Write([]byte(id))
+	return int(h.Sum32() % uint32(n.Partitions))
+}
+
+// Route is the stream and subject of work queue base (n.Keys, n.Blobs or n.Uploaded) for the key
+// whose Ferry-Id is id.
+func (n Names) Route(base, id string) (stream, subject string) {
+	subject = n.subjectOf(base)
+	if n.Partitions <= 1 {
+		return base, subject
+	}
+	p := strconv.Itoa(n.Partition(id))
+	return base + "_" + p, subject + "." + p
+}
+
+// Subjects are the subjects of the work queue base's streams, in the order of Streams.
+func (n Names) Subjects(base string) []string {
+	subject := n.subjectOf(base)
+	if n.Partitions <= 1 {
+		return []string{subject}
+	}
+	s := make([]string, n.Partitions)
+	for p := range s {
+		s[p] = subject + "." + strconv.Itoa(p)
+	}
+	return s
+}
+
+func (n Names) subjectOf(base string) string {
+	switch base {
+	case n.Keys:
+		return n.KeysSubject
+	case n.Blobs:
+		return n.BlobsSubject
+	case n.Uploaded:
+		return n.UploadedSubject
+	}
+	panic("bus: " + base + " is not a work queue of job " + n.Job) // a programming error
+}
+
+// Base is the work queue that stream belongs to (n.Keys, n.Blobs or n.Uploaded), or "" when it is
+// none of their streams.
+func (n Names) Base(stream string) string {
+	for _, base := range []string{n.Keys, n.Blobs, n.Uploaded} {
+		if stream == base && n.Partitions <= 1 {
+			return base
+		}
+		if p, ok := strings.CutPrefix(stream, base+"_"); ok && n.Partitions > 1 {
+			if i, err := strconv.Atoi(p); err == nil && i >= 0 && i < n.Partitions && strconv.Itoa(i) == p {
+				return base
+			}
+		}
+	}
+	return ""
 }
 
 // DLQSubject is where a dead letter of stage for reason goes.

@@ -29,6 +29,10 @@ type Settings struct {
 	ObjectsMaxBytes int64
 	ObjectTTL       time.Duration // large blobs left in the object store by a crash expire after this
 	Replicas        int
+	// Partitions is how many streams each work queue is split into (Names.Partitions) for a job
+	// set up now; 0: the job's own count, or 1 for a new job. A job's count is fixed once it
+	// exists (Discover).
+	Partitions int
 }
 
 // DefaultSettings are used when no flag is given.
@@ -54,9 +58,10 @@ func (s *Settings) Flags() []cli.Flag {
 		&cli.IntFlag{Name: "max-deliver", Value: d.MaxDeliver, EnvVars: []string{"FERRY_MAX_DELIVER"}, Destination: &s.MaxDeliver, Usage: "handler runs of a message before it is dead-lettered (a delivery that no handler ran, after a stop or crash, does not count; the server gives up at 10 times this plus 100 deliveries)", Category: "streams"},
 		&cli.IntFlag{Name: "max-ack-pending", Value: d.MaxAckPending, EnvVars: []string{"FERRY_MAX_ACK_PENDING"}, Destination: &s.MaxAckPending, Usage: "in-flight messages per consumer, all workers together", Category: "streams"},
 		&cli.DurationFlag{Name: "dedupe-window", Value: d.Dedupe, EnvVars: []string{"FERRY_DEDUPE_WINDOW"}, Destination: &s.Dedupe, Usage: "Nats-Msg-Id duplicate window (longer than --ack-wait)", Category: "streams"},
-		&cli.Int64Flag{Name: "blobs-max-bytes", Value: d.BlobsMaxBytes, EnvVars: []string{"FERRY_BLOBS_MAX_BYTES"}, Destination: &s.BlobsMaxBytes, Usage: "byte cap of the BLOBS stream (fetchers wait when it is full)", Category: "streams"},
+		&cli.Int64Flag{Name: "blobs-max-bytes", Value: d.BlobsMaxBytes, EnvVars: []string{"FERRY_BLOBS_MAX_BYTES"}, Destination: &s.BlobsMaxBytes, Usage: "byte cap of the BLOBS stream, of each with --partitions (fetchers wait when it is full)", Category: "streams"},
 		&cli.Int64Flag{Name: "objects-max-bytes", Value: d.ObjectsMaxBytes, EnvVars: []string{"FERRY_OBJECTS_MAX_BYTES"}, Destination: &s.ObjectsMaxBytes, Usage: "byte cap of the object store of blobs above the inline limit (fetchers wait when it is full)", Category: "streams"},
 		&cli.DurationFlag{Name: "object-ttl", Value: d.ObjectTTL, EnvVars: []string{"FERRY_OBJECT_TTL"}, Destination: &s.ObjectTTL, Usage: "expiry of large blobs left in the object store", Category: "streams"},
+		&cli.IntFlag{Name: "partitions", EnvVars: []string{"FERRY_PARTITIONS"}, Destination: &s.Partitions, Usage: "streams per work queue (KEYS, BLOBS, UPLOADED), each with its own leader, keys spread by a hash; fixed when the job is set up (default: the job's, or 1 for a new job)", Category: "streams"},
 		&cli.IntFlag{Name: "replicas", Value: d.Replicas, EnvVars: []string{"FERRY_REPLICAS"}, Destination: &s.Replicas, Usage: "stream replicas (1, 3 or 5; a clustered NATS for more than 1)", Category: "streams"},
 	}
 }
@@ -85,10 +90,123 @@ func (s Settings) Validate() error {
 	if s.ObjectsMaxBytes < 16<<20 {
 		errs = append(errs, fmt.Errorf("--objects-max-bytes %d: must be at least 16 MiB", s.ObjectsMaxBytes))
 	}
+	if s.Partitions < 0 || s.Partitions > MaxPartitions {
+		errs = append(errs, fmt.Errorf("--partitions %d: must be between 1 and %d", s.Partitions, MaxPartitions))
+	}
 	if s.Replicas != 1 && s.Replicas != 3 && s.Replicas != 5 {
 		errs = append(errs, fmt.Errorf("--replicas %d: must be 1, 3 or 5", s.Replicas))
 	}
 	return config.Invalid(errors.Join(errs...))
+}
+
+// MaxPartitions bounds --partitions: each partition is three streams and three consumers, each
+// a Raft group in a cluster; `ferry plan` asks for a handful at 150 billion keys.
+const MaxPartitions = 256
+
+// MetaPartitions is the stream metadata entry, on DONE and every work stream, that holds the
+// job's partition count. DONE's is the job's record: creating DONE with it claims the layout
+// (setup makes DONE first), and a work stream deleted by hand does not make the job look new.
+const MetaPartitions = "ferry.partitions"
+
+// errLayoutClaimed: another process created the job with another partition count between this
+// one's Discover and its setup. Setup discovers again.
+var errLayoutClaimed = errors.New("job created meanwhile with another partition count")
+
+// Discover returns n with the job's partition count: DONE's record, or for a job made before
+// DONE kept one, 1 when KEYS exists and the count in KEYS_0's metadata when that does; want (at
+// least 1) for a job that does not exist yet. A want other than 0 that differs from an existing
+// job's count is a config error: a key's partition decides which stream dedupes its redeliveries,
+// so the count cannot change under messages in flight. A job with both layouts (FERRY_j_KEYS and
+// FERRY_j_KEYS_0, made by an older ferry beside a newer one) is an error too: one of them holds
+// keys no service of the other consumes.
+func Discover(ctx context.Context, js jetstream.JetStream, n Names, want int) (Names, error) {
+	got, err := recorded(ctx, js, n.Done)
+	if err != nil {
+		return n, err
+	}
+	if got == 0 { // DONE is missing or keeps no count: the work streams tell
+		switch one, err := exists(ctx, js, n.Keys); {
+		case err != nil:
+			return n, err
+		case one:
+			got = 1
+		default:
+			if got, err = recorded(ctx, js, n.Keys+"_0"); err != nil {
+				return n, err
+			}
+		}
+	}
+	if got == 0 {
+		return n.WithPartitions(want), nil // a new job
+	}
+	other := n.Keys + "_0" // the layout the job does not have
+	if got > 1 {
+		other = n.Keys
+	}
+	if both, err := exists(ctx, js, other); err != nil {
+		return n, err
+	} else if both {
+		return n, fmt.Errorf("job %q has %d partition(s) and also a stream %s of the other layout (made by an older ferry, or beside `ferry setup --partitions`): the keys in one are consumed by no service of the other; drain and delete the one that should not be there", n.Job, got, other)
+	}
+	if want > 0 && want != got {
+		return n, config.Invalid(fmt.Errorf("--partitions %d: job %q has %d partition(s), fixed when it was set up (a key's partition decides which stream dedupes it); drain it and set up a new job to change it", want, n.Job, got))
+	}
+	return n.WithPartitions(got), nil
+}
+
+// recorded is the partition count in stream's metadata; 0 when the stream does not exist or
+// keeps none.
+func recorded(ctx context.Context, js jetstream.JetStream, stream string) (int, error) {
+	s, err := js.Stream(ctx, stream)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("stream %s: %w", stream, err)
+	}
+	v, ok := s.CachedInfo().Config.Metadata[MetaPartitions]
+	if !ok {
+		return 0, nil
+	}
+	p, err := strconv.Atoi(v)
+	if err != nil || p < 1 || p > MaxPartitions {
+		return 0, fmt.Errorf("stream %s: metadata %s %q is no partition count: was it made by ferry setup?", stream, MetaPartitions, v)
+	}
+	return p, nil
+}
+
+func exists(ctx context.Context, js jetstream.JetStream, stream string) (bool, error) {
+	_, err := js.Stream(ctx, stream)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("stream %s: %w", stream, err)
+	}
+	return true, nil
+}
+
+// claim makes DONE with the job's partition count unless it exists, and checks the count it
+// keeps: another process may have made the job in between (errLayoutClaimed). A DONE without a
+// count is a job made before partitions: one.
+func claim(ctx context.Context, js jetstream.JetStream, n Names, done jetstream.StreamConfig) error {
+	s, err := js.Stream(ctx, n.Done)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		if s, err = js.CreateStream(ctx, done); errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+			s, err = js.Stream(ctx, n.Done) // made meanwhile, otherwise
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("create stream %s: %w", n.Done, err)
+	}
+	have := s.CachedInfo().Config.Metadata[MetaPartitions]
+	if have == "" {
+		have = "1"
+	}
+	if have != strconv.Itoa(max(n.Partitions, 1)) {
+		return fmt.Errorf("job %q: %s keeps %s partition(s), this setup %d: %w", n.Job, n.Done, have, max(n.Partitions, 1), errLayoutClaimed)
+	}
+	return nil
 }
 
 // MetaBudget is the consumer metadata entry that holds --max-deliver, the handler runs a message
@@ -118,29 +236,39 @@ func (s Settings) backstop() int {
 }
 
 // Setup creates every stream, consumer and bucket of the job that is missing; with update it also
-// applies s to those that exist. Every service calls it at start without update (so a service
+// applies s to those that exist. It returns n with the job's partitions (Discover). Every service calls it at start without update (so a service
 // started with default flags never undoes `ferry setup --ack-wait 5m`); `ferry setup` updates.
 //
 // A cluster that is still forming answers "no suitable peers" or "temporarily unavailable", or
 // lets a request time out, for a while (a Kubernetes setup Job usually starts with the NATS pods);
 // Setup retries those for up to clusterWait before it gives up. ctx ending (a permissions
 // violation, see WhileAllowed) stops it at once.
-func Setup(ctx context.Context, js jetstream.JetStream, n Names, s Settings, update bool) error {
+func Setup(ctx context.Context, js jetstream.JetStream, n Names, s Settings, update bool) (Names, error) {
 	if err := s.Validate(); err != nil {
-		return err
+		return n, err
 	}
 	deadline := time.Now().Add(clusterWait)
-	for {
-		err := setup(ctx, js, n, s, update)
-		if err == nil || !(clusterForming(err) || Unavailable(err)) {
-			return err
+	for claims := 0; ; {
+		found, err := Discover(ctx, js, n, s.Partitions)
+		if err == nil {
+			err = setup(ctx, js, found, s, update)
+		}
+		if errors.Is(err, errLayoutClaimed) && claims < 3 {
+			claims++ // the job was made meanwhile: its count is what counts now
+			continue
+		}
+		if err == nil {
+			return found, nil
+		}
+		if !(clusterForming(err) || Unavailable(err)) {
+			return n, err
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("%w (retried for %s: is every JetStream server of the cluster up, and are there at least --replicas %d of them?)", err, clusterWait, s.Replicas)
+			return n, fmt.Errorf("%w (retried for %s: is every JetStream server of the cluster up, and are there at least --replicas %d of them?)", err, clusterWait, s.Replicas)
 		}
 		select {
 		case <-ctx.Done():
-			return err
+			return n, err
 		case <-time.After(time.Second):
 		}
 	}
@@ -165,22 +293,38 @@ func setup(ctx context.Context, js jetstream.JetStream, n Names, s Settings, upd
 			// silently drop unprocessed keys.
 			Discard: jetstream.DiscardNew, MaxBytes: maxBytes, MaxMsgs: -1,
 			Duplicates: s.Dedupe, Replicas: s.Replicas,
+			Metadata: map[string]string{MetaPartitions: strconv.Itoa(max(n.Partitions, 1))},
 		}
 	}
-	streams := []jetstream.StreamConfig{
-		work(n.Keys, n.KeysSubject, -1),
-		work(n.Blobs, n.BlobsSubject, s.BlobsMaxBytes),
-		work(n.Uploaded, n.UploadedSubject, -1),
-		{Name: n.Done, Subjects: []string{n.DoneSubject}, Retention: jetstream.LimitsPolicy,
-			Storage: jetstream.FileStorage, Discard: jetstream.DiscardNew, MaxBytes: -1, MaxMsgs: -1,
-			Duplicates: s.Dedupe, Replicas: s.Replicas},
+	done := jetstream.StreamConfig{Name: n.Done, Subjects: []string{n.DoneSubject}, Retention: jetstream.LimitsPolicy,
+		Storage: jetstream.FileStorage, Discard: jetstream.DiscardNew, MaxBytes: -1, MaxMsgs: -1,
+		Duplicates: s.Dedupe, Replicas: s.Replicas,
+		Metadata: map[string]string{MetaPartitions: strconv.Itoa(max(n.Partitions, 1))}}
+	// DONE first: making it claims the job's partition count, before any work stream exists.
+	if err := claim(ctx, js, n, done); err != nil {
+		return err
+	}
+	var streams []jetstream.StreamConfig
+	for _, q := range []struct {
+		base     string
+		maxBytes int64
+	}{{n.Keys, -1}, {n.Blobs, s.BlobsMaxBytes}, {n.Uploaded, -1}} {
+		subjects := n.Subjects(q.base)
+		for i, name := range n.Streams(q.base) {
+			// The cap is each partition's (as `ferry plan` counts the disk): a leader's share of
+			// a job's blobs in transit does not shrink when partitions are added.
+			streams = append(streams, work(name, subjects[i], q.maxBytes))
+		}
+	}
+	streams = append(streams, []jetstream.StreamConfig{
+		done,
 		{Name: n.DLQ, Subjects: []string{n.DLQSubjects}, Retention: jetstream.LimitsPolicy,
 			Storage: jetstream.FileStorage, Discard: jetstream.DiscardNew, MaxBytes: -1, MaxMsgs: -1,
 			Duplicates: s.Dedupe, Replicas: s.Replicas},
 		{Name: n.Advisories, Subjects: n.AdvisorySubjects, Retention: jetstream.WorkQueuePolicy,
 			Storage: jetstream.FileStorage, Discard: jetstream.DiscardNew, MaxBytes: -1, MaxMsgs: -1,
 			Replicas: s.Replicas},
-	}
+	}...)
 	if update {
 		// Only `ferry setup` (and prune itself, EnsurePruned) makes PRUNED: a service started with
 		// a user that may not create streams must still start on a job made before PRUNED existed.
@@ -196,9 +340,14 @@ func setup(ctx context.Context, js jetstream.JetStream, n Names, s Settings, upd
 			return fmt.Errorf("create stream %s: %w", cfg.Name, err)
 		}
 	}
-	consumers := []struct{ stream, name string }{
-		{n.Keys, n.Fetcher}, {n.Blobs, n.Uploader}, {n.Uploaded, n.Verifier}, {n.Advisories, n.Advisor},
+	type consumer struct{ stream, name string }
+	var consumers []consumer
+	for _, q := range []consumer{{n.Keys, n.Fetcher}, {n.Blobs, n.Uploader}, {n.Uploaded, n.Verifier}} {
+		for _, stream := range n.Streams(q.stream) {
+			consumers = append(consumers, consumer{stream, q.name})
+		}
 	}
+	consumers = append(consumers, consumer{n.Advisories, n.Advisor})
 	for _, c := range consumers {
 		cfg := jetstream.ConsumerConfig{
 			Durable: c.name, AckPolicy: jetstream.AckExplicitPolicy, AckWait: s.AckWait,
@@ -272,8 +421,24 @@ func EnsurePruned(ctx context.Context, js jetstream.JetStream, n Names, replicas
 // Delete removes every stream, consumer and bucket of the job: its progress, dead letters and
 // DONE record are gone afterwards. Missing ones are skipped.
 func Delete(ctx context.Context, js jetstream.JetStream, n Names) error {
+	// Both layouts, whatever Discover would say: a job with both must go whole.
+	parts := 0
+	for _, s := range []string{n.Done, n.Keys + "_0", n.Blobs + "_0", n.Uploaded + "_0"} {
+		p, err := recorded(ctx, js, s)
+		if err != nil {
+			return err
+		}
+		parts = max(parts, p)
+	}
 	var errs []error
-	for _, s := range []string{n.Keys, n.Blobs, n.Uploaded, n.Done, n.DLQ, n.Advisories, n.Pruned} {
+	streams := []string{n.Keys, n.Blobs, n.Uploaded}
+	if parts > 1 {
+		p := n.WithPartitions(parts)
+		for _, base := range []string{n.Keys, n.Blobs, n.Uploaded} {
+			streams = append(streams, p.Streams(base)...)
+		}
+	}
+	for _, s := range append(streams, n.Done, n.DLQ, n.Advisories, n.Pruned) {
 		if err := js.DeleteStream(ctx, s); err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
 			errs = append(errs, fmt.Errorf("delete stream %s: %w", s, err))
 		}
@@ -287,4 +452,18 @@ func Delete(ctx context.Context, js jetstream.JetStream, n Names) error {
 		errs = append(errs, fmt.Errorf("delete object store %s: %w", n.Objects, err))
 	}
 	return errors.Join(errs...)
+}
+
+// Consumers are the durable consumer name on every stream of work queue base (one per
+// partition), for stage.ServeAll.
+func Consumers(ctx context.Context, js jetstream.JetStream, n Names, base, name string) ([]jetstream.Consumer, error) {
+	var cons []jetstream.Consumer
+	for _, stream := range n.Streams(base) {
+		c, err := js.Consumer(ctx, stream, name)
+		if err != nil {
+			return nil, fmt.Errorf("consumer %s on %s: %w", name, stream, err)
+		}
+		cons = append(cons, c)
+	}
+	return cons, nil
 }

@@ -71,7 +71,7 @@ func TestSetupObjectStoreCap(t *testing.T) {
 		{"a service started with another value keeps it", 256 << 20, false, 64 << 20},
 	} {
 		s.ObjectsMaxBytes = step.cap
-		if err := Setup(ctx, js, n, s, step.update); err != nil {
+		if _, err := Setup(ctx, js, n, s, step.update); err != nil {
 			t.Fatalf("%s: %v", step.name, err)
 		}
 		if got := capOf(); got != step.want {

@@ -34,7 +34,7 @@ func JobAt(t testing.TB) (string, jetstream.JetStream, bus.Names) {
 	n := bus.For("t")
 	s := bus.DefaultSettings()
 	s.MaxDeliver = 3
-	if err := bus.Setup(context.Background(), js, n, s, true); err != nil {
+	if _, err := bus.Setup(context.Background(), js, n, s, true); err != nil {
 		t.Fatal(err)
 	}
 	return srv.URL(), js, n

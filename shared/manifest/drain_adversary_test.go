@@ -90,7 +90,7 @@ func TestAdversaryAdoptForeignSegment(t *testing.T) {
 				t.Fatal(err)
 			}
 			s := bus.DefaultSettings()
-			if err := bus.Setup(ctx, js, n, s, true); err != nil {
+			if _, err := bus.Setup(ctx, js, n, s, true); err != nil {
 				t.Fatal(err)
 			}
 			ids := publishJob(t, js, n, "new", tc.current)
@@ -298,7 +298,7 @@ func TestAdversaryDoneRecreated(t *testing.T) {
 	if err := js.DeleteStream(ctx, n.Done); err != nil {
 		t.Fatal(err)
 	}
-	if err := bus.Setup(ctx, js, n, bus.DefaultSettings(), true); err != nil {
+	if _, err := bus.Setup(ctx, js, n, bus.DefaultSettings(), true); err != nil {
 		t.Fatal(err)
 	}
 	ids := publishJob(t, js, n, "new", 60)

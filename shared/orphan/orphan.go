@@ -35,14 +35,16 @@ type Queue struct {
 	Stage, Stream, Consumer string
 }
 
-// Queues are the job's work queues in pipeline order: KEYS, BLOBS, UPLOADED and ADVISORIES.
+// Queues are the job's work queues in pipeline order: KEYS, BLOBS, UPLOADED (each partition's
+// stream) and ADVISORIES.
 func Queues(n bus.Names) []Queue {
-	return []Queue{
-		{bus.StageFetcher, n.Keys, n.Fetcher},
-		{bus.StageUploader, n.Blobs, n.Uploader},
-		{bus.StageVerifier, n.Uploaded, n.Verifier},
-		{bus.StageAdvisor, n.Advisories, n.Advisor},
+	var qs []Queue
+	for _, q := range []Queue{{bus.StageFetcher, n.Keys, n.Fetcher}, {bus.StageUploader, n.Blobs, n.Uploader}, {bus.StageVerifier, n.Uploaded, n.Verifier}} {
+		for _, stream := range n.Streams(q.Stream) {
+			qs = append(qs, Queue{q.Stage, stream, q.Consumer})
+		}
 	}
+	return append(qs, Queue{bus.StageAdvisor, n.Advisories, n.Advisor})
 }
 
 // MaxRequeues is how many times one message is requeued as an orphan. Orphaned again after
@@ -316,10 +318,10 @@ func keyOf(n bus.Names, q Queue, raw *jetstream.RawStreamMsg) string {
 	if k, err := bus.Text(raw.Header, bus.HdrKey); k != "" && err == nil {
 		return k
 	}
-	switch q.Stream {
-	case n.Keys: // the producer's messages carry the key as their body
+	switch {
+	case n.Base(q.Stream) == n.Keys: // the producer's messages carry the key as their body
 		return string(raw.Data)
-	case n.Advisories:
+	case q.Stream == n.Advisories:
 		var a advisory
 		if json.Unmarshal(raw.Data, &a) == nil && a.Stream != "" {
 			return fmt.Sprintf("%s #%d", a.Stream, a.StreamSeq)

@@ -109,7 +109,7 @@ func TestSweepLostAdvisory(t *testing.T) {
 	ctx := context.Background()
 	st := bus.DefaultSettings()
 	st.MaxDeliver, st.Backstop = 3, 3
-	if err := bus.Setup(ctx, js, n, st, true); err != nil {
+	if _, err := bus.Setup(ctx, js, n, st, true); err != nil {
 		t.Fatal(err)
 	}
 	publishKeys(t, js, n, 1)

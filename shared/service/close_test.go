@@ -25,7 +25,7 @@ func TestCloseWaitsForDrain(t *testing.T) {
 		t.Fatal(err)
 	}
 	n := bus.For("t")
-	if err := bus.Setup(context.Background(), js, n, bus.DefaultSettings(), true); err != nil {
+	if _, err := bus.Setup(context.Background(), js, n, bus.DefaultSettings(), true); err != nil {
 		t.Fatal(err)
 	}
 	const msgs = 5000

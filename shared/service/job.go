@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -24,7 +25,12 @@ func ConnectJob(ctx context.Context, c *cli.Context, name string) (*nats.Conn, j
 	if err != nil {
 		return nil, nil, bus.Names{}, err
 	}
-	return nc, js, bus.For(job), nil
+	n, err := bus.Discover(ctx, js, bus.For(job), 0)
+	if err != nil {
+		nc.Close()
+		return nil, nil, bus.Names{}, err
+	}
+	return nc, js, n, nil
 }
 
 // JobNotFound says the job has no streams on this NATS: a misspelt --job or the wrong --nats. It
@@ -34,13 +40,53 @@ func JobNotFound(n bus.Names) error {
 }
 
 // JobStream returns a stream of the job, or JobNotFound when the job's KEYS stream does not exist.
+// For a work queue's name (n.Keys, n.Blobs, n.Uploaded) it is the queue's first stream, its
+// first partition's when it has several (WorkQueue sums them).
 func JobStream(ctx context.Context, js jetstream.JetStream, n bus.Names, name string) (jetstream.Stream, error) {
+	base := name
+	if n.Base(name) == "" && (name == n.Keys || name == n.Blobs || name == n.Uploaded) {
+		name = n.Streams(name)[0]
+	}
 	s, err := js.Stream(ctx, name)
-	if errors.Is(err, jetstream.ErrStreamNotFound) && name == n.Keys {
+	if errors.Is(err, jetstream.ErrStreamNotFound) && base == n.Keys {
 		return nil, JobNotFound(n)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("stream %s: %w", name, err)
 	}
 	return s, nil
+}
+
+// Queue is the state of a work queue summed over its streams (one per partition).
+type Queue struct {
+	Msgs    uint64    // waiting or in flight
+	LastSeq uint64    // ever stored: the sum of the streams' last sequences
+	Bytes   uint64    // on the broker's disk
+	Created time.Time // the earliest stream's creation
+}
+
+// WorkQueue reads the streams of work queue base (n.Keys, n.Blobs or n.Uploaded) and sums them;
+// JobNotFound when the job has no KEYS.
+func WorkQueue(ctx context.Context, js jetstream.JetStream, n bus.Names, base string) (Queue, error) {
+	var q Queue
+	for i, name := range n.Streams(base) {
+		s, err := js.Stream(ctx, name)
+		if errors.Is(err, jetstream.ErrStreamNotFound) && base == n.Keys && i == 0 {
+			return q, JobNotFound(n)
+		}
+		if err != nil {
+			return q, fmt.Errorf("stream %s: %w", name, err)
+		}
+		info, err := s.Info(ctx)
+		if err != nil {
+			return q, fmt.Errorf("stream info %s: %w", name, err)
+		}
+		q.Msgs += info.State.Msgs
+		q.LastSeq += info.State.LastSeq
+		q.Bytes += info.State.Bytes
+		if q.Created.IsZero() || info.Created.Before(q.Created) {
+			q.Created = info.Created
+		}
+	}
+	return q, nil
 }

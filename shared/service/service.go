@@ -239,7 +239,7 @@ func Open(ctx context.Context, c *cli.Context, o Options) (*Env, error) {
 		return nil, err
 	}
 	sctx, cancel := bus.WhileAllowed(ctx, e.NC)
-	err = bus.Setup(sctx, e.JS, e.Names, o.Settings, o.Update)
+	e.Names, err = bus.Setup(sctx, e.JS, e.Names, o.Settings, o.Update)
 	cancel()
 	if err != nil {
 		if cause := context.Cause(sctx); errors.Is(cause, nats.ErrPermissionViolation) {

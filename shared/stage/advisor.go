@@ -29,7 +29,12 @@ func RunAdvisor(ctx context.Context, js jetstream.JetStream, n bus.Names, m *Met
 	if err != nil {
 		return fmt.Errorf("advisor: consumer %s on %s: %w", n.Advisor, n.Advisories, err)
 	}
-	stages := map[string]string{n.Keys: bus.StageFetcher, n.Blobs: bus.StageUploader, n.Uploaded: bus.StageVerifier}
+	stages := map[string]string{}
+	for base, stage := range map[string]string{n.Keys: bus.StageFetcher, n.Blobs: bus.StageUploader, n.Uploaded: bus.StageVerifier} {
+		for _, stream := range n.Streams(base) {
+			stages[stream] = stage
+		}
+	}
 	handle := func(ctx context.Context, in Msg) (*Output, error) {
 		return nil, deadLetterAdvised(ctx, js, n, stages, in.Body)
 	}

@@ -20,7 +20,7 @@ func TestAdvisorDeadLettersExhaustedMessages(t *testing.T) {
 	s := bus.DefaultSettings()
 	// The server gives up at the first delivery: the backstop the advisor is for.
 	s.AckWait, s.Dedupe, s.MaxDeliver, s.Backstop = time.Second, 2*time.Second, 1, 1
-	if err := bus.Setup(ctx, js, n, s, true); err != nil {
+	if _, err := bus.Setup(ctx, js, n, s, true); err != nil {
 		t.Fatal(err)
 	}
 	publishKeys(t, js, n, "doomed")

@@ -29,7 +29,7 @@ func budgetJob(t *testing.T, budget int, ackWait time.Duration) (string, jetstre
 	n := bus.For("t")
 	s := bus.DefaultSettings()
 	s.MaxDeliver, s.AckWait, s.Dedupe = budget, ackWait, max(3*ackWait, time.Minute)
-	if err := bus.Setup(context.Background(), js, n, s, true); err != nil {
+	if _, err := bus.Setup(context.Background(), js, n, s, true); err != nil {
 		t.Fatal(err)
 	}
 	return srv.URL(), js, n
@@ -342,7 +342,7 @@ func TestRunLegacyConsumerBudget(t *testing.T) {
 	s := bus.DefaultSettings()
 	s.MaxDeliver = budget
 	for _, update := range []bool{false, true} {
-		if err := bus.Setup(ctx, js, n, s, update); err != nil {
+		if _, err := bus.Setup(ctx, js, n, s, update); err != nil {
 			t.Fatal(err)
 		}
 		ci, err := js.Consumer(ctx, n.Keys, n.Fetcher)

@@ -12,13 +12,13 @@ import (
 	"github.com/ferry-migrate/ferry/shared/limit"
 )
 
-// Service is a stage set up to serve: its consumer, handler and runner options, and what to
-// release once it stops.
+// Service is a stage set up to serve: its consumers (one per partition of its work queue),
+// handler and runner options, and what to release once it stops.
 type Service struct {
-	Consumer jetstream.Consumer
-	Handler  Handler
-	Options  Options
-	Close    func() // nil: nothing to release
+	Consumers []jetstream.Consumer
+	Handler   Handler
+	Options   Options
+	Close     func() // nil: nothing to release
 }
 
 // Serve runs the service until ctx ends or it fails, then releases what it holds.
@@ -26,7 +26,7 @@ func (s *Service) Serve(ctx context.Context) error {
 	if s.Close != nil {
 		defer s.Close()
 	}
-	return Serve(ctx, s.Consumer, s.Handler, s.Options)
+	return ServeAll(ctx, s.Consumers, s.Handler, s.Options)
 }
 
 // Fuse chains the services' handlers in one process, to be served by the first service's

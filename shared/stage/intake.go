@@ -128,3 +128,111 @@ func (f *intake) follow(l *limit.Limiter, ceiling int, interval time.Duration, s
 		}
 	}
 }
+
+// source is what the runner's workers take messages from: one intake, or merged intakes.
+type source interface {
+	next() (jetstream.Msg, error)
+	drain()
+	follow(l *limit.Limiter, ceiling int, interval time.Duration, stop <-chan struct{})
+}
+
+func newSource(cons []jetstream.Consumer, size int, log *slog.Logger) (source, error) {
+	if len(cons) == 1 {
+		return newIntake(cons[0], size, log)
+	}
+	return newMerged(cons, size, log)
+}
+
+// merged serves the consumers of a partitioned work queue (one per stream) to one pool of
+// workers. Each intake prefetches its share of the limit, rounded up: keys are spread over the
+// partitions by a hash, so their backlogs are alike, and what waits in buffers against AckWait
+// stays near the limit, as with one stream: at most partitions − 1 more, and one more a pump
+// holds while every worker is busy. A limit far below the partition count (`ferry throttle
+// --concurrency 1` with 8 partitions) still prefetches a message or two a partition: with
+// handlers slower than about AckWait ÷ partitions those can expire unstarted and run twice
+// (their outputs deduplicated), so keep the concurrency at or above --partitions.
+type merged struct {
+	parts []*intake
+	msgs  chan jetstream.Msg
+	log   *slog.Logger
+}
+
+func newMerged(cons []jetstream.Consumer, size int, log *slog.Logger) (*merged, error) {
+	m := &merged{msgs: make(chan jetstream.Msg), log: log}
+	for _, c := range cons {
+		in, err := newIntake(c, share(size, len(cons)), log)
+		if err != nil {
+			m.drain()
+			for _, p := range m.parts { // no worker will run what they prefetched: give it back
+				for {
+					msg, err := p.next()
+					if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+						break
+					}
+					if err == nil {
+						_ = msg.Nak()
+					}
+				}
+			}
+			return nil, err
+		}
+		m.parts = append(m.parts, in)
+	}
+	// The pumps end when their intakes are drained and emptied; the workers read msgs until it
+	// is closed, so Serve, waiting for its workers, waits for the pumps too.
+	var wg sync.WaitGroup
+	for _, in := range m.parts {
+		wg.Go(func() { m.pump(in) })
+	}
+	go func() {
+		wg.Wait()
+		close(m.msgs)
+	}()
+	return m, nil
+}
+
+// share is one of n intakes' part of a prefetch of size, rounded up.
+func share(size, n int) int { return (max(size, 1) + n - 1) / n }
+
+func (m *merged) pump(in *intake) {
+	for {
+		msg, err := in.next()
+		if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+			return
+		}
+		if err != nil {
+			m.log.Debug("next message", "err", err)
+			continue
+		}
+		m.msgs <- msg
+	}
+}
+
+func (m *merged) next() (jetstream.Msg, error) {
+	msg, ok := <-m.msgs
+	if !ok {
+		return nil, jetstream.ErrMsgIteratorClosed
+	}
+	return msg, nil
+}
+
+func (m *merged) drain() {
+	for _, p := range m.parts {
+		p.drain()
+	}
+}
+
+func (m *merged) follow(l *limit.Limiter, ceiling int, interval time.Duration, stop <-chan struct{}) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+			for _, p := range m.parts {
+				p.resize(share(l.Limit(), len(m.parts)), share(ceiling, len(m.parts)))
+			}
+		}
+	}
+}

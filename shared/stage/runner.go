@@ -67,8 +67,17 @@ func Backoff(delivered uint64) time.Duration {
 // deliveries: each stop naks the prefetch and each crash lets it time out, and either would use a
 // delivery of messages no handler ran. See attempts.
 func Serve(ctx context.Context, cons jetstream.Consumer, h Handler, o Options) error {
+	return ServeAll(ctx, []jetstream.Consumer{cons}, h, o)
+}
+
+// ServeAll is Serve over the consumers of a partitioned work queue, one per stream, with one pool
+// of workers. They share their settings (bus.Setup makes them alike); the first one's are used.
+func ServeAll(ctx context.Context, cons []jetstream.Consumer, h Handler, o Options) error {
+	if len(cons) == 0 {
+		return fmt.Errorf("%s: no consumer to serve", o.Stage)
+	}
 	o.defaults()
-	info := cons.CachedInfo()
+	info := cons[0].CachedInfo()
 	r := &runner{o: o, h: h, maxDeliver: info.Config.MaxDeliver, ackWait: info.Config.AckWait,
 		fatal: make(chan struct{}), stop: make(chan struct{})}
 	r.budget = budgetOf(info, o.Log)
@@ -89,7 +98,7 @@ func Serve(ctx context.Context, cons jetstream.Consumer, h Handler, o Options) e
 	// Workers pull from one message iterator. Unlike a Consume callback, which must block while
 	// every worker is busy and then misses the server's idle heartbeats, an iterator only watches
 	// heartbeats while someone waits in Next. Its prefetch follows the limit (intake).
-	src, err := newIntake(cons, o.Limiter.Limit(), o.Log)
+	src, err := newSource(cons, o.Limiter.Limit(), o.Log)
 	if err != nil {
 		return fmt.Errorf("%s: consume %s: %w", o.Stage, info.Config.Durable, err)
 	}

@@ -35,7 +35,8 @@ func Replay(ctx context.Context, js jetstream.JetStream, n bus.Names, f deadlett
 		}
 		id := bus.KeyID(n.Job, e.Key) + ".r" + strconv.FormatUint(e.Seq, 10)
 		m := bus.KeyMsg(n, e.Key, id, fmt.Sprintf("dlq#%d %s/%s", e.Seq, e.Stage, e.Reason))
-		if _, err := js.PublishMsg(ctx, m, jetstream.WithMsgID(bus.MsgID("keys", id)), jetstream.WithExpectStream(n.Keys)); err != nil {
+		stream, _ := n.Route(n.Keys, id)
+		if _, err := js.PublishMsg(ctx, m, jetstream.WithMsgID(bus.MsgID("keys", id)), jetstream.WithExpectStream(stream)); err != nil {
 			return fmt.Errorf("dlq: replay key %q: %w", e.Key, err)
 		}
 		if err := s.DeleteMsg(ctx, e.Seq); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {

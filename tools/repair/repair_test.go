@@ -313,7 +313,7 @@ func TestRepairLeavesAdvisorsWork(t *testing.T) {
 	ctx := context.Background()
 	s := bus.DefaultSettings()
 	s.MaxDeliver, s.Backstop = 3, 3 // the server gives up after 3 deliveries
-	if err := bus.Setup(ctx, js, n, s, true); err != nil {
+	if _, err := bus.Setup(ctx, js, n, s, true); err != nil {
 		t.Fatal(err)
 	}
 	q := Queue{Stage: bus.StageFetcher, Stream: n.Keys, Consumer: n.Fetcher}

@@ -141,30 +141,31 @@ func WriteWith(ctx context.Context, js jetstream.JetStream, n bus.Names, dir str
 	}
 	r := &Report{Job: n.Job, Time: now.UTC(), Queued: map[string]uint64{}, Samples: map[string][]Entry{}, failures: map[string]time.Time{},
 		Files: []string{FileMarkdown, FileJSON, FileKeys, FileEntries, FilePruned}}
-	keys, err := service.JobStream(ctx, js, n, n.Keys)
+	keys, err := service.WorkQueue(ctx, js, n, n.Keys)
+	if err != nil {
+		return nil, fmt.Errorf("report: %w", err)
+	}
+	r.Published, r.JobCreated = keys.LastSeq, keys.Created.UTC()
+	for _, q := range []struct{ stage, base string }{{bus.StageFetcher, n.Keys}, {bus.StageUploader, n.Blobs}, {bus.StageVerifier, n.Uploaded}} {
+		w, err := service.WorkQueue(ctx, js, n, q.base)
+		if err != nil {
+			return nil, fmt.Errorf("report: %w", err)
+		}
+		r.Queued[q.stage] = w.Msgs
+		r.InPipeline += w.Msgs
+		r.InFlight += w.Msgs
+	}
+	adv, err := service.JobStream(ctx, js, n, n.Advisories)
 	if err != nil {
 		return nil, err
 	}
-	ki, err := keys.Info(ctx)
+	ai, err := adv.Info(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("report: stream info %s: %w", n.Keys, err)
+		return nil, fmt.Errorf("report: stream info %s: %w", n.Advisories, err)
 	}
-	r.Published, r.JobCreated = ki.State.LastSeq, ki.Created.UTC()
-	for stage, stream := range map[string]string{bus.StageFetcher: n.Keys, bus.StageUploader: n.Blobs, bus.StageVerifier: n.Uploaded, bus.StageAdvisor: n.Advisories} {
-		s, err := service.JobStream(ctx, js, n, stream)
-		if err != nil {
-			return nil, err
-		}
-		info, err := s.Info(ctx)
-		if err != nil {
-			return nil, fmt.Errorf("report: stream info %s: %w", stream, err)
-		}
-		r.Queued[stage] = info.State.Msgs
-		r.InPipeline += info.State.Msgs
-		if stage != bus.StageAdvisor { // an advisory is about a message still in its work queue
-			r.InFlight += info.State.Msgs
-		}
-	}
+	// Not in flight: an advisory is about a message still in its work queue.
+	r.Queued[bus.StageAdvisor] = ai.State.Msgs
+	r.InPipeline += ai.State.Msgs
 	counts, err := deadletter.Count(ctx, js, n)
 	if err != nil {
 		return nil, err

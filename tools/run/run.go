@@ -13,7 +13,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/urfave/cli/v2"
 
@@ -310,26 +309,22 @@ func waitDone(ctx context.Context, env *service.Env, produced <-chan struct{}, w
 // backlog is the number of messages in the job's work queues.
 func backlog(ctx context.Context, env *service.Env) (uint64, error) {
 	var total uint64
-	for _, s := range []string{env.Names.Keys, env.Names.Blobs, env.Names.Uploaded, env.Names.Advisories} {
-		n, err := streamMsgs(ctx, env.JS, s)
+	for _, base := range []string{env.Names.Keys, env.Names.Blobs, env.Names.Uploaded} {
+		q, err := service.WorkQueue(ctx, env.JS, env.Names, base)
 		if err != nil {
 			return 0, err
 		}
-		total += n
+		total += q.Msgs
 	}
-	return total, nil
-}
-
-func streamMsgs(ctx context.Context, js jetstream.JetStream, name string) (uint64, error) {
-	s, err := js.Stream(ctx, name)
+	s, err := env.JS.Stream(ctx, env.Names.Advisories)
 	if err != nil {
-		return 0, fmt.Errorf("stream %s: %w", name, err)
+		return 0, fmt.Errorf("stream %s: %w", env.Names.Advisories, err)
 	}
 	info, err := s.Info(ctx)
 	if err != nil {
-		return 0, fmt.Errorf("stream info %s: %w", name, err)
+		return 0, fmt.Errorf("stream info %s: %w", env.Names.Advisories, err)
 	}
-	return info.State.Msgs, nil
+	return total + info.State.Msgs, nil
 }
 
 // runProgress shows the whole pipeline's state (one bar: the producer's own is off in ferry run),
@@ -366,10 +361,8 @@ func (p *runProgress) sample(ctx context.Context) {
 	n, _ := backlog(ctx, p.env)
 	dead, _ := deadletter.Count(ctx, p.env.JS, p.env.Names)
 	var published uint64
-	if s, err := p.env.JS.Stream(ctx, p.env.Names.Keys); err == nil {
-		if info, err := s.Info(ctx); err == nil {
-			published = info.State.LastSeq
-		}
+	if q, err := service.WorkQueue(ctx, p.env.JS, p.env.Names, p.env.Names.Keys); err == nil {
+		published = q.LastSeq
 	}
 	p.mu.Lock()
 	p.published, p.verified, p.dead, p.inPipeline = published, done, dead.Total(), n

@@ -160,7 +160,7 @@ func TestEmbeddedStore(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := bus.Setup(context.Background(), js, n, cfg.Settings, false); err != nil {
+		if _, err := bus.Setup(context.Background(), js, n, cfg.Settings, false); err != nil {
 			t.Fatal(err)
 		}
 		m := bus.KeyMsg(n, "k", bus.KeyID(n.Job, "k")+string(rune('a'+i)), "test")

@@ -55,8 +55,11 @@ type Stage struct {
 	Stage    string `json:"stage"`
 	Stream   string `json:"stream"`
 	Consumer string `json:"consumer"`
-	Messages uint64 `json:"messages"` // in the stream (delivered but unacked ones included)
-	Bytes    uint64 `json:"bytes"`
+	// Partitions is how many streams the row sums (the job's --partitions; omitted for one):
+	// Stream is then the queue's name, its streams Stream_0 … Stream_<N-1>.
+	Partitions int    `json:"partitions,omitempty"`
+	Messages   uint64 `json:"messages"` // in the stream (delivered but unacked ones included)
+	Bytes      uint64 `json:"bytes"`
 	// Published is the stream's last sequence: every message ever stored in it.
 	Published   uint64 `json:"published"`
 	Pending     uint64 `json:"pending"`     // NumPending: not yet delivered
@@ -146,12 +149,15 @@ type Scan struct {
 // the DLQ (deleted again) to count what arrived since now − RateWindow.
 func Collect(ctx context.Context, js jetstream.JetStream, n bus.Names, now time.Time) (*Status, error) {
 	st := &Status{Job: n.Job, Time: now.UTC()}
-	queues := []struct{ stage, stream, consumer string }{
-		{bus.StageFetcher, n.Keys, n.Fetcher},
-		{bus.StageUploader, n.Blobs, n.Uploader},
-		{bus.StageVerifier, n.Uploaded, n.Verifier},
-		{bus.StageAdvisor, n.Advisories, n.Advisor},
+	type queue struct{ stage, stream, consumer string }
+	var queues []queue
+	for _, q := range []queue{{bus.StageFetcher, n.Keys, n.Fetcher}, {bus.StageUploader, n.Blobs, n.Uploader}, {bus.StageVerifier, n.Uploaded, n.Verifier}} {
+		for _, stream := range n.Streams(q.stream) {
+			queues = append(queues, queue{q.stage, stream, q.consumer})
+		}
 	}
+	queues = append(queues, queue{bus.StageAdvisor, n.Advisories, n.Advisor})
+	var parts []Stage // a row per stream: orphans are counted per consumer, then summed
 	for _, q := range queues {
 		s, err := service.JobStream(ctx, js, n, q.stream)
 		if err != nil {
@@ -172,12 +178,13 @@ func Collect(ctx context.Context, js jetstream.JetStream, n bus.Names, now time.
 			sg.Pending, sg.AckPending, sg.Redelivered, sg.Waiting = ci.NumPending, ci.NumAckPending, ci.NumRedelivered, ci.NumWaiting
 			sg.Orphaned = Orphans(sg.Messages, sg.Pending, sg.AckPending, 0) // less the advisor's share below
 		}
-		st.Stages = append(st.Stages, sg)
+		parts = append(parts, sg)
 		st.Backlog += sg.Messages
 	}
-	if err := subtractAdvisories(ctx, js, n, st.Stages); err != nil {
+	if err := subtractAdvisories(ctx, js, n, parts); err != nil {
 		return nil, err
 	}
+	st.Stages = sumPartitions(n, parts)
 
 	since := now.Add(-RateWindow)
 	done, err := service.JobStream(ctx, js, n, n.Done)
@@ -255,6 +262,34 @@ func AwaitingAdvisor(ctx context.Context, js jetstream.JetStream, n bus.Names) (
 
 // subtractAdvisories takes the messages waiting for the advisor out of the stages' orphan counts.
 // Only asked when some stage has one: the common case costs no request.
+// sumPartitions merges the rows of a partitioned work queue's streams into one row per stage,
+// named for the queue, with Partitions set.
+func sumPartitions(n bus.Names, parts []Stage) []Stage {
+	var stages []Stage
+	for _, p := range parts {
+		i := slices.IndexFunc(stages, func(s Stage) bool { return s.Stage == p.Stage })
+		if i < 0 {
+			if base := n.Base(p.Stream); base != "" && n.Partitions > 1 {
+				p.Stream, p.Partitions = base, 1
+			}
+			stages = append(stages, p)
+			continue
+		}
+		s := &stages[i]
+		s.Partitions++
+		s.Messages += p.Messages
+		s.Bytes += p.Bytes
+		s.Published += p.Published
+		s.Processed += p.Processed
+		s.Pending += p.Pending
+		s.AckPending += p.AckPending
+		s.Redelivered += p.Redelivered
+		s.Waiting += p.Waiting
+		s.Orphaned += p.Orphaned
+	}
+	return stages
+}
+
 func subtractAdvisories(ctx context.Context, js jetstream.JetStream, n bus.Names, stages []Stage) error {
 	if !slices.ContainsFunc(stages, func(s Stage) bool { return s.Orphaned > 0 }) {
 		return nil
