@@ -44,7 +44,7 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	go func() { <-ctx.Done(); stop() }()
-	if err := app().RunContext(ctx, os.Args); err != nil {
+	if err := app().RunContext(ctx, hoistGlobals(os.Args, service.GlobalFlags())); err != nil {
 		fmt.Fprintln(os.Stderr, "ferry:", err)
 		if config.IsInvalid(err) {
 			os.Exit(2) // a usage error: bad flag or configuration value
@@ -94,6 +94,7 @@ func app() *cli.App {
 		OnUsageError: onUsageError,
 	}
 	usageErrors(a.Commands)
+	withGlobalsHelp(a.Flags)
 	return a
 }
 
@@ -127,7 +128,7 @@ func setupCommand() *cli.Command {
 				fmt.Printf("job %s deleted\n", c.String("job"))
 				return nil
 			}
-			env, err := service.Open(c.Context, c, service.Options{Name: "setup", Settings: s, Update: true})
+			env, err := service.Open(c.Context, c, service.Options{Name: "setup", Settings: s, Update: true, OneShot: true})
 			if err != nil {
 				return err
 			}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"net"
 	"strings"
 	"testing"
 
@@ -136,6 +137,31 @@ func TestReadCommandsCreateNothing(t *testing.T) {
 		}
 		if len(names) > 0 {
 			t.Fatalf("ferry %s on a missing job created %v", strings.Join(args, " "), names)
+		}
+	}
+}
+
+// TestOneShotCommandsServeNoMetrics: a command that does its work and exits runs beside a
+// service that holds --metrics-addr (FERRY_METRICS_ADDR set for the whole pod): it serves no
+// metrics, so the busy port is no error.
+func TestOneShotCommandsServeNoMetrics(t *testing.T) {
+	ctx := context.Background()
+	srv, err := bus.StartEmbedded(t.TempDir(), bus.Sync{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Shutdown)
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	for _, args := range [][]string{{"setup"}, {"status"}, {"dlq", "ls"}, {"throttle"}, {"report", "--out", t.TempDir()}} {
+		a := app()
+		var b bytes.Buffer
+		a.Writer, a.ErrWriter = &b, &b
+		if err := a.RunContext(ctx, append([]string{"ferry", "--nats", srv.URL(), "--job", "j", "--metrics-addr", busy.Addr().String()}, args...)); err != nil {
+			t.Errorf("ferry %s with --metrics-addr in use: %v", strings.Join(args, " "), err)
 		}
 	}
 }

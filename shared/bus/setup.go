@@ -61,7 +61,7 @@ func (s *Settings) Flags() []cli.Flag {
 		&cli.Int64Flag{Name: "blobs-max-bytes", Value: d.BlobsMaxBytes, EnvVars: []string{"FERRY_BLOBS_MAX_BYTES"}, Destination: &s.BlobsMaxBytes, Usage: "byte cap of the BLOBS stream, of each with --partitions (fetchers wait when it is full)", Category: "streams"},
 		&cli.Int64Flag{Name: "objects-max-bytes", Value: d.ObjectsMaxBytes, EnvVars: []string{"FERRY_OBJECTS_MAX_BYTES"}, Destination: &s.ObjectsMaxBytes, Usage: "byte cap of the object store of blobs above the inline limit (fetchers wait when it is full)", Category: "streams"},
 		&cli.DurationFlag{Name: "object-ttl", Value: d.ObjectTTL, EnvVars: []string{"FERRY_OBJECT_TTL"}, Destination: &s.ObjectTTL, Usage: "expiry of large blobs left in the object store", Category: "streams"},
-		&cli.IntFlag{Name: "partitions", EnvVars: []string{"FERRY_PARTITIONS"}, Destination: &s.Partitions, Usage: "streams per work queue (KEYS, BLOBS, UPLOADED), each with its own leader, keys spread by a hash; fixed when the job is set up (default: the job's, or 1 for a new job)", Category: "streams"},
+		&cli.IntFlag{Name: "partitions", EnvVars: []string{"FERRY_PARTITIONS"}, Destination: &s.Partitions, DefaultText: "the job's, or 1 for a new job", Usage: "streams per work queue (KEYS, BLOBS, UPLOADED), each with its own leader, keys spread by a hash; fixed when the job is set up", Category: "streams"},
 		&cli.IntFlag{Name: "replicas", Value: d.Replicas, EnvVars: []string{"FERRY_REPLICAS"}, Destination: &s.Replicas, Usage: "stream replicas (1, 3 or 5; a clustered NATS for more than 1)", Category: "streams"},
 	}
 }
@@ -187,8 +187,7 @@ func exists(ctx context.Context, js jetstream.JetStream, stream string) (bool, e
 }
 
 // claim makes DONE with the job's partition count unless it exists, and checks the count it
-// keeps: another process may have made the job in between (errLayoutClaimed). A DONE without a
-// count is a job made before partitions: one.
+// keeps: another process may have made the job in between (errLayoutClaimed).
 func claim(ctx context.Context, js jetstream.JetStream, n Names, done jetstream.StreamConfig) error {
 	s, err := js.Stream(ctx, n.Done)
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
@@ -199,11 +198,9 @@ func claim(ctx context.Context, js jetstream.JetStream, n Names, done jetstream.
 	if err != nil {
 		return fmt.Errorf("create stream %s: %w", n.Done, err)
 	}
+	// A DONE without a count predates it: Discover read the count from the work streams.
 	have := s.CachedInfo().Config.Metadata[MetaPartitions]
-	if have == "" {
-		have = "1"
-	}
-	if have != strconv.Itoa(max(n.Partitions, 1)) {
+	if have != "" && have != strconv.Itoa(max(n.Partitions, 1)) {
 		return fmt.Errorf("job %q: %s keeps %s partition(s), this setup %d: %w", n.Job, n.Done, have, max(n.Partitions, 1), errLayoutClaimed)
 	}
 	return nil

@@ -118,7 +118,7 @@ func Command() *cli.Command {
 			if cfg.Every == 0 && !cfg.Once {
 				return config.Invalid(errors.New("--every 0 without --once: nothing to do"))
 			}
-			env, err := service.Open(c.Context, c, service.Options{Name: Name, Settings: bus.DefaultSettings(), NeedConfig: true})
+			env, err := service.Open(c.Context, c, service.Options{Name: Name, Settings: bus.DefaultSettings(), NeedConfig: true, OneShot: cfg.Once})
 			if err != nil {
 				return err
 			}

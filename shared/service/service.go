@@ -208,6 +208,9 @@ type Options struct {
 	Settings   bus.Settings // stream settings applied with bus.Setup
 	NeedConfig bool         // load and validate the job file
 	Update     bool         // apply Settings to existing streams and consumers (ferry setup)
+	// OneShot: a command that does its work and exits (ferry setup, ferry manifest --once) serves
+	// no metrics or profiler, so it runs beside a service that holds --metrics-addr.
+	OneShot bool
 }
 
 // Open validates the global flags and connects. Every service calls it first.
@@ -247,6 +250,9 @@ func Open(ctx context.Context, c *cli.Context, o Options) (*Env, error) {
 		}
 		e.NC.Close()
 		return nil, err
+	}
+	if o.OneShot {
+		return e, nil
 	}
 	stopMetrics, err := telemetry.Serve(ctx, c.String("metrics-addr"), e.Registry, e.Checks, e.Log)
 	if err != nil {
