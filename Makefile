@@ -44,9 +44,12 @@ TEST_TIMEOUT ?= 60m
 
 .PHONY: build lint test test-unit test-integration demo bench
 
+# ferry version: the commit and its date (not the build's, so the same source builds the same binary).
+LDFLAGS := -X main.commit=$(shell git -C $(ROOT) rev-parse --short=12 HEAD 2>/dev/null) -X main.date=$(shell git -C $(ROOT) log -1 --format=%cI 2>/dev/null)
+
 build: ## build .local/bin/ferry
 	@mkdir -p $(dir $(FERRY))
-	$(GO) build -o $(FERRY) .
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(FERRY) .
 
 test-unit: ## unit tests with -race: no services needed (the runner's tests embed a JetStream server)
 	$(GO) vet ./...

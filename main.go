@@ -35,9 +35,6 @@ import (
 	"github.com/ferry-migrate/ferry/verifier"
 )
 
-// version is set at build time with -ldflags "-X main.version=…".
-var version = "dev"
-
 func main() {
 	// First signal: drain and finish in-flight work. A second one kills the process (default Go
 	// behaviour once the context stops listening).
@@ -70,7 +67,9 @@ func app() *cli.App {
 		Name:    "ferry",
 		Usage:   "move blobs from Cassandra to S3 through NATS JetStream, verified, nothing lost",
 		Version: version,
-		Flags:   service.GlobalFlags(),
+		// The help flag by hand: urfave/cli adds it only with its own help command (helpCommand
+		// replaces that).
+		Flags: append(service.GlobalFlags(), cli.HelpFlag),
 		Commands: []*cli.Command{
 			setupCommand(),
 			producer.Command(),
@@ -90,11 +89,16 @@ func app() *cli.App {
 			report.Command(),
 			manifest.Command(),
 			repair.Command(),
+			versionCommand(),
+			completionCommand(),
+			helpCommand(),
 		},
-		OnUsageError: onUsageError,
+		HideHelpCommand:      true, // helpCommand instead
+		EnableBashCompletion: true,
+		OnUsageError:         onUsageError,
 	}
 	usageErrors(a.Commands)
-	withGlobalsHelp(a.Flags)
+	withGlobalsHelp(service.GlobalFlags())
 	return a
 }
 

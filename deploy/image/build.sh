@@ -48,7 +48,7 @@ chmod 0755 "$CTX/data"
 VERSION=$(git -C "$FERRY_ROOT" describe --tags --always --dirty 2>/dev/null || echo dev)
 REVISION=$(git -C "$FERRY_ROOT" rev-parse HEAD 2>/dev/null || echo unknown)
 CREATED=$(git -C "$FERRY_ROOT" log -1 --format=%cI 2>/dev/null || echo 1970-01-01T00:00:00Z)
-(cd "$FERRY_ROOT" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=$VERSION" -o "$CTX/ferry.new" .) \
+(cd "$FERRY_ROOT" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=$VERSION -X main.commit=$(git -C "$FERRY_ROOT" rev-parse --short=12 HEAD 2>/dev/null) -X main.date=$(git -C "$FERRY_ROOT" log -1 --format=%cI 2>/dev/null)" -o "$CTX/ferry.new" .) \
   || die "go build failed"
 mv -f "$CTX/ferry.new" "$CTX/ferry"
 CA=${CA_BUNDLE:-/etc/ssl/certs/ca-certificates.crt}
