@@ -322,7 +322,11 @@ func newHelpIndex(t *testing.T) *helpIndex {
 		p := strings.Join(path, " ")
 		h.flags[p] = helpFlags(t, path)
 		for _, c := range cmds {
-			if c.Hidden || c.Name == "help" {
+			if c.Hidden {
+				continue
+			}
+			if c.Name == "help" { // its arguments are command names, not subcommands of its own
+				h.subs[p] = append(h.subs[p], c.Name)
 				continue
 			}
 			h.subs[p] = append(h.subs[p], c.Name)
