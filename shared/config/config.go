@@ -14,6 +14,7 @@ import (
 	"net/url"
 	"os"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -480,8 +481,22 @@ func (k KeyRules) Validate() error {
 	if !strings.Contains(k.Template, "{key}") {
 		errs = append(errs, fmt.Errorf("template: %q must contain {key}", k.Template))
 	}
+	// A placeholder the rules do not fill would be copied into every S3 key as it is.
+	for _, m := range placeholder.FindAllString(k.Template, -1) {
+		if !slices.Contains(Placeholders, m) {
+			errs = append(errs, fmt.Errorf("template: %q: unknown placeholder %s (want %s)", k.Template, m, strings.Join(Placeholders, ", ")))
+		}
+	}
+	if rest := placeholder.ReplaceAllString(k.Template, ""); strings.ContainsAny(rest, "{}") {
+		errs = append(errs, fmt.Errorf("template: %q: a brace outside a placeholder (want %s)", k.Template, strings.Join(Placeholders, ", ")))
+	}
 	return errors.Join(errs...)
 }
+
+// Placeholders are what a key template may hold (keyrules fills them).
+var Placeholders = []string{"{key}", "{hash2}", "{hash4}"}
+
+var placeholder = regexp.MustCompile(`\{[^{}]*\}`)
 
 // invalidError is a bad flag or configuration value: the process exits 2 (a usage error), not 1.
 type invalidError struct{ err error }

@@ -49,6 +49,10 @@ destination: {bucket: my-bucket}
 		{"unknown field", base + "typo: 1\n", "field typo not found"},
 		{"bad rewrite", base + "keys: {rewrite: [{match: '(', replace: x}]}\n", "rewrite[0].match"},
 		{"template without key", base + "keys: {template: 'x/{hash2}'}\n", "must contain {key}"},
+		{"template with a typo", base + "keys: {template: '{hash3}/{key}'}\n", "unknown placeholder {hash3}"},
+		{"template with another case", base + "keys: {template: '{Key}/{key}'}\n", "unknown placeholder {Key}"},
+		{"template with an open brace", base + "keys: {template: 'a{/{key}'}\n", "a brace outside a placeholder"},
+		{"template with a closing brace", base + "keys: {template: '{key}}'}\n", "a brace outside a placeholder"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
