@@ -9,6 +9,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/ferry-migrate/ferry/shared/bus"
+	"github.com/ferry-migrate/ferry/shared/bytesize"
 	"github.com/ferry-migrate/ferry/shared/cass"
 	"github.com/ferry-migrate/ferry/shared/config"
 	"github.com/ferry-migrate/ferry/shared/keyrules"
@@ -22,7 +23,7 @@ type Config struct {
 	Concurrency int
 	ReadRate    float64 // reads/s, 0 unlimited
 	ByteRate    float64 // bytes/s, 0 unlimited
-	InlineLimit int
+	InlineLimit int64
 	MaxSize     int64
 	Adaptive    bool // adaptive concurrency under --concurrency
 	Settings    bus.Settings
@@ -35,8 +36,8 @@ func (c *Config) Flags() []cli.Flag {
 		&cli.BoolFlag{Name: "adaptive", EnvVars: []string{"FERRY_FETCHER_ADAPTIVE"}, Destination: &c.Adaptive, Usage: "adapt the reads in flight to Cassandra's latency and timeouts, under --concurrency"},
 		&cli.Float64Flag{Name: "read-rate", EnvVars: []string{"FERRY_READ_RATE"}, Destination: &c.ReadRate, Usage: "cap on Cassandra reads/s of this process until 'ferry throttle' sets one for all fetchers (0: none)"},
 		&cli.Float64Flag{Name: "byte-rate", EnvVars: []string{"FERRY_BYTE_RATE"}, Destination: &c.ByteRate, Usage: "cap on blob bytes/s read by this process until 'ferry throttle' sets one (0: none)"},
-		&cli.IntFlag{Name: "inline-limit", Value: 1 << 20, EnvVars: []string{"FERRY_INLINE_LIMIT"}, Destination: &c.InlineLimit, Usage: "blobs above this many bytes travel through the object store (clamped below the server's max_payload)"},
-		&cli.Int64Flag{Name: "max-size", Value: 256 << 20, EnvVars: []string{"FERRY_MAX_SIZE"}, Destination: &c.MaxSize, Usage: "blobs above this many bytes are dead-lettered as too_large"},
+		bytesize.Flag("inline-limit", 1<<20, "FERRY_INLINE_LIMIT", &c.InlineLimit, "blobs larger than this (1MiB, 512KiB, …) travel through the object store (clamped below the server's max_payload)"),
+		bytesize.Flag("max-size", 256<<20, "FERRY_MAX_SIZE", &c.MaxSize, "blobs larger than this (256MiB, 1GiB, …) are dead-lettered as too_large"),
 	}, c.Settings.Flags()...)
 }
 
@@ -50,7 +51,7 @@ func (c *Config) Validate() error {
 		errs = append(errs, errors.New("--read-rate and --byte-rate must not be negative"))
 	}
 	if c.InlineLimit < 1024 {
-		errs = append(errs, fmt.Errorf("--inline-limit %d: must be at least 1024", c.InlineLimit))
+		errs = append(errs, fmt.Errorf("--inline-limit %s: must be at least 1KiB", bytesize.Format(c.InlineLimit)))
 	}
 	if c.MaxSize < 1 {
 		errs = append(errs, fmt.Errorf("--max-size %d: must be positive", c.MaxSize))
@@ -129,7 +130,7 @@ func New(ctx context.Context, env *service.Env, cfg Config) (_ *stage.Service, e
 		gauges = append(gauges, StreamGauge(name, blobs))
 	}
 	// Headers and protocol need room below max_payload.
-	inline := min(cfg.InlineLimit, int(env.NC.MaxPayload())-64<<10)
+	inline := int(min(cfg.InlineLimit, env.NC.MaxPayload()-64<<10))
 	limits := &limit.Limits{Stage: bus.StageFetcher, RateKind: "reads",
 		Rates:   limit.NewRates(cfg.ReadRate, cfg.ByteRate),
 		Limiter: limit.NewLimiter(cfg.Concurrency, cfg.Adaptive),

@@ -30,6 +30,7 @@ import (
 
 	"github.com/ferry-migrate/ferry/shared/blobstore"
 	"github.com/ferry-migrate/ferry/shared/bus"
+	"github.com/ferry-migrate/ferry/shared/bytesize"
 	"github.com/ferry-migrate/ferry/shared/config"
 	"github.com/ferry-migrate/ferry/shared/keyrules"
 	"github.com/ferry-migrate/ferry/shared/limit"
@@ -303,7 +304,7 @@ func (c *Config) Flags() []cli.Flag {
 		&cli.BoolFlag{Name: "adaptive", EnvVars: []string{"FERRY_UPLOADER_ADAPTIVE"}, Destination: &c.Adaptive, Usage: "adapt the uploads in flight to S3's latency and errors, under --concurrency"},
 		&cli.Float64Flag{Name: "upload-rate", EnvVars: []string{"FERRY_UPLOAD_RATE"}, Destination: &c.UploadRate, Usage: "cap on S3 PUTs/s of this process until 'ferry throttle --stage uploader' sets one (0: none)"},
 		&cli.Float64Flag{Name: "upload-byte-rate", EnvVars: []string{"FERRY_UPLOAD_BYTE_RATE"}, Destination: &c.ByteRate, Usage: "cap on bytes/s uploaded by this process until 'ferry throttle --stage uploader' sets one (0: none)"},
-		&cli.Int64Flag{Name: "multipart-threshold", Value: 16 << 20, EnvVars: []string{"FERRY_MULTIPART_THRESHOLD"}, Destination: &c.PartSize, Usage: "blobs above this many bytes are uploaded in parts of this size (at least 5 MiB)"},
+		bytesize.Flag("multipart-threshold", 16<<20, "FERRY_MULTIPART_THRESHOLD", &c.PartSize, "blobs above this many bytes are uploaded in parts of this size (at least 5 MiB)"),
 		&cli.BoolFlag{Name: "skip-existing", EnvVars: []string{"FERRY_SKIP_EXISTING"}, Destination: &c.SkipExisting, Usage: "HEAD first and skip the PUT when the object's size and MD5 already match"},
 	}, c.Settings.Flags()...)
 }

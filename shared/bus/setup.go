@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/urfave/cli/v2"
 
+	"github.com/ferry-migrate/ferry/shared/bytesize"
 	"github.com/ferry-migrate/ferry/shared/config"
 )
 
@@ -58,12 +59,17 @@ func (s *Settings) Flags() []cli.Flag {
 		&cli.IntFlag{Name: "max-deliver", Value: d.MaxDeliver, EnvVars: []string{"FERRY_MAX_DELIVER"}, Destination: &s.MaxDeliver, Usage: "handler runs of a message before it is dead-lettered (a delivery that no handler ran, after a stop or crash, does not count; the server gives up at 10 times this plus 100 deliveries)", Category: "streams"},
 		&cli.IntFlag{Name: "max-ack-pending", Value: d.MaxAckPending, EnvVars: []string{"FERRY_MAX_ACK_PENDING"}, Destination: &s.MaxAckPending, Usage: "in-flight messages per consumer, all workers together", Category: "streams"},
 		&cli.DurationFlag{Name: "dedupe-window", Value: d.Dedupe, EnvVars: []string{"FERRY_DEDUPE_WINDOW"}, Destination: &s.Dedupe, Usage: "Nats-Msg-Id duplicate window (longer than --ack-wait)", Category: "streams"},
-		&cli.Int64Flag{Name: "blobs-max-bytes", Value: d.BlobsMaxBytes, EnvVars: []string{"FERRY_BLOBS_MAX_BYTES"}, Destination: &s.BlobsMaxBytes, Usage: "byte cap of the BLOBS stream, of each with --partitions (fetchers wait when it is full)", Category: "streams"},
-		&cli.Int64Flag{Name: "objects-max-bytes", Value: d.ObjectsMaxBytes, EnvVars: []string{"FERRY_OBJECTS_MAX_BYTES"}, Destination: &s.ObjectsMaxBytes, Usage: "byte cap of the object store of blobs above the inline limit (fetchers wait when it is full)", Category: "streams"},
+		withCategory(bytesize.Flag("blobs-max-bytes", d.BlobsMaxBytes, "FERRY_BLOBS_MAX_BYTES", &s.BlobsMaxBytes, "byte cap of the BLOBS stream, of each with --partitions (fetchers wait when it is full)")),
+		withCategory(bytesize.Flag("objects-max-bytes", d.ObjectsMaxBytes, "FERRY_OBJECTS_MAX_BYTES", &s.ObjectsMaxBytes, "byte cap of the object store of blobs above the inline limit (fetchers wait when it is full)")),
 		&cli.DurationFlag{Name: "object-ttl", Value: d.ObjectTTL, EnvVars: []string{"FERRY_OBJECT_TTL"}, Destination: &s.ObjectTTL, Usage: "expiry of large blobs left in the object store", Category: "streams"},
 		&cli.IntFlag{Name: "partitions", EnvVars: []string{"FERRY_PARTITIONS"}, Destination: &s.Partitions, DefaultText: "the job's, or 1 for a new job", Usage: "streams per work queue (KEYS, BLOBS, UPLOADED), each with its own leader, keys spread by a hash; fixed when the job is set up", Category: "streams"},
 		&cli.IntFlag{Name: "replicas", Value: d.Replicas, EnvVars: []string{"FERRY_REPLICAS"}, Destination: &s.Replicas, Usage: "stream replicas (1, 3 or 5; a clustered NATS for more than 1)", Category: "streams"},
 	}
+}
+
+func withCategory(f *cli.GenericFlag) *cli.GenericFlag {
+	f.Category = "streams"
+	return f
 }
 
 // Validate checks the settings against each other.
@@ -85,10 +91,10 @@ func (s Settings) Validate() error {
 		errs = append(errs, fmt.Errorf("--dedupe-window %s: must be longer than --ack-wait %s, or a redelivered message's output flows twice", s.Dedupe, s.AckWait))
 	}
 	if s.BlobsMaxBytes < 16<<20 {
-		errs = append(errs, fmt.Errorf("--blobs-max-bytes %d: must be at least 16 MiB", s.BlobsMaxBytes))
+		errs = append(errs, fmt.Errorf("--blobs-max-bytes %s: must be at least 16MiB", bytesize.Format(s.BlobsMaxBytes)))
 	}
 	if s.ObjectsMaxBytes < 16<<20 {
-		errs = append(errs, fmt.Errorf("--objects-max-bytes %d: must be at least 16 MiB", s.ObjectsMaxBytes))
+		errs = append(errs, fmt.Errorf("--objects-max-bytes %s: must be at least 16MiB", bytesize.Format(s.ObjectsMaxBytes)))
 	}
 	if s.Partitions < 0 || s.Partitions > MaxPartitions {
 		errs = append(errs, fmt.Errorf("--partitions %d: must be between 1 and %d", s.Partitions, MaxPartitions))

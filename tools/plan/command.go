@@ -12,6 +12,8 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/ferry-migrate/ferry/shared/bytesize"
+
 	"github.com/ferry-migrate/ferry/shared/config"
 )
 
@@ -87,14 +89,14 @@ func (in *Input) flags(keys, size *string, asJSON *bool) []cli.Flag {
 		&cli.Float64Flag{Name: "leader-msgs", Value: in.LeaderMsgs, Destination: &in.LeaderMsgs, Usage: "messages/s one stream leader takes at most", Category: nats},
 		&cli.Float64Flag{Name: "nats-node-cores", Value: in.NodeCores, Destination: &in.NodeCores, Usage: "cores of one NATS server", Category: nats},
 		&cli.Float64Flag{Name: "record-bytes", Value: in.RecordBytes, Destination: &in.RecordBytes, Usage: "bytes of a KEYS, UPLOADED or DONE message as stored (key, headers, overhead)", Category: nats},
-		&cli.Int64Flag{Name: "blobs-max-bytes", Value: in.BlobsMaxBytes, Destination: &in.BlobsMaxBytes, Usage: "byte cap of each BLOBS stream (as ferry setup)", Category: nats},
+		categorized(bytesize.Flag("blobs-max-bytes", in.BlobsMaxBytes, "", &in.BlobsMaxBytes, "byte cap of each BLOBS stream (as ferry setup)"), nats),
 		&cli.Int64Flag{Name: "high-water", Value: in.HighWater, Destination: &in.HighWater, Usage: "KEYS backlog the producer keeps at most (its --high-water)", Category: nats},
 		&cli.DurationFlag{Name: "done-drain", Value: in.DoneDrain, Destination: &in.DoneDrain, Usage: "time DONE holds verified keys before a drain writes them to a manifest", Category: nats},
 		&cli.DurationFlag{Name: "ack-wait", Value: in.AckWait, Destination: &in.AckWait, Usage: "consumers' ack wait (as ferry setup)", Category: nats},
 		&cli.DurationFlag{Name: "dedupe-window", Value: in.Dedupe, Destination: &in.Dedupe, Usage: "Nats-Msg-Id duplicate window (as ferry setup; longer than --ack-wait)", Category: nats},
 
-		&cli.Int64Flag{Name: "inline-limit", Value: in.InlineLimit, Destination: &in.InlineLimit, Usage: "the fetcher's --inline-limit: larger blobs go through the object store and get a HEAD before the PUT", Category: s3},
-		&cli.Int64Flag{Name: "multipart-threshold", Value: in.PartSize, Destination: &in.PartSize, Usage: "the uploader's --multipart-threshold: larger blobs are uploaded in parts of this size", Category: s3},
+		categorized(bytesize.Flag("inline-limit", in.InlineLimit, "", &in.InlineLimit, "the fetcher's --inline-limit: larger blobs go through the object store and get a HEAD before the PUT"), s3),
+		categorized(bytesize.Flag("multipart-threshold", in.PartSize, "", &in.PartSize, "the uploader's --multipart-threshold: larger blobs are uploaded in parts of this size"), s3),
 		&cli.BoolFlag{Name: "skip-existing", Destination: &in.SkipExisting, Usage: "the uploader runs with --skip-existing (a HEAD before every PUT)", Category: s3},
 		&cli.Float64Flag{Name: "deep-sample", Value: in.DeepSample, Destination: &in.DeepSample, Usage: "the verifier's --deep-sample: share of objects read back in full (one GET each)", Category: s3},
 		&cli.IntFlag{Name: "listings", Value: in.Listings, Destination: &in.Listings, Usage: "full bucket listings (a prune lists once, its proof included; ferry diff --bucket once)", Category: s3},
@@ -149,6 +151,11 @@ var units = []struct {
 	{"kib", 1 << 10}, {"mib", 1 << 20}, {"gib", 1 << 30}, {"tib", 1 << 40},
 	{"kb", 1e3}, {"mb", 1e6}, {"gb", 1e9}, {"tb", 1e12},
 	{"b", 1},
+}
+
+func categorized(f *cli.GenericFlag, category string) *cli.GenericFlag {
+	f.Category = category
+	return f
 }
 
 // ParseSize reads a byte size: "30720", "30KiB", "1.5MiB", "2GiB" (binary units KiB, MiB, GiB,

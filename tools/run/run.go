@@ -19,6 +19,7 @@ import (
 	"github.com/ferry-migrate/ferry/fetcher"
 	"github.com/ferry-migrate/ferry/producer"
 	"github.com/ferry-migrate/ferry/shared/bus"
+	"github.com/ferry-migrate/ferry/shared/bytesize"
 	"github.com/ferry-migrate/ferry/shared/config"
 	"github.com/ferry-migrate/ferry/shared/deadletter"
 	"github.com/ferry-migrate/ferry/shared/manifest"
@@ -63,9 +64,9 @@ func (c *Config) Flags() []cli.Flag {
 		&cli.BoolFlag{Name: "fused", Value: true, EnvVars: []string{"FERRY_FUSED"}, Destination: &c.Fused, Usage: "read, upload and verify each key in one step (--fetchers of them at once, uploads under --uploaders and ferry throttle --stage uploader --concurrency) and record it in DONE, without BLOBS and UPLOADED in between; a key that fails after its read goes on through BLOBS or UPLOADED as without it. --fused=false: every key through the streams"},
 		&cli.Float64Flag{Name: "read-rate", EnvVars: []string{"FERRY_READ_RATE"}, Destination: &c.Fetcher.ReadRate, Usage: "cap on Cassandra reads/s until 'ferry throttle' sets one (0: none)"},
 		&cli.Float64Flag{Name: "byte-rate", EnvVars: []string{"FERRY_BYTE_RATE"}, Destination: &c.Fetcher.ByteRate, Usage: "cap on blob bytes/s read (0: none)"},
-		&cli.IntFlag{Name: "inline-limit", Value: 1 << 20, EnvVars: []string{"FERRY_INLINE_LIMIT"}, Destination: &c.Fetcher.InlineLimit, Usage: "blobs above this many bytes travel through the object store"},
-		&cli.Int64Flag{Name: "max-size", Value: 256 << 20, EnvVars: []string{"FERRY_MAX_SIZE"}, Destination: &c.Fetcher.MaxSize, Usage: "blobs above this many bytes are dead-lettered as too_large"},
-		&cli.Int64Flag{Name: "multipart-threshold", Value: 16 << 20, EnvVars: []string{"FERRY_MULTIPART_THRESHOLD"}, Destination: &c.Uploader.PartSize, Usage: "blobs above this many bytes are uploaded in parts of this size"},
+		bytesize.Flag("inline-limit", 1<<20, "FERRY_INLINE_LIMIT", &c.Fetcher.InlineLimit, "blobs larger than this (1MiB, 512KiB, …) travel through the object store"),
+		bytesize.Flag("max-size", 256<<20, "FERRY_MAX_SIZE", &c.Fetcher.MaxSize, "blobs larger than this (256MiB, 1GiB, …) are dead-lettered as too_large"),
+		bytesize.Flag("multipart-threshold", 16<<20, "FERRY_MULTIPART_THRESHOLD", &c.Uploader.PartSize, "blobs above this many bytes are uploaded in parts of this size"),
 		&cli.BoolFlag{Name: "skip-existing", EnvVars: []string{"FERRY_SKIP_EXISTING"}, Destination: &c.Uploader.SkipExisting, Usage: "skip the PUT when S3 already holds the same object"},
 		&cli.Float64Flag{Name: "deep-sample", EnvVars: []string{"FERRY_DEEP_SAMPLE"}, Destination: &c.Verifier.Sample, Usage: "fraction of objects read back in full and hashed"},
 		&cli.BoolFlag{Name: "restart", EnvVars: []string{"FERRY_PRODUCER_RESTART"}, Destination: &c.Producer.Restart, Usage: "ignore key-list checkpoints; with --scan, start a new scan pass (the passes before stay recorded)"},
@@ -73,12 +74,12 @@ func (c *Config) Flags() []cli.Flag {
 	settings := c.Settings.Flags()
 	for _, fl := range settings {
 		// In one process a deep BLOBS buffer only costs memory: smaller caps, shown in --help.
-		if i, ok := fl.(*cli.Int64Flag); ok {
-			switch i.Name {
+		if g, ok := fl.(*cli.GenericFlag); ok {
+			switch g.Name {
 			case "blobs-max-bytes":
-				i.Value = runBlobsMaxBytes
+				c.Settings.BlobsMaxBytes, g.DefaultText = runBlobsMaxBytes, bytesize.Format(runBlobsMaxBytes)
 			case "objects-max-bytes":
-				i.Value = runObjectsMaxBytes
+				c.Settings.ObjectsMaxBytes, g.DefaultText = runObjectsMaxBytes, bytesize.Format(runObjectsMaxBytes)
 			}
 		}
 	}
@@ -120,8 +121,8 @@ func Command() *cli.Command {
 		Usage: "run every stage in one process (embedded JetStream unless --nats is set) until all keys are verified or dead-lettered",
 		Flags: cfg.Flags(),
 		Description: "In one process a deep BLOBS buffer only costs memory (the embedded server keeps it\n" +
-			"cached), so --blobs-max-bytes defaults to 128 MiB here instead of 1 GiB, and\n" +
-			"--objects-max-bytes to 512 MiB.",
+			"cached), so --blobs-max-bytes defaults to 128MiB here instead of 1GiB, and\n" +
+			"--objects-max-bytes to 512MiB.",
 		Action: func(c *cli.Context) error {
 			if err := cfg.Validate(); err != nil {
 				return err
