@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"path/filepath"
 	"sync"
 	"time"
@@ -22,6 +21,7 @@ import (
 	"github.com/ferry-migrate/ferry/shared/bytesize"
 	"github.com/ferry-migrate/ferry/shared/config"
 	"github.com/ferry-migrate/ferry/shared/deadletter"
+	"github.com/ferry-migrate/ferry/shared/keylist"
 	"github.com/ferry-migrate/ferry/shared/manifest"
 	"github.com/ferry-migrate/ferry/shared/progress"
 	"github.com/ferry-migrate/ferry/shared/service"
@@ -127,6 +127,9 @@ func Command() *cli.Command {
 			if err := cfg.Validate(); err != nil {
 				return err
 			}
+			if err := checkKeyLists(c.Context, cfg.Producer.Keys.Value()); err != nil {
+				return err
+			}
 			url := ""
 			if !c.IsSet("nats") {
 				srv, err := startEmbedded(cfg)
@@ -146,7 +149,9 @@ func Command() *cli.Command {
 					"sync_interval", cfg.Sync)
 			}
 			s, err := All(c.Context, env, cfg)
-			s.Print(os.Stdout)
+			if s.Started { // a run that never started has nothing to sum up: its error says why
+				s.Print(c.App.Writer)
+			}
 			return err
 		},
 	}
@@ -191,8 +196,25 @@ func startEmbedded(cfg Config) (*bus.Embedded, error) {
 	return bus.StartEmbedded(dir, cfg.Sync)
 }
 
+// checkKeyLists checks the local key lists of --keys (paths and glob patterns) before anything
+// starts: a missing file is a usage error said first, not a producer failure after the stages
+// came up. S3 lists are the producer's to check: that needs the bucket's client.
+func checkKeyLists(ctx context.Context, names []string) error {
+	var local []string
+	for _, n := range names {
+		if _, _, isS3 := keylist.ParseS3(n); !isS3 && n != keylist.Stdin {
+			local = append(local, n)
+		}
+	}
+	if _, err := keylist.Expand(ctx, local, nil); err != nil {
+		return config.Invalid(fmt.Errorf("--keys: %w", err))
+	}
+	return nil
+}
+
 // Summary is what a run did.
 type Summary struct {
+	Started            bool // the stages came up: there is something to sum up
 	Job                string
 	Verified           uint64 // keys in DONE: verified in S3, over all runs of the job
 	VerifiedThisRun    uint64
@@ -236,6 +258,7 @@ func All(ctx context.Context, env *service.Env, cfg Config) (Summary, error) {
 	if err != nil {
 		return sum, err
 	}
+	sum.Started = true
 	for _, s := range svcs {
 		wg.Go(func() { stageErr(s.Options.Stage, s.Serve(ctx)) })
 	}
