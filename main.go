@@ -42,6 +42,9 @@ func main() {
 	defer stop()
 	go func() { <-ctx.Done(); stop() }()
 	if err := app().RunContext(ctx, hoistGlobals(os.Args, service.GlobalFlags())); err != nil {
+		if errors.Is(err, diff.ErrDiffer) {
+			os.Exit(1) // like diff(1): its summary said how
+		}
 		fmt.Fprintln(os.Stderr, "ferry:", err)
 		if config.IsInvalid(err) {
 			os.Exit(2) // a usage error: bad flag or configuration value

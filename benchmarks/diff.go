@@ -11,6 +11,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -142,7 +143,9 @@ func runDiffBench(ctx context.Context, o diffOptions) error {
 		}
 		err = c.wait(ctx)
 		elapsed := time.Since(c.start)
-		if err != nil {
+		// ferry diff exits 1 when the lists differ, as these do (diff(1)'s convention).
+		var exit *exec.ExitError
+		if err != nil && !(r.name == "ferry diff" && errors.As(err, &exit) && exit.ExitCode() == 1) {
 			return fmt.Errorf("%w: %s", err, strings.TrimSpace(stderr.String()))
 		}
 		u := c.usage()

@@ -33,6 +33,9 @@ type Options struct {
 	TTY   *bool         // default: whether Out is a terminal
 	Every time.Duration // log-line interval off a terminal; default 10s
 	Log   *slog.Logger  // default slog.Default()
+	// TTYOnly shows nothing off a terminal: a command whose output scripts read (ferry diff)
+	// logs no progress lines into them.
+	TTYOnly bool
 }
 
 // Reporter calls its status func periodically and shows the result.
@@ -93,6 +96,9 @@ func (r *Reporter) Stop() {
 }
 
 func (r *Reporter) show(final bool) {
+	if !r.tty && r.o.TTYOnly {
+		return
+	}
 	s := r.status()
 	if !r.tty {
 		args := []any{"elapsed", time.Since(r.start).Round(time.Second).String()}

@@ -59,3 +59,16 @@ func TestReporter(t *testing.T) {
 		}
 	}
 }
+
+// TestReporterTTYOnly: with TTYOnly, a terminal gets its bar and anything else nothing.
+func TestReporterTTYOnly(t *testing.T) {
+	for _, tty := range []bool{true, false} {
+		var out, logs bytes.Buffer
+		r := Start("diff", func() Status { return Status{Text: "sorting"} },
+			Options{Out: &out, TTY: &tty, Log: slog.New(slog.NewTextHandler(&logs, nil)), TTYOnly: true})
+		r.Stop()
+		if got := out.Len() > 0; got != tty || logs.Len() != 0 {
+			t.Errorf("tty %v: terminal output %q, logs %q", tty, out.String(), logs.String())
+		}
+	}
+}

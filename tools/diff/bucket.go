@@ -29,12 +29,17 @@ type Lister interface {
 
 // BucketResult is what `ferry diff --source --bucket` found.
 type BucketResult struct {
-	Source  Counts // the source list's keys
-	Invalid int64  // keys the rules refuse, or whose S3 key is outside the listed prefix
-	Listed  int64  // objects under the prefix
-	Missing int64  // distinct source keys whose S3 key is not listed
-	Present int64  // distinct source keys whose S3 key is listed
+	Source  Counts `json:"source"`
+	Invalid int64  `json:"invalid"` // keys the rules refuse, or whose S3 key is outside the listed prefix
+	Listed  int64  `json:"listed"`  // objects under the prefix
+	Missing int64  `json:"missing"` // distinct source keys whose S3 key is not listed
+	Present int64  `json:"present"` // distinct source keys whose S3 key is listed
+	// Files are the result files written, by name: their paths, "-" for stdout.
+	Files map[string]string `json:"files"`
 }
+
+// Differ reports whether source keys are missing in S3 or refused by the key rules.
+func (r BucketResult) Differ() bool { return r.Missing > 0 || r.Invalid > 0 }
 
 func (r BucketResult) String() string {
 	return fmt.Sprintf("source: %s lines; invalid: %s; listed: %s objects; present: %s keys; missing in S3: %s keys",
@@ -74,7 +79,7 @@ func (d *differ) bucketDiff(ctx context.Context, source string, rules *keyrules.
 		defer ms.close()
 		defer ml.close()
 		d.progress.phase("comparing")
-		out, err := createOutput(d.out, missing)
+		out, err := d.createOutput(missing)
 		if err != nil {
 			return err
 		}
@@ -102,6 +107,7 @@ func (d *differ) bucketDiff(ctx context.Context, source string, rules *keyrules.
 			return err
 		}
 		res.Source.Unique = ms.n
+		res.Files = map[string]string{MissingInS3: out.path, InvalidKeys: bad.path}
 		return errors.Join(out.commit(), bad.commit())
 	})
 	d.progress.done()

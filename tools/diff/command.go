@@ -6,11 +6,16 @@ package diff
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -20,11 +25,15 @@ import (
 	"github.com/ferry-migrate/ferry/shared/config"
 	"github.com/ferry-migrate/ferry/shared/keylist"
 	"github.com/ferry-migrate/ferry/shared/keyrules"
+	"github.com/ferry-migrate/ferry/shared/telemetry"
 )
 
 // Config is `ferry diff`'s flags.
 type Config struct {
 	Out     string
+	OnlyA   string
+	OnlyB   string
+	JSON    bool
 	Mem     string
 	Tmp     string
 	Source  string
@@ -41,12 +50,15 @@ const minMem = 32 << 20
 // Flags are the command's flags.
 func (c *Config) Flags() []cli.Flag {
 	return []cli.Flag{
-		&cli.StringFlag{Name: "out", Value: ".", EnvVars: []string{"FERRY_DIFF_OUT"}, Destination: &c.Out, Usage: "folder for the result files (`DIR`)"},
+		&cli.StringFlag{Name: "out", Aliases: []string{"o"}, Value: ".", EnvVars: []string{"FERRY_DIFF_OUT"}, Destination: &c.Out, Usage: "folder for the result files (`DIR`), made if missing"},
+		&cli.StringFlag{Name: "only-a", Value: OnlyInA, EnvVars: []string{"FERRY_DIFF_ONLY_A"}, Destination: &c.OnlyA, Usage: "file name, in --out, of the keys only in A; - writes them to stdout"},
+		&cli.StringFlag{Name: "only-b", Value: OnlyInB, EnvVars: []string{"FERRY_DIFF_ONLY_B"}, Destination: &c.OnlyB, Usage: "file name, in --out, of the keys only in B; - writes them to stdout"},
+		&cli.BoolFlag{Name: "json", Destination: &c.JSON, Usage: "print the summary as JSON (on stderr when a result goes to stdout)"},
 		&cli.StringFlag{Name: "mem", Value: "512MiB", EnvVars: []string{"FERRY_DIFF_MEM"}, Destination: &c.Mem, Usage: "memory cap (e.g. 512MiB, 2GiB): the sort spills to --tmp beyond it"},
 		&cli.StringFlag{Name: "tmp", Value: os.TempDir(), EnvVars: []string{"FERRY_DIFF_TMP"}, Destination: &c.Tmp, Usage: "folder for the sort's spill files (`DIR`, about the inputs' uncompressed size); removed at the end"},
 		&cli.StringFlag{Name: "source", EnvVars: []string{"FERRY_DIFF_SOURCE"}, Destination: &c.Source, Usage: "source key list (`LIST`: file, .gz, .zst, s3://bucket/key or -): with --bucket, find its keys missing in S3"},
 		&cli.StringFlag{Name: "bucket", EnvVars: []string{"FERRY_DIFF_BUCKET"}, Destination: &c.Bucket, Usage: "`s3://bucket/prefix` to list and compare with --source mapped by the job's key rules"},
-		&cli.StringFlag{Name: "missing", Value: MissingInS3, EnvVars: []string{"FERRY_DIFF_MISSING"}, Destination: &c.Missing, Usage: "file name, in --out, of the source keys missing in S3"},
+		&cli.StringFlag{Name: "missing", Value: MissingInS3, EnvVars: []string{"FERRY_DIFF_MISSING"}, Destination: &c.Missing, Usage: "file name, in --out, of the source keys missing in S3; - writes them to stdout"},
 		&cli.IntFlag{Name: "listers", Value: 16, EnvVars: []string{"FERRY_DIFF_LISTERS"}, Destination: &c.Listers, Usage: "concurrent ListObjectsV2 calls over disjoint key ranges"},
 	}
 }
@@ -62,8 +74,16 @@ func (c *Config) Validate(args []string) error {
 		errs = append(errs, fmt.Errorf("--mem %s: must be at least 32MiB", c.Mem))
 	}
 	c.mem = mem
-	if st, err := os.Stat(c.Out); err != nil || !st.IsDir() {
+	if st, err := os.Stat(c.Out); err == nil && !st.IsDir() {
 		errs = append(errs, fmt.Errorf("--out %q: not a folder", c.Out))
+	}
+	for _, f := range []struct{ flag, name string }{{"--only-a", c.OnlyA}, {"--only-b", c.OnlyB}, {"--missing", c.Missing}} {
+		if f.name == "" || strings.ContainsRune(f.name, filepath.Separator) {
+			errs = append(errs, fmt.Errorf("%s %q: want a file name, or - for stdout", f.flag, f.name))
+		}
+	}
+	if c.OnlyA == Stdout && c.OnlyB == Stdout {
+		errs = append(errs, errors.New("--only-a and --only-b cannot both be - (stdout)"))
 	}
 	if st, err := os.Stat(c.Tmp); err != nil || !st.IsDir() {
 		errs = append(errs, fmt.Errorf("--tmp %q: not a folder", c.Tmp))
@@ -85,9 +105,6 @@ func (c *Config) Validate(args []string) error {
 		}
 		if b, _, ok := keylist.ParseS3(c.Bucket); c.Bucket != "" && (!ok || b == "") {
 			errs = append(errs, fmt.Errorf("--bucket %q: want s3://bucket or s3://bucket/prefix", c.Bucket))
-		}
-		if c.Missing == "" || strings.ContainsRune(c.Missing, filepath.Separator) {
-			errs = append(errs, fmt.Errorf("--missing %q: want a file name", c.Missing))
 		}
 		if c.Listers < 1 || c.Listers > 1024 {
 			errs = append(errs, fmt.Errorf("--listers %d: must be 1..1024", c.Listers))
@@ -122,9 +139,21 @@ func Command() *cli.Command {
 			"lines skipped, compared bytewise (LC_ALL=C).\n\n" +
 			"ferry diff --source LIST --bucket s3://bucket/prefix maps each key of LIST with the job's key\n" +
 			"rules (--config) and writes the source keys whose object is not in the bucket to missing-in-s3,\n" +
-			"ready for ferry producer --keys, and the keys the rules refuse to invalid-keys (key TAB reason).",
+			"ready for ferry producer --keys, and the keys the rules refuse to invalid-keys (key TAB reason).\n\n" +
+			"It prints a summary and the files it wrote (--json: the summary as JSON); a result file named -\n" +
+			"(--only-a -, --only-b -, --missing -) goes to stdout and the summary to stderr. Exit status, as\n" +
+			"diff(1): 0 the sets are the same, 1 they differ (or the diff failed), 2 a usage error.\n\n" +
+			"Examples:\n" +
+			"   ferry diff keys-cassandra.txt.zst keys-exported.txt.gz --out result/\n" +
+			"   ferry diff --only-a - old.txt new.txt | ferry producer --keys -   # publish what new.txt lacks\n" +
+			"   ferry diff --source keys.txt --bucket s3://photos --json",
 		Flags: cfg.Flags(),
 		Action: func(c *cli.Context) error {
+			log, err := telemetry.NewLogger(c.String("log-level"), c.String("log-format"))
+			if err != nil {
+				return config.Invalid(err)
+			}
+			slog.SetDefault(log)
 			if err := cfg.Validate(c.Args().Slice()); err != nil {
 				return err
 			}
@@ -133,9 +162,21 @@ func Command() *cli.Command {
 	}
 }
 
+// ErrDiffer is what `ferry diff` returns when the sets differ (keys only in A or B, source keys
+// missing in S3 or refused): exit 1, like diff(1); the summary has said it.
+var ErrDiffer = errors.New("the key sets differ")
+
 func run(ctx context.Context, c *cli.Context, cfg Config) error {
 	debug.SetMemoryLimit(cfg.mem)
-	d := &differ{out: cfg.Out, tmp: cfg.Tmp, budget: budget(cfg.mem)}
+	if err := os.MkdirAll(cfg.Out, 0o755); err != nil {
+		return fmt.Errorf("--out: %w", err)
+	}
+	d := &differ{out: cfg.Out, onlyA: cfg.OnlyA, onlyB: cfg.OnlyB, stdout: c.App.Writer, tmp: cfg.Tmp, budget: budget(cfg.mem)}
+	// The summary goes where no result goes.
+	summary := c.App.Writer
+	if cfg.OnlyA == Stdout || cfg.OnlyB == Stdout || cfg.Source != "" && cfg.Missing == Stdout {
+		summary = c.App.ErrWriter
+	}
 	args := c.Args().Slice()
 	needS3 := cfg.Bucket != ""
 	for _, n := range append(args, cfg.Source) {
@@ -162,8 +203,7 @@ func run(ctx context.Context, c *cli.Context, cfg Config) error {
 		if err != nil {
 			return interrupted(ctx, err)
 		}
-		fmt.Println(res)
-		return nil
+		return report(summary, cfg.JSON, res, res.Files, res.Differ())
 	}
 	rules, err := keyrules.Compile(job.Keys)
 	if err != nil {
@@ -174,7 +214,28 @@ func run(ctx context.Context, c *cli.Context, cfg Config) error {
 	if err != nil {
 		return interrupted(ctx, err)
 	}
-	fmt.Println(res)
+	return report(summary, cfg.JSON, res, res.Files, res.Differ())
+}
+
+// report writes the summary (or its JSON) and the files written, and returns ErrDiffer when the
+// sets differ.
+func report(w io.Writer, asJSON bool, res fmt.Stringer, files map[string]string, differ bool) error {
+	if asJSON {
+		if err := json.NewEncoder(w).Encode(res); err != nil {
+			return err
+		}
+	} else {
+		fmt.Fprintln(w, res)
+		names := slices.Sorted(maps.Keys(files))
+		for _, name := range names {
+			if files[name] != Stdout {
+				fmt.Fprintf(w, "wrote %s\n", files[name])
+			}
+		}
+	}
+	if differ {
+		return ErrDiffer
+	}
 	return nil
 }
 

@@ -3,9 +3,11 @@ package diff
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 
@@ -26,12 +28,18 @@ type Counts struct {
 
 // Result is what `ferry diff A B` found.
 type Result struct {
-	A, B    Counts
-	OnlyA   int64
-	OnlyB   int64
-	Common  int64
-	Spilled int64 // bytes written to run files; 0 when both inputs fitted in memory
+	A       Counts `json:"a"`
+	B       Counts `json:"b"`
+	OnlyA   int64  `json:"only_in_a"`
+	OnlyB   int64  `json:"only_in_b"`
+	Common  int64  `json:"common"`
+	Spilled int64  `json:"spilled_bytes"` // written to run files; 0 when both inputs fitted in memory
+	// Files are the result files written, by name (only-in-A …): their paths, "-" for stdout.
+	Files map[string]string `json:"files"`
 }
+
+// Differ reports whether the sets differ.
+func (r Result) Differ() bool { return r.OnlyA > 0 || r.OnlyB > 0 }
 
 func (r Result) String() string {
 	return fmt.Sprintf("A: %s lines, %s unique; B: %s lines, %s unique; only in A: %s; only in B: %s; common: %s",
@@ -42,8 +50,11 @@ func (r Result) String() string {
 // differ runs one ferry diff: where its outputs go and how much memory it may use.
 type differ struct {
 	out      string // output folder
-	tmp      string // parent of the spill folder
-	budget   int64  // bytes for the sort's chunks and scratch
+	onlyA    string // file names in out of the keys only in A and only in B; "-": stdout
+	onlyB    string
+	stdout   io.Writer // where "-" writes; default os.Stdout
+	tmp      string    // parent of the spill folder
+	budget   int64     // bytes for the sort's chunks and scratch
 	s3       keylist.Getter
 	progress *diffProgress // nil: quiet
 }
@@ -93,12 +104,12 @@ func (d *differ) diffLists(ctx context.Context, a, b string) (Result, error) {
 		defer ma.close()
 		defer mb.close()
 		d.progress.phase("comparing")
-		outA, err := createOutput(d.out, OnlyInA)
+		outA, err := d.createOutput(cmp.Or(d.onlyA, OnlyInA))
 		if err != nil {
 			return err
 		}
 		defer outA.abort()
-		outB, err := createOutput(d.out, OnlyInB)
+		outB, err := d.createOutput(cmp.Or(d.onlyB, OnlyInB))
 		if err != nil {
 			return err
 		}
@@ -139,6 +150,7 @@ func (d *differ) diffLists(ctx context.Context, a, b string) (Result, error) {
 		}
 		res.A.Unique, res.B.Unique = ma.n, mb.n
 		res.Spilled = s.spilled.Load()
+		res.Files = map[string]string{OnlyInA: outA.path, OnlyInB: outB.path}
 		return errors.Join(outA.commit(), outB.commit())
 	})
 	d.progress.done()
@@ -179,6 +191,22 @@ type output struct {
 	done bool
 }
 
+// createOutput opens the result file name in the output folder; "-" is stdout, written as it
+// comes (an interrupted run leaves what it wrote there).
+func (d *differ) createOutput(name string) (*output, error) {
+	if name == Stdout {
+		w := d.stdout
+		if w == nil {
+			w = os.Stdout
+		}
+		return &output{w: bufio.NewWriterSize(w, 1<<20), path: Stdout}, nil
+	}
+	return createOutput(d.out, name)
+}
+
+// Stdout is the result file name that writes to stdout.
+const Stdout = "-"
+
 func createOutput(dir, name string) (*output, error) {
 	path := filepath.Join(dir, name)
 	f, err := os.Create(path + ".partial")
@@ -200,6 +228,10 @@ func (o *output) write(s string) {
 }
 
 func (o *output) commit() error {
+	if o.f == nil { // stdout
+		o.done = true
+		return o.w.Flush()
+	}
 	err := errors.Join(o.w.Flush(), o.f.Close())
 	if err == nil {
 		err = os.Rename(o.f.Name(), o.path)
@@ -214,7 +246,7 @@ func (o *output) commit() error {
 
 // abort removes the partial file unless commit succeeded.
 func (o *output) abort() {
-	if !o.done {
+	if !o.done && o.f != nil {
 		o.f.Close()
 		os.Remove(o.f.Name())
 	}

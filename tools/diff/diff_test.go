@@ -264,7 +264,10 @@ func TestStdinAndErrors(t *testing.T) {
 
 func TestValidate(t *testing.T) {
 	dir := t.TempDir()
-	ok := Config{Out: dir, Mem: "512MiB", Tmp: dir, Missing: MissingInS3, Listers: 16}
+	if err := os.WriteFile(filepath.Join(dir, "a-file"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ok := Config{Out: dir, OnlyA: OnlyInA, OnlyB: OnlyInB, Mem: "512MiB", Tmp: dir, Missing: MissingInS3, Listers: 16}
 	for _, c := range []struct {
 		name string
 		edit func(*Config)
@@ -277,7 +280,9 @@ func TestValidate(t *testing.T) {
 		{"both stdin", func(*Config) {}, []string{"-", "-"}, "only one of A and B"},
 		{"mem not a size", func(c *Config) { c.Mem = "lots" }, []string{"a", "b"}, "--mem"},
 		{"mem too small", func(c *Config) { c.Mem = "1MiB" }, []string{"a", "b"}, "at least 32MiB"},
-		{"out missing", func(c *Config) { c.Out = filepath.Join(dir, "nope") }, []string{"a", "b"}, "--out"},
+		{"out missing: made", func(c *Config) { c.Out = filepath.Join(dir, "nope") }, []string{"a", "b"}, ""},
+		{"out a file", func(c *Config) { c.Out = filepath.Join(dir, "a-file") }, []string{"a", "b"}, "--out"},
+		{"a path for a name", func(c *Config) { c.OnlyA = "x/y" }, []string{"a", "b"}, "--only-a"},
 		{"tmp missing", func(c *Config) { c.Tmp = filepath.Join(dir, "nope") }, []string{"a", "b"}, "--tmp"},
 		{"bucket mode", func(c *Config) { c.Source, c.Bucket = "k.txt", "s3://b/p/" }, nil, ""},
 		{"bucket without source", func(c *Config) { c.Bucket = "s3://b" }, nil, "go together"},

@@ -22,10 +22,11 @@ type diffProgress struct {
 	n     atomic.Int64 // merged lines
 }
 
-// newProgress starts reporting: a bar on a terminal, a log line every ten seconds otherwise.
+// newProgress starts reporting: a bar on a terminal, nothing otherwise (scripts read diff's
+// output).
 func newProgress() *diffProgress {
 	p := &diffProgress{start: time.Now()}
-	p.r = progress.Start("ferry diff", p.status, progress.Options{})
+	p.r = progress.Start("ferry diff", p.status, progress.Options{TTYOnly: true})
 	return p
 }
 
