@@ -41,7 +41,9 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	go func() { <-ctx.Done(); stop() }()
-	if err := app().RunContext(ctx, hoistGlobals(os.Args, service.GlobalFlags())); err != nil {
+	err := app().RunContext(ctx, hoistGlobals(os.Args, service.GlobalFlags()))
+	service.Cleanup() // a ferry run store this command reached (--data)
+	if err != nil {
 		if errors.Is(err, diff.ErrDiffer) {
 			os.Exit(1) // like diff(1): its summary said how
 		}

@@ -14,6 +14,8 @@ import (
 	"github.com/ferry-migrate/ferry/shared/bus"
 	"github.com/ferry-migrate/ferry/shared/bustest"
 	"github.com/ferry-migrate/ferry/shared/config"
+	"github.com/ferry-migrate/ferry/shared/runstore"
+	"github.com/ferry-migrate/ferry/shared/service"
 )
 
 // TestRepairCommand runs `ferry repair` as the binary does (the app, its global flags) against an
@@ -164,4 +166,40 @@ func TestOneShotCommandsServeNoMetrics(t *testing.T) {
 			t.Errorf("ferry %s with --metrics-addr in use: %v", strings.Join(args, " "), err)
 		}
 	}
+}
+
+// TestToolsReachRunStore: `ferry --data DIR status` (and dlq, report …) reaches the job of a
+// stopped ferry run through its store, and releases the store when done (service.Cleanup).
+func TestToolsReachRunStore(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	srv, err := bus.StartEmbedded(runstore.NATSDir(dir), bus.Sync{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc, js, err := bus.Connect(ctx, srv.URL(), "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bus.Setup(ctx, js, bus.For("photos"), bus.DefaultSettings(), true); err != nil {
+		t.Fatal(err)
+	}
+	nc.Close()
+	srv.Shutdown()
+	t.Setenv(service.NATSEnv, "nats://127.0.0.1:1") // --data on the command line wins over it
+	for _, args := range [][]string{{"status", "--json"}, {"dlq", "ls"}} {
+		a := app()
+		var b bytes.Buffer
+		a.Writer, a.ErrWriter = &b, &b
+		err := a.RunContext(ctx, append([]string{"ferry", "--data", dir, "--job", "photos"}, args...))
+		service.Cleanup()
+		if err != nil {
+			t.Errorf("ferry --data %s %s: %v\n%s", dir, strings.Join(args, " "), err, b.String())
+		}
+	}
+	o, err := runstore.Lock(dir)
+	if err != nil {
+		t.Fatalf("the store is still held after the commands: %v", err)
+	}
+	o.Close()
 }

@@ -55,8 +55,13 @@ type Embedded struct{ srv *server.Server }
 // 8 MB payload limit like the local stack, syncing its store as sync says. Tests pass Sync{}
 // (nats-server's default): they do not outlive their host, and an fsync per write slows them.
 func StartEmbedded(dir string, sync Sync) (*Embedded, error) {
+	return StartEmbeddedAt(dir, sync, "127.0.0.1", server.RANDOM_PORT)
+}
+
+// StartEmbeddedAt is StartEmbedded listening on host:port (port -1: a random one).
+func StartEmbeddedAt(dir string, sync Sync, host string, port int) (*Embedded, error) {
 	srv, err := server.NewServer(&server.Options{
-		Host: "127.0.0.1", Port: server.RANDOM_PORT, NoSigs: true, NoLog: true,
+		Host: host, Port: port, NoSigs: true, NoLog: true,
 		JetStream: true, StoreDir: dir, MaxPayload: 8 << 20,
 		SyncAlways: sync.Always, SyncInterval: sync.Interval,
 	})

@@ -24,6 +24,7 @@ import (
 	"github.com/ferry-migrate/ferry/shared/cass"
 	"github.com/ferry-migrate/ferry/shared/config"
 	"github.com/ferry-migrate/ferry/shared/orphan"
+	"github.com/ferry-migrate/ferry/shared/runstore"
 	"github.com/ferry-migrate/ferry/shared/stage"
 	"github.com/ferry-migrate/ferry/shared/telemetry"
 )
@@ -41,6 +42,7 @@ func GlobalFlags() []cli.Flag {
 		&cli.StringFlag{Name: "nats-key", EnvVars: []string{"FERRY_NATS_KEY"}, Category: natsCategory, Usage: "PEM private key of --nats-cert"},
 		&cli.BoolFlag{Name: "nats-allow-plaintext", EnvVars: []string{"FERRY_NATS_ALLOW_PLAINTEXT"}, Category: natsCategory, Usage: "a password or token sent to a NATS server that is not loopback without TLS is deliberate: no warning at start"},
 		&cli.StringFlag{Name: "nats-inbox-prefix", Value: bus.DefaultInboxPrefix, EnvVars: []string{"FERRY_NATS_INBOX_PREFIX"}, Category: natsCategory, Usage: "subject prefix of the replies this process receives, e.g. _INBOX_fetcher, so that the server can keep each service's replies to its own user"},
+		&cli.StringFlag{Name: "data", Value: "ferry-data", EnvVars: []string{DataEnv}, Usage: "ferry run's store folder; given to any other command, it reaches that run's job there, running or stopped (--nats on the command line wins, then --data; in the environment, FERRY_NATS wins)"},
 		&cli.StringFlag{Name: "job", Value: "default", EnvVars: []string{"FERRY_JOB"}, Usage: "job name: letters, digits, '_' and '-'; names the streams"},
 		&cli.StringFlag{Name: "config", Value: "ferry.yaml", EnvVars: []string{"FERRY_CONFIG"}, Usage: "job file: source read targets, destination, key rules"},
 		&cli.StringFlag{Name: "log-level", Value: "info", EnvVars: []string{"FERRY_LOG_LEVEL"}, Usage: "debug, info, warn or error"},
@@ -154,6 +156,9 @@ func Connect(ctx context.Context, c *cli.Context, name string) (*nats.Conn, jets
 }
 
 func connect(ctx context.Context, c *cli.Context, name string) (*nats.Conn, jetstream.JetStream, error) {
+	if runStore(c) {
+		return reachRun(ctx, c.String("data"), name)
+	}
 	url, err := NATSURL(c)
 	if err != nil {
 		return nil, nil, err
@@ -175,6 +180,53 @@ func connect(ctx context.Context, c *cli.Context, name string) (*nats.Conn, jets
 		config.WarnPlaintext(r)
 	}
 	return nc, js, nil
+}
+
+// DataEnv is the environment variable of --data.
+const DataEnv = "FERRY_DATA"
+
+// runStore says whether a command reaches a ferry run's store (--data) rather than --nats: the
+// one given on the command line, else the one set in the environment; --nats when both or neither.
+func runStore(c *cli.Context) bool {
+	onLine := func(flag, env string) bool { return c.IsSet(flag) && c.String(flag) != os.Getenv(env) }
+	switch {
+	case onLine("nats", NATSEnv):
+		return false
+	case onLine("data", DataEnv):
+		return true
+	}
+	return os.Getenv(DataEnv) != "" && os.Getenv(NATSEnv) == ""
+}
+
+// reachRun connects to the job of the ferry run whose store folder is dir: through its server
+// while it runs, else through one started on its store until Cleanup. Neither needs credentials:
+// both listen on loopback only.
+func reachRun(ctx context.Context, dir, name string) (*nats.Conn, jetstream.JetStream, error) {
+	url, stop, err := runstore.Reach(dir)
+	if err != nil {
+		return nil, nil, err
+	}
+	cleanupMu.Lock()
+	cleanups = append(cleanups, stop)
+	cleanupMu.Unlock()
+	return bus.Connect(ctx, url, name)
+}
+
+var (
+	cleanupMu sync.Mutex
+	cleanups  []func()
+)
+
+// Cleanup shuts down what this process started to reach a ferry run's store (--data). main
+// calls it before exiting; an embedded server cut off by the exit would leave its store to be
+// recovered, as after a crash.
+func Cleanup() {
+	cleanupMu.Lock()
+	defer cleanupMu.Unlock()
+	for _, stop := range cleanups {
+		stop()
+	}
+	cleanups = nil
 }
 
 // Env is an open service environment. Close it when done.

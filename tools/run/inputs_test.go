@@ -48,7 +48,7 @@ func TestRunFailsFirst(t *testing.T) {
 			a := &cli.App{Name: "ferry", Flags: service.GlobalFlags(), Commands: []*cli.Command{Command()}, Writer: &out, ErrWriter: &out}
 			t.Setenv(service.NATSEnv, "")
 			err := a.RunContext(context.Background(), append([]string{"ferry", "--job", "t", "--config", filepath.Join(dir, "bad.yaml"),
-				"--metrics-addr", "", "run", "--data", data, "--progress=false"}, tc.args...))
+				"--metrics-addr", "", "--data", data, "run", "--progress=false"}, tc.args...))
 			if err == nil || config.IsInvalid(err) != tc.invalid || !strings.Contains(err.Error(), tc.says) {
 				t.Fatalf("%v (usage error: %v), want one saying %q (usage error: %v)", err, config.IsInvalid(err), tc.says, tc.invalid)
 			}

@@ -4,11 +4,14 @@
 package run
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"time"
 
@@ -24,6 +27,7 @@ import (
 	"github.com/ferry-migrate/ferry/shared/keylist"
 	"github.com/ferry-migrate/ferry/shared/manifest"
 	"github.com/ferry-migrate/ferry/shared/progress"
+	"github.com/ferry-migrate/ferry/shared/runstore"
 	"github.com/ferry-migrate/ferry/shared/service"
 	"github.com/ferry-migrate/ferry/shared/stage"
 	"github.com/ferry-migrate/ferry/uploader"
@@ -32,7 +36,8 @@ import (
 
 // Config is `ferry run`'s flags.
 type Config struct {
-	Data     string
+	Data     string // the global --data: the embedded server's store folder
+	Listen   string // the embedded server's host:port
 	Producer producer.Config
 	Fetcher  fetcher.Config
 	Uploader uploader.Config
@@ -52,7 +57,7 @@ type Config struct {
 // Flags are the flags of `ferry run`.
 func (c *Config) Flags() []cli.Flag {
 	f := []cli.Flag{
-		&cli.StringFlag{Name: "data", Value: "ferry-data", EnvVars: []string{"FERRY_DATA"}, Destination: &c.Data, Usage: "store folder of the embedded JetStream server (unused with --nats)"},
+		&cli.StringFlag{Name: "listen", Value: "127.0.0.1:0", EnvVars: []string{"FERRY_LISTEN"}, Destination: &c.Listen, Usage: "address of the embedded NATS server (port 0: any free one); ferry run prints the URL that reaches it (unused with --nats)"},
 		&cli.StringFlag{Name: "nats-sync-interval", Value: "always", EnvVars: []string{"FERRY_NATS_SYNC_INTERVAL"}, Destination: &c.NATSSync, Usage: "how the embedded JetStream server puts its store on disk: always (fsync before it confirms; survives a power loss) or an interval such as 2m (nats-server's default; faster, but a host crash loses up to that much confirmed work); unused with --nats"},
 		&cli.StringSliceFlag{Name: "keys", Aliases: []string{"k"}, EnvVars: []string{"FERRY_KEYS"}, Destination: &c.Producer.Keys, Usage: "key list(s) to publish first (files, globs, s3://, .gz, .zst); none and no --scan: finish the backlog"},
 		&cli.BoolFlag{Name: "progress", Value: true, EnvVars: []string{"FERRY_PROGRESS"}, Destination: &c.Producer.Progress, Usage: "print progress on stderr"},
@@ -95,6 +100,9 @@ func (c *Config) Validate() error {
 		*s = c.Settings
 	}
 	errs := []error{c.Fetcher.Validate(), c.Uploader.Validate(), c.Verifier.Validate(), c.Manifest.Validate("manifest-")}
+	if _, _, err := listenAddr(cmp.Or(c.Listen, "127.0.0.1:0")); err != nil {
+		errs = append(errs, err)
+	}
 	var err error
 	if c.Sync, err = bus.ParseSync(c.NATSSync); err != nil {
 		errs = append(errs, fmt.Errorf("--nats-sync-interval %w", err))
@@ -132,18 +140,32 @@ func Command() *cli.Command {
 			}
 			url := ""
 			if !c.IsSet("nats") {
+				cfg.Data = c.String("data")
+				// Held until the server is down: no other process may serve this store.
+				owner, err := runstore.Lock(cfg.Data)
+				if err != nil {
+					return err
+				}
+				defer owner.Close()
 				srv, err := startEmbedded(cfg)
 				if err != nil {
 					return err
 				}
 				defer srv.Shutdown()
 				url = srv.URL()
+				if err := owner.Publish(url); err != nil {
+					return err
+				}
 			}
 			env, err := service.Open(c.Context, c, service.Options{Name: "run", NatsURL: url, Settings: cfg.Settings, NeedConfig: true})
 			if err != nil {
 				return err
 			}
 			defer env.Close()
+			if url != "" {
+				env.Log.Info("embedded NATS server listening: ferry --data "+cfg.Data+" status (or dlq, report …) reaches this job, now or after the run",
+					"url", url, "data", cfg.Data)
+			}
 			if url != "" && !cfg.Sync.Always {
 				env.Log.Warn("the embedded NATS server syncs its store to disk in the background: a power loss or kernel crash of this host loses up to that much confirmed work, keys that then never arrive (--nats-sync-interval always prevents it)",
 					"sync_interval", cfg.Sync)
@@ -189,11 +211,34 @@ func stages(ctx context.Context, env *service.Env, cfg Config) ([]*stage.Service
 // startEmbedded starts the embedded JetStream server in <--data>/nats, syncing as
 // --nats-sync-interval says.
 func startEmbedded(cfg Config) (*bus.Embedded, error) {
-	dir, err := filepath.Abs(filepath.Join(cfg.Data, "nats"))
+	dir, err := filepath.Abs(runstore.NATSDir(cfg.Data))
 	if err != nil {
 		return nil, fmt.Errorf("--data: %w", err)
 	}
-	return bus.StartEmbedded(dir, cfg.Sync)
+	host, port, err := listenAddr(cmp.Or(cfg.Listen, "127.0.0.1:0"))
+	if err != nil {
+		return nil, err
+	}
+	return bus.StartEmbeddedAt(dir, cfg.Sync, host, port)
+}
+
+// listenAddr reads --listen: host:port, port 0 for any free one.
+func listenAddr(s string) (string, int, error) {
+	host, p, err := net.SplitHostPort(s)
+	if err == nil && host == "" {
+		err = errors.New("no host")
+	}
+	var port int
+	if err == nil {
+		port, err = strconv.Atoi(p)
+	}
+	if err != nil || port < 0 || port > 65535 {
+		return "", 0, config.Invalid(fmt.Errorf("--listen %q: want host:port, such as 127.0.0.1:4222 (port 0: any free one)", s))
+	}
+	if port == 0 {
+		port = -1 // nats-server's "random port"; its 0 means 4222
+	}
+	return host, port, nil
 }
 
 // checkKeyLists checks the local key lists of --keys (paths and glob patterns) before anything

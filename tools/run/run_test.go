@@ -42,7 +42,7 @@ func TestDefaults(t *testing.T) {
 		name      string
 		got, want any
 	}{
-		{"data", cfg.Data, "ferry-data"},
+		{"listen", cfg.Listen, "127.0.0.1:0"},
 		{"sync", cfg.Sync, bus.SyncAlways},
 		{"progress", cfg.Producer.Progress, true},
 		{"wait", cfg.Wait, false},
@@ -99,8 +99,11 @@ func TestFlags(t *testing.T) {
 					c.Verifier.Concurrency == 10 && c.Fetcher.Settings.MaxDeliver == 4 && c.Verifier.Settings.MaxDeliver == 4
 			}},
 		{args: []string{"--blobs-max-bytes", "1073741824"}, check: func(c Config) bool { return c.Uploader.Settings.BlobsMaxBytes == 1<<30 }},
-		{args: []string{"--nats-sync-interval", "30s", "--data", "/tmp/x"},
-			check: func(c Config) bool { return c.Sync == bus.Sync{Interval: 30 * time.Second} && c.Data == "/tmp/x" }},
+		{args: []string{"--nats-sync-interval", "30s", "--listen", "127.0.0.1:4333"},
+			check: func(c Config) bool {
+				return c.Sync == bus.Sync{Interval: 30 * time.Second} && c.Listen == "127.0.0.1:4333"
+			}},
+		{args: []string{"--listen", "4333"}, err: []string{"--listen \"4333\": want host:port"}},
 		{args: []string{"--keys", list}, check: func(c Config) bool { return len(c.Producer.Keys.Value()) == 1 }},
 		{args: []string{"--fetchers", "0"}, err: []string{"--concurrency 0: must be 1..4096"}},
 		{args: []string{"--uploaders", "5000", "--verifiers", "-1"}, err: []string{"--concurrency 5000", "--concurrency -1"}},
