@@ -124,7 +124,7 @@ func TestReadCommandsCreateNothing(t *testing.T) {
 	out := t.TempDir()
 	for _, args := range [][]string{
 		{"status"}, {"report", "--out", out}, {"dlq", "ls"}, {"dlq", "export"}, {"dlq", "replay", "--dry-run"},
-		{"dlq", "replay"}, {"throttle"}, {"throttle", "--reads-per-sec", "5"}, {"repair", "--dry-run"},
+		{"dlq", "replay"}, {"throttle"}, {"throttle", "--read-rate", "5"}, {"repair", "--dry-run"},
 	} {
 		a := app()
 		var b bytes.Buffer

@@ -260,7 +260,7 @@ func (b *bench) runFerry(ctx context.Context, v, keys string, n int, profDir str
 		sync = "2m"
 	}
 	args := append(b.ferryArgs(job, cfg, addr, false), "run", "--data", data, "--keys", keys,
-		"--fetchers", conc, "--uploaders", conc, "--verifiers", conc, "--nats-sync-interval", sync)
+		"--fetcher-concurrency", conc, "--uploader-concurrency", conc, "--verifier-concurrency", conc, "--nats-sync-interval", sync)
 	if b.drain != nil {
 		args = append(args, b.drain.args("", "manifest-")...)
 	}

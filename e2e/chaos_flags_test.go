@@ -65,7 +65,7 @@ func flagsScenario(t *testing.T) {
 		{name: "negative fetcher concurrency", args: []string{"fetcher", "--concurrency", "-1"}, want: "-1"},
 		{name: "negative uploader concurrency", args: []string{"uploader", "-c", "-5"}, want: "-5"},
 		{name: "negative verifier concurrency", args: []string{"verifier", "--concurrency", "-3"}, want: "-3"},
-		{name: "negative run concurrency", args: []string{"run", "--fetchers", "-2"}, want: "-2"},
+		{name: "negative run concurrency", args: []string{"run", "--fetcher-concurrency", "-2"}, want: "-2"},
 		{name: "malformed endpoint (no scheme)", args: []string{"--config", jobFile("ep1.yaml", "endpoint: http://", "endpoint: "), "uploader"}, want: "127.0.0.1:7070"},
 		{name: "malformed endpoint (no host)", args: []string{"--config", jobFile("ep2.yaml", "endpoint: http://127.0.0.1:7070", "endpoint: http//nohost"), "verifier"}, want: "http//nohost"},
 		{name: "job name with a dot", args: []string{"--job", "photos.v2", "setup"}, want: "photos.v2"},

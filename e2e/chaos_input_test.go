@@ -124,7 +124,7 @@ func inputScenario(t *testing.T, scenario string, good int, collision bool) {
 	}
 
 	out, code := r.runFerry(5*time.Minute, nil, "--nats", r.url, "run", "--keys", file,
-		"--fetchers", "16", "--uploaders", "16", "--verifiers", "16")
+		"--fetcher-concurrency", "16", "--uploader-concurrency", "16", "--verifier-concurrency", "16")
 	if code != 0 || crashRE.MatchString(out) {
 		t.Errorf("ferry run exit %d:\n%s", code, tail([]byte(out), 3000))
 	}

@@ -29,7 +29,7 @@ func s3Scenario(t *testing.T, scenario string, n int, timeout time.Duration) {
 	subset, want := r.keySet(keys, n, 10)
 	file := r.writeKeys("keys.txt", subset)
 	out, code := r.runFerry(timeout, nil, "--nats", r.url, "run", "--keys", file,
-		"--fetchers", "16", "--uploaders", "32", "--verifiers", "16", "--deep-sample", "0.1",
+		"--fetcher-concurrency", "16", "--uploader-concurrency", "32", "--verifier-concurrency", "16", "--deep-sample", "0.1",
 		"--ack-wait", "30s", "--dedupe-window", "3m")
 	if code != 0 {
 		t.Errorf("ferry run exit %d:\n%s", code, tail([]byte(out), 3000))

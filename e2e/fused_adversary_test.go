@@ -19,7 +19,7 @@ func TestAdversaryFusedS3Outage(t *testing.T) {
 	subset, want := r.keySet(keys, 160, 0)
 	metrics := freeAddr(t)
 	run := r.start("run", "--metrics-addr", metrics, "run", "--keys", r.writeKeys("keys.txt", subset), "--wait",
-		"--inline-limit", "1024", "--fetchers", "8", "--uploaders", "8", "--verifiers", "8", "--read-rate", "15",
+		"--inline-limit", "1024", "--fetcher-concurrency", "8", "--uploader-concurrency", "8", "--verifier-concurrency", "8", "--read-rate", "15",
 		"--ack-wait", "10s")
 	r.waitFor(2*time.Minute, "some keys verified before the outage", func() bool {
 		n, _ := r.msgs(r.names.Done)
@@ -63,7 +63,7 @@ func TestAdversaryFusedKillDuringOutage(t *testing.T) {
 	keys, _ := seeded(t)
 	r := newRig(t, "", "fusedkill", rigOptions{})
 	subset, want := r.keySet(keys, 120, 0)
-	args := []string{"--inline-limit", "1024", "--fetchers", fmt.Sprint(fetchers), "--uploaders", "8", "--verifiers", "8",
+	args := []string{"--inline-limit", "1024", "--fetcher-concurrency", fmt.Sprint(fetchers), "--uploader-concurrency", "8", "--verifier-concurrency", "8",
 		"--read-rate", "15", "--ack-wait", "5s"}
 	m1 := freeAddr(t)
 	first := r.start("run", append([]string{"--metrics-addr", m1, "run", "--keys", r.writeKeys("keys.txt", subset)}, args...)...)

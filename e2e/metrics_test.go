@@ -4,11 +4,14 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -140,6 +143,147 @@ func TestMetricsEndpoints(t *testing.T) {
 	if v := vm.Sum("ferry_s3_request_seconds_count", with("operation", "HeadObject", "result", "ok")); uint64(v) < done {
 		t.Errorf("verifier HEADs ok %g < verified %d", v, done)
 	}
+	checkDashboard(t, fm, um, vm)
+}
+
+// dashboardElsewhere are the metrics the dashboard queries that the fetcher, uploader and verifier
+// of TestMetricsEndpoints do not serve, each with the process that does.
+var dashboardElsewhere = map[string]string{
+	"ferry_manifest_entries_total":        "ferry manifest (the DONE drain)",
+	"ferry_manifest_segments_total":       "ferry manifest (the DONE drain)",
+	"ferry_manifest_round_failures_total": "ferry manifest (the DONE drain)",
+	"ferry_run_fused_fallbacks_total":     "ferry run (its fused path)",
+	// Registered by every process, but a series appears only once its orphan sweeper has
+	// requeued an orphan, and this run makes none.
+	"ferry_orphans_requeued_total": "every process, after its first requeued orphan",
+}
+
+var (
+	dashMetric = regexp.MustCompile(`(?:^|[^a-zA-Z0-9_:])(ferry_[a-zA-Z0-9_:]+)`)
+	dashBy     = regexp.MustCompile(`\bby\s*\(([^()]*)\)`)
+)
+
+// checkDashboard checks that every ferry_* metric the Grafana dashboard (deploy/grafana/ferry.json)
+// queries is among the scraped samples (a histogram's _bucket, _count and _sum by its base name),
+// but for dashboardElsewhere, and that every label of a `by (...)` is on the metrics it aggregates.
+func checkDashboard(t *testing.T, scraped ...promtext.Samples) {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("..", "deploy", "grafana", "ferry.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	type panel struct {
+		Title   string `json:"title"`
+		Targets []struct {
+			RefID string `json:"refId"`
+			Expr  string `json:"expr"`
+		} `json:"targets"`
+		Panels []panel `json:"panels"` // a collapsed row's
+	}
+	var d struct {
+		Panels []panel `json:"panels"`
+	}
+	if err := json.Unmarshal(b, &d); err != nil {
+		t.Fatalf("ferry.json: %v", err)
+	}
+	labels := map[string]map[string]bool{} // series name → the label names its samples have
+	for _, s := range scraped {
+		for _, x := range s {
+			if labels[x.Name] == nil {
+				labels[x.Name] = map[string]bool{}
+			}
+			for l := range x.Labels {
+				labels[x.Name][l] = true
+			}
+		}
+	}
+	base := func(name string) string {
+		for _, suffix := range []string{"_bucket", "_count", "_sum"} {
+			if b, ok := strings.CutSuffix(name, suffix); ok {
+				return b
+			}
+		}
+		return name
+	}
+	metrics := func(expr string) []string {
+		var out []string
+		for _, m := range dashMetric.FindAllStringSubmatch(expr, -1) {
+			out = append(out, m[1])
+		}
+		return out
+	}
+	var all []panel
+	for _, p := range d.Panels {
+		all = append(all, p)
+		all = append(all, p.Panels...)
+	}
+	checked := 0
+	for _, p := range all {
+		for _, tg := range p.Targets {
+			where := fmt.Sprintf("dashboard panel %q target %s", p.Title, tg.RefID)
+			for _, m := range metrics(tg.Expr) {
+				if _, ok := dashboardElsewhere[base(m)]; ok {
+					continue
+				}
+				checked++
+				if labels[m] == nil {
+					t.Errorf("%s: %s (metric %s) is served by none of the fetcher, uploader and verifier", where, m, base(m))
+				}
+			}
+			for _, by := range dashBy.FindAllStringSubmatchIndex(tg.Expr, -1) {
+				arg := aggregated(tg.Expr, by[0], by[1])
+				for _, l := range strings.Split(tg.Expr[by[2]:by[3]], ",") {
+					l = strings.TrimSpace(l)
+					for _, m := range metrics(arg) {
+						if _, ok := dashboardElsewhere[base(m)]; ok || labels[m] == nil || l == "" {
+							continue // excepted, or reported above
+						}
+						if !labels[m][l] {
+							t.Errorf("%s: by (%s): %s has no label %q in the scraped samples", where, tg.Expr[by[2]:by[3]], m, l)
+						}
+					}
+				}
+			}
+		}
+	}
+	if checked == 0 {
+		t.Error("dashboard: no ferry_* metric found in any expr")
+	}
+}
+
+// aggregated is the argument of the aggregation whose `by (...)` clause is expr[from:to]:
+// the parenthesised group after it (sum by (l) (x)) or before it (sum(x) by (l)); the whole
+// expr when neither is found.
+func aggregated(expr string, from, to int) string {
+	rest := strings.TrimLeft(expr[to:], " ")
+	if strings.HasPrefix(rest, "(") {
+		depth := 0
+		for i, c := range rest {
+			switch c {
+			case '(':
+				depth++
+			case ')':
+				if depth--; depth == 0 {
+					return rest[:i+1]
+				}
+			}
+		}
+	}
+	head := strings.TrimRight(expr[:from], " ")
+	if strings.HasSuffix(head, ")") {
+		depth := 0
+		for i := len(head) - 1; i >= 0; i-- {
+			switch head[i] {
+			case ')':
+				depth++
+			case '(':
+				if depth--; depth == 0 {
+					return head[i:]
+				}
+			}
+		}
+	}
+	return expr
 }
 
 // deleteObjects removes the S3 objects of keys (mapped with the job file's key rules).

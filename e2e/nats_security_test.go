@@ -79,7 +79,7 @@ func TestNATSSecurity(t *testing.T) {
 		t.Fatal(err)
 	}
 	var outputs []string
-	for _, args := range [][]string{{"throttle", "--reads-per-sec", "500"}, {"status"}, {"dlq", "ls"}} {
+	for _, args := range [][]string{{"throttle", "--read-rate", "500"}, {"status"}, {"dlq", "ls"}} {
 		out, code := r.runFerry(time.Minute, []string{"FERRY_NATS_USER=admin", "FERRY_NATS_PASSWORD_FILE=" + pwFile}, args...)
 		if code != 0 {
 			t.Errorf("ferry %s as admin: exit %d\n%s", args[0], code, out)

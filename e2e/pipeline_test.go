@@ -191,7 +191,7 @@ func TestS3Outage(t *testing.T) {
 	}
 	failing.Store(true)
 	time.AfterFunc(8*time.Second, func() { failing.Store(false) })
-	out := h.must("--nats", natsURL, "run", "--keys", file, "--fetchers", "8", "--uploaders", "8", "--verifiers", "8")
+	out := h.must("--nats", natsURL, "run", "--keys", file, "--fetcher-concurrency", "8", "--uploader-concurrency", "8", "--verifier-concurrency", "8")
 	if refused.Load() == 0 {
 		t.Fatal("the proxy refused no PUT: the outage was not exercised")
 	}

@@ -65,7 +65,7 @@ func TestStatusReport(t *testing.T) {
 
 	// The rest of the pipeline finishes the backlog.
 	start := time.Now()
-	h.must("--nats", natsURL, "run", "--fetchers", "8", "--uploaders", "8", "--verifiers", "8")
+	h.must("--nats", natsURL, "run", "--fetcher-concurrency", "8", "--uploader-concurrency", "8", "--verifier-concurrency", "8")
 	st = h.status()
 	h.checkConsumers(st)
 	if st.Verified.Messages != uint64(len(good)) || st.DeadLetters.Total != uint64(len(absent)) ||

@@ -56,7 +56,7 @@ func TestThrottleLive(t *testing.T) {
 	h := newRig(t, "", "throttle", rigOptions{plain: true})
 	n := min(len(keys.Main), 4000)
 	h.must("producer", "--keys", h.writeKeys("keys.txt", keys.Main[:n]))
-	h.must("throttle", "--reads-per-sec", "50")
+	h.must("throttle", "--read-rate", "50")
 	metrics := freeAddr(t)
 	f := h.start("fetcher", "--metrics-addr", metrics, "fetcher", "--concurrency", "16")
 	reads := func() float64 { return scrape(metrics, "ferry_fetcher_reads_total") }
@@ -73,7 +73,7 @@ func TestThrottleLive(t *testing.T) {
 		t.Errorf("ferry_rate_limit{stage=fetcher,kind=reads} = %v, want 50", g)
 	}
 	changed := time.Now()
-	h.must("throttle", "--reads-per-sec", "200")
+	h.must("throttle", "--read-rate", "200")
 	// Within a few seconds: the first 2-second window at the new rate.
 	var seen time.Duration
 	for time.Since(changed) < 10*time.Second {
@@ -87,7 +87,7 @@ func TestThrottleLive(t *testing.T) {
 	time.Sleep(1500 * time.Millisecond)
 	limit := scrape(metrics, "ferry_concurrency_limit", "stage", "fetcher")
 	inflight := scrape(metrics, "ferry_in_flight", "stage", "fetcher")
-	t.Logf("read rate: %.1f/s at --reads-per-sec 50, %.1f/s at 200 (new rate seen %s after the change); after --concurrency 2: limit gauge %v, in flight %v",
+	t.Logf("read rate: %.1f/s at --read-rate 50, %.1f/s at 200 (new rate seen %s after the change); after --concurrency 2: limit gauge %v, in flight %v",
 		at50, at200, seen.Round(100*time.Millisecond), limit, inflight)
 	if at50 < 40 || at50 > 60 {
 		t.Errorf("read rate %.1f/s under a 50 reads/s throttle", at50)

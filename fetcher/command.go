@@ -1,6 +1,7 @@
 package fetcher
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -21,19 +22,21 @@ import (
 // Config is the fetcher's flags.
 type Config struct {
 	Concurrency int
-	ReadRate    float64 // reads/s, 0 unlimited
-	ByteRate    float64 // bytes/s, 0 unlimited
-	InlineLimit int64
-	MaxSize     int64
-	Adaptive    bool // adaptive concurrency under --concurrency
-	Settings    bus.Settings
+	// ConcurrencyFlag names --concurrency in errors: ferry run calls it --fetcher-concurrency.
+	ConcurrencyFlag string
+	ReadRate        float64 // reads/s, 0 unlimited
+	ByteRate        float64 // bytes/s, 0 unlimited
+	InlineLimit     int64
+	MaxSize         int64
+	Adaptive        bool // adaptive concurrency under --concurrency
+	Settings        bus.Settings
 }
 
 // Flags are the fetcher's flags.
 func (c *Config) Flags() []cli.Flag {
 	return append([]cli.Flag{
 		&cli.IntFlag{Name: "concurrency", Aliases: []string{"c"}, Value: 64, EnvVars: []string{"FERRY_FETCHER_CONCURRENCY"}, Destination: &c.Concurrency, Usage: "concurrent Cassandra reads at most ('ferry throttle --concurrency' lowers it live)"},
-		&cli.BoolFlag{Name: "adaptive", EnvVars: []string{"FERRY_FETCHER_ADAPTIVE"}, Destination: &c.Adaptive, Usage: "adapt the reads in flight to Cassandra's latency and timeouts, under --concurrency"},
+		&cli.BoolFlag{Name: "adaptive", EnvVars: []string{"FERRY_ADAPTIVE", "FERRY_FETCHER_ADAPTIVE"}, Destination: &c.Adaptive, Usage: "adapt the reads in flight to Cassandra's latency and timeouts, under --concurrency"},
 		&cli.Float64Flag{Name: "read-rate", EnvVars: []string{"FERRY_READ_RATE"}, Destination: &c.ReadRate, Usage: "cap on Cassandra reads/s of this process until 'ferry throttle' sets one for all fetchers (0: none)"},
 		&cli.Float64Flag{Name: "byte-rate", EnvVars: []string{"FERRY_BYTE_RATE"}, Destination: &c.ByteRate, Usage: "cap on blob bytes/s read by this process until 'ferry throttle' sets one (0: none)"},
 		bytesize.Flag("inline-limit", 1<<20, "FERRY_INLINE_LIMIT", &c.InlineLimit, "blobs larger than this (1MiB, 512KiB, …) travel through the object store (clamped below the server's max_payload)"),
@@ -45,7 +48,7 @@ func (c *Config) Flags() []cli.Flag {
 func (c *Config) Validate() error {
 	var errs []error
 	if c.Concurrency < 1 || c.Concurrency > 4096 {
-		errs = append(errs, fmt.Errorf("--concurrency %d: must be 1..4096", c.Concurrency))
+		errs = append(errs, fmt.Errorf("--%s %d: must be 1..4096", cmp.Or(c.ConcurrencyFlag, "concurrency"), c.Concurrency))
 	}
 	if c.ReadRate < 0 || c.ByteRate < 0 {
 		errs = append(errs, errors.New("--read-rate and --byte-rate must not be negative"))

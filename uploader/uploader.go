@@ -17,6 +17,7 @@ package uploader
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/md5"
 	"errors"
@@ -288,22 +289,25 @@ func (u *Uploader) uploaded(rec bus.Record, etag string) *stage.Output {
 
 // Config is the uploader's flags.
 type Config struct {
-	Concurrency  int
-	PartSize     int64
-	SkipExisting bool
-	Adaptive     bool    // adaptive concurrency under --concurrency
-	UploadRate   float64 // PUTs/s of this process until `ferry throttle --stage uploader` sets one; 0: none
-	ByteRate     float64 // bytes/s, likewise
-	Settings     bus.Settings
+	Concurrency int
+	// ConcurrencyFlag names --concurrency in errors: ferry run calls it --uploader-concurrency.
+	ConcurrencyFlag string
+	PartSize        int64
+	SkipExisting    bool
+	Adaptive        bool    // adaptive concurrency under --concurrency
+	UploadRate      float64 // PUTs/s of this process until `ferry throttle --stage uploader` sets one; 0: none
+	ByteRate        float64 // bytes/s, likewise
+	Settings        bus.Settings
 }
 
 // Flags are the uploader's flags.
 func (c *Config) Flags() []cli.Flag {
 	return append([]cli.Flag{
 		&cli.IntFlag{Name: "concurrency", Aliases: []string{"c"}, Value: 64, EnvVars: []string{"FERRY_UPLOADER_CONCURRENCY"}, Destination: &c.Concurrency, Usage: "concurrent S3 uploads at most ('ferry throttle --stage uploader --concurrency' lowers it live)"},
-		&cli.BoolFlag{Name: "adaptive", EnvVars: []string{"FERRY_UPLOADER_ADAPTIVE"}, Destination: &c.Adaptive, Usage: "adapt the uploads in flight to S3's latency and errors, under --concurrency"},
+		&cli.BoolFlag{Name: "adaptive", EnvVars: []string{"FERRY_ADAPTIVE", "FERRY_UPLOADER_ADAPTIVE"}, Destination: &c.Adaptive, Usage: "adapt the uploads in flight to S3's latency and errors, under --concurrency"},
 		&cli.Float64Flag{Name: "upload-rate", EnvVars: []string{"FERRY_UPLOAD_RATE"}, Destination: &c.UploadRate, Usage: "cap on S3 PUTs/s of this process until 'ferry throttle --stage uploader' sets one (0: none)"},
-		&cli.Float64Flag{Name: "upload-byte-rate", EnvVars: []string{"FERRY_UPLOAD_BYTE_RATE"}, Destination: &c.ByteRate, Usage: "cap on bytes/s uploaded by this process until 'ferry throttle --stage uploader' sets one (0: none)"},
+		&cli.Float64Flag{Name: "byte-rate", EnvVars: []string{"FERRY_UPLOAD_BYTE_RATE"}, Destination: &c.ByteRate, Usage: "cap on bytes/s uploaded by this process until 'ferry throttle --stage uploader' sets one (0: none)"},
+		&cli.Float64Flag{Name: "upload-byte-rate", Hidden: true, Destination: &c.ByteRate, Usage: "old name of --byte-rate"},
 		bytesize.Flag("multipart-threshold", 16<<20, "FERRY_MULTIPART_THRESHOLD", &c.PartSize, "blobs above this many bytes are uploaded in parts of this size (at least 5 MiB)"),
 		&cli.BoolFlag{Name: "skip-existing", EnvVars: []string{"FERRY_SKIP_EXISTING"}, Destination: &c.SkipExisting, Usage: "HEAD first and skip the PUT when the object's size and MD5 already match"},
 	}, c.Settings.Flags()...)
@@ -313,10 +317,10 @@ func (c *Config) Flags() []cli.Flag {
 func (c *Config) Validate() error {
 	var errs []error
 	if c.Concurrency < 1 || c.Concurrency > 4096 {
-		errs = append(errs, fmt.Errorf("--concurrency %d: must be 1..4096", c.Concurrency))
+		errs = append(errs, fmt.Errorf("--%s %d: must be 1..4096", cmp.Or(c.ConcurrencyFlag, "concurrency"), c.Concurrency))
 	}
 	if c.UploadRate < 0 || c.ByteRate < 0 {
-		errs = append(errs, errors.New("--upload-rate and --upload-byte-rate must not be negative"))
+		errs = append(errs, errors.New("--upload-rate and --byte-rate must not be negative"))
 	}
 	if c.PartSize < 5<<20 {
 		errs = append(errs, fmt.Errorf("--multipart-threshold %d: must be at least 5 MiB (S3's smallest part)", c.PartSize))

@@ -18,6 +18,7 @@ package verifier
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/md5"
 	"errors"
@@ -207,8 +208,10 @@ func (v *Verifier) refused(ctx context.Context, s3Key string, err error) error {
 // Config is the verifier's flags.
 type Config struct {
 	Concurrency int
-	Sample      float64
-	Settings    bus.Settings
+	// ConcurrencyFlag names --concurrency in errors: ferry run calls it --verifier-concurrency.
+	ConcurrencyFlag string
+	Sample          float64
+	Settings        bus.Settings
 }
 
 // Flags are the verifier's flags.
@@ -223,7 +226,7 @@ func (c *Config) Flags() []cli.Flag {
 func (c *Config) Validate() error {
 	var errs []error
 	if c.Concurrency < 1 || c.Concurrency > 4096 {
-		errs = append(errs, fmt.Errorf("--concurrency %d: must be 1..4096", c.Concurrency))
+		errs = append(errs, fmt.Errorf("--%s %d: must be 1..4096", cmp.Or(c.ConcurrencyFlag, "concurrency"), c.Concurrency))
 	}
 	if c.Sample < 0 || c.Sample > 1 {
 		errs = append(errs, fmt.Errorf("--deep-sample %g: must be between 0 and 1", c.Sample))

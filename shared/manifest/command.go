@@ -79,7 +79,8 @@ func Run(ctx context.Context, env *service.Env, cfg Config) error {
 	}
 	d := &Drain{JS: env.JS, Names: env.Names, Store: store, Prefix: env.Job().Manifest.Prefix, Bucket: env.Job().Destination.Bucket, MinAge: cfg.MinAge, Batch: cfg.Batch,
 		Log: env.Log.With("component", Name), Now: time.Now}
-	d.register(env.Registry)
+	// The job as a label, as every ferry metric has: the dashboard selects by it.
+	d.register(prometheus.WrapRegistererWith(prometheus.Labels{"job": env.Names.Job}, env.Registry))
 	if cfg.Once {
 		entries, segments, err := d.DrainAll(ctx)
 		if err != nil {

@@ -156,7 +156,7 @@ func Connect(ctx context.Context, c *cli.Context, name string) (*nats.Conn, jets
 }
 
 func connect(ctx context.Context, c *cli.Context, name string) (*nats.Conn, jetstream.JetStream, error) {
-	if runStore(c) {
+	if RunStore(c) {
 		return reachRun(ctx, c.String("data"), name)
 	}
 	url, err := NATSURL(c)
@@ -185,9 +185,9 @@ func connect(ctx context.Context, c *cli.Context, name string) (*nats.Conn, jets
 // DataEnv is the environment variable of --data.
 const DataEnv = "FERRY_DATA"
 
-// runStore says whether a command reaches a ferry run's store (--data) rather than --nats: the
+// RunStore says whether a command reaches a ferry run's store (--data) rather than --nats: the
 // one given on the command line, else the one set in the environment; --nats when both or neither.
-func runStore(c *cli.Context) bool {
+func RunStore(c *cli.Context) bool {
 	onLine := func(flag, env string) bool { return c.IsSet(flag) && c.String(flag) != os.Getenv(env) }
 	switch {
 	case onLine("nats", NATSEnv):

@@ -58,7 +58,7 @@ func TestAdversaryFusePanicFallsBack(t *testing.T) {
 }
 
 // TestAdversaryFuseHonoursStageLimit: the uploads of the fused path stay under the uploader's
-// limit (`ferry throttle --stage uploader --concurrency`, --uploaders), live, as the uploader's
+// limit (`ferry throttle --stage uploader --concurrency`, --uploader-concurrency), live, as the uploader's
 // own runner does; the verifier has none to honour here.
 func TestAdversaryFuseHonoursStageLimit(t *testing.T) {
 	for _, tc := range []struct {

@@ -46,7 +46,8 @@ func TestRunFailsFirst(t *testing.T) {
 			data := filepath.Join(dir, "data-"+strings.ReplaceAll(tc.name, " ", "-"))
 			var out bytes.Buffer
 			a := &cli.App{Name: "ferry", Flags: service.GlobalFlags(), Commands: []*cli.Command{Command()}, Writer: &out, ErrWriter: &out}
-			t.Setenv(service.NATSEnv, "")
+			t.Setenv(service.NATSEnv, "") // restored after the test
+			os.Unsetenv(service.NATSEnv)  // the embedded server, not a NATS of the machine
 			err := a.RunContext(context.Background(), append([]string{"ferry", "--job", "t", "--config", filepath.Join(dir, "bad.yaml"),
 				"--metrics-addr", "", "--data", data, "run", "--progress=false"}, tc.args...))
 			if err == nil || config.IsInvalid(err) != tc.invalid || !strings.Contains(err.Error(), tc.says) {

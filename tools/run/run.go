@@ -62,11 +62,15 @@ func (c *Config) Flags() []cli.Flag {
 		&cli.StringSliceFlag{Name: "keys", Aliases: []string{"k"}, EnvVars: []string{"FERRY_KEYS"}, Destination: &c.Producer.Keys, Usage: "key list(s) to publish first (files, globs, s3://, .gz, .zst); none and no --scan: finish the backlog"},
 		&cli.BoolFlag{Name: "progress", Value: true, EnvVars: []string{"FERRY_PROGRESS"}, Destination: &c.Producer.Progress, Usage: "print progress on stderr"},
 		&cli.BoolFlag{Name: "wait", EnvVars: []string{"FERRY_WAIT"}, Destination: &c.Wait, Usage: "keep running after the backlog is done, until interrupted"},
-		&cli.IntFlag{Name: "fetchers", Value: 64, EnvVars: []string{"FERRY_FETCHER_CONCURRENCY"}, Destination: &c.Fetcher.Concurrency, Usage: "concurrent Cassandra reads"},
-		&cli.IntFlag{Name: "uploaders", Value: 64, EnvVars: []string{"FERRY_UPLOADER_CONCURRENCY"}, Destination: &c.Uploader.Concurrency, Usage: "concurrent S3 uploads"},
-		&cli.IntFlag{Name: "verifiers", Value: 64, EnvVars: []string{"FERRY_VERIFIER_CONCURRENCY"}, Destination: &c.Verifier.Concurrency, Usage: "concurrent HEAD checks"},
-		&cli.BoolFlag{Name: "adaptive", EnvVars: []string{"FERRY_ADAPTIVE"}, Destination: &c.Adaptive, Usage: "adapt the fetchers' and uploaders' work in flight to Cassandra's and S3's latency, under --fetchers and --uploaders"},
-		&cli.BoolFlag{Name: "fused", Value: true, EnvVars: []string{"FERRY_FUSED"}, Destination: &c.Fused, Usage: "read, upload and verify each key in one step (--fetchers of them at once, uploads under --uploaders and ferry throttle --stage uploader --concurrency) and record it in DONE, without BLOBS and UPLOADED in between; a key that fails after its read goes on through BLOBS or UPLOADED as without it. --fused=false: every key through the streams"},
+		// The services' --concurrency, one a stage; the old names stay, hidden, for a release.
+		&cli.IntFlag{Name: "fetcher-concurrency", Value: 64, EnvVars: []string{"FERRY_FETCHER_CONCURRENCY"}, Destination: &c.Fetcher.Concurrency, Usage: "concurrent Cassandra reads (the fetcher's --concurrency)"},
+		&cli.IntFlag{Name: "uploader-concurrency", Value: 64, EnvVars: []string{"FERRY_UPLOADER_CONCURRENCY"}, Destination: &c.Uploader.Concurrency, Usage: "concurrent S3 uploads (the uploader's --concurrency)"},
+		&cli.IntFlag{Name: "verifier-concurrency", Value: 64, EnvVars: []string{"FERRY_VERIFIER_CONCURRENCY"}, Destination: &c.Verifier.Concurrency, Usage: "concurrent HEAD checks (the verifier's --concurrency)"},
+		&cli.IntFlag{Name: "fetchers", Value: 64, Hidden: true, Destination: &c.Fetcher.Concurrency, Usage: "old name of --fetcher-concurrency"},
+		&cli.IntFlag{Name: "uploaders", Value: 64, Hidden: true, Destination: &c.Uploader.Concurrency, Usage: "old name of --uploader-concurrency"},
+		&cli.IntFlag{Name: "verifiers", Value: 64, Hidden: true, Destination: &c.Verifier.Concurrency, Usage: "old name of --verifier-concurrency"},
+		&cli.BoolFlag{Name: "adaptive", EnvVars: []string{"FERRY_ADAPTIVE"}, Destination: &c.Adaptive, Usage: "adapt the fetchers' and uploaders' work in flight to Cassandra's and S3's latency, under --fetcher-concurrency and --uploader-concurrency"},
+		&cli.BoolFlag{Name: "fused", Value: true, EnvVars: []string{"FERRY_FUSED"}, Destination: &c.Fused, Usage: "read, upload and verify each key in one step (--fetcher-concurrency of them at once, uploads under --uploader-concurrency and ferry throttle --stage uploader --concurrency) and record it in DONE, without BLOBS and UPLOADED in between; a key that fails after its read goes on through BLOBS or UPLOADED as without it. --fused=false: every key through the streams"},
 		&cli.Float64Flag{Name: "read-rate", EnvVars: []string{"FERRY_READ_RATE"}, Destination: &c.Fetcher.ReadRate, Usage: "cap on Cassandra reads/s until 'ferry throttle' sets one (0: none)"},
 		&cli.Float64Flag{Name: "byte-rate", EnvVars: []string{"FERRY_BYTE_RATE"}, Destination: &c.Fetcher.ByteRate, Usage: "cap on blob bytes/s read (0: none)"},
 		bytesize.Flag("inline-limit", 1<<20, "FERRY_INLINE_LIMIT", &c.Fetcher.InlineLimit, "blobs larger than this (1MiB, 512KiB, …) travel through the object store"),
@@ -96,6 +100,7 @@ func (c *Config) Flags() []cli.Flag {
 func (c *Config) Validate() error {
 	c.Producer.InFlight, c.Producer.HighWater, c.Producer.Parallel = 1024, 1_000_000, 4
 	c.Fetcher.Adaptive, c.Uploader.Adaptive = c.Adaptive, c.Adaptive
+	c.Fetcher.ConcurrencyFlag, c.Uploader.ConcurrencyFlag, c.Verifier.ConcurrencyFlag = "fetcher-concurrency", "uploader-concurrency", "verifier-concurrency"
 	for _, s := range []*bus.Settings{&c.Producer.Settings, &c.Fetcher.Settings, &c.Uploader.Settings, &c.Verifier.Settings} {
 		*s = c.Settings
 	}
@@ -139,7 +144,7 @@ func Command() *cli.Command {
 				return err
 			}
 			url := ""
-			if !c.IsSet("nats") {
+			if !c.IsSet("nats") || service.RunStore(c) { // the embedded server, as the other commands decide
 				cfg.Data = c.String("data")
 				// Held until the server is down: no other process may serve this store.
 				owner, err := runstore.Lock(cfg.Data)
@@ -193,7 +198,7 @@ func stages(ctx context.Context, env *service.Env, cfg Config) ([]*stage.Service
 			if cfg.Fused {
 				fellBack := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ferry_run_fused_fallbacks_total",
 					Help: "keys the fused path handed to a stage's stream after that stage failed on them"}, []string{"stage"})
-				env.Registry.MustRegister(fellBack)
+				prometheus.WrapRegistererWith(prometheus.Labels{"job": env.Names.Job}, env.Registry).MustRegister(fellBack)
 				f.Handler = stage.Fuse(func(st string, err error) {
 					fellBack.WithLabelValues(st).Inc()
 					env.Log.Debug("fused path: handed on to the stage's stream", "stage", st, "err", err)

@@ -93,7 +93,7 @@ func TestFlags(t *testing.T) {
 		check func(Config) bool
 		err   []string // in the error; none: valid
 	}{
-		{args: []string{"--adaptive", "--fetchers", "8", "--uploaders", "9", "--verifiers", "10", "--max-deliver", "4"},
+		{args: []string{"--adaptive", "--fetcher-concurrency", "8", "--uploader-concurrency", "9", "--verifier-concurrency", "10", "--max-deliver", "4"},
 			check: func(c Config) bool {
 				return c.Fetcher.Adaptive && c.Uploader.Adaptive && c.Fetcher.Concurrency == 8 && c.Uploader.Concurrency == 9 &&
 					c.Verifier.Concurrency == 10 && c.Fetcher.Settings.MaxDeliver == 4 && c.Verifier.Settings.MaxDeliver == 4
@@ -105,8 +105,11 @@ func TestFlags(t *testing.T) {
 			}},
 		{args: []string{"--listen", "4333"}, err: []string{"--listen \"4333\": want host:port"}},
 		{args: []string{"--keys", list}, check: func(c Config) bool { return len(c.Producer.Keys.Value()) == 1 }},
-		{args: []string{"--fetchers", "0"}, err: []string{"--concurrency 0: must be 1..4096"}},
-		{args: []string{"--uploaders", "5000", "--verifiers", "-1"}, err: []string{"--concurrency 5000", "--concurrency -1"}},
+		{args: []string{"--fetchers", "8", "--verifiers", "9"}, check: func(c Config) bool { // the old names, hidden
+			return c.Fetcher.Concurrency == 8 && c.Verifier.Concurrency == 9 && c.Uploader.Concurrency == 64
+		}},
+		{args: []string{"--fetcher-concurrency", "0"}, err: []string{"--fetcher-concurrency 0: must be 1..4096"}},
+		{args: []string{"--uploader-concurrency", "5000", "--verifier-concurrency", "-1"}, err: []string{"--uploader-concurrency 5000", "--verifier-concurrency -1"}},
 		{args: []string{"--read-rate", "-1"}, err: []string{"--read-rate and --byte-rate must not be negative"}},
 		{args: []string{"--inline-limit", "10"}, err: []string{"--inline-limit 10B: must be at least 1KiB"}},
 		{args: []string{"--inline-limit", "4MiB"}, check: func(c Config) bool { return c.Fetcher.InlineLimit == 4<<20 }},

@@ -26,14 +26,19 @@ func Command() *cli.Command {
 	return &cli.Command{
 		Name:      "throttle",
 		Usage:     "change the limits of all running fetchers (or uploaders) of the job, live; each value is for all processes together",
-		UsageText: "ferry throttle [--stage fetcher] --reads-per-sec N --bytes-per-sec B --concurrency C\n   ferry throttle --stage uploader --uploads-per-sec N --bytes-per-sec B --concurrency C\n   ferry throttle [--stage S] --clear",
+		UsageText: "ferry throttle [--stage fetcher] --read-rate N --byte-rate B --concurrency C\n   ferry throttle --stage uploader --upload-rate N --byte-rate B --concurrency C\n   ferry throttle [--stage S] --clear",
 		Description: "Flags not given keep their current value; 0 removes that limit. Without any flag it prints the\n" +
 			"current setting. Every running process of the stage applies value / number of live processes.",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "stage", Value: bus.StageFetcher, Destination: &stageName, Usage: "fetcher or uploader"},
-			&cli.Float64Flag{Name: "reads-per-sec", Aliases: []string{"reads"}, Usage: "fetchers: Cassandra reads/s, all fetchers together"},
-			&cli.Float64Flag{Name: "uploads-per-sec", Usage: "uploaders: S3 PUTs/s, all uploaders together"},
-			&cli.Float64Flag{Name: "bytes-per-sec", Aliases: []string{"bytes"}, Usage: "blob bytes/s read (fetcher) or uploaded (uploader), all processes together"},
+			// The services' flag names (--read-rate, --upload-rate, --byte-rate), for all processes
+			// together; the old names stay, hidden, for a release.
+			&cli.Float64Flag{Name: "read-rate", Usage: "fetchers: Cassandra reads/s, all fetchers together"},
+			&cli.Float64Flag{Name: "upload-rate", Usage: "uploaders: S3 PUTs/s, all uploaders together"},
+			&cli.Float64Flag{Name: "byte-rate", Usage: "blob bytes/s read (fetcher) or uploaded (uploader), all processes together"},
+			&cli.Float64Flag{Name: "reads-per-sec", Aliases: []string{"reads"}, Hidden: true, Usage: "old name of --read-rate"},
+			&cli.Float64Flag{Name: "uploads-per-sec", Hidden: true, Usage: "old name of --upload-rate"},
+			&cli.Float64Flag{Name: "bytes-per-sec", Aliases: []string{"bytes"}, Hidden: true, Usage: "old name of --byte-rate"},
 			&cli.IntFlag{Name: "concurrency", Usage: "handlers in flight, all processes together (each process stays under its own --concurrency)"},
 			&cli.BoolFlag{Name: "clear", Destination: &clear, Usage: "remove the stage's throttle: each process goes back to its own flags"},
 		},
@@ -42,16 +47,25 @@ func Command() *cli.Command {
 				return config.Invalid(fmt.Errorf("--stage %q: must be fetcher or uploader", stageName))
 			}
 			var errs []error
-			if c.IsSet("reads-per-sec") && stageName != bus.StageFetcher {
-				errs = append(errs, errors.New("--reads-per-sec is for --stage fetcher; use --uploads-per-sec"))
-			}
-			if c.IsSet("uploads-per-sec") && stageName != bus.StageUploader {
-				errs = append(errs, errors.New("--uploads-per-sec is for --stage uploader"))
-			}
-			for _, f := range []string{"reads-per-sec", "uploads-per-sec", "bytes-per-sec"} {
-				if c.Float64(f) < 0 {
-					errs = append(errs, fmt.Errorf("--%s %g: must not be negative", f, c.Float64(f)))
+			rates := map[string]float64{}
+			for name, old := range map[string]string{"read-rate": "reads-per-sec", "upload-rate": "uploads-per-sec", "byte-rate": "bytes-per-sec"} {
+				switch {
+				case c.IsSet(name):
+					rates[name] = c.Float64(name)
+				case c.IsSet(old):
+					rates[name] = c.Float64(old)
+				default:
+					continue
 				}
+				if rates[name] < 0 {
+					errs = append(errs, fmt.Errorf("--%s %g: must not be negative", name, rates[name]))
+				}
+			}
+			if _, ok := rates["read-rate"]; ok && stageName != bus.StageFetcher {
+				errs = append(errs, errors.New("--read-rate is for --stage fetcher; use --upload-rate"))
+			}
+			if _, ok := rates["upload-rate"]; ok && stageName != bus.StageUploader {
+				errs = append(errs, errors.New("--upload-rate is for --stage uploader"))
 			}
 			if c.Int("concurrency") < 0 {
 				errs = append(errs, fmt.Errorf("--concurrency %d: must not be negative", c.Int("concurrency")))
@@ -81,13 +95,13 @@ func Command() *cli.Command {
 				return fmt.Errorf("read %s: %w", key, err)
 			}
 			changed := false
-			for _, f := range []string{"reads-per-sec", "uploads-per-sec"} {
-				if c.IsSet(f) {
-					t.PerSec, changed = c.Float64(f), true
+			for _, f := range []string{"read-rate", "upload-rate"} {
+				if v, ok := rates[f]; ok {
+					t.PerSec, changed = v, true
 				}
 			}
-			if c.IsSet("bytes-per-sec") {
-				t.BytesPerSec, changed = c.Float64("bytes-per-sec"), true
+			if v, ok := rates["byte-rate"]; ok {
+				t.BytesPerSec, changed = v, true
 			}
 			if c.IsSet("concurrency") {
 				t.Concurrency, changed = c.Int("concurrency"), true

@@ -58,10 +58,10 @@ func TestFlagsRefused(t *testing.T) {
 		want string // in the error
 	}{
 		{[]string{"--stage", "verifier", "--concurrency", "3"}, `--stage "verifier": must be fetcher or uploader`},
-		{[]string{"--uploads-per-sec", "5"}, "--uploads-per-sec is for --stage uploader"},
-		{[]string{"--stage", "uploader", "--reads-per-sec", "5"}, "--reads-per-sec is for --stage fetcher"},
-		{[]string{"--reads", "-1"}, "--reads-per-sec -1: must not be negative"},
-		{[]string{"--stage", "uploader", "--bytes", "-2"}, "--bytes-per-sec -2: must not be negative"},
+		{[]string{"--upload-rate", "5"}, "--upload-rate is for --stage uploader"},
+		{[]string{"--stage", "uploader", "--read-rate", "5"}, "--read-rate is for --stage fetcher"},
+		{[]string{"--reads", "-1"}, "--read-rate -1: must not be negative"},
+		{[]string{"--stage", "uploader", "--bytes", "-2"}, "--byte-rate -2: must not be negative"},
 		{[]string{"--concurrency", "-3"}, "--concurrency -3: must not be negative"},
 	} {
 		_, err := run(t, url, tc.args...)
@@ -91,11 +91,11 @@ func TestSetKeepClear(t *testing.T) {
 		out             string          // in what it printed
 	}{
 		{nil, nil, nil, "fetcher throttle of job t: none, each process uses its own flags; 0 live fetcher(s)"},
-		{[]string{"--reads-per-sec", "100"}, &limit.Throttle{PerSec: 100}, nil,
+		{[]string{"--read-rate", "100"}, &limit.Throttle{PerSec: 100}, nil,
 			"fetcher throttle of job t: 100 reads/s, unlimited bytes/s, concurrency each process's own --concurrency; 0 live fetcher(s), each applies 1/1"},
 		{[]string{"--bytes", "5000", "--concurrency", "8"}, &limit.Throttle{PerSec: 100, BytesPerSec: 5000, Concurrency: 8}, nil,
 			"100 reads/s, 5000 bytes/s, concurrency 8"},
-		{[]string{"--stage", "uploader", "--uploads-per-sec", "7"}, &limit.Throttle{PerSec: 100, BytesPerSec: 5000, Concurrency: 8}, &limit.Throttle{PerSec: 7},
+		{[]string{"--stage", "uploader", "--upload-rate", "7"}, &limit.Throttle{PerSec: 100, BytesPerSec: 5000, Concurrency: 8}, &limit.Throttle{PerSec: 7},
 			"uploader throttle of job t: 7 uploads/s"},
 		{[]string{"--reads", "0"}, &limit.Throttle{BytesPerSec: 5000, Concurrency: 8}, &limit.Throttle{PerSec: 7},
 			"unlimited reads/s, 5000 bytes/s"},
