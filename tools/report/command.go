@@ -50,7 +50,7 @@ func Command() *cli.Command {
 			case ProofFailed:
 				fmt.Printf("cut-over proof: NOT PROVEN (%s)\n", r.ProofWhy)
 			}
-			fmt.Printf("wrote %s, %s, %s, %s, %s\n", filepath.Join(out, FileMarkdown), filepath.Join(out, FileJSON),
+			fmt.Printf("wrote %s, %s, %s, %s, %s, %s\n", filepath.Join(out, FileMarkdown), filepath.Join(out, FileHTML), filepath.Join(out, FileJSON),
 				filepath.Join(out, FileKeys), filepath.Join(out, FileEntries), filepath.Join(out, FilePruned))
 			return nil
 		},

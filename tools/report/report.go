@@ -140,7 +140,7 @@ func WriteWith(ctx context.Context, js jetstream.JetStream, n bus.Names, dir str
 		return nil, fmt.Errorf("report: %w", err)
 	}
 	r := &Report{Job: n.Job, Time: now.UTC(), Queued: map[string]uint64{}, Samples: map[string][]Entry{}, failures: map[string]time.Time{},
-		Files: []string{FileMarkdown, FileJSON, FileKeys, FileEntries, FilePruned}}
+		Files: []string{FileMarkdown, FileHTML, FileJSON, FileKeys, FileEntries, FilePruned}}
 	keys, err := service.WorkQueue(ctx, js, n, n.Keys)
 	if err != nil {
 		return nil, fmt.Errorf("report: %w", err)
@@ -195,6 +195,9 @@ func WriteWith(ctx context.Context, js jetstream.JetStream, n bus.Names, dir str
 		Markdown(w, r)
 		return nil
 	}); err != nil {
+		return nil, err
+	}
+	if err := writeFile(filepath.Join(dir, FileHTML), func(w *bufio.Writer) error { return HTML(w, r) }); err != nil {
 		return nil, err
 	}
 	return r, nil
