@@ -92,3 +92,31 @@ func withGlobalsHelp(globals []cli.Flag) {
 		}
 	}
 }
+
+// defaultFlagStringer is urfave/cli's: wrappedFlag wraps what it writes.
+var defaultFlagStringer = cli.FlagStringer
+
+func init() { cli.FlagStringer = wrappedFlag }
+
+// usageWidth is where a flag's usage text wraps in --help; the help's tab alignment indents the
+// next lines under the first.
+const usageWidth = 72
+
+// wrappedFlag is a flag's line in --help with its usage wrapped at usageWidth.
+func wrappedFlag(f cli.Flag) string {
+	s := defaultFlagStringer(f)
+	name, usage, ok := strings.Cut(s, "\t")
+	if !ok || len(usage) <= usageWidth {
+		return s
+	}
+	var lines []string
+	line := ""
+	for _, w := range strings.Fields(usage) {
+		if line != "" && len(line)+1+len(w) > usageWidth {
+			lines, line = append(lines, line), w
+			continue
+		}
+		line = strings.TrimSpace(line + " " + w)
+	}
+	return name + "\t" + strings.Join(append(lines, line), "\n\t")
+}

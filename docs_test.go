@@ -356,7 +356,8 @@ func helpFlags(t *testing.T, path []string) map[string]bool {
 			continue
 		}
 		trimmed := strings.TrimSpace(line)
-		if !options || !strings.HasPrefix(trimmed, "-") {
+		// A flag's line starts at the section's indent; its usage wraps onto deeper ones.
+		if !options || !strings.HasPrefix(line, "   -") {
 			continue
 		}
 		// "--keys value, -k value [ --keys value, -k value ]  key list(s)…": the names, then two

@@ -103,6 +103,7 @@ func app() *cli.App {
 		OnUsageError:         onUsageError,
 	}
 	usageErrors(a.Commands)
+	withExamples("", a.Commands)
 	withGlobalsHelp(service.GlobalFlags())
 	return a
 }

@@ -75,11 +75,6 @@ func completionCommand() *cli.Command {
 		Name:      "completion",
 		Usage:     "print the shell completion script of bash, zsh or fish",
 		UsageText: "ferry completion bash|zsh|fish",
-		Description: "Examples:\n" +
-			"   source <(ferry completion bash)                         # this shell\n" +
-			"   ferry completion bash > /etc/bash_completion.d/ferry    # every new shell\n" +
-			"   ferry completion zsh > \"${fpath[1]}/_ferry\"\n" +
-			"   ferry completion fish > ~/.config/fish/completions/ferry.fish",
 		Action: func(c *cli.Context) error {
 			var script string
 			switch shell := c.Args().First(); shell {

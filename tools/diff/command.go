@@ -142,11 +142,7 @@ func Command() *cli.Command {
 			"ready for ferry producer --keys, and the keys the rules refuse to invalid-keys (key TAB reason).\n\n" +
 			"It prints a summary and the files it wrote (--json: the summary as JSON); a result file named -\n" +
 			"(--only-a -, --only-b -, --missing -) goes to stdout and the summary to stderr. Exit status, as\n" +
-			"diff(1): 0 the sets are the same, 1 they differ (or the diff failed), 2 a usage error.\n\n" +
-			"Examples:\n" +
-			"   ferry diff keys-cassandra.txt.zst keys-exported.txt.gz --out result/\n" +
-			"   ferry diff --only-a - old.txt new.txt | ferry producer --keys -   # publish what new.txt lacks\n" +
-			"   ferry diff --source keys.txt --bucket s3://photos --json",
+			"diff(1): 0 the sets are the same, 1 they differ (or the diff failed), 2 a usage error.",
 		Flags: cfg.Flags(),
 		Action: func(c *cli.Context) error {
 			log, err := telemetry.NewLogger(c.String("log-level"), c.String("log-format"))
