@@ -28,6 +28,7 @@ var examples = map[string][]string{
 	"plan":         {"ferry plan --keys 150e9 --mean-size 30KiB --days 40", "ferry plan --keys 2e9 --mean-size 120KiB --days 10 --replicas 3 --json"},
 	"diff":         {"ferry diff keys-cassandra.txt.zst keys-exported.txt.gz", "ferry diff --only-a - old.txt new.txt | ferry --job photos producer --keys -", "ferry --config ferry.yaml diff --source keys.txt --bucket s3://photos --json"},
 	"prune":        {"ferry --job photos --config ferry.yaml prune --out prune-report", "ferry --job photos --config ferry.yaml prune --delete --max-delete 1000"},
+	"console":      {"ferry --job photos console --listen 127.0.0.1:8080   # then open http://127.0.0.1:8080/", "ferry --job photos --data ferry-data console   # a ferry run's job"},
 	"status":       {"ferry --job photos status", "ferry --job photos status --watch", "ferry --job photos status --json | jq .backlog"},
 	"report":       {"ferry --job photos --config ferry.yaml report --out report/"},
 	"manifest":     {"ferry --job photos --config ferry.yaml manifest", "ferry --job photos --config ferry.yaml manifest --once   # from cron"},

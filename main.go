@@ -21,6 +21,7 @@ import (
 	"github.com/ferry-migrate/ferry/shared/manifest"
 	"github.com/ferry-migrate/ferry/shared/service"
 	"github.com/ferry-migrate/ferry/tools/bench"
+	"github.com/ferry-migrate/ferry/tools/console"
 	"github.com/ferry-migrate/ferry/tools/diff"
 	"github.com/ferry-migrate/ferry/tools/dlq"
 	"github.com/ferry-migrate/ferry/tools/plan"
@@ -91,6 +92,7 @@ func app() *cli.App {
 			diff.Command(),
 			prune.Command(),
 			status.Command(),
+			console.Command(),
 			report.Command(),
 			manifest.Command(),
 			repair.Command(),
