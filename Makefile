@@ -85,7 +85,11 @@ BENCH      := $(ROOT)/.local/bin/ferry-bench
 BENCH_SOAK_KEYS ?= 100000,2000000
 SUDO       := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: bench bench-scale bench-soak bench-build bench-diff bench-scan
+.PHONY: bench bench-scale bench-soak bench-build bench-diff bench-scan browser
+
+browser: ## install Debian's chromium for the console's browser test, if missing
+	@command -v chromium >/dev/null || { echo "installing chromium (e2e TestConsole drives it headless)"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium >/dev/null; }
 
 bench-build: build ## build .local/bin/ferry-bench (and ferry); install redis-server if missing
 	cd $(ROOT)/benchmarks && $(GO) build -o $(BENCH) .
