@@ -170,6 +170,9 @@ func trimFloat(v float64) string {
 
 var htmlPage = template.Must(template.New("report").Funcs(template.FuncMap{
 	"num":      num,
+	"num64":    func(n int64) string { return num(uint64(max(n, 0))) },
+	"since":    passSince,
+	"ended":    passEnd,
 	"meaning":  func(reason string) string { return meaning[reason] },
 	"reasonOf": func(sr string) string { _, reason, _ := strings.Cut(sr, "/"); return reason },
 	"utc": func(t any) string {
@@ -216,6 +219,10 @@ td.n{text-align:right;font-variant-numeric:tabular-nums}
 {{range $sr, $n := .R.DeadLetters}}<tr><td><code>{{$sr}}</code></td><td class="n">{{num $n}}</td><td>{{meaning (reasonOf $sr)}}</td></tr>
 {{end}}</table>
 <p>Every key is in <code>dlq-keys.txt</code> and, with its error, in <code>dlq.jsonl</code>; <code>ferry --job {{.R.Job}} dlq replay --reason REASON</code> sends them again once the cause is fixed.</p>{{end}}
+{{if .R.Scans}}<h2>Passes</h2>
+<table id="passes"><tr><th>table</th><th>pass</th><th>since</th><th>started</th><th>ended</th><th>keys read</th><th>published</th><th>complete</th></tr>
+{{range $sc := .R.Scans}}{{range .Passes}}<tr data-pass="{{.N}}"><td>{{$sc.Table}}</td><td class="n">{{.N}}</td><td>{{since .}}</td><td>{{utc .Start}}</td><td>{{ended .}}</td><td class="n">{{num64 .Scanned}}</td><td class="n">{{num64 .Published}}</td><td>{{if .Complete}}yes{{else}}no{{end}}</td></tr>
+{{end}}{{end}}</table>{{end}}
 <h2>Time</h2>
 <table><tr><td>job created (KEYS stream)</td><td>{{utc .R.JobCreated}}</td></tr>
 {{if .R.FirstVerified}}<tr><td>first verified</td><td>{{utc .R.FirstVerified}}</td></tr><tr><td>last verified</td><td>{{utc .R.LastVerified}}</td></tr>{{end}}

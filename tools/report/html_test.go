@@ -7,6 +7,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ferry-migrate/ferry/shared/checkpoint"
+	"github.com/ferry-migrate/ferry/tools/status"
 )
 
 // TestHTML: report.html shows the outcome, the proof, the verified rate over the whole run (a
@@ -43,6 +46,10 @@ func TestHTML(t *testing.T) {
 			[]string{"Nothing verified yet.", "No dead letters", `None yet`}, []string{"verified-chart"}, 0},
 		{"40 days in days", Report{Job: "big", Verified: 40 * 24 * 60 * 60 * 1000, PerMinute: minutes(long...), ProofStatus: ProofFailed, ProofWhy: "2 keys missing in S3"},
 			[]string{"per day", `NOT PROVEN: 2 keys missing in S3`}, nil, 41}, // two partial days at the ends
+		{"passes", Report{Job: "p", Scans: []status.Scan{{Table: "photos.blobs", Passes: []checkpoint.Pass{
+			{N: 1, Start: start, End: start.Add(time.Hour), Scanned: 1000, Published: 1000, Complete: true},
+			{N: 2, Since: start.UnixMicro(), Start: start.Add(2 * time.Hour), Scanned: 1000, Published: 12}}}}},
+			[]string{`<tr data-pass="1">`, "<td>full</td>", `<tr data-pass="2">`, "since 2026-12-01 10:00:00", "running", "<td class=\"n\">12</td>"}, nil, 0},
 		{"escaped", Report{Job: `<script>x</script>`, DeadLettered: 1, DeadLetters: map[string]uint64{"fetcher/<b>": 1}},
 			[]string{"&lt;script&gt;x&lt;/script&gt;", "fetcher/&lt;b&gt;"}, []string{"<script>x", "<b>"}, 0},
 	} {

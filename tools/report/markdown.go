@@ -10,6 +10,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/ferry-migrate/ferry/shared/bus"
+	"github.com/ferry-migrate/ferry/shared/checkpoint"
 )
 
 // meaning is what each reason says, as the dead-letter table of docs/operations.md does.
@@ -102,6 +103,7 @@ func Markdown(w io.Writer, r *Report) {
 	}
 
 	markdownDeleted(w, r)
+	markdownPasses(w, r)
 
 	fmt.Fprintln(w, "## Time")
 	fmt.Fprintln(w)
@@ -201,4 +203,37 @@ func code(k string) string {
 func cell(s string) string {
 	s = strings.Join(strings.Fields(s), " ")
 	return strings.ReplaceAll(s, "|", `\|`)
+}
+
+// markdownPasses lists each scan's passes: a full pass, then the delta passes of the cut-over.
+func markdownPasses(w io.Writer, r *Report) {
+	if len(r.Scans) == 0 {
+		return
+	}
+	fmt.Fprintln(w, "## Passes")
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "| table | pass | since | started | ended | keys read | published | complete |")
+	fmt.Fprintln(w, "| --- | ---: | --- | --- | --- | ---: | ---: | --- |")
+	for _, sc := range r.Scans {
+		for _, p := range sc.Passes {
+			fmt.Fprintf(w, "| %s | %d | %s | %s | %s | %s | %s | %s |\n", sc.Table, p.N, passSince(p), p.Start.UTC().Format(time.DateTime),
+				passEnd(p), num(uint64(max(p.Scanned, 0))), num(uint64(max(p.Published, 0))), map[bool]string{true: "yes", false: "no"}[p.Complete])
+		}
+	}
+	fmt.Fprintln(w)
+}
+
+// passSince says what a pass published: every key, or those written since its floor.
+func passSince(p checkpoint.Pass) string {
+	if p.Since == 0 {
+		return "full"
+	}
+	return "since " + time.UnixMicro(p.Since).UTC().Format(time.DateTime)
+}
+
+func passEnd(p checkpoint.Pass) string {
+	if p.End.IsZero() {
+		return "running"
+	}
+	return p.End.UTC().Format(time.DateTime)
 }

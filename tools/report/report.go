@@ -25,6 +25,7 @@ import (
 	"github.com/ferry-migrate/ferry/shared/manifest"
 	"github.com/ferry-migrate/ferry/shared/service"
 	"github.com/ferry-migrate/ferry/tools/prune"
+	"github.com/ferry-migrate/ferry/tools/status"
 )
 
 // Files written into the output folder.
@@ -63,8 +64,11 @@ type Report struct {
 	ElapsedSeconds float64    `json:"elapsed_seconds"` // first to last verified
 	// PerMinute: minutes more than a day before the last drained entry are summed into their
 	// hour's first minute (the drain keeps hours for those).
-	PerMinute []Bucket        `json:"verified_per_minute"`
-	Manifest  ManifestSummary `json:"manifest"`
+	PerMinute []Bucket `json:"verified_per_minute"`
+	// Scans are the producer's token-range scans with their passes (full and delta), as
+	// `ferry status` reads them from the job's KV.
+	Scans    []status.Scan   `json:"scans"`
+	Manifest ManifestSummary `json:"manifest"`
 
 	// Dead letters as read (not in JSON: the files hold them all).
 	Samples    map[string][]Entry `json:"-"`                     // up to KeysPerReason per stage/reason
@@ -172,6 +176,11 @@ func WriteWith(ctx context.Context, js jetstream.JetStream, n bus.Names, dir str
 	}
 	r.DeadLetters, r.DeadLettered = counts, counts.Total()
 	r.deletedAtSource()
+	if p, err := status.ReadProducer(ctx, js, n); err == nil {
+		r.Scans = p.Scans
+	} else {
+		return nil, fmt.Errorf("report: %w", err)
+	}
 	// The DLQ first: DONE, read once, then resolves its failures.
 	if err := r.exportDLQ(ctx, js, n, dir); err != nil {
 		return nil, err
