@@ -38,7 +38,7 @@ func (c *Config) Flags() []cli.Flag {
 		&cli.IntFlag{Name: "concurrency", Aliases: []string{"c"}, Value: 64, EnvVars: []string{"FERRY_FETCHER_CONCURRENCY"}, Destination: &c.Concurrency, Usage: "concurrent Cassandra reads at most ('ferry throttle --concurrency' lowers it live)"},
 		&cli.BoolFlag{Name: "adaptive", EnvVars: []string{"FERRY_ADAPTIVE", "FERRY_FETCHER_ADAPTIVE"}, Destination: &c.Adaptive, Usage: "adapt the reads in flight to Cassandra's latency and timeouts, under --concurrency"},
 		&cli.Float64Flag{Name: "read-rate", EnvVars: []string{"FERRY_READ_RATE"}, Destination: &c.ReadRate, Usage: "cap on Cassandra reads/s of this process until 'ferry throttle' sets one for all fetchers (0: none)"},
-		&cli.Float64Flag{Name: "byte-rate", EnvVars: []string{"FERRY_BYTE_RATE"}, Destination: &c.ByteRate, Usage: "cap on blob bytes/s read by this process until 'ferry throttle' sets one (0: none)"},
+		bytesize.RateFlag("byte-rate", "FERRY_BYTE_RATE", &c.ByteRate, "cap on blob bytes/s read by this process (200MB, 50MiB) until 'ferry throttle' sets one"),
 		bytesize.Flag("inline-limit", 1<<20, "FERRY_INLINE_LIMIT", &c.InlineLimit, "blobs larger than this (1MiB, 512KiB, …) travel through the object store (clamped below the server's max_payload)"),
 		bytesize.Flag("max-size", 256<<20, "FERRY_MAX_SIZE", &c.MaxSize, "blobs larger than this (256MiB, 1GiB, …) are dead-lettered as too_large"),
 	}, c.Settings.Flags()...)

@@ -306,8 +306,8 @@ func (c *Config) Flags() []cli.Flag {
 		&cli.IntFlag{Name: "concurrency", Aliases: []string{"c"}, Value: 64, EnvVars: []string{"FERRY_UPLOADER_CONCURRENCY"}, Destination: &c.Concurrency, Usage: "concurrent S3 uploads at most ('ferry throttle --stage uploader --concurrency' lowers it live)"},
 		&cli.BoolFlag{Name: "adaptive", EnvVars: []string{"FERRY_ADAPTIVE", "FERRY_UPLOADER_ADAPTIVE"}, Destination: &c.Adaptive, Usage: "adapt the uploads in flight to S3's latency and errors, under --concurrency"},
 		&cli.Float64Flag{Name: "upload-rate", EnvVars: []string{"FERRY_UPLOAD_RATE"}, Destination: &c.UploadRate, Usage: "cap on S3 PUTs/s of this process until 'ferry throttle --stage uploader' sets one (0: none)"},
-		&cli.Float64Flag{Name: "byte-rate", EnvVars: []string{"FERRY_UPLOAD_BYTE_RATE"}, Destination: &c.ByteRate, Usage: "cap on bytes/s uploaded by this process until 'ferry throttle --stage uploader' sets one (0: none)"},
-		&cli.Float64Flag{Name: "upload-byte-rate", Hidden: true, Destination: &c.ByteRate, Usage: "old name of --byte-rate"},
+		bytesize.RateFlag("byte-rate", "FERRY_UPLOAD_BYTE_RATE", &c.ByteRate, "cap on bytes/s uploaded by this process (200MB, 50MiB) until 'ferry throttle --stage uploader' sets one"),
+		&cli.GenericFlag{Name: "upload-byte-rate", Hidden: true, Value: bytesize.Rate(&c.ByteRate), Usage: "old name of --byte-rate"},
 		bytesize.Flag("multipart-threshold", 16<<20, "FERRY_MULTIPART_THRESHOLD", &c.PartSize, "blobs above this many bytes are uploaded in parts of this size (at least 5 MiB)"),
 		&cli.BoolFlag{Name: "skip-existing", EnvVars: []string{"FERRY_SKIP_EXISTING"}, Destination: &c.SkipExisting, Usage: "HEAD first and skip the PUT when the object's size and MD5 already match"},
 	}, c.Settings.Flags()...)

@@ -96,3 +96,39 @@ func Flag(name string, def int64, env string, dest *int64, usage string) *cli.Ge
 	}
 	return f
 }
+
+// RateValue is a bytes-per-second flag's value: a size (units allowed) per second, kept as a
+// float64 as the rate limiters take it.
+type RateValue struct{ f *float64 }
+
+// Set parses s ("200MB", "50MiB", "0" for none) into the value.
+func (v RateValue) Set(s string) error {
+	n, err := Parse(s)
+	if err != nil {
+		return err
+	}
+	*v.f = float64(n)
+	return nil
+}
+
+func (v RateValue) String() string {
+	if v.f == nil {
+		return ""
+	}
+	return Format(int64(*v.f))
+}
+
+// Get returns the bytes per second.
+func (v RateValue) Get() any { return *v.f }
+
+// RateFlag is a bytes-per-second flag (0: no limit) that stores into dest.
+func RateFlag(name, env string, dest *float64, usage string) *cli.GenericFlag {
+	f := &cli.GenericFlag{Name: name, Value: RateValue{dest}, Usage: usage, DefaultText: "0: none"}
+	if env != "" {
+		f.EnvVars = []string{env}
+	}
+	return f
+}
+
+// Rate is the RateValue that stores into dest.
+func Rate(dest *float64) RateValue { return RateValue{dest} }

@@ -72,7 +72,7 @@ func (c *Config) Flags() []cli.Flag {
 		&cli.BoolFlag{Name: "adaptive", EnvVars: []string{"FERRY_ADAPTIVE"}, Destination: &c.Adaptive, Usage: "adapt the fetchers' and uploaders' work in flight to Cassandra's and S3's latency, under --fetcher-concurrency and --uploader-concurrency"},
 		&cli.BoolFlag{Name: "fused", Value: true, EnvVars: []string{"FERRY_FUSED"}, Destination: &c.Fused, Usage: "read, upload and verify each key in one step (--fetcher-concurrency of them at once, uploads under --uploader-concurrency and ferry throttle --stage uploader --concurrency) and record it in DONE, without BLOBS and UPLOADED in between; a key that fails after its read goes on through BLOBS or UPLOADED as without it. --fused=false: every key through the streams"},
 		&cli.Float64Flag{Name: "read-rate", EnvVars: []string{"FERRY_READ_RATE"}, Destination: &c.Fetcher.ReadRate, Usage: "cap on Cassandra reads/s until 'ferry throttle' sets one (0: none)"},
-		&cli.Float64Flag{Name: "byte-rate", EnvVars: []string{"FERRY_BYTE_RATE"}, Destination: &c.Fetcher.ByteRate, Usage: "cap on blob bytes/s read (0: none)"},
+		bytesize.RateFlag("byte-rate", "FERRY_BYTE_RATE", &c.Fetcher.ByteRate, "cap on blob bytes/s read (200MB, 50MiB)"),
 		bytesize.Flag("inline-limit", 1<<20, "FERRY_INLINE_LIMIT", &c.Fetcher.InlineLimit, "blobs larger than this (1MiB, 512KiB, …) travel through the object store"),
 		bytesize.Flag("max-size", 256<<20, "FERRY_MAX_SIZE", &c.Fetcher.MaxSize, "blobs larger than this (256MiB, 1GiB, …) are dead-lettered as too_large"),
 		bytesize.Flag("multipart-threshold", 16<<20, "FERRY_MULTIPART_THRESHOLD", &c.Uploader.PartSize, "blobs above this many bytes are uploaded in parts of this size"),

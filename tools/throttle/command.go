@@ -12,6 +12,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/ferry-migrate/ferry/shared/bus"
+	"github.com/ferry-migrate/ferry/shared/bytesize"
 	"github.com/ferry-migrate/ferry/shared/config"
 	"github.com/ferry-migrate/ferry/shared/limit"
 	"github.com/ferry-migrate/ferry/shared/service"
@@ -19,6 +20,7 @@ import (
 
 // Command is `ferry throttle`.
 func Command() *cli.Command {
+	var byteRate, oldByteRate float64 // --byte-rate, and its old name
 	var (
 		stageName string
 		clear     bool
@@ -35,10 +37,10 @@ func Command() *cli.Command {
 			// together; the old names stay, hidden, for a release.
 			&cli.Float64Flag{Name: "read-rate", Usage: "fetchers: Cassandra reads/s, all fetchers together"},
 			&cli.Float64Flag{Name: "upload-rate", Usage: "uploaders: S3 PUTs/s, all uploaders together"},
-			&cli.Float64Flag{Name: "byte-rate", Usage: "blob bytes/s read (fetcher) or uploaded (uploader), all processes together"},
+			bytesize.RateFlag("byte-rate", "", &byteRate, "blob bytes/s read (fetcher) or uploaded (uploader), all processes together (200MB, 50MiB)"),
 			&cli.Float64Flag{Name: "reads-per-sec", Aliases: []string{"reads"}, Hidden: true, Usage: "old name of --read-rate"},
 			&cli.Float64Flag{Name: "uploads-per-sec", Hidden: true, Usage: "old name of --upload-rate"},
-			&cli.Float64Flag{Name: "bytes-per-sec", Aliases: []string{"bytes"}, Hidden: true, Usage: "old name of --byte-rate"},
+			&cli.GenericFlag{Name: "bytes-per-sec", Aliases: []string{"bytes"}, Hidden: true, Value: bytesize.Rate(&oldByteRate), Usage: "old name of --byte-rate"},
 			&cli.IntFlag{Name: "concurrency", Usage: "handlers in flight, all processes together (each process stays under its own --concurrency)"},
 			&cli.BoolFlag{Name: "clear", Destination: &clear, Usage: "remove the stage's throttle: each process goes back to its own flags"},
 		},
@@ -50,6 +52,10 @@ func Command() *cli.Command {
 			rates := map[string]float64{}
 			for name, old := range map[string]string{"read-rate": "reads-per-sec", "upload-rate": "uploads-per-sec", "byte-rate": "bytes-per-sec"} {
 				switch {
+				case name == "byte-rate" && c.IsSet(name):
+					rates[name] = byteRate
+				case name == "byte-rate" && c.IsSet(old):
+					rates[name] = oldByteRate
 				case c.IsSet(name):
 					rates[name] = c.Float64(name)
 				case c.IsSet(old):

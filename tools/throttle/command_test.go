@@ -22,7 +22,10 @@ import (
 func run(t *testing.T, url string, args ...string) (string, error) {
 	t.Helper()
 	var out bytes.Buffer
-	app := &cli.App{Name: "ferry", Flags: service.GlobalFlags(), Commands: []*cli.Command{Command()},
+	cmd := Command()
+	// As main does: a flag ferry cannot parse is a usage error.
+	cmd.OnUsageError = func(_ *cli.Context, err error, _ bool) error { return config.Invalid(err) }
+	app := &cli.App{Name: "ferry", Flags: service.GlobalFlags(), Commands: []*cli.Command{cmd},
 		Writer: &out, ErrWriter: &out, ExitErrHandler: func(*cli.Context, error) {}}
 	err := app.Run(append([]string{"ferry", "--nats", url, "--job", "t", "--log-level", "error", "throttle"}, args...))
 	return out.String(), err
@@ -61,7 +64,8 @@ func TestFlagsRefused(t *testing.T) {
 		{[]string{"--upload-rate", "5"}, "--upload-rate is for --stage uploader"},
 		{[]string{"--stage", "uploader", "--read-rate", "5"}, "--read-rate is for --stage fetcher"},
 		{[]string{"--reads", "-1"}, "--read-rate -1: must not be negative"},
-		{[]string{"--stage", "uploader", "--bytes", "-2"}, "--byte-rate -2: must not be negative"},
+		{[]string{"--stage", "uploader", "--bytes", "-2"}, `"-2": a size must be between 0 and 8EiB`},
+		{[]string{"--byte-rate", "lots"}, `"lots" is not a size`},
 		{[]string{"--concurrency", "-3"}, "--concurrency -3: must not be negative"},
 	} {
 		_, err := run(t, url, tc.args...)
@@ -151,6 +155,30 @@ func TestDescribe(t *testing.T) {
 	} {
 		if got := describe(tc.th, tc.stage); got != tc.want {
 			t.Errorf("describe(%+v, %s) = %q, want %q", tc.th, tc.stage, got, tc.want)
+		}
+	}
+}
+
+// TestByteRateUnits: --byte-rate takes a size per second, and the old --bytes-per-sec too.
+func TestByteRateUnits(t *testing.T) {
+	url, js, n := bustest.JobAt(t)
+	kv, err := js.KeyValue(context.Background(), n.KV)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		args []string
+		want float64
+	}{
+		{[]string{"--byte-rate", "50MiB"}, 50 << 20},
+		{[]string{"--bytes-per-sec", "200MB"}, 200e6},
+		{[]string{"--byte-rate", "1000"}, 1000},
+	} {
+		if out, err := run(t, url, tc.args...); err != nil {
+			t.Fatalf("%v: %v\n%s", tc.args, err, out)
+		}
+		if th := stored(t, kv, bus.StageFetcher); th == nil || th.BytesPerSec != tc.want {
+			t.Errorf("%v: stored %+v, want %g bytes/s", tc.args, th, tc.want)
 		}
 	}
 }
