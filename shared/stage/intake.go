@@ -117,6 +117,11 @@ func (f *intake) drain() {
 
 // follow resizes the intake to the limiter's limit every interval until stop is closed.
 func (f *intake) follow(l *limit.Limiter, ceiling int, interval time.Duration, stop <-chan struct{}) {
+	every(interval, stop, func() { f.resize(l.Limit(), ceiling) })
+}
+
+// every calls fn each interval until stop is closed.
+func every(interval time.Duration, stop <-chan struct{}, fn func()) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
@@ -124,7 +129,7 @@ func (f *intake) follow(l *limit.Limiter, ceiling int, interval time.Duration, s
 		case <-stop:
 			return
 		case <-t.C:
-			f.resize(l.Limit(), ceiling)
+			fn()
 		}
 	}
 }
@@ -223,16 +228,9 @@ func (m *merged) drain() {
 }
 
 func (m *merged) follow(l *limit.Limiter, ceiling int, interval time.Duration, stop <-chan struct{}) {
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-stop:
-			return
-		case <-t.C:
-			for _, p := range m.parts {
-				p.resize(share(l.Limit(), len(m.parts)), share(ceiling, len(m.parts)))
-			}
+	every(interval, stop, func() {
+		for _, p := range m.parts {
+			p.resize(share(l.Limit(), len(m.parts)), share(ceiling, len(m.parts)))
 		}
-	}
+	})
 }
