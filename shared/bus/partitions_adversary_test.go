@@ -14,7 +14,8 @@ import (
 // streams, can silently come out wrong, so that keys sit in streams no service consumes and no
 // tool counts (neither verified nor dead-lettered).
 
-func advEmbedded(t *testing.T) jetstream.JetStream {
+// embeddedJS is a JetStream context on an embedded server of the test's own.
+func embeddedJS(t *testing.T) jetstream.JetStream {
 	t.Helper()
 	srv, err := StartEmbedded(t.TempDir(), Sync{})
 	if err != nil {
@@ -86,7 +87,7 @@ func stranded(t *testing.T, js jetstream.JetStream, n Names, all Names) uint64 {
 // (status, report, ferry run's backlog all read the 1-partition layout).
 func TestAdversaryPartitionsHandDeletedFirstStream(t *testing.T) {
 	ctx := context.Background()
-	js := advEmbedded(t)
+	js := embeddedJS(t)
 	s := DefaultSettings()
 	s.Partitions = 3
 	n3, err := Setup(ctx, js, For("j"), s, true)
@@ -129,7 +130,7 @@ func TestAdversaryPartitionsHandDeletedFirstStream(t *testing.T) {
 // the job instead of answering 1, and Delete removes both layouts.
 func TestAdversaryPartitionsBothLayouts(t *testing.T) {
 	ctx := context.Background()
-	js := advEmbedded(t)
+	js := embeddedJS(t)
 	// Both look before either creates: both see a new job.
 	n3, err := Discover(ctx, js, For("j"), 3) // ferry setup --partitions 3
 	if err != nil {

@@ -65,16 +65,7 @@ func TestPartitionNames(t *testing.T) {
 // error, and Delete removes the partitions.
 func TestSetupPartitions(t *testing.T) {
 	ctx := context.Background()
-	srv, err := StartEmbedded(t.TempDir(), Sync{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Shutdown()
-	nc, js, err := Connect(ctx, srv.URL(), "test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
+	js := embeddedJS(t)
 	s := DefaultSettings()
 	s.Partitions = 3
 	n, err := Setup(ctx, js, For("p"), s, true)

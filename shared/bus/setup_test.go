@@ -35,16 +35,7 @@ func TestClusterForming(t *testing.T) {
 // a service's Setup (no update) leaves an existing cap alone, and `ferry setup` (update) changes it.
 func TestSetupObjectStoreCap(t *testing.T) {
 	ctx := context.Background()
-	srv, err := StartEmbedded(t.TempDir(), Sync{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Shutdown()
-	nc, js, err := Connect(ctx, srv.URL(), "test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
+	js := embeddedJS(t)
 	n := For("t")
 	capOf := func() int64 {
 		t.Helper()

@@ -72,6 +72,27 @@ type Server struct {
 
 	mu      sync.Mutex
 	history []Sample
+	latest  *status.Status // the newest collected: open pages share it instead of each asking NATS
+}
+
+// fresh is how old a collected status may be and still answer a page: pages poll every 2 s, and
+// many open ones should not each count DONE and the DLQ.
+const fresh = 1500 * time.Millisecond
+
+// collect returns a status no older than fresh.
+func (s *Server) collect(ctx context.Context) (*status.Status, error) {
+	s.mu.Lock()
+	st := s.latest
+	s.mu.Unlock()
+	if st != nil && time.Since(st.Time) < fresh {
+		return st, nil
+	}
+	st, err := status.Collect(ctx, s.JS, s.Names, time.Now())
+	if err != nil {
+		return nil, err
+	}
+	s.record(st)
+	return st, nil
 }
 
 // Handler is the page and its API.
@@ -88,12 +109,11 @@ func (s *Server) Handler() http.Handler {
 }
 
 func (s *Server) status(w http.ResponseWriter, r *http.Request) {
-	st, err := status.Collect(r.Context(), s.JS, s.Names, time.Now())
+	st, err := s.collect(r.Context())
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusBadGateway)
 		return
 	}
-	s.record(st)
 	v := View{Status: st, Throttle: map[string]Throttle{}}
 	if kv, err := s.JS.KeyValue(r.Context(), s.Names.KV); err == nil {
 		for _, stage := range []string{bus.StageFetcher, bus.StageUploader} {
@@ -148,6 +168,7 @@ func (s *Server) record(st *status.Status) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.latest = st
 	if n := len(s.history); n > 0 && smp.Time.Sub(s.history[n-1].Time) < Every {
 		return
 	}
@@ -163,9 +184,7 @@ func (s *Server) sample(ctx context.Context) {
 	t := time.NewTicker(Every)
 	defer t.Stop()
 	for {
-		if st, err := status.Collect(ctx, s.JS, s.Names, time.Now()); err == nil {
-			s.record(st)
-		} else if ctx.Err() == nil {
+		if _, err := s.collect(ctx); err != nil && ctx.Err() == nil {
 			s.Log.Debug("console: sample", "err", err)
 		}
 		select {

@@ -16,12 +16,12 @@ import (
 	"path/filepath"
 	"runtime/debug"
 	"slices"
-	"strconv"
 	"strings"
 
 	"github.com/urfave/cli/v2"
 
 	"github.com/ferry-migrate/ferry/shared/blobstore"
+	"github.com/ferry-migrate/ferry/shared/bytesize"
 	"github.com/ferry-migrate/ferry/shared/config"
 	"github.com/ferry-migrate/ferry/shared/keylist"
 	"github.com/ferry-migrate/ferry/shared/keyrules"
@@ -243,23 +243,11 @@ func interrupted(ctx context.Context, err error) error {
 	return err
 }
 
-// parseSize reads a byte count: "536870912", "512MiB", "2GiB", "600MB" (binary KiB, MiB, GiB,
-// TiB; decimal kB, MB, GB, TB; case-insensitive).
+// parseSize reads --mem: a positive byte count with units (shared/bytesize).
 func parseSize(s string) (int64, error) {
-	t := strings.ToLower(strings.TrimSpace(s))
-	mult := int64(1)
-	for _, u := range []struct {
-		suffix string
-		mult   int64
-	}{{"kib", 1 << 10}, {"mib", 1 << 20}, {"gib", 1 << 30}, {"tib", 1 << 40}, {"kb", 1e3}, {"mb", 1e6}, {"gb", 1e9}, {"tb", 1e12}, {"b", 1}} {
-		if num, ok := strings.CutSuffix(t, u.suffix); ok {
-			t, mult = strings.TrimSpace(num), u.mult
-			break
-		}
+	n, err := bytesize.Parse(s)
+	if err == nil && n == 0 {
+		err = fmt.Errorf("%q: want a size such as 512MiB or 2GiB", s)
 	}
-	n, err := strconv.ParseFloat(t, 64)
-	if err != nil || n != n || n <= 0 || n*float64(mult) > 1<<50 {
-		return 0, fmt.Errorf("%q: want a size such as 512MiB or 2GiB", s)
-	}
-	return int64(n * float64(mult)), nil
+	return n, err
 }
