@@ -144,10 +144,7 @@ func Each(ctx context.Context, js jetstream.JetStream, n bus.Names, f Filter, li
 		if err != nil {
 			return done, err
 		}
-		h := msg.Headers()
-		if err := fn(Entry{Seq: md.Sequence.Stream, Key: string(msg.Data()), Stage: h.Get(bus.HdrStage),
-			Reason: h.Get(bus.HdrReason), Err: h.Get(bus.HdrError), Attempt: h.Get(bus.HdrAttempts),
-			Origin: h.Get(bus.HdrOrigin), Time: md.Timestamp}); err != nil {
+		if err := fn(entryOf(msg, md)); err != nil {
 			return done, err
 		}
 		done++
@@ -167,4 +164,61 @@ func (c Counts) AfterKeys() uint64 {
 		}
 	}
 	return t
+}
+
+// Since calls fn for every dead letter from sequence from up to the DLQ's last when the call
+// began, oldest first, and returns the sequence to start from next time. It pulls in batches (a
+// reader that follows a DLQ of millions, such as the manifest drain, reads it once, then the new
+// entries).
+func Since(ctx context.Context, js jetstream.JetStream, n bus.Names, from uint64, fn func(Entry) error) (uint64, error) {
+	from = max(from, 1)
+	s, err := js.Stream(ctx, n.DLQ)
+	if err != nil {
+		return from, fmt.Errorf("dlq: stream %s: %w", n.DLQ, err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		return from, fmt.Errorf("dlq: stream info %s: %w", n.DLQ, err)
+	}
+	last := info.State.LastSeq
+	if info.State.Msgs == 0 || last < from {
+		return max(from, last+1), nil
+	}
+	c, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverByStartSequencePolicy,
+		OptStartSeq: from, InactiveThreshold: time.Minute})
+	if err != nil {
+		return from, fmt.Errorf("dlq: read %s: %w", n.DLQ, err)
+	}
+	if ci := c.CachedInfo(); ci == nil || ci.NumPending == 0 {
+		return last + 1, nil // purged or deleted since the info
+	}
+	it, err := c.Messages(jetstream.PullMaxMessages(1000))
+	if err != nil {
+		return from, fmt.Errorf("dlq: read %s: %w", n.DLQ, err)
+	}
+	defer it.Stop()
+	for {
+		msg, err := it.Next(jetstream.NextMaxWait(10 * time.Second))
+		if err != nil {
+			return from, fmt.Errorf("dlq: read %s from sequence %d: %w", n.DLQ, from, err)
+		}
+		md, err := msg.Metadata()
+		if err != nil {
+			return from, fmt.Errorf("dlq: read %s from sequence %d: %w", n.DLQ, from, err)
+		}
+		if err := fn(entryOf(msg, md)); err != nil {
+			return from, err
+		}
+		from = md.Sequence.Stream + 1
+		if md.Sequence.Stream >= last || md.NumPending == 0 {
+			return from, nil
+		}
+	}
+}
+
+func entryOf(msg jetstream.Msg, md *jetstream.MsgMetadata) Entry {
+	h := msg.Headers()
+	return Entry{Seq: md.Sequence.Stream, Key: string(msg.Data()), Stage: h.Get(bus.HdrStage),
+		Reason: h.Get(bus.HdrReason), Err: h.Get(bus.HdrError), Attempt: h.Get(bus.HdrAttempts),
+		Origin: h.Get(bus.HdrOrigin), Time: md.Timestamp}
 }

@@ -7,8 +7,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"log/slog"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -16,6 +18,7 @@ import (
 
 	"github.com/ferry-migrate/ferry/shared/blobstore"
 	"github.com/ferry-migrate/ferry/shared/bus"
+	"github.com/ferry-migrate/ferry/shared/deadletter"
 )
 
 // StateKey is the KV key (job's KV) of the drain's State.
@@ -39,6 +42,11 @@ type State struct {
 	// Last; older minutes are summed into Hours, so the state stays small for months.
 	Minutes map[int64]uint64 `json:"minutes"`
 	Hours   map[int64]uint64 `json:"hours"`
+	// ResolvedFrom is the first DONE sequence from which every segment has its resolutions
+	// written beside it (ResolvedKey): 1 for a job drained by this ferry from the start, 0 until
+	// the first round. A drain of an older ferry drops the field when it records the state, so a
+	// segment without resolutions is always below it.
+	ResolvedFrom uint64 `json:"resolved_from,omitempty"`
 }
 
 // KeepMinutes is how much of the per-minute history the state keeps.
@@ -103,6 +111,11 @@ type Drain struct {
 
 	entries, segments, failures prometheus.Counter // nil: not counted
 	createOnce                  bool               // the store refused to replace ProbeKey
+
+	// failed are the keys with a failure dead letter (any reason but deleted), as FNV-64a hashes
+	// (a collision only writes one resolution too many), read from the DLQ up to dlqNext.
+	failed  map[uint64]struct{}
+	dlqNext uint64
 }
 
 // ProbeKey is the object a drain writes twice, create-only, before its first segment (not
@@ -150,6 +163,29 @@ func SegmentKey(prefix, job string, seq uint64) string {
 	return fmt.Sprintf("%s%020d.csv.gz", Dir(prefix, job), seq)
 }
 
+// ResolvedKey is the object beside the segment SegmentKey(prefix, job, seq) that holds, in the
+// segment's format, its entries whose key had a failure dead letter when the drain wrote it. A
+// report resolves failures from these (one object per segment that has any) instead of reading
+// every segment written since the first failure: a key never found on day one would otherwise
+// cost every report the whole manifest.
+func ResolvedKey(prefix, job string, seq uint64) string {
+	return fmt.Sprintf("%s%020d.csv.gz", ResolvedDir(prefix, job), seq)
+}
+
+// ResolvedDir is the folder of the job's resolutions.
+func ResolvedDir(prefix, job string) string { return prefix + job + "/resolved/" }
+
+// SegmentSeq is the DONE sequence a segment's or a resolution's object name starts at.
+func SegmentSeq(key string) (uint64, bool) {
+	i := strings.LastIndexByte(key, '/')
+	name, ok := strings.CutSuffix(key[i+1:], ".csv.gz")
+	if !ok {
+		return 0, false
+	}
+	seq, err := strconv.ParseUint(name, 10, 64)
+	return seq, err == nil
+}
+
 // Result is what one Round did.
 type Result struct {
 	Entries int
@@ -187,6 +223,9 @@ func LoadState(ctx context.Context, kv jetstream.KeyValue) (State, uint64, error
 // crash have come between).
 func (d *Drain) Round(ctx context.Context) (Result, error) {
 	var res Result
+	// Before the DLQ is read: a dead letter stored before an entry this round drains is then in
+	// the DLQ's read (with the servers' clocks within MinAge of each other).
+	cutoff := d.Now().Add(-d.MinAge)
 	kv, err := d.JS.KeyValue(ctx, d.Names.KV)
 	if err != nil {
 		return res, fmt.Errorf("manifest: kv %s: %w", d.Names.KV, err)
@@ -197,6 +236,9 @@ func (d *Drain) Round(ctx context.Context) (Result, error) {
 	}
 	if st.NextSeq == 0 {
 		st.NextSeq = 1
+	}
+	if st.ResolvedFrom == 0 {
+		st.ResolvedFrom = st.NextSeq
 	}
 	s, err := d.JS.Stream(ctx, d.Names.Done)
 	if err != nil {
@@ -222,7 +264,10 @@ func (d *Drain) Round(ctx context.Context) (Result, error) {
 	if info.State.LastSeq < st.NextSeq {
 		return res, nil
 	}
-	entries, err := d.read(ctx, s, st.NextSeq)
+	if err := d.readFailures(ctx); err != nil {
+		return res, err
+	}
+	entries, err := d.read(ctx, s, st.NextSeq, cutoff)
 	if err != nil {
 		return res, err
 	}
@@ -280,6 +325,10 @@ func (d *Drain) Round(ctx context.Context) (Result, error) {
 	if len(entries) == 0 || entries[0].Seq < st.NextSeq {
 		return res, fmt.Errorf("manifest: segment %s does not start at DONE sequence %d or later", key, st.NextSeq)
 	}
+	// Before the state moves past them: once DONE is purged, this is where a report finds them.
+	if err := d.writeResolved(ctx, bucket, st.NextSeq, entries); err != nil {
+		return res, err
+	}
 	res.Entries, res.First, res.Last = len(entries), entries[0].Seq, entries[len(entries)-1].Seq
 	// Gaps before the first entry and between entries (a message deleted by hand) alike.
 	res.Lost = res.Last - st.NextSeq + 1 - uint64(len(entries))
@@ -335,8 +384,58 @@ func (d *Drain) purge(ctx context.Context, s jetstream.Stream, seq uint64) error
 	return nil
 }
 
-// read returns up to Batch entries of DONE from sequence from on, stored before now − MinAge.
-func (d *Drain) read(ctx context.Context, s jetstream.Stream, from uint64) ([]Entry, error) {
+// readFailures reads the dead letters stored since the last call into d.failed.
+func (d *Drain) readFailures(ctx context.Context) error {
+	if d.failed == nil {
+		d.failed = map[uint64]struct{}{}
+	}
+	next, err := deadletter.Since(ctx, d.JS, d.Names, d.dlqNext, func(e deadletter.Entry) error {
+		if e.Reason != bus.ReasonDeleted {
+			d.failed[keyHash(e.Key)] = struct{}{}
+		}
+		return nil
+	})
+	d.dlqNext = next
+	if err != nil {
+		return fmt.Errorf("manifest: %w", err)
+	}
+	return nil
+}
+
+func keyHash(key string) uint64 {
+	h := fnv.New64a()
+	h.Write([]byte(key))
+	return h.Sum64()
+}
+
+// writeResolved writes ResolvedKey(seq) with the entries whose key has a failure dead letter, if
+// any. It replaces what a drain before a crash wrote there: every version holds entries of the
+// same segment, and a report takes any entry stored after a dead letter as its resolution.
+func (d *Drain) writeResolved(ctx context.Context, bucket string, seq uint64, entries []Entry) error {
+	var res []Entry
+	for _, e := range entries {
+		if _, ok := d.failed[keyHash(e.Record.Key)]; ok {
+			res = append(res, e)
+		}
+	}
+	if len(res) == 0 {
+		return nil
+	}
+	key := ResolvedKey(d.Prefix, d.Names.Job, seq)
+	body, err := encode(bucket, res)
+	if err != nil {
+		return fmt.Errorf("manifest: encode %s: %w", key, err)
+	}
+	sum := md5.Sum(body)
+	if _, err := d.Store.Put(ctx, blobstore.PutInput{Key: key, Body: body, MD5: sum[:], ContentType: "application/gzip",
+		Metadata: map[string]string{"ferry-job": d.Names.Job, "ferry-entries": strconv.Itoa(len(res))}}); err != nil {
+		return fmt.Errorf("manifest: write %s: %w", key, err)
+	}
+	return nil
+}
+
+// read returns up to Batch entries of DONE from sequence from on, stored before cutoff.
+func (d *Drain) read(ctx context.Context, s jetstream.Stream, from uint64, cutoff time.Time) ([]Entry, error) {
 	c, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverByStartSequencePolicy,
 		OptStartSeq: from, HeadersOnly: true, InactiveThreshold: time.Minute})
 	if err != nil {
@@ -350,7 +449,6 @@ func (d *Drain) read(ctx context.Context, s jetstream.Stream, from uint64) ([]En
 		return nil, fmt.Errorf("manifest: read %s: %w", d.Names.Done, err)
 	}
 	defer it.Stop()
-	cutoff := d.Now().Add(-d.MinAge)
 	var out []Entry
 	var bad int // entries with a header that does not decode: one line a round, not one an entry
 	var firstBad error

@@ -266,7 +266,7 @@ func TestAdversaryIgnoredIfNoneMatch(t *testing.T) {
 	// Drain B read DONE up to entry 25 at its cutoff, then stalls before its write.
 	b := newDrain(js, n, st, 25)
 	s, _ := js.Stream(ctx, n.Done)
-	late, err := b.read(ctx, s, 1)
+	late, err := b.read(ctx, s, 1, b.Now().Add(-b.MinAge))
 	if err != nil {
 		t.Fatal(err)
 	}

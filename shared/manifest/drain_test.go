@@ -130,7 +130,7 @@ func TestDrain(t *testing.T) {
 			publishDone(t, js, n, 0, 250)
 			if tc.leftover > 0 {
 				s, _ := js.Stream(ctx, n.Done)
-				entries, err := newDrain(js, n, st, tc.leftover).read(ctx, s, 1)
+				entries, err := newDrain(js, n, st, tc.leftover).read(ctx, s, 1, time.Now())
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -167,7 +167,7 @@ func TestDrainPurgesAfterCrash(t *testing.T) {
 	// What Round does up to its purge.
 	kv, _ := js.KeyValue(ctx, n.KV)
 	s, _ := js.Stream(ctx, n.Done)
-	entries, err := d.read(ctx, s, 1)
+	entries, err := d.read(ctx, s, 1, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}

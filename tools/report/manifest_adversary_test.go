@@ -94,3 +94,114 @@ func TestAdversaryReportRacesDrain(t *testing.T) {
 		t.Errorf("%d of 15 reports did not add up", bad)
 	}
 }
+
+// TestAdversaryEarlyFailureReadsNoSegments: a key that is never found, dead-lettered on the first
+// day of a 40-day migration, stays unresolved for good. The report must not read every segment
+// written since (at 150 billion keys, the whole manifest) to learn that: the drain records which
+// drained entries concern keys with a dead letter, and the report reads those records. A key
+// replayed and verified later, its DONE entry long drained, is still resolved.
+func TestAdversaryEarlyFailureReadsNoSegments(t *testing.T) {
+	ctx := context.Background()
+	js, n := bustest.Job(t)
+	store := manifesttest.New()
+	d := &manifest.Drain{JS: js, Names: n, Store: store, Prefix: "m/", Batch: 50,
+		Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Now: time.Now}
+	drain := func() {
+		t.Helper()
+		if _, _, err := d.DrainAll(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, k := range []string{"never-found", "replayed"} {
+		if err := bus.PublishDeadLetter(ctx, js, n, bus.DeadLetter{Key: k, Stage: bus.StageFetcher, Reason: bus.ReasonNotFound, Err: "no row", Attempts: 1}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(5 * time.Millisecond)
+	publishRecords(t, js, n, "a", 500)
+	drain()
+	rec := bus.Record{ID: bus.KeyID(n.Job, "replayed"), Key: "replayed", S3Key: "replayed", Size: 1, MD5: make([]byte, 16)}
+	m := nats.NewMsg(n.DoneSubject)
+	rec.Encode(m.Header)
+	m.Header.Set("Nats-Msg-Id", bus.MsgID("done", rec.ID))
+	if _, err := js.PublishMsg(ctx, m); err != nil {
+		t.Fatal(err)
+	}
+	publishRecords(t, js, n, "b", 200)
+	drain()
+
+	r, err := WriteWith(ctx, js, n, t.TempDir(), time.Now(), Options{Manifests: store, Prefix: "m/"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Unresolved != 1 || len(r.UnresolvedExamples) != 1 || r.UnresolvedExamples[0] != "never-found" {
+		t.Errorf("unresolved %d %v; want only never-found", r.Unresolved, r.UnresolvedExamples)
+	}
+	if r.Manifest.Segments < 10 || r.Manifest.Read != 0 {
+		t.Errorf("%d segments, %d read to resolve the failures; want none read", r.Manifest.Segments, r.Manifest.Read)
+	}
+}
+
+// TestAdversaryOlderDrainSegments: segments an older ferry drained have no resolutions beside
+// them (and its drain drops ResolvedFrom from the state). The report still reads those segments
+// for what is unresolved, and only those: a segment at or above ResolvedFrom has its
+// resolutions.
+func TestAdversaryOlderDrainSegments(t *testing.T) {
+	ctx := context.Background()
+	js, n := bustest.Job(t)
+	store := manifesttest.New()
+	d := &manifest.Drain{JS: js, Names: n, Store: store, Prefix: "m/", Batch: 50,
+		Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Now: time.Now}
+	if err := bus.PublishDeadLetter(ctx, js, n, bus.DeadLetter{Key: "replayed0000", Stage: bus.StageUploader, Reason: bus.ReasonUploadError, Err: "503", Attempts: 5}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(5 * time.Millisecond)
+	publishRecords(t, js, n, "a", 120)
+	publishRecords(t, js, n, "replayed", 1) // DONE sequence 121, in the segment from 101
+	publishRecords(t, js, n, "b", 200)
+	if _, _, err := d.DrainAll(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if store.Object(manifest.ResolvedKey("m/", n.Job, 101)) == nil {
+		t.Fatalf("no resolutions beside the segment from 101")
+	}
+	kv, err := js.KeyValue(ctx, n.KV)
+	if err != nil {
+		t.Fatal(err)
+	}
+	older := func(resolvedFrom uint64) {
+		t.Helper()
+		e, err := kv.Get(ctx, manifest.StateKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var st manifest.State
+		if err := json.Unmarshal(e.Value(), &st); err != nil {
+			t.Fatal(err)
+		}
+		st.ResolvedFrom = resolvedFrom
+		b, _ := json.Marshal(st)
+		if _, err := kv.Put(ctx, manifest.StateKey, b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	store.Delete(manifest.ResolvedDir("m/", n.Job))
+	for _, c := range []struct {
+		resolvedFrom uint64
+		unresolved   uint64
+		read         int
+	}{
+		{0, 0, 3},   // all drained by an older ferry: segments from 1, 51, 101 read until resolved
+		{101, 1, 2}, // resolutions from 101 on (deleted here): segments 1 and 51 only
+		{151, 0, 3}, // from 151 on: 1, 51 and 101
+	} {
+		older(c.resolvedFrom)
+		r, err := WriteWith(ctx, js, n, t.TempDir(), time.Now(), Options{Manifests: store, Prefix: "m/"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.Unresolved != c.unresolved || r.Manifest.Read != c.read {
+			t.Errorf("resolved from %d: unresolved %d, %d segments read; want %d, %d", c.resolvedFrom, r.Unresolved, r.Manifest.Read, c.unresolved, c.read)
+		}
+	}
+}

@@ -98,12 +98,15 @@ type Report struct {
 
 // ManifestSummary is what `ferry manifest` has drained from DONE.
 type ManifestSummary struct {
-	Entries  uint64 `json:"entries"`  // in segments
-	Segments uint64 `json:"segments"` // recorded
-	Lost     uint64 `json:"lost"`     // gone from DONE before the drain read them
-	InDone   uint64 `json:"in_done"`  // entries DONE still holds
-	Read     int    `json:"segments_read"`
-	Unread   string `json:"segments_unread,omitempty"` // why segments that were needed were not read
+	Entries  uint64 `json:"entries"`       // in segments
+	Segments uint64 `json:"segments"`      // recorded
+	Lost     uint64 `json:"lost"`          // gone from DONE before the drain read them
+	InDone   uint64 `json:"in_done"`       // entries DONE still holds
+	Read     int    `json:"segments_read"` // to resolve failures: segments of an older ferry's drain
+	// ResolutionsRead are the resolution objects read (manifest.ResolvedKey): one per segment
+	// that drained an entry of a key with a failure dead letter.
+	ResolutionsRead int    `json:"resolutions_read"`
+	Unread          string `json:"segments_unread,omitempty"` // why segments that were needed were not read
 }
 
 // Bucket is the number of keys verified in one minute (its start, UTC).
@@ -287,7 +290,7 @@ func (r *Report) readDone(ctx context.Context, js jetstream.JetStream, n bus.Nam
 		}
 	}
 	if len(r.failures) > 0 && ms.NextSeq > 1 {
-		if err := r.resolveFromManifests(ctx, n, o); err != nil {
+		if err := r.resolveFromManifests(ctx, n, o, ms.ResolvedFrom); err != nil {
 			return err
 		}
 	}
@@ -377,10 +380,13 @@ func (r *Report) resolve(key string, ts time.Time) {
 // before the first unresolved failure may still hold an entry stored after it.
 const SegmentSkew = 10 * time.Minute
 
-// resolveFromManifests reads the segments written since the first unresolved failure: an entry
-// stored after a dead letter is in a segment written later. Without o.Manifests (no job file)
-// the failures stay unresolved: the proof is withheld rather than given on what was not read.
-func (r *Report) resolveFromManifests(ctx context.Context, n bus.Names, o Options) error {
+// resolveFromManifests resolves failures with the DONE entries the drain moved into segments:
+// from the resolutions it wrote beside each segment from DONE sequence resolvedFrom on (the
+// entries of keys with a failure dead letter, a few objects however long the migration), then,
+// for what is still unresolved, from the segments below resolvedFrom (drained by an older ferry)
+// written since the first unresolved failure. Without o.Manifests (no job file) the failures stay
+// unresolved: the proof is withheld rather than given on what was not read.
+func (r *Report) resolveFromManifests(ctx context.Context, n bus.Names, o Options, resolvedFrom uint64) error {
 	if o.Manifests == nil {
 		r.Manifest.Unread = "the job file is needed to read the manifest segments (--config): failures whose DONE entry was drained count as unresolved"
 		if o.ManifestsErr != nil {
@@ -388,23 +394,14 @@ func (r *Report) resolveFromManifests(ctx context.Context, n bus.Names, o Option
 		}
 		return nil
 	}
-	var since time.Time
-	for _, t := range r.failures {
-		if since.IsZero() || t.Before(since) {
-			since = t
-		}
-	}
-	since = since.Add(-SegmentSkew)
 	var keys []string
-	if err := o.Manifests.ListObjects(ctx, manifest.Dir(o.Prefix, n.Job), "", "", func(ob blobstore.Object) error {
-		if !ob.LastModified.Before(since) {
-			keys = append(keys, ob.Key)
-		}
+	if err := o.Manifests.ListObjects(ctx, manifest.ResolvedDir(o.Prefix, n.Job), "", "", func(ob blobstore.Object) error {
+		keys = append(keys, ob.Key)
 		return nil
 	}); err != nil {
-		return fmt.Errorf("report: list manifest segments: %w", err)
+		return fmt.Errorf("report: list manifest resolutions: %w", err)
 	}
-	for _, k := range keys {
+	read := func(k string) error {
 		b, err := o.Manifests.Get(ctx, k)
 		if err != nil {
 			return fmt.Errorf("report: read manifest segment %s: %w", k, err)
@@ -414,6 +411,38 @@ func (r *Report) resolveFromManifests(ctx context.Context, n bus.Names, o Option
 			return nil
 		}); err != nil {
 			return fmt.Errorf("report: manifest segment %s: %w", k, err)
+		}
+		return nil
+	}
+	for _, k := range keys {
+		if err := read(k); err != nil {
+			return err
+		}
+		r.Manifest.ResolutionsRead++
+	}
+	if len(r.failures) == 0 || resolvedFrom == 1 {
+		return nil
+	}
+	var since time.Time
+	for _, t := range r.failures {
+		if since.IsZero() || t.Before(since) {
+			since = t
+		}
+	}
+	since = since.Add(-SegmentSkew)
+	keys = keys[:0]
+	if err := o.Manifests.ListObjects(ctx, manifest.Dir(o.Prefix, n.Job), "", "", func(ob blobstore.Object) error {
+		seq, ok := manifest.SegmentSeq(ob.Key)
+		if !ob.LastModified.Before(since) && (resolvedFrom == 0 || !ok || seq < resolvedFrom) {
+			keys = append(keys, ob.Key)
+		}
+		return nil
+	}); err != nil {
+		return fmt.Errorf("report: list manifest segments: %w", err)
+	}
+	for _, k := range keys {
+		if err := read(k); err != nil {
+			return err
 		}
 		r.Manifest.Read++
 		if len(r.failures) == 0 {

@@ -80,3 +80,14 @@ func (m *Store) Object(key string) []byte {
 	defer m.mu.Unlock()
 	return m.objs[key]
 }
+
+// Delete removes the objects under prefix, as someone cleaning up the bucket would.
+func (m *Store) Delete(prefix string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for k := range m.objs {
+		if strings.HasPrefix(k, prefix) {
+			delete(m.objs, k)
+		}
+	}
+}
