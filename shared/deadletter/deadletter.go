@@ -166,52 +166,69 @@ func (c Counts) AfterKeys() uint64 {
 	return t
 }
 
-// Since calls fn for every dead letter from sequence from up to the DLQ's last when the call
-// began, oldest first, and returns the sequence to start from next time. It pulls in batches (a
-// reader that follows a DLQ of millions, such as the manifest drain, reads it once, then the new
-// entries).
-func Since(ctx context.Context, js jetstream.JetStream, n bus.Names, from uint64, fn func(Entry) error) (uint64, error) {
-	from = max(from, 1)
+// Cursor is where a reader that follows the DLQ is: the next sequence of the stream created at
+// Created.
+type Cursor struct {
+	Next    uint64
+	Created time.Time
+}
+
+// Since calls fn for every dead letter from the cursor up to the DLQ's last when the call began,
+// oldest first, and moves the cursor past each. It pulls in batches (a reader that follows a DLQ
+// of millions, such as the manifest drain, reads it once, then what is new). A DLQ deleted and
+// made again restarts its sequences, so it is read from its start; a DLQ that does not exist has
+// nothing to read.
+func Since(ctx context.Context, js jetstream.JetStream, n bus.Names, cur *Cursor, fn func(Entry) error) error {
 	s, err := js.Stream(ctx, n.DLQ)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		*cur = Cursor{}
+		return nil
+	}
 	if err != nil {
-		return from, fmt.Errorf("dlq: stream %s: %w", n.DLQ, err)
+		return fmt.Errorf("dlq: stream %s: %w", n.DLQ, err)
 	}
 	info, err := s.Info(ctx)
 	if err != nil {
-		return from, fmt.Errorf("dlq: stream info %s: %w", n.DLQ, err)
+		return fmt.Errorf("dlq: stream info %s: %w", n.DLQ, err)
 	}
+	if !info.Created.Equal(cur.Created) {
+		*cur = Cursor{Next: 1, Created: info.Created}
+	}
+	cur.Next = max(cur.Next, 1)
 	last := info.State.LastSeq
-	if info.State.Msgs == 0 || last < from {
-		return max(from, last+1), nil
+	if info.State.Msgs == 0 || last < cur.Next {
+		cur.Next = max(cur.Next, last+1)
+		return nil
 	}
 	c, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverByStartSequencePolicy,
-		OptStartSeq: from, InactiveThreshold: time.Minute})
+		OptStartSeq: cur.Next, InactiveThreshold: time.Minute})
 	if err != nil {
-		return from, fmt.Errorf("dlq: read %s: %w", n.DLQ, err)
+		return fmt.Errorf("dlq: read %s: %w", n.DLQ, err)
 	}
 	if ci := c.CachedInfo(); ci == nil || ci.NumPending == 0 {
-		return last + 1, nil // purged or deleted since the info
+		cur.Next = last + 1 // deleted since the info
+		return nil
 	}
 	it, err := c.Messages(jetstream.PullMaxMessages(1000))
 	if err != nil {
-		return from, fmt.Errorf("dlq: read %s: %w", n.DLQ, err)
+		return fmt.Errorf("dlq: read %s: %w", n.DLQ, err)
 	}
 	defer it.Stop()
 	for {
 		msg, err := it.Next(jetstream.NextMaxWait(10 * time.Second))
 		if err != nil {
-			return from, fmt.Errorf("dlq: read %s from sequence %d: %w", n.DLQ, from, err)
+			return fmt.Errorf("dlq: read %s from sequence %d: %w", n.DLQ, cur.Next, err)
 		}
 		md, err := msg.Metadata()
 		if err != nil {
-			return from, fmt.Errorf("dlq: read %s from sequence %d: %w", n.DLQ, from, err)
+			return fmt.Errorf("dlq: read %s from sequence %d: %w", n.DLQ, cur.Next, err)
 		}
 		if err := fn(entryOf(msg, md)); err != nil {
-			return from, err
+			return err
 		}
-		from = md.Sequence.Stream + 1
+		cur.Next = md.Sequence.Stream + 1
 		if md.Sequence.Stream >= last || md.NumPending == 0 {
-			return from, nil
+			return nil
 		}
 	}
 }

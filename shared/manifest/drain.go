@@ -2,6 +2,7 @@ package manifest
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/md5"
 	"encoding/json"
@@ -9,6 +10,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"log/slog"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -113,9 +115,9 @@ type Drain struct {
 	createOnce                  bool               // the store refused to replace ProbeKey
 
 	// failed are the keys with a failure dead letter (any reason but deleted), as FNV-64a hashes
-	// (a collision only writes one resolution too many), read from the DLQ up to dlqNext.
-	failed  map[uint64]struct{}
-	dlqNext uint64
+	// (a collision only writes one resolution too many), read from the DLQ up to dlq.
+	failed map[uint64]struct{}
+	dlq    deadletter.Cursor
 }
 
 // ProbeKey is the object a drain writes twice, create-only, before its first segment (not
@@ -223,9 +225,6 @@ func LoadState(ctx context.Context, kv jetstream.KeyValue) (State, uint64, error
 // crash have come between).
 func (d *Drain) Round(ctx context.Context) (Result, error) {
 	var res Result
-	// Before the DLQ is read: a dead letter stored before an entry this round drains is then in
-	// the DLQ's read (with the servers' clocks within MinAge of each other).
-	cutoff := d.Now().Add(-d.MinAge)
 	kv, err := d.JS.KeyValue(ctx, d.Names.KV)
 	if err != nil {
 		return res, fmt.Errorf("manifest: kv %s: %w", d.Names.KV, err)
@@ -264,10 +263,7 @@ func (d *Drain) Round(ctx context.Context) (Result, error) {
 	if info.State.LastSeq < st.NextSeq {
 		return res, nil
 	}
-	if err := d.readFailures(ctx); err != nil {
-		return res, err
-	}
-	entries, err := d.read(ctx, s, st.NextSeq, cutoff)
+	entries, err := d.read(ctx, s, st.NextSeq, d.Now().Add(-d.MinAge))
 	if err != nil {
 		return res, err
 	}
@@ -326,6 +322,11 @@ func (d *Drain) Round(ctx context.Context) (Result, error) {
 		return res, fmt.Errorf("manifest: segment %s does not start at DONE sequence %d or later", key, st.NextSeq)
 	}
 	// Before the state moves past them: once DONE is purged, this is where a report finds them.
+	// The DLQ is read after these entries were stored, so it holds every dead letter stored
+	// before them, whatever the clocks.
+	if err := d.readFailures(ctx); err != nil {
+		return res, err
+	}
 	if err := d.writeResolved(ctx, bucket, st.NextSeq, entries); err != nil {
 		return res, err
 	}
@@ -389,14 +390,12 @@ func (d *Drain) readFailures(ctx context.Context) error {
 	if d.failed == nil {
 		d.failed = map[uint64]struct{}{}
 	}
-	next, err := deadletter.Since(ctx, d.JS, d.Names, d.dlqNext, func(e deadletter.Entry) error {
+	if err := deadletter.Since(ctx, d.JS, d.Names, &d.dlq, func(e deadletter.Entry) error {
 		if e.Reason != bus.ReasonDeleted {
 			d.failed[keyHash(e.Key)] = struct{}{}
 		}
 		return nil
-	})
-	d.dlqNext = next
-	if err != nil {
+	}); err != nil {
 		return fmt.Errorf("manifest: %w", err)
 	}
 	return nil
@@ -409,19 +408,38 @@ func keyHash(key string) uint64 {
 }
 
 // writeResolved writes ResolvedKey(seq) with the entries whose key has a failure dead letter, if
-// any. It replaces what a drain before a crash wrote there: every version holds entries of the
-// same segment, and a report takes any entry stored after a dead letter as its resolution.
+// any, and those it holds already: a drain that adopts another's segment may know fewer dead
+// letters than the one that wrote it. Every entry is one of the same segment's, and a report
+// takes only an entry stored after a key's dead letter as its resolution, so one too many costs
+// nothing and one too few withholds the proof.
 func (d *Drain) writeResolved(ctx context.Context, bucket string, seq uint64, entries []Entry) error {
+	key := ResolvedKey(d.Prefix, d.Names.Job, seq)
+	had := map[uint64]bool{}
 	var res []Entry
-	for _, e := range entries {
-		if _, ok := d.failed[keyHash(e.Record.Key)]; ok {
+	b, err := d.Store.Get(ctx, key)
+	switch {
+	case err == nil:
+		if err := Decode(bytes.NewReader(b), func(e Entry) error {
+			had[e.Seq] = true
 			res = append(res, e)
+			return nil
+		}); err != nil {
+			return fmt.Errorf("manifest: %s: %w", key, err)
+		}
+	case !errors.Is(err, blobstore.ErrNotFound):
+		return fmt.Errorf("manifest: read %s: %w", key, err)
+	}
+	added := 0
+	for _, e := range entries {
+		if _, ok := d.failed[keyHash(e.Record.Key)]; ok && !had[e.Seq] {
+			res = append(res, e)
+			added++
 		}
 	}
-	if len(res) == 0 {
+	if added == 0 {
 		return nil
 	}
-	key := ResolvedKey(d.Prefix, d.Names.Job, seq)
+	slices.SortFunc(res, func(a, b Entry) int { return cmp.Compare(a.Seq, b.Seq) })
 	body, err := encode(bucket, res)
 	if err != nil {
 		return fmt.Errorf("manifest: encode %s: %w", key, err)

@@ -415,6 +415,9 @@ func (r *Report) resolveFromManifests(ctx context.Context, n bus.Names, o Option
 		return nil
 	}
 	for _, k := range keys {
+		if len(r.failures) == 0 {
+			return nil
+		}
 		if err := read(k); err != nil {
 			return err
 		}

@@ -102,7 +102,7 @@ type Verified struct {
 	Stream string `json:"stream"`
 	// Messages are the entries DONE ever stored (its last sequence): those in it and those drained.
 	Messages uint64 `json:"messages"`
-	InStream uint64 `json:"in_stream"` // entries DONE holds now
+	InStream uint64 `json:"in_stream"` // entries DONE holds that are not drained yet
 	Bytes    uint64 `json:"bytes"`     // of those
 	// Drained are the entries in manifest segments; Lost those gone from DONE before the drain
 	// read them (0 unless DONE was purged by hand).
@@ -191,21 +191,28 @@ func Collect(ctx context.Context, js jetstream.JetStream, n bus.Names, now time.
 	if err != nil {
 		return nil, err
 	}
+	// The drain's state before DONE's info: DONE's last sequence then covers every entry the
+	// state recorded, and a drain moving on between the two reads counts nothing twice.
+	var ms manifest.State
+	if kv, err := js.KeyValue(ctx, n.KV); err == nil {
+		if ms, _, err = manifest.LoadState(ctx, kv); err != nil {
+			return nil, err
+		}
+	}
 	di, err := done.Info(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("stream info %s: %w", n.Done, err)
 	}
-	st.Verified = Verified{Stream: n.Done, Messages: di.State.LastSeq, InStream: di.State.Msgs, Bytes: di.State.Bytes}
+	st.Verified = Verified{Stream: n.Done, Messages: di.State.LastSeq, InStream: di.State.Msgs, Bytes: di.State.Bytes,
+		Drained: ms.Entries, Segments: ms.Segments, Lost: ms.Lost}
+	if ms.NextSeq > 0 {
+		// Not drained yet, rather than what DONE holds: a drain that died between recording its
+		// state and purging DONE left entries that are in a segment too.
+		st.Verified.InStream = di.State.LastSeq + 1 - min(ms.NextSeq, di.State.LastSeq+1)
+	}
 	first := di.State.FirstTime
-	if kv, err := js.KeyValue(ctx, n.KV); err == nil {
-		ms, _, err := manifest.LoadState(ctx, kv)
-		if err != nil {
-			return nil, err
-		}
-		st.Verified.Drained, st.Verified.Segments, st.Verified.Lost = ms.Entries, ms.Segments, ms.Lost
-		if ms.Entries+ms.Lost > 0 {
-			first = ms.First // DONE's first entry is the oldest not drained, not the job's first
-		}
+	if ms.Entries+ms.Lost > 0 {
+		first = ms.First // DONE's first entry is the oldest not drained, not the job's first
 	}
 	if st.Verified.LastMinute, err = CountSince(ctx, done, since); err != nil {
 		return nil, err
