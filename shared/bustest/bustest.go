@@ -5,6 +5,7 @@ import (
 	"context"
 	"testing"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/ferry-migrate/ferry/shared/bus"
@@ -52,4 +53,18 @@ func Msgs(t testing.TB, js jetstream.JetStream, stream string) uint64 {
 		t.Fatal(err)
 	}
 	return info.State.Msgs
+}
+
+// Verified stores a DONE entry for each key, as the verifier would (a record of one byte).
+func Verified(t testing.TB, js jetstream.JetStream, n bus.Names, keys ...string) {
+	t.Helper()
+	for _, key := range keys {
+		rec := bus.Record{ID: bus.KeyID(n.Job, key), Key: key, S3Key: key, Size: 1, MD5: make([]byte, 16)}
+		m := nats.NewMsg(n.DoneSubject)
+		rec.Encode(m.Header)
+		m.Header.Set("Nats-Msg-Id", bus.MsgID("done", rec.ID))
+		if _, err := js.PublishMsg(context.Background(), m); err != nil {
+			t.Fatal(err)
+		}
+	}
 }

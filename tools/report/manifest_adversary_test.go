@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/ferry-migrate/ferry/shared/bus"
@@ -22,14 +21,7 @@ import (
 func publishRecords(t *testing.T, js jetstream.JetStream, n bus.Names, prefix string, count int) {
 	t.Helper()
 	for i := 0; i < count; i++ {
-		key := fmt.Sprintf("%s%04d", prefix, i)
-		rec := bus.Record{ID: bus.KeyID(n.Job, key), Key: key, S3Key: key, Size: 1, MD5: make([]byte, 16)}
-		m := nats.NewMsg(n.DoneSubject)
-		rec.Encode(m.Header)
-		m.Header.Set("Nats-Msg-Id", bus.MsgID("done", rec.ID))
-		if _, err := js.PublishMsg(context.Background(), m); err != nil {
-			t.Fatal(err)
-		}
+		bustest.Verified(t, js, n, fmt.Sprintf("%s%04d", prefix, i))
 	}
 }
 
@@ -104,29 +96,19 @@ func TestAdversaryEarlyFailureReadsNoSegments(t *testing.T) {
 	ctx := context.Background()
 	js, n := bustest.Job(t)
 	store := manifesttest.New()
-	d := &manifest.Drain{JS: js, Names: n, Store: store, Prefix: "m/", Batch: 50,
-		Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Now: time.Now}
+	d := &manifest.Drain{JS: js, Names: n, Store: store, Prefix: "m/", Batch: 50, Log: quietLog(), Now: time.Now}
 	drain := func() {
 		t.Helper()
 		if _, _, err := d.DrainAll(ctx); err != nil {
 			t.Fatal(err)
 		}
 	}
-	for _, k := range []string{"never-found", "replayed"} {
-		if err := bus.PublishDeadLetter(ctx, js, n, bus.DeadLetter{Key: k, Stage: bus.StageFetcher, Reason: bus.ReasonNotFound, Err: "no row", Attempts: 1}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	deadLetter(t, js, n, "never-found")
+	deadLetter(t, js, n, "replayed")
 	time.Sleep(5 * time.Millisecond)
 	publishRecords(t, js, n, "a", 500)
 	drain()
-	rec := bus.Record{ID: bus.KeyID(n.Job, "replayed"), Key: "replayed", S3Key: "replayed", Size: 1, MD5: make([]byte, 16)}
-	m := nats.NewMsg(n.DoneSubject)
-	rec.Encode(m.Header)
-	m.Header.Set("Nats-Msg-Id", bus.MsgID("done", rec.ID))
-	if _, err := js.PublishMsg(ctx, m); err != nil {
-		t.Fatal(err)
-	}
+	bustest.Verified(t, js, n, "replayed")
 	publishRecords(t, js, n, "b", 200)
 	drain()
 
@@ -150,11 +132,8 @@ func TestAdversaryOlderDrainSegments(t *testing.T) {
 	ctx := context.Background()
 	js, n := bustest.Job(t)
 	store := manifesttest.New()
-	d := &manifest.Drain{JS: js, Names: n, Store: store, Prefix: "m/", Batch: 50,
-		Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Now: time.Now}
-	if err := bus.PublishDeadLetter(ctx, js, n, bus.DeadLetter{Key: "replayed0000", Stage: bus.StageUploader, Reason: bus.ReasonUploadError, Err: "503", Attempts: 5}); err != nil {
-		t.Fatal(err)
-	}
+	d := &manifest.Drain{JS: js, Names: n, Store: store, Prefix: "m/", Batch: 50, Log: quietLog(), Now: time.Now}
+	deadLetter(t, js, n, "replayed0000")
 	time.Sleep(5 * time.Millisecond)
 	publishRecords(t, js, n, "a", 120)
 	publishRecords(t, js, n, "replayed", 1) // DONE sequence 121, in the segment from 101

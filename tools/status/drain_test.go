@@ -7,9 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-
-	"github.com/ferry-migrate/ferry/shared/bus"
 	"github.com/ferry-migrate/ferry/shared/bustest"
 	"github.com/ferry-migrate/ferry/shared/manifest"
 )
@@ -21,14 +18,7 @@ func TestCollectAfterDrainCrash(t *testing.T) {
 	ctx := context.Background()
 	js, n := bustest.Job(t)
 	for i := range 60 {
-		key := fmt.Sprintf("k%03d", i)
-		rec := bus.Record{ID: bus.KeyID(n.Job, key), Key: key, S3Key: key, Size: 1, MD5: make([]byte, 16)}
-		m := nats.NewMsg(n.DoneSubject)
-		rec.Encode(m.Header)
-		m.Header.Set("Nats-Msg-Id", bus.MsgID("done", rec.ID))
-		if _, err := js.PublishMsg(ctx, m); err != nil {
-			t.Fatal(err)
-		}
+		bustest.Verified(t, js, n, fmt.Sprintf("k%03d", i))
 	}
 	now := time.Now().UTC()
 	b, _ := json.Marshal(manifest.State{NextSeq: 51, Segments: 1, Entries: 50, ResolvedFrom: 1, First: now, Last: now})
