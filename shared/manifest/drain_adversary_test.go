@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/ferry-migrate/ferry/shared/blobstore"
@@ -52,14 +51,8 @@ func publishJob(t *testing.T, js jetstream.JetStream, n bus.Names, prefix string
 	var ids []string
 	for i := 0; i < count; i++ {
 		key := fmt.Sprintf("%s%05d", prefix, i)
-		rec := bus.Record{ID: bus.KeyID(n.Job, key), Key: key, S3Key: key, Size: 1, MD5: make([]byte, 16)}
-		m := nats.NewMsg(n.DoneSubject)
-		rec.Encode(m.Header)
-		m.Header.Set("Nats-Msg-Id", bus.MsgID("done", rec.ID))
-		if _, err := js.PublishMsg(context.Background(), m); err != nil {
-			t.Fatal(err)
-		}
-		ids = append(ids, rec.ID)
+		bustest.Verified(t, js, n, key)
+		ids = append(ids, bus.KeyID(n.Job, key))
 	}
 	return ids
 }
