@@ -17,7 +17,7 @@ func Command() *cli.Command {
 	var out string
 	return &cli.Command{
 		Name:  "report",
-		Usage: "write report.md and report.json (outcome, dead letters by reason, verified per minute) and the dead-lettered keys (reads NATS, and the manifest segments when a failure may have been resolved by a drained DONE entry: then it needs the job file)",
+		Usage: "write report.md and report.json (outcome, dead letters by reason, verified per minute) and the dead-lettered keys (reads NATS, and the manifest drain's resolutions, or an older drain's segments, when a failure may have been resolved by a drained DONE entry: then it needs the job file)",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "out", Aliases: []string{"o"}, Value: ".", Destination: &out, Usage: "folder to write report.md, report.json, dlq-keys.txt, dlq.jsonl and pruned.txt into"},
 		},

@@ -198,7 +198,7 @@ td.n{text-align:right;font-variant-numeric:tabular-nums}
 .proven{color:#1a7f37;font-weight:bold}.notproven{color:#d1242f;font-weight:bold}.ok{color:#1a7f37}
 </style></head><body>
 <h1>ferry report: job {{.R.Job}}</h1>
-<p>Written {{utc .R.Time}} from the job's NATS streams{{if .R.Manifest.Read}} and {{.R.Manifest.Read}} manifest segments{{end}}.</p>
+<p>Written {{utc .R.Time}} from the job's NATS streams{{if .R.Manifest.ResolutionsRead}} and {{.R.Manifest.ResolutionsRead}} manifest resolutions{{end}}{{if .R.Manifest.Read}} and {{.R.Manifest.Read}} manifest segments{{end}}.</p>
 <h2>Outcome</h2>
 <table id="outcome">
 <tr><td>published to KEYS</td><td class="n" id="published">{{num .R.Published}}</td></tr>
