@@ -51,6 +51,16 @@ type State struct {
 	ResolvedFrom uint64 `json:"resolved_from,omitempty"`
 }
 
+// Undrained is how many of DONE's entries are not drained yet, from DONE's state read after s:
+// not what DONE holds, since a drain that died between recording its state and purging DONE
+// left entries that are in a segment too.
+func (s State) Undrained(done jetstream.StreamState) uint64 {
+	if s.NextSeq == 0 {
+		return done.Msgs
+	}
+	return done.LastSeq + 1 - min(s.NextSeq, done.LastSeq+1)
+}
+
 // KeepMinutes is how much of the per-minute history the state keeps.
 const KeepMinutes = 24 * time.Hour
 
@@ -413,25 +423,27 @@ func keyHash(key string) uint64 {
 // takes only an entry stored after a key's dead letter as its resolution, so one too many costs
 // nothing and one too few withholds the proof.
 func (d *Drain) writeResolved(ctx context.Context, bucket string, seq uint64, entries []Entry) error {
-	key := ResolvedKey(d.Prefix, d.Names.Job, seq)
-	had := map[uint64]bool{}
-	var res []Entry
-	b, err := d.Store.Get(ctx, key)
-	switch {
-	case err == nil:
-		if err := Decode(bytes.NewReader(b), func(e Entry) error {
-			had[e.Seq] = true
-			res = append(res, e)
-			return nil
-		}); err != nil {
-			return fmt.Errorf("manifest: %s: %w", key, err)
+	var found []Entry
+	for _, e := range entries {
+		if _, ok := d.failed[keyHash(e.Record.Key)]; ok {
+			found = append(found, e)
 		}
-	case !errors.Is(err, blobstore.ErrNotFound):
-		return fmt.Errorf("manifest: read %s: %w", key, err)
+	}
+	if len(found) == 0 {
+		return nil // most rounds: no S3 request
+	}
+	key := ResolvedKey(d.Prefix, d.Names.Job, seq)
+	res, err := d.readSegment(ctx, key)
+	if err != nil && !errors.Is(err, blobstore.ErrNotFound) {
+		return err
+	}
+	had := map[uint64]bool{}
+	for _, e := range res {
+		had[e.Seq] = true
 	}
 	added := 0
-	for _, e := range entries {
-		if _, ok := d.failed[keyHash(e.Record.Key)]; ok && !had[e.Seq] {
+	for _, e := range found {
+		if !had[e.Seq] {
 			res = append(res, e)
 			added++
 		}

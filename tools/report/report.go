@@ -260,13 +260,7 @@ func (r *Report) readDone(ctx context.Context, js jetstream.JetStream, n bus.Nam
 		return fmt.Errorf("report: stream info %s: %w", n.Done, err)
 	}
 	r.Verified = info.State.LastSeq // entries ever stored: in DONE and drained
-	// Not drained yet, rather than what DONE holds: entries a crashed drain recorded but did not
-	// purge yet are counted in the segments.
-	inDone := info.State.Msgs
-	if ms.NextSeq > 0 {
-		inDone = info.State.LastSeq + 1 - min(ms.NextSeq, info.State.LastSeq+1)
-	}
-	r.Manifest = ManifestSummary{Entries: ms.Entries, Segments: ms.Segments, Lost: ms.Lost, InDone: inDone}
+	r.Manifest = ManifestSummary{Entries: ms.Entries, Segments: ms.Segments, Lost: ms.Lost, InDone: ms.Undrained(info.State)}
 	// Drained minutes, and older hours at their first minute (a rollup of an hour or more adds up).
 	minutes := map[int64]uint64{}
 	for m, c := range ms.Minutes {
@@ -434,7 +428,11 @@ func (r *Report) resolveFromManifests(ctx context.Context, n bus.Names, o Option
 	}
 	since = since.Add(-SegmentSkew)
 	keys = keys[:0]
-	if err := o.Manifests.ListObjects(ctx, manifest.Dir(o.Prefix, n.Job), "", "", func(ob blobstore.Object) error {
+	upTo := "" // names sort as their sequences: list no further than the segments without resolutions
+	if resolvedFrom > 1 {
+		upTo = manifest.SegmentKey(o.Prefix, n.Job, resolvedFrom-1)
+	}
+	if err := o.Manifests.ListObjects(ctx, manifest.Dir(o.Prefix, n.Job), "", upTo, func(ob blobstore.Object) error {
 		seq, ok := manifest.SegmentSeq(ob.Key)
 		if !ob.LastModified.Before(since) && (resolvedFrom == 0 || !ok || seq < resolvedFrom) {
 			keys = append(keys, ob.Key)

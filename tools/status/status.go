@@ -203,13 +203,8 @@ func Collect(ctx context.Context, js jetstream.JetStream, n bus.Names, now time.
 	if err != nil {
 		return nil, fmt.Errorf("stream info %s: %w", n.Done, err)
 	}
-	st.Verified = Verified{Stream: n.Done, Messages: di.State.LastSeq, InStream: di.State.Msgs, Bytes: di.State.Bytes,
+	st.Verified = Verified{Stream: n.Done, Messages: di.State.LastSeq, InStream: ms.Undrained(di.State), Bytes: di.State.Bytes,
 		Drained: ms.Entries, Segments: ms.Segments, Lost: ms.Lost}
-	if ms.NextSeq > 0 {
-		// Not drained yet, rather than what DONE holds: a drain that died between recording its
-		// state and purging DONE left entries that are in a segment too.
-		st.Verified.InStream = di.State.LastSeq + 1 - min(ms.NextSeq, di.State.LastSeq+1)
-	}
 	first := di.State.FirstTime
 	if ms.Entries+ms.Lost > 0 {
 		first = ms.First // DONE's first entry is the oldest not drained, not the job's first
