@@ -125,6 +125,7 @@ func TestReadCommandsCreateNothing(t *testing.T) {
 	for _, args := range [][]string{
 		{"status"}, {"report", "--out", out}, {"dlq", "ls"}, {"dlq", "export"}, {"dlq", "replay", "--dry-run"},
 		{"dlq", "replay"}, {"throttle"}, {"throttle", "--read-rate", "5"}, {"repair", "--dry-run"},
+		{"console", "--listen", "127.0.0.1:0"},
 	} {
 		a := app()
 		var b bytes.Buffer

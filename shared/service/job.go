@@ -33,6 +33,20 @@ func ConnectJob(ctx context.Context, c *cli.Context, name string) (*nats.Conn, j
 	return nc, js, n, nil
 }
 
+// ConnectExistingJob is ConnectJob for a job that must exist already: a misspelt --job is
+// JobNotFound (exit 2), with nothing created.
+func ConnectExistingJob(ctx context.Context, c *cli.Context, name string) (*nats.Conn, jetstream.JetStream, bus.Names, error) {
+	nc, js, n, err := ConnectJob(ctx, c, name)
+	if err != nil {
+		return nil, nil, bus.Names{}, err
+	}
+	if _, err := JobStream(ctx, js, n, n.Keys); err != nil {
+		nc.Close()
+		return nil, nil, bus.Names{}, err
+	}
+	return nc, js, n, nil
+}
+
 // JobNotFound says the job has no streams on this NATS: a misspelt --job or the wrong --nats. It
 // is a usage error (exit 2).
 func JobNotFound(n bus.Names) error {

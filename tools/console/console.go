@@ -211,14 +211,11 @@ func Command() *cli.Command {
 			if err != nil {
 				return config.Invalid(err)
 			}
-			nc, js, n, err := service.ConnectJob(c.Context, c, "console")
+			nc, js, n, err := service.ConnectExistingJob(c.Context, c, "console")
 			if err != nil {
 				return err
 			}
 			defer nc.Close()
-			if _, err := service.JobStream(c.Context, js, n, n.Keys); err != nil {
-				return err
-			}
 			ln, err := net.Listen("tcp", listen)
 			if err != nil {
 				return config.Invalid(fmt.Errorf("--listen %s: %w", listen, err))

@@ -79,12 +79,8 @@ func Command() *cli.Command {
 		if err := f.Validate(); err != nil {
 			return nil, err
 		}
-		nc, js, n, err := service.ConnectJob(c.Context, c, "dlq")
+		nc, js, n, err := service.ConnectExistingJob(c.Context, c, "dlq")
 		if err != nil {
-			return nil, err
-		}
-		if _, err := service.JobStream(c.Context, js, n, n.Keys); err != nil {
-			nc.Close()
 			return nil, err
 		}
 		return &job{nc: nc, JS: js, Names: n}, nil

@@ -80,14 +80,11 @@ func Command() *cli.Command {
 				return config.Invalid(err)
 			}
 			// The job must exist: a mistyped --job is a usage error (exit 2), not a new job.
-			nc, js, n, err := service.ConnectJob(c.Context, c, "throttle")
+			nc, js, n, err := service.ConnectExistingJob(c.Context, c, "throttle")
 			if err != nil {
 				return err
 			}
 			defer nc.Close()
-			if _, err := service.JobStream(c.Context, js, n, n.Keys); err != nil {
-				return err
-			}
 			kv, err := js.KeyValue(c.Context, n.KV)
 			if err != nil {
 				return fmt.Errorf("kv %s: %w (ferry setup creates it)", n.KV, err)
